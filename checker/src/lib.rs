@@ -1,0 +1,1 @@
+//! The model checker and history checkers (to come).

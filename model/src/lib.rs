@@ -1,0 +1,1 @@
+//! The Dynamo protocol core.

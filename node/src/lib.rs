@@ -1,0 +1,1 @@
+//! The production node (to come): a thin tokio driver around `dynamo-model`.
