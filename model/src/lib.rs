@@ -1,1 +1,34 @@
-//! The Dynamo protocol core.
+//! The Dynamo protocol core: a sans-IO, deterministic state machine.
+//!
+//! This crate is the one implementation of the protocol. The model checker (`dynamo-checker`)
+//! explores it and the production node (`dynamo-node`) runs it; neither re-implements any of it.
+//! [`Node::handle`] takes an [`Input`] (client request, peer message, timer) and the current time,
+//! and appends [`Effect`]s (send, reply, set or cancel a timer). It does no I/O and has no clock or
+//! randomness of its own. Durable state goes through the [`Store`] trait.
+//!
+//! Modules follow the paper's vocabulary (DeCandia et al., SOSP 2007): [`ring`] (§4.2, §6.2),
+//! [`clock`] and [`versioned`] (§4.4), [`coordinator`] and [`replica`] (§4.5), [`handoff`]
+//! (§4.6); [`sim`] drives many nodes in a seeded, deterministic simulated network.
+
+pub mod clock;
+pub mod config;
+pub mod coordinator;
+pub mod handoff;
+pub mod ids;
+pub mod invariants;
+pub mod msg;
+pub mod node;
+pub mod replica;
+pub mod ring;
+pub mod sim;
+pub mod store;
+pub mod versioned;
+
+pub use clock::{CausalOrder, ClockError, Context, Dot, VClock};
+pub use config::{Config, ConfigError, ConfigParams, Limits, Timeouts};
+pub use ids::{ActorId, Key, NodeId, OpId, PartitionId, RequestId};
+pub use msg::{Action, ClientOp, ClientReply, Msg, RequestError};
+pub use node::{Effect, Input, Node, Stats, Timer};
+pub use ring::Ring;
+pub use store::{MemStore, Store, StoreError};
+pub use versioned::{Payload, PutError, Siblings, Version};

@@ -1,0 +1,476 @@
+//! Vector clocks (paper §4.4) and the dots that name single writes.
+//!
+//! A [`VClock`] maps actors to the highest counter of theirs it has seen. It never stores a zero
+//! counter, and its entries are kept sorted by actor, so two clocks that mean the same thing are
+//! equal and hash equally. Causal order is the named method [`VClock::causal_cmp`]; `Ord` on the
+//! type is only a total order for sorting and has no causal meaning.
+//!
+//! Each entry also carries the wall-clock time (as given to the core) at which its actor issued the
+//! counter. It only serves optional truncation, which drops the oldest entry once a clock grows past
+//! a bound, as the paper describes. Truncation is off by default: it can make a descendant look
+//! concurrent, or a dropped actor's later write look newer than it is.
+
+use crate::ids::ActorId;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::fmt;
+use thiserror::Error;
+
+/// How two clocks relate in causal order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CausalOrder {
+    /// The left clock happened before the right one.
+    Before,
+    /// The left clock happened after the right one.
+    After,
+    /// Both clocks are the same.
+    Equal,
+    /// Neither descends from the other.
+    Concurrent,
+}
+
+/// One write's identity: its actor and the counter the actor gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dot {
+    /// The coordinator that issued the write.
+    pub actor: ActorId,
+    /// The actor's counter for this write; at least 1.
+    pub counter: u64,
+    /// Time (ms, as given to the core) when the write was issued; used only by truncation.
+    pub ts_ms: u64,
+}
+
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.actor, self.counter)
+    }
+}
+
+/// One clock entry: the actor's highest counter seen and when that counter was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entry {
+    /// Whose counter.
+    pub actor: ActorId,
+    /// The counter; never zero.
+    pub counter: u64,
+    /// When the actor issued that counter.
+    pub ts_ms: u64,
+}
+
+/// Why bytes or entries did not make a valid clock.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ClockError {
+    /// Entries must be sorted by actor with no repeats.
+    #[error("clock entries are not strictly sorted by actor")]
+    Unsorted,
+    /// A zero counter would let equal clocks differ.
+    #[error("clock entry for {0} has a zero counter")]
+    ZeroCounter(ActorId),
+    /// The bytes were not a clock at all.
+    #[error("context is not a valid encoded clock: {0}")]
+    Undecodable(String),
+    /// The clock has more entries than allowed.
+    #[error("context has {entries} entries, more than the limit {max}")]
+    TooManyEntries {
+        /// Entries found.
+        entries: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A vector clock: sorted, zero-free entries.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(try_from = "Vec<Entry>", into = "Vec<Entry>")]
+pub struct VClock {
+    entries: Vec<Entry>,
+}
+
+impl TryFrom<Vec<Entry>> for VClock {
+    type Error = ClockError;
+    fn try_from(entries: Vec<Entry>) -> Result<Self, ClockError> {
+        for pair in entries.windows(2) {
+            if pair[0].actor >= pair[1].actor {
+                return Err(ClockError::Unsorted);
+            }
+        }
+        if let Some(e) = entries.iter().find(|e| e.counter == 0) {
+            return Err(ClockError::ZeroCounter(e.actor));
+        }
+        Ok(VClock { entries })
+    }
+}
+
+impl From<VClock> for Vec<Entry> {
+    fn from(c: VClock) -> Self {
+        c.entries
+    }
+}
+
+impl fmt::Debug for VClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for VClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}:{}", e.actor, e.counter)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl VClock {
+    /// The empty clock, before every write.
+    pub fn new() -> Self {
+        VClock::default()
+    }
+
+    /// The entries, sorted by actor.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the clock has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The counter seen for `actor` (0 if none).
+    pub fn get(&self, actor: ActorId) -> u64 {
+        match self.entries.binary_search_by(|e| e.actor.cmp(&actor)) {
+            Ok(i) => self.entries[i].counter,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether the clock has seen the write `dot`.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.get(dot.actor) >= dot.counter
+    }
+
+    /// Raises `actor`'s entry to `counter` (if higher), recording when it was issued.
+    pub fn witness(&mut self, actor: ActorId, counter: u64, ts_ms: u64) {
+        if counter == 0 {
+            return;
+        }
+        match self.entries.binary_search_by(|e| e.actor.cmp(&actor)) {
+            Ok(i) => {
+                if self.entries[i].counter < counter {
+                    self.entries[i].counter = counter;
+                    self.entries[i].ts_ms = ts_ms;
+                }
+            }
+            Err(i) => self.entries.insert(i, Entry { actor, counter, ts_ms }),
+        }
+    }
+
+    /// Adds one to `actor`'s counter and returns the dot of that new event.
+    pub fn increment(&mut self, actor: ActorId, ts_ms: u64) -> Dot {
+        let counter = self.get(actor) + 1;
+        self.witness(actor, counter, ts_ms);
+        Dot { actor, counter, ts_ms }
+    }
+
+    /// Records the write `dot` in the clock.
+    pub fn add_dot(&mut self, dot: &Dot) {
+        self.witness(dot.actor, dot.counter, dot.ts_ms);
+    }
+
+    /// The least upper bound of both clocks, in place.
+    pub fn merge(&mut self, other: &VClock) {
+        if other.entries.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.entries.len().max(other.entries.len()));
+        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.actor.cmp(&y.actor) {
+                    Ordering::Less => out.push(*a.next().expect("peeked")),
+                    Ordering::Greater => out.push(*b.next().expect("peeked")),
+                    Ordering::Equal => {
+                        let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                        out.push(if x.counter >= y.counter { *x } else { *y });
+                    }
+                },
+                (Some(_), None) => out.extend(a.by_ref().copied()),
+                (None, Some(_)) => out.extend(b.by_ref().copied()),
+                (None, None) => break,
+            }
+        }
+        self.entries = out;
+    }
+
+    /// The least upper bound of both clocks.
+    pub fn merged(&self, other: &VClock) -> VClock {
+        let mut c = self.clone();
+        c.merge(other);
+        c
+    }
+
+    /// Whether `self` has seen everything `other` has (`self ≥ other` in causal order).
+    pub fn descends(&self, other: &VClock) -> bool {
+        let mut mine = self.entries.iter().peekable();
+        for theirs in &other.entries {
+            loop {
+                match mine.peek() {
+                    Some(m) if m.actor < theirs.actor => {
+                        mine.next();
+                    }
+                    Some(m) if m.actor == theirs.actor => {
+                        if m.counter < theirs.counter {
+                            return false;
+                        }
+                        break;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// How `self` relates to `other` in causal order.
+    pub fn causal_cmp(&self, other: &VClock) -> CausalOrder {
+        let (mut ge, mut le) = (true, true);
+        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
+        while ge || le {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.actor.cmp(&y.actor) {
+                    Ordering::Less => {
+                        le = false;
+                        a.next();
+                    }
+                    Ordering::Greater => {
+                        ge = false;
+                        b.next();
+                    }
+                    Ordering::Equal => {
+                        match x.counter.cmp(&y.counter) {
+                            Ordering::Less => ge = false,
+                            Ordering::Greater => le = false,
+                            Ordering::Equal => {}
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
+                (Some(_), None) => {
+                    le = false;
+                    break;
+                }
+                (None, Some(_)) => {
+                    ge = false;
+                    break;
+                }
+                (None, None) => break,
+            }
+        }
+        match (ge, le) {
+            (true, true) => CausalOrder::Equal,
+            (true, false) => CausalOrder::After,
+            (false, true) => CausalOrder::Before,
+            (false, false) => CausalOrder::Concurrent,
+        }
+    }
+
+    /// Drops the oldest entries (by issue time, then by actor) until at most `max` remain.
+    /// See the module docs for why this is risky and off by default.
+    pub fn truncate(&mut self, max: usize) {
+        while self.entries.len() > max {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| (e.ts_ms, e.actor))
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => {
+                    self.entries.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// What a client has seen of a key: a gap-free [`VClock`] plus a *cloud* of single dots above it.
+///
+/// Writes coordinated by the same node on the same context are concurrent but take consecutive
+/// counters, so the history of one version can contain an actor's counter 4 without its counters
+/// 2 and 3. A plain vector clock `{a:4}` would claim those too, and a put on it would silently
+/// supersede writes its client never saw. The cloud keeps such dots exact; dots fold into the
+/// clock as soon as the gap below them fills, so the cloud is empty in the common case and the
+/// context is then exactly a vector clock.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(try_from = "RawContext", into = "RawContext")]
+pub struct Context {
+    clock: VClock,
+    cloud: Vec<Dot>,
+}
+
+/// The wire form of a [`Context`], checked when decoded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RawContext {
+    clock: VClock,
+    cloud: Vec<Dot>,
+}
+
+impl TryFrom<RawContext> for Context {
+    type Error = ClockError;
+    fn try_from(raw: RawContext) -> Result<Self, ClockError> {
+        if let Some(d) = raw.cloud.iter().find(|d| d.counter == 0) {
+            return Err(ClockError::ZeroCounter(d.actor));
+        }
+        let mut c = Context { clock: raw.clock, cloud: Vec::new() };
+        for d in &raw.cloud {
+            c.add_dot(d);
+        }
+        Ok(c)
+    }
+}
+
+impl From<Context> for RawContext {
+    fn from(c: Context) -> Self {
+        RawContext { clock: c.clock, cloud: c.cloud }
+    }
+}
+
+impl From<VClock> for Context {
+    fn from(clock: VClock) -> Self {
+        Context { clock, cloud: Vec::new() }
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.clock)?;
+        if !self.cloud.is_empty() {
+            f.write_str("+")?;
+            for d in &self.cloud {
+                write!(f, "[{d}]")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Context {
+    /// The empty context: a blind write.
+    pub fn new() -> Self {
+        Context::default()
+    }
+
+    /// The gap-free part.
+    pub fn clock(&self) -> &VClock {
+        &self.clock
+    }
+
+    /// The single dots above the gap-free part, sorted.
+    pub fn cloud(&self) -> &[Dot] {
+        &self.cloud
+    }
+
+    /// Entries in all: clock entries plus cloud dots.
+    pub fn len(&self) -> usize {
+        self.clock.len() + self.cloud.len()
+    }
+
+    /// Whether nothing was seen.
+    pub fn is_empty(&self) -> bool {
+        self.clock.is_empty() && self.cloud.is_empty()
+    }
+
+    /// Whether the write `dot` was seen.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.clock.contains(dot)
+            || self.cloud.iter().any(|d| d.actor == dot.actor && d.counter == dot.counter)
+    }
+
+    /// The highest counter of `actor` seen, gap or not.
+    pub fn max_counter(&self, actor: ActorId) -> u64 {
+        let in_cloud = self.cloud.iter().filter(|d| d.actor == actor).map(|d| d.counter).max();
+        self.clock.get(actor).max(in_cloud.unwrap_or(0))
+    }
+
+    /// Records the write `dot`.
+    pub fn add_dot(&mut self, dot: &Dot) {
+        if dot.counter == 0 || self.contains(dot) {
+            return;
+        }
+        let at = self.cloud.partition_point(|d| (d.actor, d.counter) < (dot.actor, dot.counter));
+        self.cloud.insert(at, *dot);
+        self.compact();
+    }
+
+    /// The union of both histories, in place.
+    pub fn merge(&mut self, other: &Context) {
+        self.clock.merge(&other.clock);
+        for d in &other.cloud {
+            if !self.contains(d) {
+                let at =
+                    self.cloud.partition_point(|x| (x.actor, x.counter) < (d.actor, d.counter));
+                self.cloud.insert(at, *d);
+            }
+        }
+        self.compact();
+    }
+
+    /// Drops cloud dots the clock covers and folds in those that extend it without a gap.
+    fn compact(&mut self) {
+        let clock = &mut self.clock;
+        // Sorted by actor then counter, so one pass folds each run of consecutive counters.
+        self.cloud.retain(|d| {
+            let have = clock.get(d.actor);
+            if d.counter <= have {
+                false
+            } else if d.counter == have + 1 {
+                clock.witness(d.actor, d.counter, d.ts_ms);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Truncates the gap-free part as [`VClock::truncate`] does, and drops cloud dots of actors it
+    /// dropped. Risky; see the module docs.
+    pub fn truncate(&mut self, max: usize) {
+        self.clock.truncate(max);
+        let clock = &self.clock;
+        self.cloud.retain(|d| clock.get(d.actor) > 0);
+    }
+
+    /// The context as opaque bytes, for clients to carry.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a context a client sent back; rejects malformed bytes and oversized contexts.
+    pub fn from_bytes(bytes: &[u8], entries_max: usize) -> Result<Context, ClockError> {
+        let c: Context =
+            postcard::from_bytes(bytes).map_err(|e| ClockError::Undecodable(e.to_string()))?;
+        if c.len() > entries_max {
+            return Err(ClockError::TooManyEntries { entries: c.len(), max: entries_max });
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,258 @@
+//! Cluster configuration, validated once when it is built (paper §4.5: N, R, W).
+//!
+//! [`ConfigParams`] is the plain, editable form; [`Config::new`] checks it and yields a [`Config`]
+//! that the rest of the core can trust without re-checking.
+
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+/// Timers of the protocol, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// How long a coordinator waits for R or W replies before it answers without them.
+    pub request_ms: u64,
+    /// Under sloppy quorum, how long a coordinator waits before it suspects silent targets and
+    /// sends the request on to the next fallbacks. Must not exceed `request_ms`.
+    pub sloppy_retry_ms: u64,
+    /// Period of the background tick: hinted handoff and probes of suspected nodes.
+    pub tick_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { request_ms: 1_000, sloppy_retry_ms: 300, tick_ms: 500 }
+    }
+}
+
+/// Bounds on what one request or one key may hold. Each bound names what it limits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest value a put may carry.
+    pub value_bytes_max: usize,
+    /// Largest key.
+    pub key_bytes_max: usize,
+    /// Most siblings a key may hold after a put; a put that would exceed it is rejected.
+    pub siblings_max: usize,
+    /// Most entries a context a client sends back may have.
+    pub context_entries_max: usize,
+    /// Most hints delivered per tick.
+    pub handoff_batch_max: usize,
+    /// Most client operations a node coordinates or forwards at once.
+    pub pending_ops_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            value_bytes_max: 1 << 20,
+            key_bytes_max: 1 << 10,
+            siblings_max: 64,
+            context_entries_max: 256,
+            handoff_batch_max: 64,
+            pending_ops_max: 10_000,
+        }
+    }
+}
+
+/// The editable form of a configuration; turn it into a [`Config`] with [`Config::new`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConfigParams {
+    /// The storage nodes of the cluster.
+    pub nodes: BTreeSet<NodeId>,
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a get waits for.
+    pub r: usize,
+    /// Acknowledgements a put waits for.
+    pub w: usize,
+    /// Q, the number of equal partitions of the hash space: a power of two, at least the node count.
+    pub partitions: u32,
+    /// Whether writes and reads may use fallback nodes past the first N (paper §4.6).
+    pub sloppy_quorum: bool,
+    /// Vector-clock truncation (paper §4.4): keep at most this many entries per clock, dropping the
+    /// oldest by timestamp. `None` (the default) never truncates. Truncation can make a descendant
+    /// look concurrent (spurious siblings) or, worse, a stale version look newer; use it only with
+    /// a size far above the number of coordinators a key ever sees.
+    pub clock_entries_max: Option<usize>,
+    /// Protocol timers.
+    pub timeouts: Timeouts,
+    /// Request and storage bounds.
+    pub limits: Limits,
+}
+
+impl ConfigParams {
+    /// Defaults for a cluster of `nodes`: N=3 (or fewer nodes), R=W=majority, Q=64 (or the next
+    /// power of two above the node count), sloppy quorum on.
+    pub fn for_nodes(nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        let nodes: BTreeSet<NodeId> = nodes.into_iter().collect();
+        let n = nodes.len().clamp(1, 3);
+        let q = (nodes.len().max(1) as u32).next_power_of_two().max(64);
+        ConfigParams {
+            nodes,
+            n,
+            r: n / 2 + 1,
+            w: n / 2 + 1,
+            partitions: q,
+            sloppy_quorum: true,
+            clock_entries_max: None,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// There must be at least one node.
+    #[error("the cluster needs at least one node")]
+    NoNodes,
+    /// N must be between 1 and the number of nodes.
+    #[error("n = {n} must be between 1 and the node count {nodes}")]
+    BadN {
+        /// The N asked for.
+        n: usize,
+        /// The node count.
+        nodes: usize,
+    },
+    /// R and W must be between 1 and N.
+    #[error("{which} = {value} must be between 1 and n = {n}")]
+    BadQuorum {
+        /// "r" or "w".
+        which: &'static str,
+        /// The value asked for.
+        value: usize,
+        /// N.
+        n: usize,
+    },
+    /// Q must be a power of two, at least the node count.
+    #[error(
+        "partitions = {partitions} must be a power of two and at least the node count {nodes}"
+    )]
+    BadPartitions {
+        /// The Q asked for.
+        partitions: u32,
+        /// The node count.
+        nodes: usize,
+    },
+    /// Every timeout must be positive, and the sloppy retry no longer than the request timeout.
+    #[error("timeout {which} = {value_ms} ms is invalid: {why}")]
+    BadTimeout {
+        /// Which timeout.
+        which: &'static str,
+        /// Its value.
+        value_ms: u64,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Every limit must be positive.
+    #[error("limit {which} must be greater than zero")]
+    BadLimit {
+        /// Which limit.
+        which: &'static str,
+    },
+}
+
+/// A validated configuration. Construct with [`Config::new`]; read through the accessors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Config {
+    params: ConfigParams,
+}
+
+impl Config {
+    /// Checks `params`: 1 ≤ R, W ≤ N ≤ nodes; Q a power of two ≥ nodes; timeouts and limits > 0.
+    pub fn new(params: ConfigParams) -> Result<Config, ConfigError> {
+        let nodes = params.nodes.len();
+        if nodes == 0 {
+            return Err(ConfigError::NoNodes);
+        }
+        if params.n == 0 || params.n > nodes {
+            return Err(ConfigError::BadN { n: params.n, nodes });
+        }
+        for (which, value) in [("r", params.r), ("w", params.w)] {
+            if value == 0 || value > params.n {
+                return Err(ConfigError::BadQuorum { which, value, n: params.n });
+            }
+        }
+        if !params.partitions.is_power_of_two() || (params.partitions as usize) < nodes {
+            return Err(ConfigError::BadPartitions { partitions: params.partitions, nodes });
+        }
+        let t = &params.timeouts;
+        for (which, value_ms) in [
+            ("request_ms", t.request_ms),
+            ("sloppy_retry_ms", t.sloppy_retry_ms),
+            ("tick_ms", t.tick_ms),
+        ] {
+            if value_ms == 0 {
+                return Err(ConfigError::BadTimeout { which, value_ms, why: "must be > 0" });
+            }
+        }
+        if t.sloppy_retry_ms > t.request_ms {
+            return Err(ConfigError::BadTimeout {
+                which: "sloppy_retry_ms",
+                value_ms: t.sloppy_retry_ms,
+                why: "must not exceed request_ms",
+            });
+        }
+        let l = &params.limits;
+        for (which, value) in [
+            ("value_bytes_max", l.value_bytes_max),
+            ("key_bytes_max", l.key_bytes_max),
+            ("siblings_max", l.siblings_max),
+            ("context_entries_max", l.context_entries_max),
+            ("handoff_batch_max", l.handoff_batch_max),
+            ("pending_ops_max", l.pending_ops_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::BadLimit { which });
+            }
+        }
+        if params.clock_entries_max == Some(0) {
+            return Err(ConfigError::BadLimit { which: "clock_entries_max" });
+        }
+        Ok(Config { params })
+    }
+
+    /// The parameters this configuration was built from.
+    pub fn params(&self) -> &ConfigParams {
+        &self.params
+    }
+    /// The storage nodes.
+    pub fn nodes(&self) -> &BTreeSet<NodeId> {
+        &self.params.nodes
+    }
+    /// Replicas per key.
+    pub fn n(&self) -> usize {
+        self.params.n
+    }
+    /// Default read quorum.
+    pub fn r(&self) -> usize {
+        self.params.r
+    }
+    /// Default write quorum.
+    pub fn w(&self) -> usize {
+        self.params.w
+    }
+    /// Q.
+    pub fn partitions(&self) -> u32 {
+        self.params.partitions
+    }
+    /// Whether sloppy quorum is on.
+    pub fn sloppy_quorum(&self) -> bool {
+        self.params.sloppy_quorum
+    }
+    /// Clock truncation bound, if any.
+    pub fn clock_entries_max(&self) -> Option<usize> {
+        self.params.clock_entries_max
+    }
+    /// Protocol timers.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.params.timeouts
+    }
+    /// Request and storage bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.params.limits
+    }
+}

@@ -1,0 +1,60 @@
+//! Hinted handoff and liveness probes (paper §4.6), driven by the background tick.
+//!
+//! Each tick, a node pings the nodes it suspects (any answer clears the suspicion) and sends up to
+//! `handoff_batch_max` hints to intended nodes it does not suspect. The intended node merges the
+//! hint into its primary data and acknowledges with exactly the siblings it made durable. The
+//! holder deletes the hint only if it still holds exactly those siblings; a hint that grew in the
+//! meantime stays and goes out again on a later tick.
+
+use crate::ids::{Key, NodeId};
+use crate::msg::Msg;
+use crate::node::{Effect, Node, Timer};
+use crate::store::Store;
+use crate::versioned::Siblings;
+
+impl<S: Store> Node<S> {
+    pub(crate) fn on_tick(&mut self, effects: &mut Vec<Effect>) {
+        for &to in &self.state.suspected {
+            effects.push(Effect::Send { to, msg: Msg::Ping });
+        }
+        let batch = self.config.limits().handoff_batch_max;
+        match self.store.hints(&self.state.suspected, batch) {
+            Ok(hints) => {
+                for (to, key, siblings) in hints {
+                    effects.push(Effect::Send { to, msg: Msg::Handoff { key, siblings } });
+                }
+            }
+            Err(_) => self.stats.store_errors += 1,
+        }
+        effects.push(Effect::SetTimer {
+            timer: Timer::Tick,
+            after_ms: self.config.timeouts().tick_ms,
+        });
+    }
+
+    pub(crate) fn on_handoff(
+        &mut self,
+        from: NodeId,
+        key: Key,
+        siblings: Siblings,
+        effects: &mut Vec<Effect>,
+    ) {
+        if self.merge_local(&key, &siblings) {
+            effects.push(Effect::Send { to: from, msg: Msg::HandoffAck { key, siblings } });
+        }
+    }
+
+    pub(crate) fn on_handoff_ack(&mut self, from: NodeId, key: Key, siblings: Siblings) {
+        match self.store.load_hint(from, &key) {
+            Ok(held) if held == siblings => {
+                if self.store.remove_hint(from, &key).is_ok() {
+                    self.stats.hints_delivered += 1;
+                } else {
+                    self.stats.store_errors += 1;
+                }
+            }
+            Ok(_) => self.stats.stale_responses_dropped += 1,
+            Err(_) => self.stats.store_errors += 1,
+        }
+    }
+}

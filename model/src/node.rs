@@ -1,0 +1,408 @@
+//! `Node`: one storage node's protocol state, and [`Node::handle`], the core's one entry point.
+//!
+//! Inputs go in, [`Effect`]s come out; the node does no I/O and reads no clock or randomness of
+//! its own (time arrives with every call). Durable state lives in the [`Store`]; everything else
+//! (operations in progress, suspicions) is volatile and lost on a crash.
+//!
+//! **Durability rule.** The effects produced by one `handle` call may leave the process only after
+//! the store writes made during that call are durable under the driver's sync policy. A replica
+//! acknowledges a write by emitting an effect, so acknowledging before syncing could lose an
+//! acknowledged write on a crash. Drivers batch several calls and sync once per batch.
+
+use crate::clock::Context;
+use crate::config::Config;
+use crate::coordinator::Coord;
+use crate::ids::{ActorId, Key, NodeId, OpId, RequestId};
+use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
+use crate::ring::Ring;
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The largest per-request timeout a client may ask for.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 60_000;
+
+/// Something that happened to the node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Input {
+    /// The node (re)started: arm the background tick.
+    Start,
+    /// A client asked for something. `req` must be unique on this node for its lifetime.
+    Client {
+        /// The request's id, echoed in the reply.
+        req: RequestId,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// A peer sent a message.
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// A timer set earlier fired.
+    Timer(Timer),
+}
+
+/// The node's named timers. Setting a timer that is already set re-arms it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Timer {
+    /// A coordinated operation's next deadline.
+    Op(OpId),
+    /// A forwarded request's deadline.
+    Forward(RequestId),
+    /// The background tick: hinted handoff and probes.
+    Tick,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Effect {
+    /// Send `msg` to `to`. Delivery may fail; the protocol copes.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Answer the client request `req`.
+    Reply {
+        /// The request.
+        req: RequestId,
+        /// The answer.
+        reply: ClientReply,
+    },
+    /// Fire `timer` after `after_ms`.
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// Delay in ms.
+        after_ms: u64,
+    },
+    /// Forget `timer`.
+    CancelTimer(Timer),
+}
+
+/// A request this node forwarded to a coordinator and still waits on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Forwarded {
+    /// The coordinator it went to.
+    pub to: NodeId,
+    /// Whether it writes (a timeout is then indeterminate).
+    pub is_write: bool,
+}
+
+/// The volatile protocol state: lost on a crash. Part of the model checker's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Volatile {
+    /// Nodes that recently failed to answer; cleared by any message from them.
+    pub suspected: BTreeSet<NodeId>,
+    /// Operations this node coordinates.
+    pub ops: BTreeMap<OpId, Coord>,
+    /// Requests this node forwarded.
+    pub forwards: BTreeMap<RequestId, Forwarded>,
+}
+
+/// Counters of what the node did and dropped; not part of the protocol state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages from nodes outside the ring, dropped.
+    pub unknown_sender_dropped: u64,
+    /// Answers for operations that no longer exist, dropped.
+    pub stale_responses_dropped: u64,
+    /// Store reads or writes that failed.
+    pub store_errors: u64,
+    /// Hint writes made as a fallback.
+    pub hints_stored: u64,
+    /// Hints removed after the intended node acknowledged them.
+    pub hints_delivered: u64,
+    /// Read-repair writes sent (or made locally).
+    pub read_repairs: u64,
+    /// Client requests forwarded to a coordinator.
+    pub forwarded: u64,
+    /// Client requests refused.
+    pub rejected: u64,
+}
+
+/// One storage node.
+#[derive(Clone, Debug)]
+pub struct Node<S> {
+    pub(crate) id: NodeId,
+    pub(crate) actor: ActorId,
+    pub(crate) config: Arc<Config>,
+    pub(crate) ring: Arc<Ring>,
+    pub(crate) store: S,
+    pub(crate) state: Volatile,
+    pub(crate) stats: Stats,
+}
+
+/// Equality and hashing cover what distinguishes two states of the same cluster: identity, durable
+/// store and volatile state. The configuration and ring are fixed for a run, and counters are not
+/// protocol state, so they are left out (this keeps model-checker states small).
+impl<S: PartialEq> PartialEq for Node<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.actor == other.actor
+            && self.store == other.store
+            && self.state == other.state
+    }
+}
+impl<S: Eq> Eq for Node<S> {}
+impl<S: Hash> Hash for Node<S> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.id.hash(h);
+        self.actor.hash(h);
+        self.store.hash(h);
+        self.state.hash(h);
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// A node `id` writing under `actor`, with its durable `store` (fresh or recovered) and a fresh
+    /// volatile state. `ring` must be `Ring::new(config.partitions(), config.nodes())` or a ring
+    /// every node agrees on.
+    pub fn new(actor: ActorId, config: Arc<Config>, ring: Arc<Ring>, store: S) -> Self {
+        Node {
+            id: actor.node,
+            actor,
+            config,
+            ring,
+            store,
+            state: Volatile::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The actor this node writes clock entries under.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+    /// The durable store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    /// The durable store, mutably (drivers use it to sync).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+    /// The volatile state.
+    pub fn volatile(&self) -> &Volatile {
+        &self.state
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// Gives the store back (a crash keeps it; the volatile state is dropped).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Handles one input at time `now_ms`, appending what must be done to `effects`.
+    pub fn handle(&mut self, now_ms: u64, input: Input, effects: &mut Vec<Effect>) {
+        match input {
+            Input::Start => {
+                effects.push(Effect::SetTimer {
+                    timer: Timer::Tick,
+                    after_ms: self.config.timeouts().tick_ms,
+                });
+            }
+            Input::Client { req, op } => self.on_client(now_ms, req, op, effects),
+            Input::Peer { from, msg } => self.on_peer(now_ms, from, msg, effects),
+            Input::Timer(Timer::Op(op)) => self.on_op_timer(op, effects),
+            Input::Timer(Timer::Forward(req)) => self.on_forward_timer(req, effects),
+            Input::Timer(Timer::Tick) => self.on_tick(effects),
+        }
+    }
+
+    fn on_client(&mut self, now_ms: u64, req: RequestId, op: ClientOp, effects: &mut Vec<Effect>) {
+        if let Err(e) = self.validate(&op) {
+            self.stats.rejected += 1;
+            effects.push(Effect::Reply { req, reply: ClientReply::Rejected(e) });
+            return;
+        }
+        let prefs = self.ring.preference_list(&op.key, self.config.n());
+        if prefs.contains(&self.id) {
+            self.coordinate(now_ms, OpId { origin: self.id, req }, op, effects);
+            return;
+        }
+        // Not a coordinator for this key: hand it to the first preference-list node we do not
+        // suspect (or the first, if we suspect them all).
+        let to = prefs
+            .iter()
+            .copied()
+            .find(|p| !self.state.suspected.contains(p))
+            .or(prefs.first().copied());
+        let Some(to) = to else { return };
+        let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
+        self.stats.forwarded += 1;
+        self.state.forwards.insert(req, Forwarded { to, is_write: op.is_write() });
+        effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: 2 * timeout_ms });
+        effects.push(Effect::Send { to, msg: Msg::Forward { req, op } });
+    }
+
+    /// Checks a client operation against the configuration before anything is done with it.
+    pub fn validate(&self, op: &ClientOp) -> Result<(), RequestError> {
+        let limits = self.config.limits();
+        let n = self.config.n();
+        if op.key.0.is_empty() {
+            return Err(RequestError::EmptyKey);
+        }
+        if op.key.0.len() > limits.key_bytes_max {
+            return Err(RequestError::KeyTooLarge {
+                bytes: op.key.0.len(),
+                max: limits.key_bytes_max,
+            });
+        }
+        for (which, value) in [("r", op.r), ("w", op.w)] {
+            if let Some(value) = value {
+                if value == 0 || value > n {
+                    return Err(RequestError::BadQuorum { which: which.into(), value, n });
+                }
+            }
+        }
+        if let Some(t) = op.timeout_ms {
+            if t == 0 || t > REQUEST_TIMEOUT_MS_MAX {
+                return Err(RequestError::BadTimeout {
+                    value_ms: t,
+                    max_ms: REQUEST_TIMEOUT_MS_MAX,
+                });
+            }
+        }
+        if let Action::Put { context, payload } = &op.action {
+            if context.len() > limits.context_entries_max {
+                return Err(RequestError::ContextTooLarge {
+                    entries: context.len(),
+                    max: limits.context_entries_max,
+                });
+            }
+            if let Some(v) = payload.value() {
+                if v.len() > limits.value_bytes_max {
+                    return Err(crate::versioned::PutError::ValueTooLarge {
+                        bytes: v.len(),
+                        max: limits.value_bytes_max,
+                    }
+                    .into());
+                }
+            }
+        }
+        let pending = self.state.ops.len() + self.state.forwards.len();
+        if pending >= limits.pending_ops_max {
+            return Err(RequestError::Overloaded { pending });
+        }
+        Ok(())
+    }
+
+    fn on_peer(&mut self, now_ms: u64, from: NodeId, msg: Msg, effects: &mut Vec<Effect>) {
+        if !self.ring.contains(from) || from == self.id {
+            self.stats.unknown_sender_dropped += 1;
+            return;
+        }
+        // Any message is proof of life.
+        self.state.suspected.remove(&from);
+        match msg {
+            Msg::Forward { req, op } => self.on_forward(now_ms, from, req, op, effects),
+            Msg::ForwardReply { req, reply } => self.on_forward_reply(from, req, reply, effects),
+            Msg::Store { op, key, siblings, intended } => {
+                self.on_store(from, op, key, siblings, intended, effects)
+            }
+            Msg::StoreAck { op } => self.on_store_ack(from, op, effects),
+            Msg::Fetch { op, key, intended } => self.on_fetch(from, op, key, intended, effects),
+            Msg::FetchReply { op, siblings } => self.on_fetch_reply(from, op, siblings, effects),
+            Msg::Handoff { key, siblings } => self.on_handoff(from, key, siblings, effects),
+            Msg::HandoffAck { key, siblings } => self.on_handoff_ack(from, key, siblings),
+            Msg::Ping => effects.push(Effect::Send { to: from, msg: Msg::Pong }),
+            Msg::Pong => {}
+        }
+    }
+
+    fn on_forward(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        req: RequestId,
+        op: ClientOp,
+        effects: &mut Vec<Effect>,
+    ) {
+        let id = OpId { origin: from, req };
+        if self.state.ops.contains_key(&id) {
+            return; // a duplicate of a request in progress
+        }
+        let refused = match self.validate(&op) {
+            Err(e) => Some(e),
+            Ok(()) if !self.ring.preference_list(&op.key, self.config.n()).contains(&self.id) => {
+                Some(RequestError::NotCoordinator { node: self.id })
+            }
+            Ok(()) => None,
+        };
+        match refused {
+            Some(e) => {
+                self.stats.rejected += 1;
+                self.reply(id, ClientReply::Rejected(e), effects);
+            }
+            None => self.coordinate(now_ms, id, op, effects),
+        }
+    }
+
+    fn on_forward_reply(
+        &mut self,
+        from: NodeId,
+        req: RequestId,
+        reply: ClientReply,
+        effects: &mut Vec<Effect>,
+    ) {
+        match self.state.forwards.get(&req) {
+            Some(f) if f.to == from => {
+                self.state.forwards.remove(&req);
+                effects.push(Effect::CancelTimer(Timer::Forward(req)));
+                effects.push(Effect::Reply { req, reply });
+            }
+            _ => self.stats.stale_responses_dropped += 1,
+        }
+    }
+
+    fn on_forward_timer(&mut self, req: RequestId, effects: &mut Vec<Effect>) {
+        let Some(f) = self.state.forwards.remove(&req) else { return };
+        self.state.suspected.insert(f.to);
+        let reply = if f.is_write {
+            ClientReply::Indeterminate { acks: 0, needed: self.config.w() }
+        } else {
+            ClientReply::Unavailable { replies: 0, needed: self.config.r() }
+        };
+        effects.push(Effect::Reply { req, reply });
+    }
+
+    /// Sends `reply` to whoever asked for operation `op`: the local client or the forwarding node.
+    pub(crate) fn reply(&self, op: OpId, reply: ClientReply, effects: &mut Vec<Effect>) {
+        reply_from(self.id, op, reply, effects);
+    }
+
+    /// Clock of the merged local siblings of `key` (for status and tests).
+    pub fn local_context(&self, key: &Key) -> Context {
+        self.store.load(key).map(|s| s.context()).unwrap_or_default()
+    }
+}
+
+/// Sends `reply` for operation `op` from node `me`: to the local client, or back to the origin.
+pub(crate) fn reply_from(me: NodeId, op: OpId, reply: ClientReply, effects: &mut Vec<Effect>) {
+    if op.origin == me {
+        effects.push(Effect::Reply { req: op.req, reply });
+    } else {
+        effects.push(Effect::Send { to: op.origin, msg: Msg::ForwardReply { req: op.req, reply } });
+    }
+}

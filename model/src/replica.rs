@@ -1,0 +1,87 @@
+//! What a node does when asked to hold or return a replica (paper §4.5 replica side, §4.6 hints).
+//!
+//! A `Store` merges the coordinator's sibling set into primary data, or into the hint kept for the
+//! intended node when this node stands in as a fallback; hints stay apart from primary data so they
+//! are never served as this node's own. The acknowledgement is an effect, so it leaves only after
+//! the write is durable (see [`crate::node`]).
+
+use crate::ids::{Key, NodeId, OpId};
+use crate::msg::Msg;
+use crate::node::{Effect, Node};
+use crate::store::{Store, StoreError};
+use crate::versioned::Siblings;
+
+impl<S: Store> Node<S> {
+    pub(crate) fn on_store(
+        &mut self,
+        from: NodeId,
+        op: Option<OpId>,
+        key: Key,
+        siblings: Siblings,
+        intended: Option<NodeId>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let stored = match intended {
+            Some(i) if i != self.id => self.merge_hint(i, &key, &siblings),
+            _ => self.merge_local(&key, &siblings),
+        };
+        if stored {
+            if let Some(op) = op {
+                effects.push(Effect::Send { to: from, msg: Msg::StoreAck { op } });
+            }
+        }
+    }
+
+    pub(crate) fn on_fetch(
+        &mut self,
+        from: NodeId,
+        op: OpId,
+        key: Key,
+        intended: Option<NodeId>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let held = match intended {
+            Some(i) if i != self.id => self.store.load_hint(i, &key),
+            _ => self.store.load(&key),
+        };
+        match held {
+            Ok(siblings) => {
+                effects.push(Effect::Send { to: from, msg: Msg::FetchReply { op, siblings } })
+            }
+            Err(_) => self.stats.store_errors += 1,
+        }
+    }
+
+    /// Reconciles `incoming` into primary data for `key`. Returns whether it is durable now.
+    pub(crate) fn merge_local(&mut self, key: &Key, incoming: &Siblings) -> bool {
+        let result = self.store.load(key).and_then(|mut held| {
+            if held.reconcile(incoming) {
+                self.store.save(key, &held)?;
+            }
+            Ok(())
+        });
+        self.count_store_result(result)
+    }
+
+    /// Reconciles `incoming` into the hint kept for `intended`. Returns whether it is durable now.
+    pub(crate) fn merge_hint(&mut self, intended: NodeId, key: &Key, incoming: &Siblings) -> bool {
+        let result = self.store.load_hint(intended, key).and_then(|mut held| {
+            if held.reconcile(incoming) {
+                self.stats.hints_stored += 1;
+                self.store.save_hint(intended, key, &held)?;
+            }
+            Ok(())
+        });
+        self.count_store_result(result)
+    }
+
+    fn count_store_result(&mut self, result: Result<(), StoreError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats.store_errors += 1;
+                false
+            }
+        }
+    }
+}

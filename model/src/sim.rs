@@ -1,0 +1,736 @@
+//! A seeded, deterministic cluster simulator over the real core.
+//!
+//! Many [`Node`]s over [`MemStore`]s exchange messages through a simulated network that can delay,
+//! reorder (by random delays), drop and duplicate them; nodes can crash (volatile state and timers
+//! lost, store kept) and restart. Clients run random workloads and every invocation and outcome is
+//! recorded. All randomness comes from one ChaCha8 generator seeded by [`SimConfig::seed`], so a
+//! seed replays a run exactly. After every step the simulator checks [`invariants::check_node`];
+//! [`Sim::run_workload`] also checks, once faults stop and the cluster has quiesced, that no
+//! acknowledged write was lost, every value read had been written, and every key's N primaries hold
+//! the same siblings with no hints left anywhere. A failure carries the seed and the trace.
+//!
+//! Convergence is reached through read repair: after healing, the run reads every key from all N
+//! replicas (as Jepsen's final reads do). Background anti-entropy is not part of the core yet.
+
+use crate::clock::{Context, Dot};
+use crate::config::{Config, ConfigParams};
+use crate::ids::{ActorId, Key, NodeId, RequestId};
+use crate::invariants;
+use crate::msg::{ClientOp, ClientReply, Msg};
+use crate::node::{Effect, Input, Node, Timer};
+use crate::ring::Ring;
+use crate::store::MemStore;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// How many trace lines a failure keeps (the most recent ones).
+pub const TRACE_LINES_MAX: usize = 400;
+/// Most events one call may process before it gives up.
+pub const STEPS_MAX: usize = 2_000_000;
+
+/// Network and node faults, active during the fault period of a workload run.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Per-mille chance that a message is dropped.
+    pub drop_per_mille: u32,
+    /// Per-mille chance that a message is delivered twice.
+    pub dup_per_mille: u32,
+    /// Per-mille chance, per client operation started, that a random node crashes.
+    pub crash_per_mille: u32,
+    /// How long a crashed node stays down, in ms.
+    pub down_ms: u64,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Faults { drop_per_mille: 0, dup_per_mille: 0, crash_per_mille: 0, down_ms: 0 }
+    }
+}
+
+/// A simulation's shape. `Default` is a 5-node, N=3 R=2 W=2 sloppy cluster with moderate faults.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Protocol configuration (nodes, N, R, W, Q, sloppy, timeouts, limits).
+    pub params: ConfigParams,
+    /// Message delay range in ms (random within it, so messages reorder).
+    pub delay_ms: (u64, u64),
+    /// Faults during the fault period.
+    pub faults: Faults,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Operations per client.
+    pub ops_per_client: usize,
+    /// Distinct keys the clients use.
+    pub keys: usize,
+    /// A client gives up on a request after this long (its outcome is then unknown).
+    pub client_timeout_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let mut params = ConfigParams::for_nodes((1..=5).map(NodeId));
+        params.partitions = 8;
+        params.timeouts.request_ms = 200;
+        params.timeouts.sloppy_retry_ms = 60;
+        params.timeouts.tick_ms = 100;
+        SimConfig {
+            seed: 0,
+            params,
+            delay_ms: (1, 10),
+            faults: Faults {
+                drop_per_mille: 50,
+                dup_per_mille: 20,
+                crash_per_mille: 30,
+                down_ms: 400,
+            },
+            clients: 4,
+            ops_per_client: 12,
+            keys: 3,
+            client_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// One recorded client event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryEvent {
+    /// A client invoked `op` at node `origin`.
+    Invoke {
+        /// Which client.
+        client: usize,
+        /// The request id.
+        req: RequestId,
+        /// Where it was sent.
+        origin: NodeId,
+        /// What it asked.
+        op: ClientOp,
+    },
+    /// The outcome; `None` if the client gave up waiting (unknown outcome).
+    Complete {
+        /// Which client.
+        client: usize,
+        /// The request id.
+        req: RequestId,
+        /// The reply, if any came.
+        reply: Option<ClientReply>,
+    },
+}
+
+/// Why a simulation failed, with everything needed to replay it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+    /// The last steps before it.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation failed: {}", self.reason)?;
+        writeln!(f, "seed = {} (replay with DYNAMO_SIM_SEED={})", self.seed, self.seed)?;
+        writeln!(f, "last {} steps:", self.trace.len())?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a workload run did.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    /// Events processed.
+    pub steps: usize,
+    /// Simulated time at the end, ms.
+    pub now_ms: u64,
+    /// Puts and deletes acknowledged.
+    pub writes_ok: usize,
+    /// Puts and deletes with unknown outcome.
+    pub writes_indeterminate: usize,
+    /// Gets answered.
+    pub reads_ok: usize,
+    /// Reads that returned more than one value.
+    pub reads_with_siblings: usize,
+    /// Messages dropped by the network.
+    pub dropped: usize,
+    /// Crashes injected.
+    pub crashes: usize,
+    /// Hints delivered (summed over nodes' counters).
+    pub hints_delivered: u64,
+    /// Read repairs sent (summed over nodes' counters).
+    pub read_repairs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EventKind {
+    Deliver { from: NodeId, to: NodeId, msg: Msg },
+    Timer { node: NodeId, timer: Timer, generation: u64 },
+    ClientNext { client: usize },
+    ClientGiveUp { client: usize, req: RequestId },
+    Restart { node: NodeId },
+}
+
+#[derive(Debug)]
+enum Slot {
+    Up(Box<Node<MemStore>>),
+    Down(MemStore),
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    done: usize,
+    pending: Option<RequestId>,
+    contexts: BTreeMap<Key, Context>,
+}
+
+/// The simulated cluster.
+#[derive(Debug)]
+pub struct Sim {
+    cfg: SimConfig,
+    config: Arc<Config>,
+    ring: Arc<Ring>,
+    rng: ChaCha8Rng,
+    now_ms: u64,
+    seq: u64,
+    next_req: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, EventKind)>>,
+    slots: BTreeMap<NodeId, Slot>,
+    timers: BTreeMap<(NodeId, Timer), u64>,
+    generation: u64,
+    faults_on: bool,
+    clients: Vec<ClientState>,
+    replies: BTreeMap<RequestId, ClientReply>,
+    owners: BTreeMap<RequestId, Option<usize>>,
+    history: Vec<HistoryEvent>,
+    written: BTreeMap<Key, BTreeSet<Vec<u8>>>,
+    trace: VecDeque<String>,
+    report: SimReport,
+    steps: usize,
+    violation: Option<String>,
+}
+
+impl Sim {
+    /// A cluster of `cfg.params.nodes`, all up and started. Fails on an invalid configuration.
+    pub fn new(cfg: SimConfig) -> Result<Sim, crate::config::ConfigError> {
+        let config = Arc::new(Config::new(cfg.params.clone())?);
+        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
+            cfg,
+            config,
+            ring,
+            now_ms: 0,
+            seq: 0,
+            next_req: 1,
+            queue: BinaryHeap::new(),
+            slots: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            generation: 0,
+            faults_on: false,
+            replies: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            history: Vec::new(),
+            written: BTreeMap::new(),
+            trace: VecDeque::new(),
+            report: SimReport::default(),
+            steps: 0,
+            violation: None,
+        };
+        let ids: Vec<NodeId> = sim.config.nodes().iter().copied().collect();
+        for id in ids {
+            sim.slots.insert(id, Slot::Down(MemStore::default()));
+            sim.start(id);
+        }
+        Ok(sim)
+    }
+
+    /// Simulated time, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+    /// The ring every node uses.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The recorded client history.
+    pub fn history(&self) -> &[HistoryEvent] {
+        &self.history
+    }
+    /// A running node, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<&Node<MemStore>> {
+        match self.slots.get(&id) {
+            Some(Slot::Up(n)) => Some(n),
+            _ => None,
+        }
+    }
+    /// A node's durable store, up or down.
+    pub fn store(&self, id: NodeId) -> Option<&MemStore> {
+        match self.slots.get(&id)? {
+            Slot::Up(n) => Some(n.store()),
+            Slot::Down(s) => Some(s),
+        }
+    }
+    /// The N primaries of `key`.
+    pub fn primaries(&self, key: &Key) -> Vec<NodeId> {
+        self.ring.preference_list(key, self.config.n()).to_vec()
+    }
+
+    /// Crashes `id`: its volatile state and timers are lost, its store is kept.
+    pub fn crash(&mut self, id: NodeId) {
+        if let Some(Slot::Up(_)) = self.slots.get(&id) {
+            if let Some(Slot::Up(node)) = self.slots.remove(&id) {
+                self.slots.insert(id, Slot::Down(node.into_store()));
+            }
+            self.timers.retain(|(n, _), _| *n != id);
+            self.log(format!("crash {id}"));
+        }
+    }
+
+    /// Restarts a crashed `id` over its kept store.
+    pub fn restart(&mut self, id: NodeId) {
+        if let Some(Slot::Down(_)) = self.slots.get(&id) {
+            self.start(id);
+            self.log(format!("restart {id}"));
+        }
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let Some(Slot::Down(store)) = self.slots.remove(&id) else { return };
+        let node = Node::new(ActorId::new(id, 0), self.config.clone(), self.ring.clone(), store);
+        self.slots.insert(id, Slot::Up(Box::new(node)));
+        self.step_node(id, Input::Start);
+    }
+
+    /// Sends `op` to `origin` as a client request and returns its id; run the simulation to get
+    /// the answer.
+    pub fn submit(&mut self, origin: NodeId, op: ClientOp) -> RequestId {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        self.owners.insert(req, None);
+        self.log(format!("client → {origin} {req} {op:?}"));
+        self.step_node(origin, Input::Client { req, op });
+        req
+    }
+
+    /// Runs until `req` is answered (or nothing is left to do, or `deadline_ms` of simulated time
+    /// passed) and returns the answer.
+    pub fn run_until_reply(&mut self, req: RequestId, deadline_ms: u64) -> Option<ClientReply> {
+        let until = self.now_ms + deadline_ms;
+        for _ in 0..STEPS_MAX {
+            if let Some(r) = self.replies.remove(&req) {
+                return Some(r);
+            }
+            if !self.step_before(until) {
+                break;
+            }
+        }
+        self.replies.remove(&req)
+    }
+
+    /// Submits `op` to `origin` and runs until it is answered (within 10 s simulated).
+    pub fn request(&mut self, origin: NodeId, op: ClientOp) -> Option<ClientReply> {
+        let req = self.submit(origin, op);
+        self.run_until_reply(req, 10_000)
+    }
+
+    /// Runs every event due within the next `ms` of simulated time.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now_ms + ms;
+        for _ in 0..STEPS_MAX {
+            if !self.step_before(until) {
+                break;
+            }
+        }
+        self.now_ms = self.now_ms.max(until);
+    }
+
+    /// Runs the configured random workload with faults, heals, reads every key from all replicas,
+    /// waits for quiescence and checks the end-state properties.
+    pub fn run_workload(mut self) -> Result<SimReport, SimFailure> {
+        self.faults_on = true;
+        for client in 0..self.cfg.clients {
+            self.schedule(0, EventKind::ClientNext { client });
+        }
+        // Fault period: until every client has finished its operations.
+        let mut guard = 0;
+        while self.clients.iter().any(|c| c.done < self.cfg.ops_per_client || c.pending.is_some()) {
+            guard += 1;
+            if guard > STEPS_MAX || !self.step_before(u64::MAX) {
+                return Err(self.fail("clients did not finish their workload"));
+            }
+            self.check_last()?;
+        }
+        // Heal: no more faults; bring every node back and let suspicions clear.
+        self.faults_on = false;
+        let down: Vec<NodeId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Down(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in down {
+            self.restart(id);
+        }
+        let t = self.config.timeouts().clone();
+        self.run_for(4 * t.tick_ms + 2 * t.request_ms + self.cfg.delay_ms.1 * 4);
+        self.check_last()?;
+        // Final reads: every key, all N replicas, retried until answered.
+        let keys: Vec<Key> = (0..self.cfg.keys).map(key_name).collect();
+        let origins: Vec<NodeId> = self.config.nodes().iter().copied().collect();
+        for (i, key) in keys.iter().enumerate() {
+            let mut answered = false;
+            for attempt in 0..10 {
+                let origin = origins[(i + attempt) % origins.len()];
+                let mut op = ClientOp::get(key.clone());
+                op.r = Some(self.config.n());
+                let req = self.submit(origin, op);
+                if let Some(ClientReply::Read { values, .. }) = self.run_until_reply(req, 10_000) {
+                    self.check_read_values(key, &values)?;
+                    answered = true;
+                    break;
+                }
+            }
+            if !answered {
+                return Err(self.fail(&format!("final read of {key} never gathered N replies")));
+            }
+        }
+        // Quiesce: no operation in progress, no message in flight, no hint anywhere.
+        let mut quiet = false;
+        for _ in 0..200 {
+            if self.quiescent() {
+                quiet = true;
+                break;
+            }
+            self.run_for(t.tick_ms);
+        }
+        if !quiet {
+            return Err(self.fail("cluster did not quiesce (hints or operations left)"));
+        }
+        self.check_end_state(&keys)?;
+        self.report.steps = self.steps;
+        self.report.now_ms = self.now_ms;
+        for slot in self.slots.values() {
+            if let Slot::Up(n) = slot {
+                self.report.hints_delivered += n.stats().hints_delivered;
+                self.report.read_repairs += n.stats().read_repairs;
+            }
+        }
+        Ok(self.report)
+    }
+
+    fn quiescent(&self) -> bool {
+        let in_flight =
+            self.queue.iter().any(|Reverse((_, _, e))| matches!(e, EventKind::Deliver { .. }));
+        !in_flight
+            && self.slots.values().all(|s| match s {
+                Slot::Up(n) => {
+                    n.volatile().ops.is_empty()
+                        && n.volatile().forwards.is_empty()
+                        && n.store().hints.is_empty()
+                }
+                Slot::Down(_) => false,
+            })
+    }
+
+    fn check_end_state(&mut self, keys: &[Key]) -> Result<(), SimFailure> {
+        let mut acked: Vec<(Key, Dot)> = Vec::new();
+        let mut invoked: BTreeMap<RequestId, Key> = BTreeMap::new();
+        for e in &self.history {
+            match e {
+                HistoryEvent::Invoke { req, op, .. } => {
+                    invoked.insert(*req, op.key.clone());
+                }
+                HistoryEvent::Complete {
+                    req,
+                    reply: Some(ClientReply::Written { dot, .. }),
+                    ..
+                } => {
+                    if let Some(k) = invoked.get(req) {
+                        acked.push((k.clone(), *dot));
+                    }
+                }
+                HistoryEvent::Complete { .. } => {}
+            }
+        }
+        for key in keys {
+            let prim = self.primaries(key);
+            let first = self.store(prim[0]).map(|s| s.data.get(key).cloned().unwrap_or_default());
+            for p in &prim[1..] {
+                let other = self.store(*p).map(|s| s.data.get(key).cloned().unwrap_or_default());
+                if other != first {
+                    return Err(self.fail(&format!(
+                        "primaries of {key} diverge after quiescence: {} has {first:?}, {p} has {other:?}",
+                        prim[0]
+                    )));
+                }
+            }
+        }
+        for (key, dot) in &acked {
+            for p in self.primaries(key) {
+                let covered =
+                    self.store(p).and_then(|s| s.data.get(key)).is_some_and(|s| s.covers(dot));
+                if !covered {
+                    return Err(self.fail(&format!(
+                        "acknowledged write {dot} of {key} is lost: primary {p} neither holds nor supersedes it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_read_values(&mut self, key: &Key, values: &[Vec<u8>]) -> Result<(), SimFailure> {
+        let written = self.written.get(key);
+        for v in values {
+            if !written.is_some_and(|w| w.contains(v)) {
+                let shown = String::from_utf8_lossy(v).into_owned();
+                return Err(self.fail(&format!("read of {key} returned {shown:?}, never written")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_last(&mut self) -> Result<(), SimFailure> {
+        let mut bad = self.violation.clone();
+        for slot in self.slots.values() {
+            if bad.is_some() {
+                break;
+            }
+            if let Slot::Up(n) = slot {
+                if let Err(e) = invariants::check_node(n) {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        match bad {
+            Some(e) => Err(self.fail(&format!("invariant violated: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, reason: &str) -> SimFailure {
+        SimFailure {
+            seed: self.cfg.seed,
+            reason: reason.to_string(),
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        if self.trace.len() == TRACE_LINES_MAX {
+            self.trace.pop_front();
+        }
+        let mut line = format!("t={} {line}", self.now_ms);
+        if line.len() > 300 {
+            let mut cut = 300;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        self.trace.push_back(line);
+    }
+
+    fn schedule(&mut self, after_ms: u64, kind: EventKind) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now_ms + after_ms, self.seq, kind)));
+    }
+
+    /// Processes the next event if it is due before `until`. Returns false if there was none.
+    fn step_before(&mut self, until: u64) -> bool {
+        match self.queue.peek() {
+            Some(Reverse((at, _, _))) if *at <= until => {}
+            _ => return false,
+        }
+        let Some(Reverse((at, _, kind))) = self.queue.pop() else { return false };
+        self.now_ms = self.now_ms.max(at);
+        self.steps += 1;
+        match kind {
+            EventKind::Deliver { from, to, msg } => {
+                if matches!(self.slots.get(&to), Some(Slot::Up(_))) {
+                    self.log(format!("{from} → {to} {msg:?}"));
+                    self.step_node(to, Input::Peer { from, msg });
+                }
+            }
+            EventKind::Timer { node, timer, generation } => {
+                if self.timers.get(&(node, timer)) == Some(&generation) {
+                    self.timers.remove(&(node, timer));
+                    if !matches!(timer, Timer::Tick) {
+                        self.log(format!("{node} timer {timer:?}"));
+                    }
+                    self.step_node(node, Input::Timer(timer));
+                }
+            }
+            EventKind::ClientNext { client } => self.client_next(client),
+            EventKind::ClientGiveUp { client, req } => {
+                if self.clients[client].pending == Some(req) {
+                    self.complete(client, req, None);
+                }
+            }
+            EventKind::Restart { node } => self.restart(node),
+        }
+        true
+    }
+
+    fn step_node(&mut self, id: NodeId, input: Input) {
+        let now = self.now_ms;
+        let Some(Slot::Up(node)) = self.slots.get_mut(&id) else { return };
+        let mut effects = Vec::new();
+        node.handle(now, input, &mut effects);
+        for e in effects {
+            self.apply(id, e);
+        }
+    }
+
+    fn apply(&mut self, id: NodeId, effect: Effect) {
+        match effect {
+            Effect::Send { to, msg } => {
+                let copies = if self.faults_on && self.chance(self.cfg.faults.drop_per_mille) {
+                    self.report.dropped += 1;
+                    0
+                } else if self.faults_on && self.chance(self.cfg.faults.dup_per_mille) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let (lo, hi) = self.cfg.delay_ms;
+                    let delay = self.rng.random_range(lo..=hi.max(lo));
+                    self.schedule(delay, EventKind::Deliver { from: id, to, msg: msg.clone() });
+                }
+            }
+            Effect::Reply { req, reply } => {
+                self.log(format!("{id} → client {req} {reply:?}"));
+                match self.owners.get(&req).copied() {
+                    Some(Some(client)) if self.clients[client].pending == Some(req) => {
+                        self.complete(client, req, Some(reply));
+                    }
+                    Some(None) => {
+                        self.replies.insert(req, reply);
+                    }
+                    _ => {}
+                }
+            }
+            Effect::SetTimer { timer, after_ms } => {
+                self.generation += 1;
+                let generation = self.generation;
+                self.timers.insert((id, timer), generation);
+                self.schedule(after_ms, EventKind::Timer { node: id, timer, generation });
+            }
+            Effect::CancelTimer(timer) => {
+                self.timers.remove(&(id, timer));
+            }
+        }
+    }
+
+    fn chance(&mut self, per_mille: u32) -> bool {
+        per_mille > 0 && self.rng.random_range(0..1000) < per_mille
+    }
+
+    fn client_next(&mut self, client: usize) {
+        if self.clients[client].done >= self.cfg.ops_per_client {
+            return;
+        }
+        if self.faults_on && self.chance(self.cfg.faults.crash_per_mille) {
+            let ids: Vec<NodeId> = self.config.nodes().iter().copied().collect();
+            let victim = ids[self.rng.random_range(0..ids.len())];
+            if self.node(victim).is_some() {
+                self.crash(victim);
+                self.report.crashes += 1;
+                self.schedule(self.cfg.faults.down_ms, EventKind::Restart { node: victim });
+            }
+        }
+        let key = key_name(self.rng.random_range(0..self.cfg.keys.max(1)));
+        let context = self.clients[client].contexts.get(&key).cloned().unwrap_or_default();
+        let seq = self.clients[client].done;
+        let op = match self.rng.random_range(0..10) {
+            0..=3 => ClientOp::get(key.clone()),
+            4 => ClientOp::delete(key.clone(), context),
+            _ => {
+                let value = format!("c{client}.{seq}").into_bytes();
+                self.written.entry(key.clone()).or_default().insert(value.clone());
+                ClientOp::put(key.clone(), context, value)
+            }
+        };
+        let ids: Vec<NodeId> = self.config.nodes().iter().copied().collect();
+        let origin = ids[self.rng.random_range(0..ids.len())];
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        self.owners.insert(req, Some(client));
+        self.clients[client].pending = Some(req);
+        self.history.push(HistoryEvent::Invoke { client, req, origin, op: op.clone() });
+        self.schedule(self.cfg.client_timeout_ms, EventKind::ClientGiveUp { client, req });
+        self.log(format!("client {client} → {origin} {req} {op:?}"));
+        if self.node(origin).is_some() {
+            self.step_node(origin, Input::Client { req, op });
+        }
+    }
+
+    fn complete(&mut self, client: usize, req: RequestId, reply: Option<ClientReply>) {
+        let key = self.history.iter().rev().find_map(|e| match e {
+            HistoryEvent::Invoke { req: r, op, .. } if *r == req => Some(op.key.clone()),
+            _ => None,
+        });
+        match &reply {
+            Some(ClientReply::Read { context, values }) => {
+                self.report.reads_ok += 1;
+                if values.len() > 1 {
+                    self.report.reads_with_siblings += 1;
+                }
+                if let Some(k) = &key {
+                    self.clients[client].contexts.insert(k.clone(), context.clone());
+                }
+            }
+            Some(ClientReply::Written { context, .. }) => {
+                self.report.writes_ok += 1;
+                if let Some(k) = &key {
+                    self.clients[client].contexts.insert(k.clone(), context.clone());
+                }
+            }
+            Some(ClientReply::Indeterminate { .. }) | None => {
+                let was_write = self.history.iter().rev().any(|e| {
+                    matches!(e, HistoryEvent::Invoke { req: r, op, .. } if *r == req && op.is_write())
+                });
+                if was_write {
+                    self.report.writes_indeterminate += 1;
+                }
+            }
+            _ => {}
+        }
+        self.history.push(HistoryEvent::Complete { client, req, reply: reply.clone() });
+        self.clients[client].pending = None;
+        self.clients[client].done += 1;
+        if let (Some(ClientReply::Read { values, .. }), Some(k)) = (&reply, &key) {
+            // Checked when the read completes, so a phantom fails at the step that produced it.
+            let written = self.written.get(k);
+            if let Some(v) = values.iter().find(|v| !written.is_some_and(|w| w.contains(*v))) {
+                let shown = String::from_utf8_lossy(v).into_owned();
+                self.violation = Some(format!("read of {k} returned {shown:?}, never written"));
+            }
+        }
+        let pause = self.rng.random_range(0..20);
+        self.schedule(pause, EventKind::ClientNext { client });
+    }
+}
+
+/// The name of the `i`-th workload key.
+pub fn key_name(i: usize) -> Key {
+    Key(format!("k{i}").into_bytes())
+}

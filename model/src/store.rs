@@ -1,0 +1,101 @@
+//! The durable-state interface the core writes through, and an in-memory implementation.
+//!
+//! A store holds primary data (key → siblings) and, apart from it, hints: copies a node keeps for
+//! another, intended node while it stood in as a fallback (paper §4.6). The core calls the store
+//! synchronously; the driver makes the writes of a `handle` call durable before any effect of that
+//! call leaves the process (see [`crate::node`]).
+
+use crate::ids::{Key, NodeId};
+use crate::versioned::Siblings;
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+
+/// A storage failure. The core answers the affected request with an error and carries on.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// The backend failed to read or write.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored record could not be decoded.
+    #[error("stored record for {what} is corrupt: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// One hint: the intended node, the key, and the siblings kept for it.
+pub type Hint = (NodeId, Key, Siblings);
+
+/// Durable state of one node.
+pub trait Store {
+    /// Primary data for `key`; empty if none.
+    fn load(&self, key: &Key) -> Result<Siblings, StoreError>;
+    /// Replaces primary data for `key`.
+    fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError>;
+    /// The hint kept for `intended` under `key`; empty if none.
+    fn load_hint(&self, intended: NodeId, key: &Key) -> Result<Siblings, StoreError>;
+    /// Replaces the hint kept for `intended` under `key`.
+    fn save_hint(
+        &mut self,
+        intended: NodeId,
+        key: &Key,
+        siblings: &Siblings,
+    ) -> Result<(), StoreError>;
+    /// Removes the hint kept for `intended` under `key`.
+    fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError>;
+    /// Up to `limit` hints whose intended node is not in `skip`.
+    fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError>;
+    /// How many hints are kept.
+    fn hint_count(&self) -> Result<usize, StoreError>;
+}
+
+/// An in-memory store: what the simulator and the model checker use. Every write is durable at
+/// once, which is what a synced store looks like to the protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemStore {
+    /// Primary data.
+    pub data: BTreeMap<Key, Siblings>,
+    /// Hints, by intended node and key.
+    pub hints: BTreeMap<(NodeId, Key), Siblings>,
+}
+
+impl Store for MemStore {
+    fn load(&self, key: &Key) -> Result<Siblings, StoreError> {
+        Ok(self.data.get(key).cloned().unwrap_or_default())
+    }
+    fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
+        self.data.insert(key.clone(), siblings.clone());
+        Ok(())
+    }
+    fn load_hint(&self, intended: NodeId, key: &Key) -> Result<Siblings, StoreError> {
+        Ok(self.hints.get(&(intended, key.clone())).cloned().unwrap_or_default())
+    }
+    fn save_hint(
+        &mut self,
+        intended: NodeId,
+        key: &Key,
+        siblings: &Siblings,
+    ) -> Result<(), StoreError> {
+        self.hints.insert((intended, key.clone()), siblings.clone());
+        Ok(())
+    }
+    fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
+        self.hints.remove(&(intended, key.clone()));
+        Ok(())
+    }
+    fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
+        Ok(self
+            .hints
+            .iter()
+            .filter(|((n, _), _)| !skip.contains(n))
+            .take(limit)
+            .map(|((n, k), s)| (*n, k.clone(), s.clone()))
+            .collect())
+    }
+    fn hint_count(&self) -> Result<usize, StoreError> {
+        Ok(self.hints.len())
+    }
+}

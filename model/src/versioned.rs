@@ -1,0 +1,279 @@
+//! Versions and sibling sets (paper §4.4), with the put-with-context rule.
+//!
+//! A [`Version`] is one write: its [`Dot`] (who issued it, with which counter), the causal past it
+//! was written on top of (the client's context), and a value or a tombstone. Its *clock* is the past
+//! plus its own dot. Version `a` is superseded by version `b` when `b`'s clock contains `a`'s dot.
+//!
+//! Keeping the dot apart from the past (a dotted version vector) is what lets two writes coordinated
+//! by the same node on the same context stay concurrent: the second one gets the next counter after
+//! the first, but its past does not contain the first, so neither supersedes the other. A plain
+//! `context.increment(actor)` would give both the same clock and silently lose one. When no
+//! concurrent local write exists, the new clock is exactly `context.increment(actor)`.
+//!
+//! [`Siblings`] is the antichain of versions a replica holds for a key: no member supersedes
+//! another, members are sorted by dot, and replicas merge sets with [`Siblings::reconcile`].
+//! Replicas always exchange whole sibling sets, never single versions, so every replica that holds a
+//! dot of an actor has also seen (held or superseded) every earlier dot of that actor for the key.
+//! That is what makes the joined clock of a read a faithful summary of what the reader saw.
+
+use crate::clock::{Context, Dot};
+use crate::config::Limits;
+use crate::ids::ActorId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use thiserror::Error;
+
+/// A value or a deletion marker.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Payload {
+    /// A stored value.
+    Value(Vec<u8>),
+    /// A delete: kept as a version so that it supersedes what it deleted (paper §4.4).
+    Tombstone,
+}
+
+impl Payload {
+    /// The value, unless this is a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Value(v) => Some(v),
+            Payload::Tombstone => None,
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Value(v) => match std::str::from_utf8(v) {
+                Ok(s) if v.len() <= 32 => write!(f, "{s:?}"),
+                _ => write!(f, "<{} bytes>", v.len()),
+            },
+            Payload::Tombstone => f.write_str("⊥"),
+        }
+    }
+}
+
+/// One write of a key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    /// The write's identity.
+    pub dot: Dot,
+    /// The context the write was made on: everything it supersedes.
+    pub past: Context,
+    /// What was written.
+    pub payload: Payload,
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}@{}{}", self.payload, self.dot, self.past)
+    }
+}
+
+impl Version {
+    /// The version's clock: its past plus its own dot.
+    pub fn clock(&self) -> Context {
+        let mut c = self.past.clone();
+        c.add_dot(&self.dot);
+        c
+    }
+
+    /// Whether this version supersedes `other` (it was written knowing `other`).
+    pub fn supersedes(&self, other: &Version) -> bool {
+        self.dot != other.dot && self.past.contains(&other.dot)
+    }
+}
+
+/// Why a put was refused. The put did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Error, Serialize, Deserialize)]
+pub enum PutError {
+    /// The value is larger than allowed.
+    #[error("value of {bytes} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key would hold too many concurrent versions; read it and write with the merged context.
+    #[error(
+        "key would hold {siblings} siblings, more than the limit {max}; read and resolve first"
+    )]
+    TooManySiblings {
+        /// Siblings after the put.
+        siblings: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// An antichain of versions, sorted by dot. Decoding rebuilds the antichain, so a set read from
+/// the network or disk is canonical whatever order or redundancy it arrived with.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(from = "Vec<Version>", into = "Vec<Version>")]
+pub struct Siblings {
+    versions: Vec<Version>,
+}
+
+impl From<Vec<Version>> for Siblings {
+    fn from(versions: Vec<Version>) -> Self {
+        Siblings::from_versions(versions)
+    }
+}
+
+impl From<Siblings> for Vec<Version> {
+    fn from(s: Siblings) -> Self {
+        s.versions
+    }
+}
+
+impl fmt::Debug for Siblings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.versions).finish()
+    }
+}
+
+impl Siblings {
+    /// No versions.
+    pub fn new() -> Self {
+        Siblings::default()
+    }
+
+    /// Builds the antichain of the maximal versions among `versions`.
+    pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
+        let mut s = Siblings::new();
+        for v in versions {
+            s.insert(v);
+        }
+        s
+    }
+
+    /// The versions, sorted by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// Number of versions.
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// Whether there is no version.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// The join of every version's clock: the context a reader of this set gets.
+    pub fn context(&self) -> Context {
+        let mut c = Context::new();
+        for v in &self.versions {
+            c.merge(&v.past);
+            c.add_dot(&v.dot);
+        }
+        c
+    }
+
+    /// The values of the non-tombstone versions, in dot order.
+    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
+        self.versions.iter().filter_map(|v| v.payload.value())
+    }
+
+    /// Whether every version is a tombstone (or there is none): the key reads as not found.
+    pub fn is_deleted(&self) -> bool {
+        self.versions.iter().all(|v| v.payload == Payload::Tombstone)
+    }
+
+    /// Whether `dot` is held here or superseded by something held here.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.versions.iter().any(|v| v.dot == *dot || v.past.contains(dot))
+    }
+
+    /// Adds one version, keeping the antichain: it is dropped if something here supersedes it (or
+    /// holds its dot already), and it drops what it supersedes.
+    pub fn insert(&mut self, version: Version) {
+        if self.versions.iter().any(|v| v.dot == version.dot || v.supersedes(&version)) {
+            return;
+        }
+        self.versions.retain(|v| !version.supersedes(v));
+        let at = self.versions.partition_point(|v| v.dot < version.dot);
+        self.versions.insert(at, version);
+    }
+
+    /// Merges `other` into `self` (paper §4.4 syntactic reconciliation). The result is the set of
+    /// maximal versions of the union, whatever the order of merges. Returns whether `self` changed.
+    pub fn reconcile(&mut self, other: &Siblings) -> bool {
+        let before = self.versions.len();
+        let mut changed = false;
+        for v in &other.versions {
+            let held = self.versions.iter().any(|mine| mine.dot == v.dot || mine.supersedes(v));
+            if !held {
+                self.insert(v.clone());
+                changed = true;
+            }
+        }
+        changed || self.versions.len() != before
+    }
+
+    /// The union of two sets, reconciled.
+    pub fn reconciled(&self, other: &Siblings) -> Siblings {
+        let mut s = self.clone();
+        s.reconcile(other);
+        s
+    }
+
+    /// Applies a put coordinated by `actor`: the new version's past is `context`; it replaces exactly
+    /// the versions whose dots the context covers and keeps the concurrent ones. Its counter is one
+    /// above the highest `actor` counter known here or in the context (see the module docs).
+    /// Returns the new version's dot, or why the put was refused (then nothing changed).
+    pub fn apply_put(
+        &mut self,
+        actor: ActorId,
+        context: &Context,
+        payload: Payload,
+        now_ms: u64,
+        limits: &Limits,
+        clock_entries_max: Option<usize>,
+    ) -> Result<Dot, PutError> {
+        if let Payload::Value(v) = &payload {
+            if v.len() > limits.value_bytes_max {
+                return Err(PutError::ValueTooLarge {
+                    bytes: v.len(),
+                    max: limits.value_bytes_max,
+                });
+            }
+        }
+        let kept = self.versions.iter().filter(|v| !context.contains(&v.dot)).count();
+        if kept + 1 > limits.siblings_max {
+            return Err(PutError::TooManySiblings { siblings: kept + 1, max: limits.siblings_max });
+        }
+        let counter = self.context().max_counter(actor).max(context.max_counter(actor)) + 1;
+        let dot = Dot { actor, counter, ts_ms: now_ms };
+        let mut past = context.clone();
+        if let Some(max) = clock_entries_max {
+            // Leave room for the dot's own entry.
+            past.truncate(max.saturating_sub(1).max(1));
+        }
+        self.versions.retain(|v| !context.contains(&v.dot));
+        let at = self.versions.partition_point(|v| v.dot < dot);
+        self.versions.insert(at, Version { dot, past, payload });
+        Ok(dot)
+    }
+
+    /// Checks the representation invariants: sorted by dot, unique dots, an antichain.
+    pub fn check(&self) -> Result<(), String> {
+        for pair in self.versions.windows(2) {
+            if pair[0].dot >= pair[1].dot {
+                return Err(format!("siblings not strictly sorted by dot: {self:?}"));
+            }
+        }
+        for a in &self.versions {
+            for b in &self.versions {
+                if a.supersedes(b) {
+                    return Err(format!("{a:?} supersedes its sibling {b:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
