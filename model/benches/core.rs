@@ -1,1 +1,95 @@
-fn main() {}
+//! Criterion benchmarks of the core's hot paths: clock compare and merge, reconcile with 1–16
+//! siblings, preference-list lookup, and one put handled end to end in the simulator.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use dynamo_model::clock::{Context, VClock};
+use dynamo_model::config::Limits;
+use dynamo_model::ids::{ActorId, Key, NodeId};
+use dynamo_model::msg::{ClientOp, ClientReply};
+use dynamo_model::ring::Ring;
+use dynamo_model::sim::{Faults, Sim, SimConfig};
+use dynamo_model::versioned::{Payload, Siblings};
+use std::hint::black_box;
+
+fn clock(entries: u16, bump: u64) -> VClock {
+    let mut c = VClock::new();
+    for i in 0..entries {
+        c.witness(ActorId::new(NodeId(i), 0), u64::from(i) + 1 + bump * u64::from(i % 2), 0);
+    }
+    c
+}
+
+fn clocks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clock");
+    for entries in [3u16, 16] {
+        let (a, b) = (clock(entries, 0), clock(entries, 1));
+        g.bench_with_input(BenchmarkId::new("causal_cmp", entries), &entries, |bch, _| {
+            bch.iter(|| black_box(&a).causal_cmp(black_box(&b)))
+        });
+        g.bench_with_input(BenchmarkId::new("merge", entries), &entries, |bch, _| {
+            bch.iter(|| black_box(&a).merged(black_box(&b)))
+        });
+    }
+    g.finish();
+}
+
+/// Two replicas' sets of `k` concurrent siblings each, half of them shared.
+fn sibling_pair(k: usize) -> (Siblings, Siblings) {
+    let limits = Limits::default();
+    let mut all = Vec::new();
+    for i in 0..(k + k / 2) {
+        let mut s = Siblings::new();
+        let actor = ActorId::new(NodeId(i as u16), 0);
+        s.apply_put(actor, &Context::new(), Payload::Value(vec![1; 64]), 0, &limits, None)
+            .expect("fits");
+        all.extend(s.versions().iter().cloned());
+    }
+    let a = Siblings::from_versions(all[..k].iter().cloned());
+    let b = Siblings::from_versions(all[k / 2..k / 2 + k].iter().cloned());
+    (a, b)
+}
+
+fn reconcile(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reconcile");
+    for k in [1usize, 2, 4, 8, 16] {
+        let (a, b) = sibling_pair(k);
+        g.bench_with_input(BenchmarkId::from_parameter(k), &k, |bch, _| {
+            bch.iter(|| black_box(&a).reconciled(black_box(&b)))
+        });
+    }
+    g.finish();
+}
+
+fn ring(c: &mut Criterion) {
+    let nodes = (1..=16).map(NodeId).collect();
+    let ring = Ring::new(1024, &nodes);
+    let keys: Vec<Key> = (0..1024).map(|i| Key(format!("user:{i}").into_bytes())).collect();
+    let mut i = 0;
+    c.bench_function("ring/preference_list/q1024_s16_n3", |bch| {
+        bch.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(ring.preference_list(black_box(&keys[i]), 3).len())
+        })
+    });
+}
+
+fn sim_put(c: &mut Criterion) {
+    let mut cfg = SimConfig { faults: Faults::none(), delay_ms: (1, 1), ..SimConfig::default() };
+    cfg.params.sloppy_quorum = false;
+    let mut sim = Sim::new(cfg).expect("valid");
+    let key = Key::from("bench");
+    let coordinator = sim.primaries(&key)[0];
+    let mut context = Context::new();
+    c.bench_function("sim/put_end_to_end_n3_w2", |bch| {
+        bch.iter(|| {
+            let op = ClientOp::put(key.clone(), context.clone(), vec![7; 1024]);
+            match sim.request(coordinator, op) {
+                Some(ClientReply::Written { context: next, .. }) => context = next,
+                other => panic!("bench put failed: {other:?}"),
+            }
+        })
+    });
+}
+
+criterion_group!(benches, clocks, reconcile, ring, sim_put);
+criterion_main!(benches);

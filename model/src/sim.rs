@@ -217,6 +217,9 @@ pub struct Sim {
     report: SimReport,
     steps: usize,
     violation: Option<String>,
+    /// Acknowledged writes: key, dot and the W they were acknowledged under.
+    acked: Vec<(Key, Dot, usize)>,
+    copies_check_due: bool,
 }
 
 impl Sim {
@@ -246,6 +249,8 @@ impl Sim {
             report: SimReport::default(),
             steps: 0,
             violation: None,
+            acked: Vec::new(),
+            copies_check_due: false,
         };
         let ids: Vec<NodeId> = sim.config.nodes().iter().copied().collect();
         for id in ids {
@@ -505,8 +510,43 @@ impl Sim {
         Ok(())
     }
 
+    /// The W a recorded put asked for, if it overrode the default.
+    fn invoked_w(&self, req: RequestId) -> Option<usize> {
+        self.history.iter().rev().find_map(|e| match e {
+            HistoryEvent::Invoke { req: r, op, .. } if *r == req => op.w,
+            _ => None,
+        })
+    }
+
+    /// Every acknowledged write is held or superseded on the durable storage (primary data or a
+    /// hint) of at least W nodes. Nothing may take a copy away: merges only add, and a hint goes
+    /// only once its intended node holds it.
+    fn check_durable_copies(&self) -> Option<String> {
+        for (key, dot, w) in &self.acked {
+            let holders = self
+                .slots
+                .keys()
+                .filter(|id| {
+                    self.store(**id).is_some_and(|s| {
+                        s.data.get(key).is_some_and(|v| v.covers(dot))
+                            || s.hints.iter().any(|((_, k), v)| k == key && v.covers(dot))
+                    })
+                })
+                .count();
+            if holders < *w {
+                return Some(format!(
+                    "acknowledged write {dot} of {key} is durable on {holders} nodes, fewer than W = {w}"
+                ));
+            }
+        }
+        None
+    }
+
     fn check_last(&mut self) -> Result<(), SimFailure> {
         let mut bad = self.violation.clone();
+        if bad.is_none() && std::mem::take(&mut self.copies_check_due) {
+            bad = self.check_durable_copies();
+        }
         for slot in self.slots.values() {
             if bad.is_some() {
                 break;
@@ -698,10 +738,12 @@ impl Sim {
                     self.clients[client].contexts.insert(k.clone(), context.clone());
                 }
             }
-            Some(ClientReply::Written { context, .. }) => {
+            Some(ClientReply::Written { context, dot }) => {
                 self.report.writes_ok += 1;
                 if let Some(k) = &key {
                     self.clients[client].contexts.insert(k.clone(), context.clone());
+                    let w = self.invoked_w(req).unwrap_or(self.config.w());
+                    self.acked.push((k.clone(), *dot, w));
                 }
             }
             Some(ClientReply::Indeterminate { .. }) | None => {
@@ -715,6 +757,7 @@ impl Sim {
             _ => {}
         }
         self.history.push(HistoryEvent::Complete { client, req, reply: reply.clone() });
+        self.copies_check_due = true;
         self.clients[client].pending = None;
         self.clients[client].done += 1;
         if let (Some(ClientReply::Read { values, .. }), Some(k)) = (&reply, &key) {

@@ -1,0 +1,188 @@
+//! Bad input gets a typed error or is dropped and counted; nothing panics and nothing changes.
+
+use dynamo_model::clock::{ClockError, Context};
+use dynamo_model::config::{Config, ConfigError, ConfigParams};
+use dynamo_model::ids::{ActorId, Key, NodeId, OpId, RequestId};
+use dynamo_model::msg::{ClientOp, ClientReply, Msg, RequestError};
+use dynamo_model::node::{Effect, Input, Node};
+use dynamo_model::ring::Ring;
+use dynamo_model::store::MemStore;
+use dynamo_model::versioned::{PutError, Siblings};
+use std::sync::Arc;
+
+fn params() -> ConfigParams {
+    ConfigParams::for_nodes((1..=3).map(NodeId))
+}
+
+#[test]
+fn invalid_configs_are_typed_errors() {
+    type Expect = fn(&ConfigError) -> bool;
+    let cases: Vec<(ConfigParams, Expect)> = vec![
+        (ConfigParams { nodes: Default::default(), ..params() }, |e| {
+            matches!(e, ConfigError::NoNodes)
+        }),
+        (ConfigParams { n: 4, ..params() }, |e| matches!(e, ConfigError::BadN { n: 4, nodes: 3 })),
+        (ConfigParams { n: 0, ..params() }, |e| matches!(e, ConfigError::BadN { .. })),
+        (ConfigParams { r: 0, ..params() }, |e| {
+            matches!(e, ConfigError::BadQuorum { which: "r", .. })
+        }),
+        (ConfigParams { w: 4, ..params() }, |e| {
+            matches!(e, ConfigError::BadQuorum { which: "w", .. })
+        }),
+        (ConfigParams { partitions: 12, ..params() }, |e| {
+            matches!(e, ConfigError::BadPartitions { .. })
+        }),
+        (ConfigParams { partitions: 2, ..params() }, |e| {
+            matches!(e, ConfigError::BadPartitions { .. })
+        }),
+        (ConfigParams { clock_entries_max: Some(0), ..params() }, |e| {
+            matches!(e, ConfigError::BadLimit { .. })
+        }),
+    ];
+    for (p, expected) in cases {
+        let err = Config::new(p.clone()).expect_err("config must be refused");
+        assert!(expected(&err), "{p:?} gave {err}");
+        assert!(!err.to_string().is_empty());
+    }
+    let mut p = params();
+    p.timeouts.request_ms = 0;
+    assert!(matches!(Config::new(p), Err(ConfigError::BadTimeout { which: "request_ms", .. })));
+    let mut p = params();
+    p.timeouts.sloppy_retry_ms = p.timeouts.request_ms + 1;
+    assert!(matches!(
+        Config::new(p),
+        Err(ConfigError::BadTimeout { which: "sloppy_retry_ms", .. })
+    ));
+    let mut p = params();
+    p.limits.siblings_max = 0;
+    assert!(matches!(Config::new(p), Err(ConfigError::BadLimit { which: "siblings_max" })));
+    assert!(Config::new(params()).is_ok());
+}
+
+fn node(id: u16) -> Node<MemStore> {
+    let mut p = params();
+    p.limits.value_bytes_max = 8;
+    p.limits.key_bytes_max = 4;
+    p.limits.siblings_max = 2;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    Node::new(ActorId::new(NodeId(id), 0), config, ring, MemStore::default())
+}
+
+fn ask(node: &mut Node<MemStore>, op: ClientOp) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    node.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+    effects
+}
+
+fn rejected(effects: &[Effect]) -> RequestError {
+    match effects {
+        [Effect::Reply { reply: ClientReply::Rejected(e), .. }] => e.clone(),
+        other => panic!("expected one rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_client_requests_are_rejected_and_change_nothing() {
+    let mut n = node(1);
+    let e = rejected(&ask(&mut n, ClientOp::put(Key::from("k"), Context::new(), vec![0; 9])));
+    assert_eq!(e, RequestError::Put(PutError::ValueTooLarge { bytes: 9, max: 8 }));
+    let e = rejected(&ask(&mut n, ClientOp::get(Key::from("kkkkk"))));
+    assert_eq!(e, RequestError::KeyTooLarge { bytes: 5, max: 4 });
+    let e = rejected(&ask(&mut n, ClientOp::get(Key(Vec::new()))));
+    assert_eq!(e, RequestError::EmptyKey);
+    let mut op = ClientOp::get(Key::from("k"));
+    op.r = Some(4);
+    assert!(matches!(rejected(&ask(&mut n, op)), RequestError::BadQuorum { value: 4, .. }));
+    let mut op = ClientOp::put(Key::from("k"), Context::new(), b"v".to_vec());
+    op.w = Some(0);
+    assert!(matches!(rejected(&ask(&mut n, op)), RequestError::BadQuorum { value: 0, .. }));
+    let mut op = ClientOp::get(Key::from("k"));
+    op.timeout_ms = Some(0);
+    assert!(matches!(rejected(&ask(&mut n, op)), RequestError::BadTimeout { .. }));
+    assert_eq!(n.store(), &MemStore::default());
+    assert!(n.volatile().ops.is_empty() && n.volatile().forwards.is_empty());
+    assert_eq!(n.stats().rejected, 6);
+}
+
+#[test]
+fn too_many_siblings_is_rejected_at_the_coordinator() {
+    // With three nodes and N = 3 every node coordinates every key.
+    let mut n = node(1);
+    for v in [b"a", b"b"] {
+        let effects = ask(&mut n, ClientOp::put(Key::from("k"), Context::new(), v.to_vec()));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Send { msg: Msg::Store { .. }, .. })));
+    }
+    let before = n.store().clone();
+    let e = rejected(&ask(&mut n, ClientOp::put(Key::from("k"), Context::new(), b"c".to_vec())));
+    assert_eq!(e, RequestError::Put(PutError::TooManySiblings { siblings: 3, max: 2 }));
+    assert_eq!(n.store(), &before);
+}
+
+#[test]
+fn undecodable_or_oversized_contexts_are_typed_errors() {
+    assert!(matches!(
+        Context::from_bytes(&[0xff, 0xff, 0xff], 16),
+        Err(ClockError::Undecodable(_))
+    ));
+    assert!(matches!(Context::from_bytes(&[], 16), Err(ClockError::Undecodable(_))));
+    let mut c = Context::new();
+    for i in 1..=5u16 {
+        c.add_dot(&dynamo_model::Dot { actor: ActorId::new(NodeId(i), 0), counter: 1, ts_ms: 0 });
+    }
+    let bytes = c.to_bytes();
+    assert_eq!(Context::from_bytes(&bytes, 16), Ok(c));
+    assert!(matches!(
+        Context::from_bytes(&bytes, 4),
+        Err(ClockError::TooManyEntries { entries: 5, max: 4 })
+    ));
+    // An unsorted clock on the wire is refused rather than trusted.
+    let entry = |n: u16| dynamo_model::clock::Entry {
+        actor: ActorId::new(NodeId(n), 0),
+        counter: 1,
+        ts_ms: 0,
+    };
+    let unsorted =
+        postcard::to_stdvec(&(vec![entry(2), entry(1)], Vec::<dynamo_model::Dot>::new()))
+            .expect("encodes");
+    assert!(matches!(Context::from_bytes(&unsorted, 16), Err(ClockError::Undecodable(_))));
+    let zero = postcard::to_stdvec(&(
+        vec![dynamo_model::clock::Entry { counter: 0, ..entry(1) }],
+        Vec::<dynamo_model::Dot>::new(),
+    ))
+    .expect("encodes");
+    assert!(matches!(Context::from_bytes(&zero, 16), Err(ClockError::Undecodable(_))));
+}
+
+#[test]
+fn messages_from_unknown_nodes_are_dropped_and_counted() {
+    let mut n = node(1);
+    let mut effects = Vec::new();
+    let store =
+        Msg::Store { op: None, key: Key::from("k"), siblings: Siblings::new(), intended: None };
+    n.handle(0, Input::Peer { from: NodeId(99), msg: store }, &mut effects);
+    n.handle(0, Input::Peer { from: NodeId(99), msg: Msg::Ping }, &mut effects);
+    assert!(effects.is_empty());
+    assert_eq!(n.stats().unknown_sender_dropped, 2);
+    assert_eq!(n.store(), &MemStore::default());
+}
+
+#[test]
+fn responses_to_requests_that_no_longer_exist_are_dropped_and_counted() {
+    let mut n = node(1);
+    let mut effects = Vec::new();
+    let op = OpId { origin: NodeId(1), req: RequestId(77) };
+    for msg in [
+        Msg::StoreAck { op },
+        Msg::FetchReply { op, siblings: Siblings::new() },
+        Msg::ForwardReply {
+            req: RequestId(77),
+            reply: ClientReply::Unavailable { replies: 0, needed: 2 },
+        },
+    ] {
+        n.handle(0, Input::Peer { from: NodeId(2), msg }, &mut effects);
+    }
+    assert!(effects.is_empty(), "stale answers produced effects: {effects:?}");
+    assert_eq!(n.stats().stale_responses_dropped, 3);
+    assert!(n.volatile().ops.is_empty());
+}

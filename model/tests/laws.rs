@@ -1,0 +1,458 @@
+//! quickcheck laws of the core's data types: vector clocks (partial order, merge is the least
+//! upper bound), contexts, sibling sets (antichain, nothing lost, order-insensitive reconcile),
+//! the ring (distinct preference lists, balance, movement on join) and postcard round trips of
+//! every message. Domains are small so that equal, ordered and concurrent cases all occur; every
+//! property demands a minimum of passed cases so none can pass by discarding.
+
+use dynamo_model::clock::{CausalOrder, Context, Dot, VClock};
+use dynamo_model::config::Limits;
+use dynamo_model::ids::{ActorId, Key, NodeId, OpId, RequestId};
+use dynamo_model::msg::{ClientOp, ClientReply, Msg, RequestError};
+use dynamo_model::ring::Ring;
+use dynamo_model::versioned::{Payload, PutError, Siblings};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
+
+const CASES: u64 = 2_000;
+
+fn check<A: quickcheck::Testable>(prop: A) {
+    QuickCheck::new().tests(CASES).min_tests_passed(CASES).quickcheck(prop);
+}
+
+fn actor(i: u8) -> ActorId {
+    ActorId::new(NodeId(u16::from(i % 3) + 1), u32::from(i / 3 % 2))
+}
+
+/// A clock over 4 actors with counters 0..=3 (0 = no entry).
+#[derive(Clone, Debug)]
+struct Small(VClock);
+
+impl Arbitrary for Small {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let mut c = VClock::new();
+        for i in 0..4u8 {
+            let counter = u64::from(u8::arbitrary(g) % 4);
+            // A counter's issue time is a function of it, as it is for a real actor.
+            c.witness(actor(i), counter, counter * 10 + u64::from(i));
+        }
+        Small(c)
+    }
+}
+
+#[test]
+fn clock_order_is_reflexive_and_antisymmetric() {
+    fn prop(a: Small, b: Small) -> bool {
+        let (a, b) = (a.0, b.0);
+        let flipped = match a.causal_cmp(&b) {
+            CausalOrder::Before => CausalOrder::After,
+            CausalOrder::After => CausalOrder::Before,
+            o => o,
+        };
+        a.causal_cmp(&a) == CausalOrder::Equal
+            && b.causal_cmp(&a) == flipped
+            && (a.causal_cmp(&b) == CausalOrder::Equal) == (a == b)
+    }
+    check(prop as fn(Small, Small) -> bool);
+}
+
+#[test]
+fn clock_descends_agrees_with_causal_cmp() {
+    fn prop(a: Small, b: Small) -> bool {
+        let (a, b) = (a.0, b.0);
+        let o = a.causal_cmp(&b);
+        a.descends(&b) == matches!(o, CausalOrder::After | CausalOrder::Equal)
+            && b.descends(&a) == matches!(o, CausalOrder::Before | CausalOrder::Equal)
+    }
+    check(prop as fn(Small, Small) -> bool);
+}
+
+#[test]
+fn clock_order_is_transitive() {
+    // b and c are built to descend a and b, so the premise always holds.
+    fn prop(a: Small, x: Small, y: Small) -> bool {
+        let a = a.0;
+        let b = a.merged(&x.0);
+        let c = b.merged(&y.0);
+        b.descends(&a) && c.descends(&b) && c.descends(&a)
+    }
+    check(prop as fn(Small, Small, Small) -> bool);
+}
+
+#[test]
+fn clock_merge_is_commutative_associative_idempotent() {
+    fn prop(a: Small, b: Small, c: Small) -> bool {
+        let (a, b, c) = (a.0, b.0, c.0);
+        a.merged(&b) == b.merged(&a)
+            && a.merged(&b).merged(&c) == a.merged(&b.merged(&c))
+            && a.merged(&a) == a
+    }
+    check(prop as fn(Small, Small, Small) -> bool);
+}
+
+#[test]
+fn clock_merge_is_the_least_upper_bound() {
+    fn prop(a: Small, b: Small, c: Small) -> bool {
+        let (a, b, c) = (a.0, b.0, c.0);
+        let m = a.merged(&b);
+        let upper = m.descends(&a) && m.descends(&b);
+        let least = !(c.descends(&a) && c.descends(&b)) || c.descends(&m);
+        upper && least
+    }
+    check(prop as fn(Small, Small, Small) -> bool);
+}
+
+#[test]
+fn equal_clocks_hash_equally_and_have_no_zero_entries() {
+    use std::hash::{Hash, Hasher};
+    fn h(c: &VClock) -> u64 {
+        let mut s = std::collections::hash_map::DefaultHasher::new();
+        c.hash(&mut s);
+        s.finish()
+    }
+    fn prop(a: Small, b: Small) -> bool {
+        let (a, b) = (a.0, b.0);
+        let zero_free = a.entries().iter().all(|e| e.counter > 0);
+        let same = a.causal_cmp(&b) == CausalOrder::Equal;
+        zero_free && (!same || h(&a) == h(&b))
+    }
+    check(prop as fn(Small, Small) -> bool);
+}
+
+#[test]
+fn clock_increment_moves_strictly_after() {
+    fn prop(a: Small, i: u8) -> bool {
+        let mut b = a.0.clone();
+        let dot = b.increment(actor(i), 9);
+        b.causal_cmp(&a.0) == CausalOrder::After && b.contains(&dot) && !a.0.contains(&dot)
+    }
+    check(prop as fn(Small, u8) -> bool);
+}
+
+#[test]
+fn truncation_keeps_the_newest_entries() {
+    fn prop(a: Small, max: u8) -> bool {
+        let max = usize::from(max % 4) + 1;
+        let mut t = a.0.clone();
+        t.truncate(max);
+        let dropped: Vec<_> = a.0.entries().iter().filter(|e| t.get(e.actor) == 0).collect();
+        t.len() == a.0.len().min(max)
+            && a.0.descends(&t)
+            && dropped
+                .iter()
+                .all(|d| t.entries().iter().all(|k| (d.ts_ms, d.actor) <= (k.ts_ms, k.actor)))
+    }
+    check(prop as fn(Small, u8) -> bool);
+}
+
+/// A context: a clock plus up to three loose dots.
+#[derive(Clone, Debug)]
+struct Ctx(Context);
+
+impl Arbitrary for Ctx {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let mut c = Context::from(Small::arbitrary(g).0);
+        for _ in 0..u8::arbitrary(g) % 4 {
+            let i = u8::arbitrary(g) % 4;
+            let counter = u64::from(u8::arbitrary(g) % 6) + 1;
+            let dot = Dot { actor: actor(i), counter, ts_ms: counter * 10 + u64::from(i) };
+            c.add_dot(&dot);
+        }
+        Ctx(c)
+    }
+}
+
+#[test]
+fn context_merge_is_set_union_of_histories() {
+    fn prop(a: Ctx, b: Ctx, i: u8, k: u8) -> bool {
+        let dot = Dot { actor: actor(i % 4), counter: u64::from(k % 7) + 1, ts_ms: 0 };
+        let mut m = a.0.clone();
+        m.merge(&b.0);
+        let mut m2 = b.0.clone();
+        m2.merge(&a.0);
+        m == m2 && m.contains(&dot) == (a.0.contains(&dot) || b.0.contains(&dot))
+    }
+    check(prop as fn(Ctx, Ctx, u8, u8) -> bool);
+}
+
+#[test]
+fn context_is_canonical() {
+    // However a context is reached, dots below or next to the clock are folded into it.
+    fn prop(a: Ctx) -> bool {
+        a.0.cloud().iter().all(|d| d.counter > a.0.clock().get(d.actor) + 1)
+    }
+    check(prop as fn(Ctx) -> bool);
+}
+
+/// Replica sets produced by a random run of puts (each coordinated by its replica's actor, on a
+/// context read from some replica or blind) and pairwise syncs, from a seed.
+fn random_replicas(seed: u64) -> (Vec<Siblings>, Vec<Dot>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut replicas = vec![Siblings::new(); 3];
+    let mut dots = Vec::new();
+    let limits = Limits::default();
+    for step in 0..rng.random_range(1..12u64) {
+        let i = rng.random_range(0..3usize);
+        let j = rng.random_range(0..3usize);
+        if rng.random_bool(0.6) {
+            let context = if rng.random_bool(0.7) { replicas[j].context() } else { Context::new() };
+            let payload = if rng.random_bool(0.15) {
+                Payload::Tombstone
+            } else {
+                Payload::Value(format!("v{step}").into_bytes())
+            };
+            let dot = replicas[i]
+                .apply_put(actor(i as u8), &context, payload, step, &limits, None)
+                .expect("within limits");
+            dots.push(dot);
+        } else {
+            let other = replicas[j].clone();
+            replicas[i].reconcile(&other);
+        }
+    }
+    (replicas, dots)
+}
+
+#[test]
+fn reconcile_keeps_an_antichain_and_loses_nothing() {
+    fn prop(seed: u64) -> bool {
+        let (replicas, _) = random_replicas(seed);
+        let mut all = Siblings::new();
+        for r in &replicas {
+            all.reconcile(r);
+        }
+        let ok = all.check().is_ok() && replicas.iter().all(|r| r.check().is_ok());
+        let nothing_lost = replicas.iter().flat_map(|r| r.versions()).all(|v| all.covers(&v.dot));
+        let nothing_invented =
+            all.versions().iter().all(|v| replicas.iter().any(|r| r.versions().contains(v)));
+        if !(ok && nothing_lost && nothing_invented) {
+            eprintln!("failing seed {seed}: replicas {replicas:?} merged {all:?}");
+        }
+        ok && nothing_lost && nothing_invented
+    }
+    check(prop as fn(u64) -> bool);
+}
+
+#[test]
+fn reconcile_is_order_insensitive() {
+    fn prop(seed: u64) -> bool {
+        let (r, _) = random_replicas(seed);
+        let ab_c = r[0].reconciled(&r[1]).reconciled(&r[2]);
+        let c_ba = r[2].reconciled(&r[1].reconciled(&r[0]));
+        let b_ca = r[1].reconciled(&r[2]).reconciled(&r[0]);
+        let idem = ab_c.reconciled(&ab_c) == ab_c;
+        let ok = ab_c == c_ba && c_ba == b_ca && idem;
+        if !ok {
+            eprintln!("failing seed {seed}: {r:?}");
+        }
+        ok
+    }
+    check(prop as fn(u64) -> bool);
+}
+
+#[test]
+fn a_put_supersedes_exactly_what_its_context_covers() {
+    fn prop(seed: u64, blind: bool) -> bool {
+        let (replicas, _) = random_replicas(seed);
+        let mut target = replicas[0].clone();
+        let context = if blind { Context::new() } else { replicas[1].context() };
+        let before = target.clone();
+        let dot = target
+            .apply_put(
+                actor(0),
+                &context,
+                Payload::Value(b"new".to_vec()),
+                99,
+                &Limits::default(),
+                None,
+            )
+            .expect("within limits");
+        let kept_concurrent = before
+            .versions()
+            .iter()
+            .filter(|v| !context.contains(&v.dot))
+            .all(|v| target.versions().contains(v));
+        let dropped_covered =
+            target.versions().iter().all(|v| v.dot == dot || !context.contains(&v.dot));
+        let ok =
+            kept_concurrent && dropped_covered && target.check().is_ok() && target.covers(&dot);
+        if !ok {
+            eprintln!("failing seed {seed} blind {blind}: before {before:?} after {target:?}");
+        }
+        ok
+    }
+    check(prop as fn(u64, bool) -> bool);
+}
+
+#[test]
+fn sibling_and_value_bounds_refuse_the_put_and_change_nothing() {
+    let limits = Limits { siblings_max: 2, value_bytes_max: 4, ..Limits::default() };
+    let mut s = Siblings::new();
+    let blind = Context::new();
+    for v in [b"a".to_vec(), b"b".to_vec()] {
+        s.apply_put(actor(0), &blind, Payload::Value(v), 0, &limits, None).expect("fits");
+    }
+    let before = s.clone();
+    let too_many = s.apply_put(actor(0), &blind, Payload::Value(b"c".to_vec()), 0, &limits, None);
+    assert_eq!(too_many, Err(PutError::TooManySiblings { siblings: 3, max: 2 }));
+    let too_big = s.apply_put(actor(0), &s.context(), Payload::Value(vec![0; 5]), 0, &limits, None);
+    assert_eq!(too_big, Err(PutError::ValueTooLarge { bytes: 5, max: 4 }));
+    assert_eq!(s, before);
+    // Resolving with the merged context is still allowed.
+    s.apply_put(actor(0), &s.context(), Payload::Value(b"ab".to_vec()), 0, &limits, None)
+        .expect("resolving put fits");
+    assert_eq!(s.len(), 1);
+}
+
+#[derive(Clone, Debug)]
+struct RingCase {
+    nodes: u16,
+    q: u32,
+    n: usize,
+}
+
+impl Arbitrary for RingCase {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let nodes = u16::from(u8::arbitrary(g) % 12) + 1;
+        let min_q = u32::from(nodes).next_power_of_two();
+        let q = min_q << (u8::arbitrary(g) % 5);
+        let n = usize::from(u8::arbitrary(g)) % usize::from(nodes) + 1;
+        RingCase { nodes, q, n }
+    }
+}
+
+fn node_set(k: u16) -> BTreeSet<NodeId> {
+    // Spread ids so that joins do not only happen in increasing order of position.
+    (1..=k).map(|i| NodeId(i * 7 % 31)).collect()
+}
+
+#[test]
+fn preference_lists_have_n_distinct_nodes() {
+    fn prop(c: RingCase, key: Vec<u8>) -> bool {
+        let ring = Ring::new(c.q, &node_set(c.nodes));
+        let key = Key(key);
+        let prefs = ring.preference_list(&key, c.n);
+        let walk = ring.walk(&key);
+        let distinct: BTreeSet<_> = walk.iter().collect();
+        prefs.len() == c.n
+            && walk.len() == usize::from(c.nodes)
+            && distinct.len() == walk.len()
+            && walk.starts_with(prefs)
+            && prefs[0] == ring.owners()[ring.partition_of(&key).0 as usize]
+    }
+    check(prop as fn(RingCase, Vec<u8>) -> bool);
+}
+
+#[test]
+fn ownership_is_balanced_within_one_partition() {
+    fn prop(c: RingCase) -> bool {
+        let nodes = node_set(c.nodes);
+        let ring = Ring::new(c.q, &nodes);
+        let counts: Vec<usize> =
+            nodes.iter().map(|n| ring.owners().iter().filter(|o| *o == n).count()).collect();
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
+    }
+    check(prop as fn(RingCase) -> bool);
+}
+
+#[test]
+fn a_join_moves_about_one_share_and_only_to_the_joiner() {
+    fn prop(c: RingCase) -> bool {
+        let nodes = node_set(c.nodes);
+        let before = Ring::new(c.q, &nodes);
+        let joiner = NodeId(1000);
+        let after = before.with_node(joiner);
+        let moved: Vec<usize> =
+            (0..c.q as usize).filter(|&p| before.owners()[p] != after.owners()[p]).collect();
+        let s = nodes.len();
+        let share = c.q as usize / (s + 1);
+        moved.len() == share && moved.iter().all(|&p| after.owners()[p] == joiner)
+    }
+    check(prop as fn(RingCase) -> bool);
+}
+
+#[test]
+fn key_hash_is_pinned() {
+    // XXH3-64, seed 0. Changing these moves every key in every cluster.
+    assert_eq!(dynamo_model::ring::key_hash(b""), 0x2D06_8005_38D3_94C2);
+    assert_eq!(dynamo_model::ring::key_hash(b"hello"), 0x9555_E855_5C62_DCFD);
+    assert_eq!(dynamo_model::ring::key_hash(b"dynamo"), PINNED_DYNAMO);
+    let ring = Ring::new(8, &[NodeId(1), NodeId(2), NodeId(3)].into_iter().collect());
+    assert_eq!(ring.owners(), PINNED_OWNERS.map(NodeId));
+    assert_eq!(ring.partition_of(&Key::from("hello")).0, (0x9555_E855_5C62_DCFDu64 >> 61) as u32);
+}
+
+const PINNED_DYNAMO: u64 = 13_293_944_135_976_245_242;
+const PINNED_OWNERS: [u16; 8] = [3, 1, 2, 3, 2, 1, 2, 1];
+
+// ---- postcard round trips of every message ----
+
+#[derive(Clone, Debug)]
+struct AnyMsg(Msg);
+
+fn small_siblings(g: &mut Gen) -> Siblings {
+    let (replicas, _) = random_replicas(u64::arbitrary(g));
+    replicas[usize::from(u8::arbitrary(g) % 3)].clone()
+}
+
+fn any_reply(g: &mut Gen) -> ClientReply {
+    let dot = Dot { actor: actor(u8::arbitrary(g)), counter: u64::arbitrary(g) | 1, ts_ms: 3 };
+    match u8::arbitrary(g) % 5 {
+        0 => ClientReply::Read { context: Ctx::arbitrary(g).0, values: Vec::arbitrary(g) },
+        1 => ClientReply::Written { dot, context: Ctx::arbitrary(g).0 },
+        2 => ClientReply::Indeterminate { acks: 1, needed: 2 },
+        3 => ClientReply::Unavailable { replies: 0, needed: 3 },
+        _ => ClientReply::Rejected(RequestError::Put(PutError::TooManySiblings {
+            siblings: 9,
+            max: 8,
+        })),
+    }
+}
+
+impl Arbitrary for AnyMsg {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let op = OpId { origin: NodeId(u16::arbitrary(g)), req: RequestId(u64::arbitrary(g)) };
+        let key = Key(Vec::arbitrary(g));
+        let intended = Option::<u16>::arbitrary(g).map(NodeId);
+        let client_op = match u8::arbitrary(g) % 3 {
+            0 => ClientOp::get(key.clone()),
+            1 => ClientOp::put(key.clone(), Ctx::arbitrary(g).0, Vec::arbitrary(g)),
+            _ => ClientOp::delete(key.clone(), Ctx::arbitrary(g).0),
+        };
+        let msg = match u8::arbitrary(g) % 10 {
+            0 => Msg::Forward { req: op.req, op: client_op },
+            1 => Msg::ForwardReply { req: op.req, reply: any_reply(g) },
+            2 => Msg::Store { op: Some(op), key, siblings: small_siblings(g), intended },
+            3 => Msg::StoreAck { op },
+            4 => Msg::Fetch { op, key, intended },
+            5 => Msg::FetchReply { op, siblings: small_siblings(g) },
+            6 => Msg::Handoff { key, siblings: small_siblings(g) },
+            7 => Msg::HandoffAck { key, siblings: small_siblings(g) },
+            8 => Msg::Ping,
+            _ => Msg::Pong,
+        };
+        AnyMsg(msg)
+    }
+}
+
+#[test]
+fn every_message_round_trips_through_postcard() {
+    fn prop(m: AnyMsg) -> bool {
+        let bytes = postcard::to_stdvec(&m.0).expect("encodes");
+        let back: Msg = postcard::from_bytes(&bytes).expect("decodes");
+        back == m.0
+    }
+    check(prop as fn(AnyMsg) -> bool);
+}
+
+#[test]
+fn garbage_never_panics_the_decoders() {
+    fn prop(bytes: Vec<u8>) -> bool {
+        let _ = postcard::from_bytes::<Msg>(&bytes);
+        let _ = Context::from_bytes(&bytes, 16);
+        true
+    }
+    check(prop as fn(Vec<u8>) -> bool);
+}
