@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A storage node's stable identity.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u16);
 
 impl fmt::Display for NodeId {
@@ -20,9 +18,7 @@ impl fmt::Display for NodeId {
 }
 
 /// The author of vector-clock entries: a node in one incarnation of its durable state.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct ActorId {
     /// The node that coordinates writes under this actor.
     pub node: NodeId,
@@ -45,9 +41,7 @@ impl fmt::Display for ActorId {
 
 /// A client request's id, unique per origin node for the node's lifetime (the driver's duty: the
 /// production node mixes a per-boot random prefix into it; the simulator and checker number them).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct RequestId(pub u64);
 
 impl fmt::Display for RequestId {
@@ -57,9 +51,7 @@ impl fmt::Display for RequestId {
 }
 
 /// One of the Q equal slices of the hash space (paper §6.2, strategy 3).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct PartitionId(pub u32);
 
 impl fmt::Display for PartitionId {
@@ -70,9 +62,7 @@ impl fmt::Display for PartitionId {
 
 /// A coordinated operation, named by the node the client talked to and that node's request id.
 /// Replica messages carry it so that answers find their operation, and stale answers find none.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct OpId {
     /// The node that received the client request.
     pub origin: NodeId,
@@ -117,5 +107,35 @@ impl fmt::Display for Key {
                 write!(f, "0x{}", self.0.iter().map(|b| format!("{b:02x}")).collect::<String>())
             }
         }
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Debug for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }

@@ -9,6 +9,23 @@
 //! Modules follow the paper's vocabulary (DeCandia et al., SOSP 2007): [`ring`] (§4.2, §6.2),
 //! [`clock`] and [`versioned`] (§4.4), [`coordinator`] and [`replica`] (§4.5), [`handoff`]
 //! (§4.6); [`sim`] drives many nodes in a seeded, deterministic simulated network.
+//!
+//! ```
+//! use dynamo_model::{ClientOp, ClientReply, Context, Key};
+//! use dynamo_model::sim::{Faults, Sim, SimConfig};
+//!
+//! // Five nodes, N = 3, R = W = 2, on a simulated network without faults.
+//! let mut sim = Sim::new(SimConfig { faults: Faults::none(), ..SimConfig::default() })?;
+//! let key = Key::from("cart");
+//! let coordinator = sim.primaries(&key)[0];
+//! let put = ClientOp::put(key.clone(), Context::new(), b"milk".to_vec());
+//! assert!(matches!(sim.request(coordinator, put), Some(ClientReply::Written { .. })));
+//! match sim.request(coordinator, ClientOp::get(key)) {
+//!     Some(ClientReply::Read { values, .. }) => assert_eq!(values, [b"milk".to_vec()]),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), dynamo_model::ConfigError>(())
+//! ```
 
 pub mod clock;
 pub mod config;
