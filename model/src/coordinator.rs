@@ -137,7 +137,8 @@ impl<S: Store> Node<S> {
         self.progress(id, effects);
     }
 
-    fn refuse(&mut self, id: OpId, e: RequestError, effects: &mut Vec<Effect>) {
+    pub(crate) fn refuse(&mut self, id: OpId, e: RequestError, effects: &mut Vec<Effect>) {
+        self.remember_done(id);
         self.stats.rejected += 1;
         self.reply(id, ClientReply::Rejected(e), effects);
     }
@@ -270,6 +271,7 @@ impl<S: Store> Node<S> {
     /// Drops a finished operation; a get first repairs replicas whose answers were behind.
     fn finish(&mut self, id: OpId, effects: &mut Vec<Effect>) {
         let Some(c) = self.state.ops.remove(&id) else { return };
+        self.remember_done(id);
         let CoordKind::Get { replies } = &c.kind else { return };
         let merged = merge_all(replies);
         for (&node, held) in replies {
@@ -288,6 +290,25 @@ impl<S: Store> Node<S> {
         }
     }
 }
+
+impl<S> Node<S> {
+    /// Remembers that forwarded operation `id` is done, so a duplicate of its request is ignored
+    /// instead of applied a second time (a refused put must never take effect later). Only
+    /// forwarded operations can arrive twice; the memory is volatile and bounded.
+    fn remember_done(&mut self, id: OpId) {
+        if id.origin == self.id {
+            return;
+        }
+        let done = &mut self.state.done;
+        if done.len() == DONE_OPS_MAX {
+            done.pop_front();
+        }
+        done.push_back(id);
+    }
+}
+
+/// How many finished forwarded operations a coordinator remembers to ignore duplicates of.
+pub const DONE_OPS_MAX: usize = 1024;
 
 /// The request a target of `coord` receives.
 fn request_msg(id: OpId, coord: &Coord, intended: Option<NodeId>) -> Msg {

@@ -17,7 +17,7 @@ use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::ring::Ring;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -104,6 +104,9 @@ pub struct Volatile {
     pub ops: BTreeMap<OpId, Coord>,
     /// Requests this node forwarded.
     pub forwards: BTreeMap<RequestId, Forwarded>,
+    /// Forwarded operations this node finished coordinating, oldest first (bounded by
+    /// [`crate::coordinator::DONE_OPS_MAX`]).
+    pub done: VecDeque<OpId>,
 }
 
 /// Counters of what the node did and dropped; not part of the protocol state.
@@ -340,8 +343,8 @@ impl<S: Store> Node<S> {
         effects: &mut Vec<Effect>,
     ) {
         let id = OpId { origin: from, req };
-        if self.state.ops.contains_key(&id) {
-            return; // a duplicate of a request in progress
+        if self.state.ops.contains_key(&id) || self.state.done.contains(&id) {
+            return; // a duplicate of a request in progress or done
         }
         let refused = match self.validate(&op) {
             Err(e) => Some(e),
@@ -351,10 +354,7 @@ impl<S: Store> Node<S> {
             Ok(()) => None,
         };
         match refused {
-            Some(e) => {
-                self.stats.rejected += 1;
-                self.reply(id, ClientReply::Rejected(e), effects);
-            }
+            Some(e) => self.refuse(id, e, effects),
             None => self.coordinate(now_ms, id, op, effects),
         }
     }

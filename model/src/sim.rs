@@ -16,10 +16,11 @@ use crate::clock::{Context, Dot};
 use crate::config::{Config, ConfigParams};
 use crate::ids::{ActorId, Key, NodeId, RequestId};
 use crate::invariants;
-use crate::msg::{ClientOp, ClientReply, Msg};
+use crate::msg::{Action, ClientOp, ClientReply, Msg};
 use crate::node::{Effect, Input, Node, Timer};
 use crate::ring::Ring;
 use crate::store::MemStore;
+use crate::versioned::Payload;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
@@ -80,6 +81,8 @@ impl Default for SimConfig {
         params.timeouts.request_ms = 200;
         params.timeouts.sloppy_retry_ms = 60;
         params.timeouts.tick_ms = 100;
+        // Low enough that some puts are refused, so the runs check that a refusal never applies.
+        params.limits.siblings_max = 4;
         SimConfig {
             seed: 0,
             params,
@@ -155,6 +158,8 @@ pub struct SimReport {
     pub now_ms: u64,
     /// Puts and deletes acknowledged.
     pub writes_ok: usize,
+    /// Puts and deletes refused (they must never take effect).
+    pub writes_rejected: usize,
     /// Puts and deletes with unknown outcome.
     pub writes_indeterminate: usize,
     /// Gets answered.
@@ -510,6 +515,17 @@ impl Sim {
         Ok(())
     }
 
+    /// The value a recorded put wrote, if it was a put of a value.
+    fn invoked_value(&self, req: RequestId) -> Option<Vec<u8>> {
+        self.history.iter().rev().find_map(|e| match e {
+            HistoryEvent::Invoke { req: r, op, .. } if *r == req => match &op.action {
+                Action::Put { payload: Payload::Value(v), .. } => Some(v.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// The W a recorded put asked for, if it overrode the default.
     fn invoked_w(&self, req: RequestId) -> Option<usize> {
         self.history.iter().rev().find_map(|e| match e {
@@ -744,6 +760,16 @@ impl Sim {
                     self.clients[client].contexts.insert(k.clone(), context.clone());
                     let w = self.invoked_w(req).unwrap_or(self.config.w());
                     self.acked.push((k.clone(), *dot, w));
+                }
+            }
+            Some(ClientReply::Rejected(_)) => {
+                // A refused put must never take effect: its value counts as never written, so
+                // the phantom-read checks catch it if it ever shows up.
+                self.report.writes_rejected += 1;
+                if let (Some(k), Some(v)) = (&key, self.invoked_value(req)) {
+                    if let Some(w) = self.written.get_mut(k) {
+                        w.remove(&v);
+                    }
                 }
             }
             Some(ClientReply::Indeterminate { .. }) | None => {

@@ -186,3 +186,27 @@ fn responses_to_requests_that_no_longer_exist_are_dropped_and_counted() {
     assert_eq!(n.stats().stale_responses_dropped, 3);
     assert!(n.volatile().ops.is_empty());
 }
+
+#[test]
+fn a_duplicated_forward_is_not_applied_twice() {
+    let mut n = node(1);
+    let forward = || Input::Peer {
+        from: NodeId(2),
+        msg: Msg::Forward {
+            req: RequestId(5),
+            op: ClientOp::put(Key::from("k"), Context::new(), vec![0; 9]),
+        },
+    };
+    let mut effects = Vec::new();
+    n.handle(0, forward(), &mut effects);
+    assert!(
+        matches!(
+            &effects[..],
+            [Effect::Send { msg: Msg::ForwardReply { reply: ClientReply::Rejected(_), .. }, .. }]
+        ),
+        "{effects:?}"
+    );
+    effects.clear();
+    n.handle(0, forward(), &mut effects);
+    assert!(effects.is_empty(), "the duplicate was handled again: {effects:?}");
+}

@@ -13,7 +13,7 @@ fn seeds() -> Vec<u64> {
 }
 
 fn run(name: &str, make: impl Fn(u64) -> SimConfig) {
-    let mut totals = (0usize, 0usize, 0usize, 0u64, 0u64, 0usize);
+    let mut totals = (0usize, 0usize, 0usize, 0u64, 0u64, 0usize, 0usize);
     let seeds = seeds();
     for &seed in &seeds {
         let sim = Sim::new(make(seed)).expect("valid sim config");
@@ -25,13 +25,14 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) {
                 totals.3 += r.hints_delivered;
                 totals.4 += r.read_repairs;
                 totals.5 += r.crashes;
+                totals.6 += r.writes_rejected;
             }
             Err(f) => panic!("[{name}] {f}"),
         }
     }
     eprintln!(
-        "[{name}] {} seeds: {} writes ok, {} indeterminate, {} reads with siblings, {} hints delivered, {} read repairs, {} crashes",
-        seeds.len(), totals.0, totals.1, totals.2, totals.3, totals.4, totals.5
+        "[{name}] {} seeds: {} writes ok, {} indeterminate, {} refused, {} reads with siblings, {} hints delivered, {} read repairs, {} crashes",
+        seeds.len(), totals.0, totals.1, totals.6, totals.2, totals.3, totals.4, totals.5
     );
     // The runs must exercise the interesting paths, or passing says little.
     assert!(totals.0 > 0, "no write was ever acknowledged");
