@@ -207,6 +207,11 @@ pub fn check(history: &History, model: Model, budget: Budget) -> Result<LinearRe
     Ok(LinearResult { validity, model, pairs, keys })
 }
 
+/// Whether the model has operation `f` (unsupported ones are reported, not skipped).
+fn model_has(model: Model, f: &str) -> bool {
+    matches!((model, f), (_, "read" | "write") | (Model::CasRegister, "cas"))
+}
+
 /// A register operation with values replaced by small integers (0 is `nil`).
 #[derive(Clone, Copy, Debug)]
 enum Cmd {
@@ -265,13 +270,40 @@ fn prepare(
         interned.insert(v.clone(), id);
         id
     };
+    // Values some operation depends on: returned by an ok read, or expected by a cas that may
+    // have happened. An info write (or cas) of a value nothing depends on can be left out:
+    // wherever it might be linearized, no operation before the next write observes it.
+    let mut observed: HashSet<Value> = HashSet::new();
+    for p in indices.iter().filter_map(|&i| pairs.get(i)) {
+        match (p.f.as_str(), p.outcome) {
+            ("read", Outcome::Ok) => {
+                observed.insert(p.complete_value.clone().unwrap_or(Value::Nil));
+            }
+            ("cas", Outcome::Ok | Outcome::Info) => {
+                if let Value::Vector(items) = p.effective_value() {
+                    observed.extend(items.first().cloned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let unobserved_info = |p: &Pair| -> bool {
+        if p.outcome != Outcome::Info {
+            return false;
+        }
+        match (p.f.as_str(), p.effective_value()) {
+            ("write", v) => !observed.contains(v),
+            ("cas", Value::Vector(items)) => items.get(1).is_some_and(|v| !observed.contains(v)),
+            _ => false,
+        }
+    };
     let mut ops = Vec::with_capacity(indices.len());
     // (history position, op, is_call)
     let mut raw_events: Vec<(usize, u32, bool)> = Vec::with_capacity(indices.len() * 2);
     for &i in indices {
         let Some(p) = pairs.get(i) else { continue };
         let line = history.line(p.invoke_pos);
-        if p.outcome == Outcome::Fail {
+        if p.outcome == Outcome::Fail || (model_has(model, &p.f) && unobserved_info(p)) {
             continue;
         }
         let cmd = match p.f.as_str() {
@@ -403,22 +435,104 @@ struct Frame {
     op: u32,
     prev_state: u32,
     node: usize,
+    /// Taken without choice: an enabled read that matches the state. If the configuration
+    /// with it fails, so does the one without it (a read changes nothing, and taking it
+    /// earlier only relaxes real-time constraints), so backtracking skips past it.
+    forced: bool,
+}
+
+/// The search's mutable state for one key.
+struct Search<'a> {
+    prep: &'a Prepared,
+    links: Links,
+    bits: Vec<u64>,
+    cache: FxSet<CacheKey>,
+    stack: Vec<Frame>,
+    state: u32,
+    remaining_ok: usize,
+}
+
+impl Search<'_> {
+    fn head(&self) -> usize {
+        self.prep.events.len()
+    }
+
+    /// Try to linearize the call at list node `node`; true if it led somewhere new.
+    fn take(&mut self, node: usize, forced: bool) -> bool {
+        let Some(ev) = self.prep.events.get(node).copied() else { return false };
+        let op = ev.op as usize;
+        let Some(next_state) = self.prep.ops.get(op).and_then(|o| o.cmd.step(self.state)) else {
+            return false;
+        };
+        let (word, bit) = (op / 64, 1u64 << (op % 64));
+        self.bits[word] |= bit;
+        if !self.cache.insert(cache_key(&self.bits, next_state)) {
+            self.bits[word] &= !bit;
+            return false;
+        }
+        self.stack.push(Frame { op: ev.op, prev_state: self.state, node, forced });
+        self.state = next_state;
+        self.links.remove(node);
+        if let Some(r) = ev.ret {
+            self.links.remove(r as usize);
+        }
+        if self.prep.ops[op].ok {
+            self.remaining_ok -= 1;
+        }
+        true
+    }
+
+    /// Undo the top frame; returns it.
+    fn undo(&mut self) -> Option<Frame> {
+        let frame = self.stack.pop()?;
+        let op = frame.op as usize;
+        self.bits[op / 64] &= !(1u64 << (op % 64));
+        self.state = frame.prev_state;
+        if let Some(r) = self.prep.events.get(frame.node).and_then(|e| e.ret) {
+            self.links.restore(r as usize);
+        }
+        self.links.restore(frame.node);
+        if self.prep.ops[op].ok {
+            self.remaining_ok += 1;
+        }
+        Some(frame)
+    }
+
+    /// An enabled read (its call precedes every outstanding completion) matching the state.
+    fn matching_read(&self) -> Option<usize> {
+        let mut node = self.links.next[self.head()];
+        while let Some(ev) = self.prep.events.get(node) {
+            if !ev.is_call {
+                return None;
+            }
+            if let Some(Cmd::Read(v)) = self.prep.ops.get(ev.op as usize).map(|o| o.cmd) {
+                if v == self.state {
+                    return Some(node);
+                }
+            }
+            node = self.links.next[node];
+        }
+        None
+    }
 }
 
 fn search(prep: &Prepared, key: Value, budget: Budget) -> KeyResult {
-    let n_events = prep.events.len();
-    let head = n_events;
-    let mut links = Links::new(n_events);
-    let mut bits = vec![0u64; prep.ops.len().div_ceil(64)];
-    let mut cache: FxSet<CacheKey> = FxSet::default();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut state = 0u32;
-    let mut remaining_ok = prep.ops.iter().filter(|o| o.ok).count();
+    let mut s = Search {
+        prep,
+        links: Links::new(prep.events.len()),
+        bits: vec![0u64; prep.ops.len().div_ceil(64)],
+        cache: FxSet::default(),
+        stack: Vec::new(),
+        state: 0,
+        remaining_ok: prep.ops.iter().filter(|o| o.ok).count(),
+    };
+    let head = s.head();
     let mut best: Option<(Vec<u32>, u32, u32)> = None; // (ops, state after, stuck op)
     let mut steps = 0u64;
-    let mut node = links.next[head];
+    let mut node = s.links.next[head];
+    let mut fresh = true; // `node` is the head of a configuration not yet scanned
     let validity = loop {
-        if remaining_ok == 0 {
+        if s.remaining_ok == 0 {
             break Validity::Valid;
         }
         steps += 1;
@@ -427,54 +541,53 @@ fn search(prep: &Prepared, key: Value, budget: Budget) -> KeyResult {
         {
             break Validity::Unknown;
         }
-        if budget.cache_entries_max.is_some_and(|m| cache.len() > m) {
+        if budget.cache_entries_max.is_some_and(|m| s.cache.len() > m) {
             break Validity::Unknown;
         }
-        let event = prep.events.get(node).copied();
-        match event {
-            Some(ev) if ev.is_call => {
-                let op = ev.op as usize;
-                let (word, bit) = (op / 64, 1u64 << (op % 64));
-                if let Some(next_state) = prep.ops[op].cmd.step(state) {
-                    bits[word] |= bit;
-                    if cache.insert(cache_key(&bits, next_state)) {
-                        stack.push(Frame { op: ev.op, prev_state: state, node });
-                        state = next_state;
-                        links.remove(node);
-                        if let Some(r) = ev.ret {
-                            links.remove(r as usize);
-                        }
-                        if prep.ops[op].ok {
-                            remaining_ok -= 1;
-                        }
-                        node = links.next[head];
-                        continue;
-                    }
-                    bits[word] &= !bit;
+        let mut stuck = false;
+        if fresh {
+            fresh = false;
+            if let Some(read) = s.matching_read() {
+                if s.take(read, true) {
+                    node = s.links.next[head];
+                    fresh = true;
+                    continue;
                 }
-                node = links.next[node];
-            }
-            _ => {
-                // A completion (or the end of the list) that nothing linearized so far allows.
-                if best.as_ref().map_or(true, |b| stack.len() > b.0.len()) {
-                    let stuck = event.map_or(u32::MAX, |e| e.op);
-                    best = Some((stack.iter().map(|f| f.op).collect(), state, stuck));
-                }
-                let Some(frame) = stack.pop() else { break Validity::Invalid };
-                let op = frame.op as usize;
-                bits[op / 64] &= !(1u64 << (op % 64));
-                state = frame.prev_state;
-                if let Some(r) = prep.events.get(frame.node).and_then(|e| e.ret) {
-                    links.restore(r as usize);
-                }
-                links.restore(frame.node);
-                if prep.ops[op].ok {
-                    remaining_ok += 1;
-                }
-                node = links.next[frame.node];
+                // Already explored with this read taken, and that failed: so does this one.
+                stuck = true;
             }
         }
+        let event = prep.events.get(node).copied();
+        if !stuck {
+            if event.is_some_and(|e| e.is_call) {
+                if s.take(node, false) {
+                    node = s.links.next[head];
+                    fresh = true;
+                } else {
+                    node = s.links.next[node];
+                }
+                continue;
+            }
+            // A completion (or the end of the list) that nothing linearized so far allows.
+            if best.as_ref().map_or(true, |b| s.stack.len() > b.0.len()) {
+                let stuck_op = event.map_or(u32::MAX, |e| e.op);
+                best = Some((s.stack.iter().map(|f| f.op).collect(), s.state, stuck_op));
+            }
+        }
+        // Backtrack past forced frames to the latest real choice.
+        let resumed = loop {
+            match s.undo() {
+                None => break None,
+                Some(frame) if frame.forced => continue,
+                Some(frame) => break Some(frame.node),
+            }
+        };
+        let Some(resume) = resumed else { break Validity::Invalid };
+        node = s.links.next[resume];
     };
+    let stack = &s.stack;
+    let state = s.state;
+    let cache_len = s.cache.len();
     let (longest, longest_state, failing) = match (validity, best) {
         (Validity::Valid, _) | (_, None) => (stack.iter().map(|f| f.op).collect(), state, None),
         (_, Some((ops, st, stuck))) => {
@@ -489,7 +602,7 @@ fn search(prep: &Prepared, key: Value, budget: Budget) -> KeyResult {
         failing,
         longest: longest.iter().filter_map(|&o| prep.ops.get(o as usize).map(|x| x.pair)).collect(),
         longest_state: prep.values.get(longest_state as usize).cloned().unwrap_or(Value::Nil),
-        configurations: cache.len(),
+        configurations: cache_len,
     }
 }
 
