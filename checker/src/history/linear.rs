@@ -536,7 +536,7 @@ fn search(prep: &Prepared, key: Value, budget: Budget) -> KeyResult {
             break Validity::Valid;
         }
         steps += 1;
-        if steps % STEPS_PER_CLOCK_CHECK == 0
+        if steps.is_multiple_of(STEPS_PER_CLOCK_CHECK)
             && budget.deadline.is_some_and(|d| Instant::now() >= d)
         {
             break Validity::Unknown;
@@ -569,7 +569,7 @@ fn search(prep: &Prepared, key: Value, budget: Budget) -> KeyResult {
                 continue;
             }
             // A completion (or the end of the list) that nothing linearized so far allows.
-            if best.as_ref().map_or(true, |b| s.stack.len() > b.0.len()) {
+            if best.as_ref().is_none_or(|b| s.stack.len() > b.0.len()) {
                 let stuck_op = event.map_or(u32::MAX, |e| e.op);
                 best = Some((s.stack.iter().map(|f| f.op).collect(), s.state, stuck_op));
             }

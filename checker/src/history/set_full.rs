@@ -282,7 +282,7 @@ fn judge(
     let last_present = present.iter().rposition(|&p| p);
     let last_absent = present.iter().rposition(|&p| !p);
     match (last_present, last_absent) {
-        (Some(lp), la) if la.map_or(true, |la| la < lp) => {
+        (Some(lp), la) if la.is_none_or(|la| la < lp) => {
             element.fate = Fate::Stable;
             element.stale = la.is_some();
             // Visible to every read from the first present one after the last miss.

@@ -219,7 +219,7 @@ fn check_key(key: &Value, ops: &[&Pair], result: &mut SiblingsResult) {
         // must return something not over before it began.
         let before = acked.partition_point(|p| p.complete_pos.is_some_and(|c| c < read.invoke_pos));
         let Some(put) = before.checked_sub(1).and_then(|i| latest_start.get(i)) else { continue };
-        if newest.map_or(true, |n| n < put.invoke_pos) {
+        if newest.is_none_or(|n| n < put.invoke_pos) {
             result.stale.push(StaleRead {
                 key: key.clone(),
                 read_pos: read.invoke_pos,
