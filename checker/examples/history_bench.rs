@@ -21,7 +21,7 @@ use dynamo_checker::history::siblings::Quorum;
 use dynamo_checker::history::{convergence, set_full, siblings, Op, Validity};
 
 /// Each case's search gives up (answers unknown) after this long.
-const CASE_TIME_LIMIT: Duration = Duration::from_secs(20);
+const CASE_TIME_LIMIT: Duration = Duration::from_secs(10);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -186,6 +186,22 @@ impl LinearResult {
 }
 
 /// Check a history against a register model, key by key.
+///
+/// ```
+/// use dynamo_checker::history::linear::{check, Budget, Model};
+/// use dynamo_checker::history::parse::read_history_str;
+/// use dynamo_checker::history::Validity;
+///
+/// let text = "\
+/// {:type :invoke, :f :write, :value 1, :process 0}
+/// {:type :ok, :f :write, :value 1, :process 0}
+/// {:type :invoke, :f :read, :value nil, :process 1}
+/// {:type :ok, :f :read, :value nil, :process 1}";
+/// let history = read_history_str(text).expect("valid EDN");
+/// let result = check(&history, Model::Register, Budget::default()).expect("well formed");
+/// // The read began after the write was acknowledged, so it cannot see nil.
+/// assert_eq!(result.validity, Validity::Invalid);
+/// ```
 pub fn check(history: &History, model: Model, budget: Budget) -> Result<LinearResult, LinearError> {
     let pairs = history.pairs()?;
     let mut by_key: BTreeMap<Value, Vec<usize>> = BTreeMap::new();
