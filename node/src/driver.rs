@@ -1,0 +1,424 @@
+//! The driver: the one thread that owns the protocol core and its store.
+//!
+//! Everything that happens to the node arrives on one bounded channel (client requests from the
+//! HTTP API, peer messages from the transport, status queries). The driver takes a batch of up to
+//! [`BATCH_MAX`] inputs, fires the timers that are due, feeds all of it to
+//! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
+//! (one fsync for the whole batch: group commit), and only then lets the effects out: peer sends go
+//! to the transport's queues, replies to the waiting HTTP handlers, timers into the timer table.
+//!
+//! It runs on a dedicated OS thread rather than a tokio task because sled's reads and fsyncs
+//! block; while one fsync runs, the next batch accumulates in the channel.
+
+use crate::config::SyncPolicy;
+use crate::metrics::NetStats;
+use crate::storage::SledStore;
+use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
+use dynamo_model::{Stats, Store, Timer};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+/// Most inputs handled between two syncs.
+pub const BATCH_MAX: usize = 1024;
+/// Capacity of the driver's input channel; a full channel refuses clients and drops peer messages.
+pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
+/// Most client requests waiting for a reply at once (the core bounds its own, this bounds ours).
+pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
+/// How often replies whose HTTP caller has gone are forgotten.
+pub const SWEEP_EVERY_MS: u64 = 1_000;
+/// Longest the driver sleeps with nothing to do (it re-checks shutdown and timers).
+pub const IDLE_WAKE_MS: u64 = 1_000;
+/// Bits of a request id taken by the per-boot random prefix; the rest count requests.
+const REQUEST_PREFIX_BITS: u32 = 24;
+
+/// What the driver can be asked to do.
+#[derive(Debug)]
+pub enum DriverInput {
+    /// A client operation; the answer goes to `reply`.
+    Client {
+        /// The operation.
+        op: ClientOp,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ClientReply>,
+    },
+    /// A message from a peer (already authenticated by the handshake).
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// A status snapshot.
+    Status(oneshot::Sender<NodeStatus>),
+    /// Sync and stop.
+    Shutdown,
+}
+
+/// Why the driver did not take a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Its input queue is full.
+    #[error("node overloaded: input queue full")]
+    Overloaded,
+    /// It has stopped (shutting down).
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+/// A snapshot of the node for `/status` and `/metrics`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: u16,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Every node of the cluster.
+    pub members: Vec<u16>,
+    /// Nodes this one currently suspects.
+    pub suspected: Vec<u16>,
+    /// Operations this node coordinates right now.
+    pub ops_in_progress: usize,
+    /// Requests forwarded and not yet answered.
+    pub forwards_in_progress: usize,
+    /// Hints held for other nodes.
+    pub hints_pending: usize,
+    /// Sync policy.
+    pub sync: String,
+    /// Syncs (fsyncs) done.
+    pub syncs: u64,
+    /// Syncs that failed (their batch's effects were withheld).
+    pub sync_failures: u64,
+    /// Batches handled.
+    pub batches: u64,
+    /// Inputs handled.
+    pub inputs: u64,
+    /// The core's counters.
+    #[serde(skip)]
+    pub stats: Stats,
+}
+
+/// The cheap, cloneable way in to the driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    tx: SyncSender<DriverInput>,
+    net: Arc<NetStats>,
+}
+
+impl DriverHandle {
+    /// Queues `input` without waiting.
+    pub fn submit(&self, input: DriverInput) -> Result<(), SubmitError> {
+        match self.tx.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Queues a peer message; drops and counts it when the queue is full (the protocol tolerates
+    /// loss). Returns false once the driver has stopped.
+    pub fn peer(&self, from: NodeId, msg: Msg) -> bool {
+        match self.submit(DriverInput::Peer { from, msg }) {
+            Ok(()) => true,
+            Err(SubmitError::Overloaded) => {
+                self.net.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(SubmitError::Stopped) => false,
+        }
+    }
+
+    /// Runs a client operation. `Err` means the request never reached the core, or the driver
+    /// stopped before answering (for a write: it may or may not have happened).
+    pub async fn request(&self, op: ClientOp) -> Result<ClientReply, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(DriverInput::Client { op, reply })?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// A status snapshot.
+    pub async fn status(&self) -> Result<NodeStatus, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(DriverInput::Status(tx))?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Asks the driver to sync and stop.
+    pub fn shutdown(&self) {
+        // A full queue is drained before the driver looks again; a blocking send is fine here
+        // because the driver never waits on anyone that could be waiting on us.
+        let _ = self.tx.send(DriverInput::Shutdown);
+    }
+}
+
+/// Named timers with deadlines, ordered for "what fires next".
+#[derive(Debug, Default)]
+struct Timers {
+    by_timer: BTreeMap<Timer, Instant>,
+    queue: BTreeSet<(Instant, Timer)>,
+}
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Instant) {
+        self.cancel(timer);
+        self.by_timer.insert(timer, at);
+        self.queue.insert((at, timer));
+    }
+    fn cancel(&mut self, timer: Timer) {
+        if let Some(at) = self.by_timer.remove(&timer) {
+            self.queue.remove(&(at, timer));
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (at, timer) = *self.queue.first()?;
+        if at > now {
+            return None;
+        }
+        self.queue.remove(&(at, timer));
+        self.by_timer.remove(&timer);
+        Some(timer)
+    }
+}
+
+/// Peer queues the driver sends into: one bounded queue per peer, drained by its connection task.
+pub type Outbound = BTreeMap<NodeId, tmpsc::Sender<Msg>>;
+
+/// The driver's state.
+#[derive(Debug)]
+pub struct Driver {
+    node: Node<SledStore>,
+    rx: mpsc::Receiver<DriverInput>,
+    outbound: Outbound,
+    net: Arc<NetStats>,
+    sync: SyncPolicy,
+    sync_interval: Duration,
+    last_sync: Instant,
+    timers: Timers,
+    pending: HashMap<RequestId, oneshot::Sender<ClientReply>>,
+    prefix: u64,
+    next_req: u64,
+    syncs: u64,
+    sync_failures: u64,
+    batches: u64,
+    inputs: u64,
+}
+
+/// Wall-clock milliseconds, the time the core stamps clock entries with.
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Driver {
+    /// A driver for `node`, and the handle to reach it.
+    pub fn new(
+        node: Node<SledStore>,
+        outbound: Outbound,
+        net: Arc<NetStats>,
+        sync: SyncPolicy,
+        sync_interval_ms: u64,
+    ) -> (Driver, DriverHandle) {
+        let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let prefix = rand::random::<u64>() >> (64 - REQUEST_PREFIX_BITS);
+        let driver = Driver {
+            node,
+            rx,
+            outbound,
+            net: net.clone(),
+            sync,
+            sync_interval: Duration::from_millis(sync_interval_ms),
+            last_sync: Instant::now(),
+            timers: Timers::default(),
+            pending: HashMap::new(),
+            prefix: prefix << (64 - REQUEST_PREFIX_BITS),
+            next_req: 0,
+            syncs: 0,
+            sync_failures: 0,
+            batches: 0,
+            inputs: 0,
+        };
+        (driver, DriverHandle { tx, net })
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_req = (self.next_req + 1) & ((1u64 << (64 - REQUEST_PREFIX_BITS)) - 1);
+        RequestId(self.prefix | self.next_req)
+    }
+
+    /// Runs until [`DriverInput::Shutdown`] or until every handle is gone; syncs before it returns.
+    pub fn run(mut self) {
+        let mut batch: Vec<DriverInput> = Vec::with_capacity(BATCH_MAX);
+        let mut effects: Vec<Effect> = Vec::new();
+        let mut statuses: Vec<oneshot::Sender<NodeStatus>> = Vec::new();
+        let mut last_sweep = Instant::now();
+        let mut stop = false;
+        self.node.handle(wall_ms(), Input::Start, &mut effects);
+        self.finish_batch(&mut effects);
+        while !stop {
+            let wait = self.next_wake().saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(first) => batch.push(first),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            let now_ms = wall_ms();
+            while let Some(timer) = self.timers.pop_due(now) {
+                self.node.handle(now_ms, Input::Timer(timer), &mut effects);
+            }
+            self.inputs += batch.len() as u64;
+            for input in batch.drain(..) {
+                match input {
+                    DriverInput::Client { op, reply } => {
+                        if self.pending.len() >= PENDING_REPLIES_MAX {
+                            let pending = self.pending.len();
+                            let e = dynamo_model::RequestError::Overloaded { pending };
+                            let _ = reply.send(ClientReply::Rejected(e));
+                            continue;
+                        }
+                        let req = self.request_id();
+                        self.pending.insert(req, reply);
+                        self.node.handle(now_ms, Input::Client { req, op }, &mut effects);
+                    }
+                    DriverInput::Peer { from, msg } => {
+                        self.node.handle(now_ms, Input::Peer { from, msg }, &mut effects);
+                    }
+                    DriverInput::Status(tx) => statuses.push(tx),
+                    DriverInput::Shutdown => stop = true,
+                }
+            }
+            self.batches += 1;
+            self.finish_batch(&mut effects);
+            for tx in statuses.drain(..) {
+                let _ = tx.send(self.status());
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(SWEEP_EVERY_MS) {
+                self.pending.retain(|_, tx| !tx.is_closed());
+                last_sweep = Instant::now();
+            }
+        }
+        if let Err(e) = self.node.store_mut().sync() {
+            tracing::error!(node = %self.node.id(), "final sync failed: {e}");
+        }
+        tracing::info!(node = %self.node.id(), "driver stopped");
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut at = Instant::now() + Duration::from_millis(IDLE_WAKE_MS);
+        if let Some(t) = self.timers.next() {
+            at = at.min(t);
+        }
+        if self.sync == SyncPolicy::Interval && self.node.store().is_dirty() {
+            at = at.min(self.last_sync + self.sync_interval);
+        }
+        at
+    }
+
+    /// Makes the batch durable as the policy asks, then lets its effects out.
+    fn finish_batch(&mut self, effects: &mut Vec<Effect>) {
+        let due = match self.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::Interval => self.last_sync.elapsed() >= self.sync_interval,
+            SyncPolicy::None => false,
+        };
+        let mut durable = true;
+        if due && self.node.store().is_dirty() {
+            match self.node.store_mut().sync() {
+                Ok(()) => self.syncs += 1,
+                Err(e) => {
+                    self.sync_failures += 1;
+                    durable = self.sync != SyncPolicy::Always;
+                    tracing::error!(node = %self.node.id(), "sync failed: {e}");
+                }
+            }
+            self.last_sync = Instant::now();
+        }
+        let now = Instant::now();
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::SetTimer { timer, after_ms } => {
+                    self.timers.set(timer, now + Duration::from_millis(after_ms))
+                }
+                Effect::CancelTimer(timer) => self.timers.cancel(timer),
+                // Under `always`, a batch whose writes are not durable must not say anything:
+                // replies and acknowledgements are withheld (clients time out as indeterminate,
+                // peers retry or give up; both are outcomes the protocol allows).
+                _ if !durable => {}
+                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::Reply { req, reply } => {
+                    if let Some(tx) = self.pending.remove(&req) {
+                        let _ = tx.send(reply);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: Msg) {
+        match self.outbound.get(&to) {
+            Some(q) => match q.try_send(msg) {
+                Ok(()) => {}
+                Err(_) => {
+                    self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            None => {
+                self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let v = self.node.volatile();
+        let actor: ActorId = self.node.actor();
+        NodeStatus {
+            node: actor.node.0,
+            incarnation: actor.incarnation,
+            members: self.node.config().nodes().iter().map(|n| n.0).collect(),
+            suspected: v.suspected.iter().map(|n| n.0).collect(),
+            ops_in_progress: v.ops.len(),
+            forwards_in_progress: v.forwards.len(),
+            hints_pending: self.node.store().hint_count().unwrap_or(0),
+            sync: self.sync.to_string(),
+            syncs: self.syncs,
+            sync_failures: self.sync_failures,
+            batches: self.batches,
+            inputs: self.inputs,
+            stats: self.node.stats().clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_rearm_and_fire_in_order() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set(Timer::Tick, now + Duration::from_millis(50));
+        t.set(Timer::Forward(RequestId(1)), now + Duration::from_millis(10));
+        t.set(Timer::Tick, now + Duration::from_millis(5));
+        assert_eq!(t.next(), Some(now + Duration::from_millis(5)));
+        let later = now + Duration::from_millis(20);
+        assert_eq!(t.pop_due(later), Some(Timer::Tick));
+        assert_eq!(t.pop_due(later), Some(Timer::Forward(RequestId(1))));
+        assert_eq!(t.pop_due(later), None);
+        t.set(Timer::Tick, now);
+        t.cancel(Timer::Tick);
+        assert_eq!(t.next(), None);
+    }
+}

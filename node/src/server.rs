@@ -1,0 +1,185 @@
+//! Starting and stopping a node: open storage, bind the listeners, start the driver thread, the
+//! peer transport and the HTTP API, and tear them down in order on shutdown.
+//!
+//! Shutdown order: stop accepting (both listeners), let in-flight HTTP requests finish within
+//! [`crate::shutdown::GRACE_MS`], then stop the driver, which syncs the store before it exits.
+
+use crate::api::{self, ApiState};
+use crate::config::{NodeConfig, SyncPolicy};
+use crate::connection::{self, PeerContext, OUTBOUND_QUEUE_MAX};
+use crate::driver::{Driver, DriverHandle, Outbound};
+use crate::error::NodeError;
+use crate::metrics::{Metrics, NetStats};
+use crate::shutdown::{Shutdown, ShutdownRx, GRACE_MS};
+use crate::storage::SledStore;
+use dynamo_model::{ActorId, Node, NodeId, Ring};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A node that is running.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Its id.
+    pub id: NodeId,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Where its HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where its peer listener listens.
+    pub peer_addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    /// Starts shutting down (returns at once).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.task.await.map_err(|e| NodeError::Driver(e.to_string()))?
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.stop();
+        self.wait().await
+    }
+}
+
+/// Starts a node. Listeners are bound before this returns, so clients may connect at once.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    let config = Arc::new(cfg.protocol()?);
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let (store, incarnation) = SledStore::open(&cfg.data_dir, cfg.id, cfg.sync == SyncPolicy::None)
+        .map_err(|e| NodeError::Storage(e.to_string()))?;
+    let peer_listener = TcpListener::bind(cfg.peer_listen).await?;
+    let http_listener = TcpListener::bind(cfg.http_listen).await?;
+    let peer_addr = peer_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let (shutdown, _) = Shutdown::new();
+    let net = Arc::new(NetStats::default());
+    let limits = config.limits();
+    let ctx = Arc::new(PeerContext {
+        cluster: cfg.cluster.clone(),
+        me: cfg.id,
+        peers: cfg.peers.keys().copied().collect(),
+        frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
+        net: net.clone(),
+    });
+
+    let mut outbound = Outbound::new();
+    let mut peer_tasks = Vec::new();
+    for (&peer, &addr) in &cfg.peers {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        outbound.insert(peer, tx);
+        let task = connection::run_outbound(ctx.clone(), peer, addr, rx, shutdown.subscribe());
+        peer_tasks.push(tokio::spawn(task));
+    }
+
+    let actor = ActorId::new(cfg.id, incarnation);
+    let node = Node::new(actor, config.clone(), ring.clone(), store);
+    let (driver, handle) = Driver::new(node, outbound, net.clone(), cfg.sync, cfg.sync_interval_ms);
+    let driver_thread = std::thread::Builder::new()
+        .name(format!("driver-{}", cfg.id.0))
+        .spawn(move || driver.run())?;
+
+    let accept = tokio::spawn(accept_peers(
+        peer_listener,
+        ctx.clone(),
+        handle.clone(),
+        shutdown.subscribe(),
+    ));
+    let state = ApiState {
+        driver: handle.clone(),
+        metrics: Arc::new(Metrics::default()),
+        net,
+        config,
+        ring,
+        peers: Arc::new(cfg.peers.clone()),
+    };
+    let app = api::router(state);
+    let mut http_down = shutdown.subscribe();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_down.wait().await })
+            .await
+    });
+    tracing::info!(
+        node = %cfg.id, incarnation, %http_addr, %peer_addr, sync = %cfg.sync,
+        data_dir = %cfg.data_dir.display(), "node started"
+    );
+
+    let mut down = shutdown.subscribe();
+    let id = cfg.id;
+    let task = tokio::spawn(async move {
+        down.wait().await;
+        tracing::info!(node = %id, "shutting down");
+        finish(http, accept, peer_tasks, handle, driver_thread).await
+    });
+    Ok(RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, task })
+}
+
+async fn finish(
+    http: JoinHandle<std::io::Result<()>>,
+    accept: JoinHandle<()>,
+    peer_tasks: Vec<JoinHandle<()>>,
+    driver: DriverHandle,
+    driver_thread: std::thread::JoinHandle<()>,
+) -> Result<(), NodeError> {
+    let grace = Duration::from_millis(GRACE_MS);
+    match tokio::time::timeout(grace, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with {e}"),
+        Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
+        Err(_) => tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms"),
+    }
+    accept.abort();
+    for t in peer_tasks {
+        t.abort();
+    }
+    driver.shutdown();
+    tokio::task::spawn_blocking(move || driver_thread.join())
+        .await
+        .map_err(|e| NodeError::Driver(e.to_string()))?
+        .map_err(|_| NodeError::Driver("driver thread panicked".into()))?;
+    Ok(())
+}
+
+/// Peer connections accepted at once; further ones wait in the kernel backlog.
+pub const INBOUND_CONNECTIONS_MAX: usize = 256;
+
+async fn accept_peers(
+    listener: TcpListener,
+    ctx: Arc<PeerContext>,
+    driver: DriverHandle,
+    mut shutdown: ShutdownRx,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(INBOUND_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let (ctx, driver, sd) = (ctx.clone(), driver.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    connection::serve_inbound(ctx, stream, addr, driver, sd).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("peer accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
+            }
+        }
+    }
+}
