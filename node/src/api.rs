@@ -86,11 +86,21 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn bad_request(msg: impl Into<String>) -> Response {
-    text(StatusCode::BAD_REQUEST, msg)
+/// A request refused before it reached the core: 400 with a message.
+#[derive(Debug)]
+pub struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        text(StatusCode::BAD_REQUEST, self.0)
+    }
 }
 
-fn parse_num<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, Response>
+fn bad_request(msg: impl Into<String>) -> BadRequest {
+    BadRequest(msg.into())
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, BadRequest>
 where
     T::Err: std::fmt::Display,
 {
@@ -103,14 +113,14 @@ where
     }
 }
 
-fn apply_params(mut op: ClientOp, p: &KvParams) -> Result<ClientOp, Response> {
+fn apply_params(mut op: ClientOp, p: &KvParams) -> Result<ClientOp, BadRequest> {
     op.r = parse_num("r", &p.r)?;
     op.w = parse_num("w", &p.w)?;
     op.timeout_ms = parse_num("timeout_ms", &p.timeout_ms)?;
     Ok(op)
 }
 
-fn parse_context(headers: &HeaderMap, entries_max: usize) -> Result<Context, Response> {
+fn parse_context(headers: &HeaderMap, entries_max: usize) -> Result<Context, BadRequest> {
     let Some(v) = headers.get(CONTEXT_HEADER) else { return Ok(Context::new()) };
     let s = v.to_str().map_err(|_| bad_request(format!("{CONTEXT_HEADER} is not ASCII")))?;
     if s.trim().is_empty() {
@@ -134,7 +144,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
-fn key_of(raw: String, max: usize) -> Result<Key, Response> {
+fn key_of(raw: String, max: usize) -> Result<Key, BadRequest> {
     // Checked here too so that an absurd key never reaches the driver's queue.
     if raw.len() > max {
         return Err(bad_request(format!(
@@ -214,11 +224,11 @@ async fn get_kv(
 async fn get_inner(st: &ApiState, key: String, p: &KvParams, headers: &HeaderMap) -> Response {
     let key = match key_of(key, st.config.limits().key_bytes_max) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let op = match apply_params(ClientOp::get(key), p) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let reply = match run(st, op).await {
         Ok(r) => r,
@@ -329,11 +339,11 @@ async fn write(
 ) -> Response {
     let key = match key_of(key, st.config.limits().key_bytes_max) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let context = match parse_context(headers, st.config.limits().context_entries_max) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let op = match value {
         Some(v) => ClientOp::put(key, context, v.to_vec()),
@@ -341,7 +351,7 @@ async fn write(
     };
     let op = match apply_params(op, p) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match run(st, op).await {
         Ok(reply) => reply_response(reply),

@@ -260,7 +260,7 @@ async fn worker(
         };
         let us = begin.elapsed().as_micros() as u64;
         match outcome {
-            Ok((status, ctx)) if matches!(status, 200 | 204 | 300 | 404) => {
+            Ok((200 | 204 | 300 | 404, ctx)) => {
                 if let (Some(c), Ok(mut slot)) = (ctx, contexts[k].lock()) {
                     *slot = Some(c);
                 }

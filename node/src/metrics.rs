@@ -6,6 +6,7 @@
 
 use crate::driver::NodeStatus;
 use hdrhistogram::Histogram;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,13 +58,14 @@ impl Metrics {
     /// Records one HTTP request of `op` ending in `outcome` after `latency_us`.
     pub fn record(&self, op: &'static str, outcome: &'static str, latency_us: u64) {
         let Ok(mut map) = self.requests.lock() else { return };
-        if !map.contains_key(&(op, outcome)) {
-            let Some(h) = new_histogram() else { return };
-            map.insert((op, outcome), h);
-        }
-        if let Some(h) = map.get_mut(&(op, outcome)) {
-            h.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
-        }
+        let h = match map.entry((op, outcome)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(h) = new_histogram() else { return };
+                e.insert(h)
+            }
+        };
+        h.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
     }
 
     /// Records how many siblings a successful read returned.

@@ -8,6 +8,9 @@ use common::{eventually, Cluster};
 use dynamo_node::client::Overrides;
 use hyper::Method;
 
+/// A bad request: what it is, its URL, headers, body, and the status it must get.
+type Case = (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, u16);
+
 const NO: Overrides = Overrides { r: None, w: None, timeout_ms: None };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +176,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         }
     };
     let ctx = "x-dynamo-context";
-    let cases: Vec<(&str, String, Vec<(&'static str, String)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("context not base64", format!("{u}/kv/b"), vec![(ctx, "!!!".into())], b"v".to_vec(), 400),
         (
             "context not a context",
