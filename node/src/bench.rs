@@ -233,12 +233,11 @@ async fn worker(
         let key = format!("bench-{k}");
         let is_read = rng.random_bool(args.read_ratio);
         let outcome: Result<(u16, Option<String>), String> = if is_read {
-            match tokio::time::timeout(
-                timeout,
-                client.get(target, key.as_bytes(), Overrides::default()),
-            )
-            .await
-            {
+            // The plain form (raw value or multipart), as a client that only needs the status and
+            // the context would use; JSON would add base64 work on both sides.
+            let url = format!("{target}/kv/{}", crate::client::encode_key(key.as_bytes()));
+            let get = client.send(hyper::Method::GET, &url, &[], Bytes::new());
+            match tokio::time::timeout(timeout, get).await {
                 Ok(Ok(r)) => Ok((r.status, r.context)),
                 Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
                 Err(_) => Err("timeout".into()),
