@@ -104,6 +104,10 @@ impl Overrides {
 }
 
 /// Percent-encodes a key for use as one path segment.
+///
+/// ```
+/// assert_eq!(dynamo_node::client::encode_key(b"user/42 x"), "user%2F42%20x");
+/// ```
 pub fn encode_key(key: &[u8]) -> String {
     let mut s = String::with_capacity(key.len());
     for &b in key {

@@ -12,6 +12,7 @@ use crate::error::NodeError;
 use crate::metrics::{Metrics, NetStats};
 use crate::shutdown::{Shutdown, ShutdownRx, GRACE_MS};
 use crate::storage::SledStore;
+use axum::serve::ListenerExt;
 use dynamo_model::{ActorId, Node, NodeId, Ring};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +108,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let app = api::router(state);
     let mut http_down = shutdown.subscribe();
     let http = tokio::spawn(async move {
+        // Small request/response exchanges: never let Nagle hold a reply back.
+        let http_listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async move { http_down.wait().await })
             .await
