@@ -249,3 +249,18 @@ async fn status_ring_and_metrics_answer() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_and_none_sync_policies_serve_and_survive_a_clean_restart() {
+    for policy in [dynamo_node::SyncPolicy::Interval, dynamo_node::SyncPolicy::None] {
+        let mut c = Cluster::start(3, |cfg| cfg.sync = policy).await;
+        let w = c.client.put(&c.url(1), b"p", None, Bytes::from("v"), NO).await.expect("put");
+        assert_eq!(w.status, 204, "{policy:?}");
+        // A clean stop syncs, whatever the policy.
+        c.stop(2).await;
+        c.restart(2).await;
+        let r = c.client.get(&c.url(2), b"p", Overrides { r: Some(1), ..NO }).await.expect("get");
+        assert_eq!(r.values, vec![b"v".to_vec()], "{policy:?}");
+        c.shutdown().await;
+    }
+}

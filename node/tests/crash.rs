@@ -132,3 +132,33 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     eprintln!("kill -9 test: {} acknowledged writes ({acked_at_kill} before the kill), all readable from the restarted node", acked.len());
     drop(procs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_node_cleanly_with_exit_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(1, dir.path(), SyncPolicy::Always);
+    let url = format!("http://{}", cfgs[0].http_listen);
+    let mut p = spawn(&cfgs[0]);
+    let client = HttpClient::new();
+    wait_serving(&client, &url).await;
+    let w =
+        client.put(&url, b"k", None, Bytes::from("v"), Overrides::default()).await.expect("put");
+    assert_eq!(w.status, 204);
+    let pid = p.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = p.0.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    // And the write is there after a restart.
+    let _p = spawn(&cfgs[0]);
+    wait_serving(&client, &url).await;
+    let r = client.get(&url, b"k", Overrides::default()).await.expect("get");
+    assert_eq!(r.values, vec![b"v".to_vec()]);
+}
