@@ -21,7 +21,7 @@ pub enum NodeError {
     /// A socket or file operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// The driver thread stopped unexpectedly.
+    /// The driver task stopped unexpectedly.
     #[error("driver stopped: {0}")]
     Driver(String),
 }

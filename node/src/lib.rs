@@ -5,7 +5,7 @@
 //!
 //! - [`server`]: start and stop a node (accept loops, tasks, shutdown order);
 //! - [`connection`]: framed peer connections with a handshake, reconnect and bounded queues;
-//! - [`driver`]: the one thread that owns the core, batches inputs, group-commits, runs effects;
+//! - [`driver`]: the one task that owns the core, batches inputs, group-commits, runs effects;
 //! - [`storage`]: the sled [`dynamo_model::Store`] (the only module that names sled);
 //! - [`api`]: the Riak-shaped HTTP API; [`metrics`]: Prometheus text;
 //! - [`config`], [`shutdown`], [`error`]; [`client`], [`cli`], [`dev`] and [`bench`] for the

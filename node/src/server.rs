@@ -1,4 +1,4 @@
-//! Starting and stopping a node: open storage, bind the listeners, start the driver thread, the
+//! Starting and stopping a node: open storage, bind the listeners, start the driver task, the
 //! peer transport and the HTTP API, and tear them down in order on shutdown.
 //!
 //! Shutdown order: stop accepting (both listeners), let in-flight HTTP requests finish within
@@ -87,9 +87,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let actor = ActorId::new(cfg.id, incarnation);
     let node = Node::new(actor, config.clone(), ring.clone(), store);
     let (driver, handle) = Driver::new(node, outbound, net.clone(), cfg.sync, cfg.sync_interval_ms);
-    let driver_thread = std::thread::Builder::new()
-        .name(format!("driver-{}", cfg.id.0))
-        .spawn(move || driver.run())?;
+    let driver_task = tokio::spawn(driver.run());
 
     let accept = tokio::spawn(accept_peers(
         peer_listener,
@@ -126,7 +124,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let task = tokio::spawn(async move {
         down.wait().await;
         tracing::info!(node = %id, "shutting down");
-        finish(http, accept, peer_tasks, handle, driver_thread).await
+        finish(http, accept, peer_tasks, handle, driver_task).await
     });
     Ok(RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, task })
 }
@@ -136,7 +134,7 @@ async fn finish(
     accept: JoinHandle<()>,
     peer_tasks: Vec<JoinHandle<()>>,
     driver: DriverHandle,
-    driver_thread: std::thread::JoinHandle<()>,
+    driver_task: JoinHandle<()>,
 ) -> Result<(), NodeError> {
     let grace = Duration::from_millis(GRACE_MS);
     match tokio::time::timeout(grace, http).await {
@@ -149,11 +147,8 @@ async fn finish(
     for t in peer_tasks {
         t.abort();
     }
-    driver.shutdown();
-    tokio::task::spawn_blocking(move || driver_thread.join())
-        .await
-        .map_err(|e| NodeError::Driver(e.to_string()))?
-        .map_err(|_| NodeError::Driver("driver thread panicked".into()))?;
+    driver.shutdown().await;
+    driver_task.await.map_err(|e| NodeError::Driver(e.to_string()))?;
     Ok(())
 }
 
