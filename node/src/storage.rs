@@ -21,6 +21,20 @@ pub const BACKGROUND_FLUSH_MS: u64 = 500;
 const INCARNATION_KEY: &[u8] = b"incarnation";
 const NODE_ID_KEY: &[u8] = b"node_id";
 
+/// Makes every write made to a [`SledStore`] before the call durable; usable from any thread, so
+/// that the driver can keep working while an fsync runs.
+#[derive(Clone, Debug)]
+pub struct Flusher {
+    db: sled::Db,
+}
+
+impl Flusher {
+    /// Flushes and fsyncs.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+}
+
 /// A [`Store`] on sled.
 #[derive(Debug)]
 pub struct SledStore {
@@ -140,6 +154,22 @@ impl SledStore {
             self.dirty = false;
         }
         Ok(())
+    }
+
+    /// Clears the dirty flag and says whether it was set: the caller is about to flush with
+    /// [`SledStore::flusher`], which covers every write made before this call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Marks the store as holding writes not known to be durable (after a failed flush).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// A handle that flushes this store from another thread.
+    pub fn flusher(&self) -> Flusher {
+        Flusher { db: self.db.clone() }
     }
 
     /// Number of primary keys (a scan: for status, not hot paths).
