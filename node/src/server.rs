@@ -12,13 +12,14 @@ use crate::error::NodeError;
 use crate::metrics::{Metrics, NetStats};
 use crate::shutdown::{Shutdown, ShutdownRx, GRACE_MS};
 use crate::storage::SledStore;
-use axum::serve::ListenerExt;
 use dynamo_model::{ActorId, Node, NodeId, Ring};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A node that is running.
@@ -106,10 +107,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let app = api::router(state);
     let mut http_down = shutdown.subscribe();
     let http = tokio::spawn(async move {
-        // Small request/response exchanges: never let Nagle hold a reply back.
-        let http_listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let http_listener = BoundedListener {
+            inner: http_listener,
+            permits: Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX)),
+        };
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async move { http_down.wait().await })
             .await
@@ -181,5 +182,94 @@ async fn accept_peers(
                 tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
             }
         }
+    }
+}
+
+/// HTTP connections open at once; further clients wait in the kernel backlog until one closes.
+pub const HTTP_CONNECTIONS_MAX: usize = 4096;
+
+/// The HTTP listener: at most [`HTTP_CONNECTIONS_MAX`] connections, each with `TCP_NODELAY` (small
+/// request/response exchanges: Nagle must never hold a reply back).
+#[derive(Debug)]
+struct BoundedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection holding its slot until it is dropped.
+#[derive(Debug)]
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Permitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Permitted, SocketAddr) {
+        loop {
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                // The semaphore is never closed; should it be, wait instead of spinning.
+                Err(_) => std::future::pending().await,
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (Permitted { stream, _permit: permit }, addr);
+                }
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
