@@ -144,9 +144,8 @@ async fn sigterm_stops_a_node_cleanly_with_exit_0() {
     let w =
         client.put(&url, b"k", None, Bytes::from("v"), Overrides::default()).await.expect("put");
     assert_eq!(w.status, 204);
-    let pid = p.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-    assert!(killed.success());
+    let pid = rustix::process::Pid::from_raw(p.0.id() as i32).expect("a child's pid is positive");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = p.0.try_wait().expect("try_wait") {
