@@ -136,7 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             let cfg = NodeConfig::from_args(&args)?;
             let node = crate::server::start(cfg).await?;
-            crate::shutdown::signal().await;
+            tokio::select! {
+                _ = crate::shutdown::signal() => {}
+                _ = node.stopping() => {}
+            }
             node.shutdown().await?;
             Ok(ExitCode::SUCCESS)
         }

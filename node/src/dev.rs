@@ -98,7 +98,11 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     println!("  dynamo get greeting                  # prints siblings and the context");
     println!("  dynamo put greeting world --context <context from get>");
     println!("Ctrl-C stops the cluster.");
-    crate::shutdown::signal().await;
+    let any_stopping = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopping())));
+    tokio::select! {
+        _ = crate::shutdown::signal() => {}
+        _ = any_stopping => {}
+    }
     println!("stopping...");
     for n in &nodes {
         n.stop();

@@ -8,7 +8,7 @@
 //! - [`driver`]: the one task that owns the core, batches inputs, group-commits, runs effects;
 //! - [`storage`]: the sled [`dynamo_model::Store`] (the only module that names sled);
 //! - [`api`]: the Riak-shaped HTTP API; [`metrics`]: Prometheus text;
-//! - [`config`], [`shutdown`], [`error`]; [`client`], [`cli`], [`dev`] and [`bench`] for the
+//! - [`config`], [`shutdown`], [`error`]; [`client`], [`cli`], [`dev`] and [`bench`](mod@bench) for the
 //!   `dynamo` binary.
 
 pub mod api;

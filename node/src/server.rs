@@ -48,6 +48,11 @@ impl RunningNode {
         self.task.await.map_err(|e| NodeError::Driver(e.to_string()))?
     }
 
+    /// Resolves once the node starts shutting down, whoever asked.
+    pub async fn stopping(&self) {
+        self.shutdown.subscribe().wait().await;
+    }
+
     /// Stops the node and waits for it.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.stop();
@@ -122,10 +127,23 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let mut down = shutdown.subscribe();
     let id = cfg.id;
+    let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
-        down.wait().await;
+        let mut driver_task = driver_task;
+        // The driver ends only when told to; if it ends on its own (a bug in the core made it
+        // panic), the node stops rather than linger without a brain.
+        let crashed = tokio::select! {
+            _ = down.wait() => None,
+            ended = &mut driver_task => Some(ended),
+        };
+        if let Some(ended) = crashed {
+            tracing::error!(node = %id, "driver stopped unexpectedly: {ended:?}; shutting down");
+            trigger.trigger();
+            finish(http, accept, peer_tasks, handle, None).await?;
+            return Err(NodeError::Driver(format!("driver stopped unexpectedly: {ended:?}")));
+        }
         tracing::info!(node = %id, "shutting down");
-        finish(http, accept, peer_tasks, handle, driver_task).await
+        finish(http, accept, peer_tasks, handle, Some(driver_task)).await
     });
     Ok(RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, task })
 }
@@ -135,7 +153,7 @@ async fn finish(
     accept: JoinHandle<()>,
     peer_tasks: Vec<JoinHandle<()>>,
     driver: DriverHandle,
-    driver_task: JoinHandle<()>,
+    driver_task: Option<JoinHandle<()>>,
 ) -> Result<(), NodeError> {
     let grace = Duration::from_millis(GRACE_MS);
     match tokio::time::timeout(grace, http).await {
@@ -148,8 +166,10 @@ async fn finish(
     for t in peer_tasks {
         t.abort();
     }
-    driver.shutdown().await;
-    driver_task.await.map_err(|e| NodeError::Driver(e.to_string()))?;
+    if let Some(task) = driver_task {
+        driver.shutdown().await;
+        task.await.map_err(|e| NodeError::Driver(e.to_string()))?;
+    }
     Ok(())
 }
 
