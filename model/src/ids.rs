@@ -78,7 +78,7 @@ impl fmt::Display for OpId {
 
 /// A key: opaque bytes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-pub struct Key(pub Vec<u8>);
+pub struct Key(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 impl Key {
     /// The key's bytes.

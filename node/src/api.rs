@@ -1,0 +1,450 @@
+//! The HTTP client API, shaped like Riak's.
+//!
+//! - `GET /kv/{key}`: 200 with the value, 300 Multiple Choices with every sibling
+//!   (`multipart/mixed` by default, JSON with base64 values on `Accept: application/json`), or
+//!   404. The response carries the key's context in [`CONTEXT_HEADER`] (base64).
+//! - `PUT /kv/{key}` (body = value) and `DELETE /kv/{key}`: send back the context of the read the
+//!   write supersedes; 204 with the new version's context when W replicas acknowledged, 503 when
+//!   the outcome is indeterminate (the write may or may not have happened).
+//! - Query parameters `r`, `w`, `timeout_ms` override the configured quorums and timeout.
+//! - `/status` (JSON), `/ring` (JSON; `?key=K` shows a key's preference list), `/metrics`
+//!   (Prometheus text).
+//!
+//! Bad input gets 400 (or 413 for a value over the limit) with a message, and changes nothing.
+//! Every decision about the data is the core's; this module only translates.
+
+use crate::driver::{DriverHandle, SubmitError};
+use crate::metrics::{Metrics, NetStats};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use dynamo_model::{ClientOp, ClientReply, Config, Context, Key, NodeId, RequestError, Ring};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The header that carries a key's context, base64-encoded.
+pub const CONTEXT_HEADER: &str = "x-dynamo-context";
+/// Bodies this much over `value_bytes_max` still reach the core (which answers 413 with the exact
+/// limit); larger ones are cut off by the HTTP layer with a plain 413.
+pub const BODY_SLACK_BYTES: usize = 4 * 1024;
+/// Extra time the HTTP handler waits past the request timeout before giving up on the core.
+pub const REPLY_SLACK_MS: u64 = 2_000;
+/// Attempts at a multipart boundary that occurs in no value.
+const BOUNDARY_TRIES_MAX: u32 = 16;
+/// Longest a metrics or status scrape waits for the driver.
+const STATUS_WAIT_MS: u64 = 2_000;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The driver.
+    pub driver: DriverHandle,
+    /// HTTP metrics.
+    pub metrics: Arc<Metrics>,
+    /// Transport counters.
+    pub net: Arc<NetStats>,
+    /// The validated protocol configuration.
+    pub config: Arc<Config>,
+    /// The ring.
+    pub ring: Arc<Ring>,
+    /// Peers' addresses, for `/status`.
+    pub peers: Arc<BTreeMap<NodeId, SocketAddr>>,
+}
+
+/// The router of the API.
+pub fn router(state: ApiState) -> Router {
+    let body_max = state.config.limits().value_bytes_max + BODY_SLACK_BYTES;
+    Router::new()
+        .route("/kv/{key}", get(get_kv).put(put_kv).delete(delete_kv))
+        .route("/status", get(status))
+        .route("/ring", get(ring))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(state)
+}
+
+/// Per-request overrides, kept as text so that bad numbers get our own message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvParams {
+    r: Option<String>,
+    w: Option<String>,
+    timeout_ms: Option<String>,
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// A request refused before it reached the core: 400 with a message.
+#[derive(Debug)]
+pub struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        text(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> BadRequest {
+    BadRequest(msg.into())
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, BadRequest>
+where
+    T::Err: std::fmt::Display,
+{
+    match v {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|e| bad_request(format!("query parameter {name}={s:?}: {e}"))),
+    }
+}
+
+fn apply_params(mut op: ClientOp, p: &KvParams) -> Result<ClientOp, BadRequest> {
+    op.r = parse_num("r", &p.r)?;
+    op.w = parse_num("w", &p.w)?;
+    op.timeout_ms = parse_num("timeout_ms", &p.timeout_ms)?;
+    Ok(op)
+}
+
+fn parse_context(headers: &HeaderMap, entries_max: usize) -> Result<Context, BadRequest> {
+    let Some(v) = headers.get(CONTEXT_HEADER) else { return Ok(Context::new()) };
+    let s = v.to_str().map_err(|_| bad_request(format!("{CONTEXT_HEADER} is not ASCII")))?;
+    if s.trim().is_empty() {
+        return Ok(Context::new());
+    }
+    let bytes = B64
+        .decode(s.trim())
+        .map_err(|e| bad_request(format!("{CONTEXT_HEADER} is not valid base64: {e}")))?;
+    Context::from_bytes(&bytes, entries_max)
+        .map_err(|e| bad_request(format!("{CONTEXT_HEADER} is not a valid context: {e}")))
+}
+
+fn encode_context(c: &Context) -> Option<HeaderValue> {
+    HeaderValue::from_str(&B64.encode(c.to_bytes())).ok()
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+fn key_of(raw: String, max: usize) -> Result<Key, BadRequest> {
+    // Checked here too so that an absurd key never reaches the driver's queue.
+    if raw.len() > max {
+        return Err(bad_request(format!(
+            "key of {} bytes exceeds the limit of {max} bytes",
+            raw.len()
+        )));
+    }
+    Ok(Key(raw.into_bytes()))
+}
+
+fn rejected(e: &RequestError) -> (StatusCode, &'static str) {
+    use dynamo_model::PutError;
+    match e {
+        RequestError::Put(PutError::ValueTooLarge { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "rejected")
+        }
+        RequestError::Put(PutError::TooManySiblings { .. }) => (StatusCode::CONFLICT, "rejected"),
+        RequestError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        RequestError::NotCoordinator { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        RequestError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "error"),
+        _ => (StatusCode::BAD_REQUEST, "rejected"),
+    }
+}
+
+/// Sends `op` to the core and waits (bounded) for its answer.
+async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
+    let wait_ms =
+        op.timeout_ms.unwrap_or(st.config.timeouts().request_ms).saturating_mul(2) + REPLY_SLACK_MS;
+    let is_write = op.is_write();
+    let lost = if is_write {
+        "node stopped before answering: the write may or may not have happened"
+    } else {
+        "node stopped before answering"
+    };
+    match tokio::time::timeout(Duration::from_millis(wait_ms), st.driver.request(op)).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(SubmitError::Overloaded)) => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "node overloaded, retry later");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(r)
+        }
+        Ok(Err(SubmitError::Stopped)) => Err(text(StatusCode::SERVICE_UNAVAILABLE, lost)),
+        Err(_) => Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            if is_write {
+                "no answer in time: the write may or may not have happened"
+            } else {
+                "no answer in time"
+            },
+        )),
+    }
+}
+
+fn outcome_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 | 204 => "ok",
+        300 => "siblings",
+        404 => "not_found",
+        400 | 409 | 413 => "rejected",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+async fn get_kv(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<KvParams>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let resp = get_inner(&st, key, &p, &headers).await;
+    st.metrics.record("get", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
+    resp
+}
+
+async fn get_inner(st: &ApiState, key: String, p: &KvParams, headers: &HeaderMap) -> Response {
+    let key = match key_of(key, st.config.limits().key_bytes_max) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
+    let op = match apply_params(ClientOp::get(key), p) {
+        Ok(op) => op,
+        Err(r) => return r.into_response(),
+    };
+    let reply = match run(st, op).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match reply {
+        ClientReply::Read { context, values } => {
+            st.metrics.record_siblings(values.len());
+            read_response(&context, values, wants_json(headers))
+        }
+        other => reply_response(other),
+    }
+}
+
+fn read_response(context: &Context, values: Vec<Vec<u8>>, json: bool) -> Response {
+    let status = match values.len() {
+        0 => StatusCode::NOT_FOUND,
+        1 => StatusCode::OK,
+        _ => StatusCode::MULTIPLE_CHOICES,
+    };
+    let mut resp = if json {
+        let body = serde_json::json!({
+            "context": B64.encode(context.to_bytes()),
+            "values": values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
+        });
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    } else {
+        match values.len() {
+            0 => text(status, "not found"),
+            1 => {
+                let v = values.into_iter().next().unwrap_or_default();
+                (status, [(header::CONTENT_TYPE, "application/octet-stream")], v).into_response()
+            }
+            _ => multipart(status, &values),
+        }
+    };
+    if let Some(v) = encode_context(context) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    resp
+}
+
+fn multipart(status: StatusCode, values: &[Vec<u8>]) -> Response {
+    let mut boundary = String::new();
+    for attempt in 0..BOUNDARY_TRIES_MAX {
+        let b = format!("dynamo-{:016x}{attempt}", rand::random::<u64>());
+        if !values.iter().any(|v| v.windows(b.len()).any(|w| w == b.as_bytes())) {
+            boundary = b;
+            break;
+        }
+    }
+    if boundary.is_empty() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "no multipart boundary found");
+    }
+    let mut body = Vec::new();
+    for v in values {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(b"Content-Type: application/octet-stream\r\n\r\n");
+        body.extend_from_slice(v);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let ct = format!("multipart/mixed; boundary={boundary}");
+    (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+fn reply_response(reply: ClientReply) -> Response {
+    match reply {
+        ClientReply::Read { context, values } => read_response(&context, values, false),
+        ClientReply::Written { dot, context } => {
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Some(v) = encode_context(&context) {
+                resp.headers_mut().insert(CONTEXT_HEADER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&dot.to_string()) {
+                resp.headers_mut().insert("x-dynamo-dot", v);
+            }
+            resp
+        }
+        ClientReply::Indeterminate { acks, needed } => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "indeterminate: {acks} of {needed} acknowledgements before the timeout; \
+                 the write may or may not have happened"
+            ),
+        ),
+        ClientReply::Unavailable { replies, needed } => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unavailable: {replies} of {needed} replies before the timeout"),
+        ),
+        ClientReply::Rejected(e) => {
+            let (status, _) = rejected(&e);
+            let mut r = text(status, e.to_string());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
+        }
+    }
+}
+
+async fn write(
+    st: &ApiState,
+    key: String,
+    p: &KvParams,
+    headers: &HeaderMap,
+    value: Option<Bytes>,
+) -> Response {
+    let key = match key_of(key, st.config.limits().key_bytes_max) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
+    let context = match parse_context(headers, st.config.limits().context_entries_max) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let op = match value {
+        Some(v) => ClientOp::put(key, context, v.to_vec()),
+        None => ClientOp::delete(key, context),
+    };
+    let op = match apply_params(op, p) {
+        Ok(op) => op,
+        Err(r) => return r.into_response(),
+    };
+    match run(st, op).await {
+        Ok(reply) => reply_response(reply),
+        Err(r) => r,
+    }
+}
+
+async fn put_kv(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<KvParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let resp = write(&st, key, &p, &headers, Some(body)).await;
+    st.metrics.record("put", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
+    resp
+}
+
+async fn delete_kv(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+    Query(p): Query<KvParams>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let resp = write(&st, key, &p, &headers, None).await;
+    st.metrics.record("delete", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
+    resp
+}
+
+async fn snapshot(st: &ApiState) -> Option<crate::driver::NodeStatus> {
+    tokio::time::timeout(Duration::from_millis(STATUS_WAIT_MS), st.driver.status())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+async fn status(State(st): State<ApiState>) -> Response {
+    let Some(s) = snapshot(&st).await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "driver did not answer");
+    };
+    let peers: BTreeMap<String, String> =
+        st.peers.iter().map(|(id, a)| (id.0.to_string(), a.to_string())).collect();
+    let c = &st.config;
+    let body = serde_json::json!({
+        "node": s,
+        "peers": peers,
+        "n": c.n(), "r": c.r(), "w": c.w(),
+        "partitions": c.partitions(),
+        "sloppy_quorum": c.sloppy_quorum(),
+        "stats": {
+            "hints_stored": s.stats.hints_stored,
+            "hints_delivered": s.stats.hints_delivered,
+            "read_repairs": s.stats.read_repairs,
+            "forwarded": s.stats.forwarded,
+            "rejected": s.stats.rejected,
+            "store_errors": s.stats.store_errors,
+        },
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `?key=K` on `/ring`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RingParams {
+    key: Option<String>,
+}
+
+async fn ring(State(st): State<ApiState>, Query(p): Query<RingParams>) -> Response {
+    let owners: Vec<u16> = st.ring.owners().iter().map(|n| n.0).collect();
+    let mut body = serde_json::json!({
+        "partitions": st.ring.partitions(),
+        "n": st.config.n(),
+        "owners": owners,
+    });
+    if let Some(k) = p.key {
+        let key = Key(k.clone().into_bytes());
+        let walk: Vec<u16> = st.ring.walk(&key).iter().map(|n| n.0).collect();
+        let n = st.config.n().min(walk.len());
+        body["key"] = serde_json::json!({
+            "key": k,
+            "partition": st.ring.partition_of(&key).0,
+            "preference_list": walk[..n],
+            "fallbacks": walk[n..],
+        });
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let s = snapshot(&st).await;
+    let body = st.metrics.render(&st.net, s.as_ref());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

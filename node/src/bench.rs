@@ -1,0 +1,289 @@
+//! `dynamo bench`: a load generator for the HTTP API.
+//!
+//! `concurrency` workers each loop until the deadline, picking a random key from `keys`, reading
+//! with probability `read_ratio` and otherwise writing a `value_bytes` value, spread round-robin
+//! over the target nodes. Writes carry the last context seen for their key (from an earlier read
+//! or write), as a real client would, so keys do not pile up siblings. Latencies go into HDR
+//! histograms; with `--rate` the load is open-loop (each request is timed from when it was due,
+//! which avoids coordinated omission).
+
+use crate::client::{HttpClient, Overrides};
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most workers.
+pub const CONCURRENCY_MAX: usize = 4096;
+/// Largest key space.
+pub const KEYS_MAX: usize = 10_000_000;
+/// Longest run.
+pub const DURATION_S_MAX: u64 = 3_600;
+/// Longest a single request may take before it counts as a timeout error.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Highest latency recorded, microseconds.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Flags of `dynamo bench`.
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Base URLs of the nodes to spread requests over, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
+    )]
+    pub targets: Vec<String>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    /// Value size of writes.
+    #[arg(long, default_value_t = 1024)]
+    pub value_bytes: usize,
+    /// Fraction of requests that are reads (0..=1).
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Total request rate (ops/s), open loop; omit to go as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seed of the key and operation choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct BenchReport {
+    /// The run's settings.
+    pub args: BenchArgs,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// All successful requests.
+    pub all: Histogram<u64>,
+    /// Successful reads.
+    pub reads: Histogram<u64>,
+    /// Successful writes.
+    pub writes: Histogram<u64>,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl BenchReport {
+    /// Successful requests per second.
+    pub fn ops_per_s(&self) -> f64 {
+        self.all.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn line(f: &mut fmt::Formatter<'_>, name: &str, h: &Histogram<u64>, secs: f64) -> fmt::Result {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    writeln!(
+        f,
+        "  {name:<6} {:>9} ok  {:>10.1} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>8.3} ms",
+        h.len(),
+        h.len() as f64 / secs.max(1e-9),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    )
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.args;
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "bench: {} targets, concurrency {}, {} keys, {} B values, read ratio {}, {:.1} s{}",
+            a.targets.len(),
+            a.concurrency,
+            a.keys,
+            a.value_bytes,
+            a.read_ratio,
+            secs,
+            a.rate.map(|r| format!(", rate {r} ops/s")).unwrap_or_default()
+        )?;
+        line(f, "all", &self.all, secs)?;
+        line(f, "read", &self.reads, secs)?;
+        line(f, "write", &self.writes, secs)?;
+        let errs: u64 = self.errors.values().sum();
+        write!(f, "  errors {errs}")?;
+        for (k, v) in &self.errors {
+            write!(f, "  {k}={v}")?;
+        }
+        writeln!(f)?;
+        write!(
+            f,
+            "RESULT ops_per_s={:.1} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} errors={errs}",
+            self.ops_per_s(),
+            self.all.value_at_quantile(0.5) as f64 / 1000.0,
+            self.all.value_at_quantile(0.99) as f64 / 1000.0,
+            self.all.value_at_quantile(0.999) as f64 / 1000.0,
+        )
+    }
+}
+
+struct WorkerResult {
+    all: Histogram<u64>,
+    reads: Histogram<u64>,
+    writes: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?)
+}
+
+/// Runs the load and reports.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(!args.targets.is_empty(), "no targets");
+    anyhow::ensure!(
+        (1..=CONCURRENCY_MAX).contains(&args.concurrency),
+        "concurrency 1..={CONCURRENCY_MAX}"
+    );
+    anyhow::ensure!((1..=KEYS_MAX).contains(&args.keys), "keys 1..={KEYS_MAX}");
+    anyhow::ensure!(
+        (1..=DURATION_S_MAX).contains(&args.duration_s),
+        "duration 1..={DURATION_S_MAX} s"
+    );
+    anyhow::ensure!((0.0..=1.0).contains(&args.read_ratio), "read ratio 0..=1");
+    if let Some(r) = args.rate {
+        anyhow::ensure!(r > 0.0, "rate must be positive");
+    }
+    let client = HttpClient::new();
+    let contexts: Arc<Vec<Mutex<Option<String>>>> =
+        Arc::new((0..args.keys).map(|_| Mutex::new(None)).collect());
+    let value = Bytes::from(vec![b'x'; args.value_bytes]);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_s);
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (client, contexts, value, args) =
+            (client.clone(), contexts.clone(), value.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            worker(w, client, contexts, value, args, started, deadline).await
+        }));
+    }
+    let mut all = histogram()?;
+    let mut reads = histogram()?;
+    let mut writes = histogram()?;
+    let mut errors = BTreeMap::new();
+    for t in tasks {
+        let r = t.await??;
+        all.add(&r.all)?;
+        reads.add(&r.reads)?;
+        writes.add(&r.writes)?;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_insert(0) += v;
+        }
+    }
+    Ok(BenchReport { args, elapsed: started.elapsed(), all, reads, writes, errors })
+}
+
+async fn worker(
+    w: usize,
+    client: HttpClient,
+    contexts: Arc<Vec<Mutex<Option<String>>>>,
+    value: Bytes,
+    args: BenchArgs,
+    started: Instant,
+    deadline: Instant,
+) -> anyhow::Result<WorkerResult> {
+    let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+    let mut res = WorkerResult {
+        all: histogram()?,
+        reads: histogram()?,
+        writes: histogram()?,
+        errors: BTreeMap::new(),
+    };
+    // Open loop: this worker's share of the rate, starting at a staggered offset.
+    let interval = args.rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
+    let mut due = started
+        + interval.map(|i| i.mul_f64(w as f64 / args.concurrency as f64)).unwrap_or_default();
+    let mut i = w;
+    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+    loop {
+        if let Some(iv) = interval {
+            if due >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            due += iv;
+        }
+        let begin =
+            if interval.is_some() { due - interval.unwrap_or_default() } else { Instant::now() };
+        if Instant::now() >= deadline {
+            break;
+        }
+        i = i.wrapping_add(1);
+        let target = &args.targets[i % args.targets.len()];
+        let k = rng.random_range(0..args.keys);
+        let key = format!("bench-{k}");
+        let is_read = rng.random_bool(args.read_ratio);
+        let outcome: Result<(u16, Option<String>), String> = if is_read {
+            // The plain form (raw value or multipart), as a client that only needs the status and
+            // the context would use; JSON would add base64 work on both sides.
+            let url = format!("{target}/kv/{}", crate::client::encode_key(key.as_bytes()));
+            let get = client.send(hyper::Method::GET, &url, &[], Bytes::new());
+            match tokio::time::timeout(timeout, get).await {
+                Ok(Ok(r)) => Ok((r.status, r.context)),
+                Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
+                Err(_) => Err("timeout".into()),
+            }
+        } else {
+            let ctx = contexts[k].lock().ok().and_then(|c| c.clone());
+            let put = client.put(
+                target,
+                key.as_bytes(),
+                ctx.as_deref(),
+                value.clone(),
+                Overrides::default(),
+            );
+            match tokio::time::timeout(timeout, put).await {
+                Ok(Ok(r)) => Ok((r.status, r.context)),
+                Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
+                Err(_) => Err("timeout".into()),
+            }
+        };
+        let us = begin.elapsed().as_micros() as u64;
+        match outcome {
+            Ok((200 | 204 | 300 | 404, ctx)) => {
+                if let (Some(c), Ok(mut slot)) = (ctx, contexts[k].lock()) {
+                    *slot = Some(c);
+                }
+                let us = us.clamp(1, LATENCY_US_MAX);
+                res.all.saturating_record(us);
+                if is_read {
+                    res.reads.saturating_record(us);
+                } else {
+                    res.writes.saturating_record(us);
+                }
+            }
+            Ok((status, _)) => *res.errors.entry(format!("http_{status}")).or_insert(0) += 1,
+            Err(k) => *res.errors.entry(k).or_insert(0) += 1,
+        }
+    }
+    Ok(res)
+}
+
+fn kind(e: &str) -> &'static str {
+    if e.contains("refused") {
+        "refused"
+    } else if e.contains("reset") {
+        "reset"
+    } else {
+        "other"
+    }
+}

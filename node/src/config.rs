@@ -1,0 +1,289 @@
+//! Node configuration: command-line flags, an optional TOML file, and the defaults.
+//!
+//! Precedence is flag > file > default. [`NodeConfig::protocol`] turns the result into the core's
+//! validated [`dynamo_model::Config`], so every protocol bound is checked in one place.
+
+use crate::error::NodeError;
+use clap::{Args, ValueEnum};
+use dynamo_model::{Config, ConfigParams, Limits, NodeId, Timeouts};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The cluster name peers must agree on unless configured otherwise.
+pub const DEFAULT_CLUSTER: &str = "dynamo";
+/// Default interval between syncs under [`SyncPolicy::Interval`].
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
+
+/// When the driver makes store writes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Group commit: every batch's writes are synced before any of its effects leave the process.
+    /// A crash loses no acknowledged write.
+    #[default]
+    Always,
+    /// Sync every `sync_interval_ms`; effects leave at once. A crash loses at most one interval.
+    Interval,
+    /// Leave syncing to the storage engine's own background flush.
+    None,
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncPolicy::Always => "always",
+            SyncPolicy::Interval => "interval",
+            SyncPolicy::None => "none",
+        })
+    }
+}
+
+/// A peer given as `ID=HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The peer's node id.
+    pub id: u16,
+    /// Where its peer listener is.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, addr) = s.split_once('=').ok_or_else(|| format!("peer {s:?} is not ID=ADDR"))?;
+        let id = id.trim().parse().map_err(|e| format!("peer id {id:?}: {e}"))?;
+        let addr = addr.trim().parse().map_err(|e| format!("peer address {addr:?}: {e}"))?;
+        Ok(PeerSpec { id, addr })
+    }
+}
+
+/// Flags of `dynamo serve`. Every field is optional so that a TOML file can supply it.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags override it).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Cluster name; peers with another name are refused.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// This node's id (a small integer, unique in the cluster).
+    #[arg(long)]
+    pub id: Option<u16>,
+    /// Address the peer (node-to-node) listener binds.
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address the HTTP API binds.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory for this node's data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Another node of the cluster, as ID=HOST:PORT (repeat for each).
+    #[arg(long = "peer")]
+    pub peers: Vec<PeerSpec>,
+    /// Replicas per key.
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Default read quorum.
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// Default write quorum.
+    #[arg(long)]
+    pub w: Option<usize>,
+    /// Number of partitions (a power of two).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// When writes are made durable.
+    #[arg(long, value_enum)]
+    pub sync: Option<SyncPolicy>,
+    /// Sync period under `--sync interval`.
+    #[arg(long)]
+    pub sync_interval_ms: Option<u64>,
+    /// Default request timeout.
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Sloppy-quorum retry delay.
+    #[arg(long)]
+    pub sloppy_retry_ms: Option<u64>,
+    /// Background tick (hinted handoff, probes).
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Largest value accepted.
+    #[arg(long)]
+    pub value_bytes_max: Option<usize>,
+    /// Largest key accepted.
+    #[arg(long)]
+    pub key_bytes_max: Option<usize>,
+}
+
+/// The TOML file's shape: the same settings as the flags, peers as a table `id = "addr"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    cluster: Option<String>,
+    id: Option<u16>,
+    peer_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    peers: BTreeMap<String, SocketAddr>,
+    n: Option<usize>,
+    r: Option<usize>,
+    w: Option<usize>,
+    partitions: Option<u32>,
+    sync: Option<SyncPolicy>,
+    sync_interval_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    sloppy_retry_ms: Option<u64>,
+    tick_ms: Option<u64>,
+    value_bytes_max: Option<usize>,
+    key_bytes_max: Option<usize>,
+}
+
+/// A node's complete, resolved settings.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Cluster name checked in the peer handshake.
+    pub cluster: String,
+    /// This node.
+    pub id: NodeId,
+    /// Peer listener address.
+    pub peer_listen: SocketAddr,
+    /// HTTP listener address.
+    pub http_listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The other nodes and their peer addresses.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// When writes are made durable.
+    pub sync: SyncPolicy,
+    /// Sync period under [`SyncPolicy::Interval`].
+    pub sync_interval_ms: u64,
+    /// The protocol parameters (node set, N/R/W, Q, timeouts, limits).
+    pub params: ConfigParams,
+}
+
+impl NodeConfig {
+    /// Resolves flags over the optional file over defaults.
+    pub fn from_args(args: &ServeArgs) -> Result<NodeConfig, NodeError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    NodeError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let id = args
+            .id
+            .or(file.id)
+            .ok_or_else(|| NodeError::Config("a node id is required (--id)".into()))?;
+        let mut peers = BTreeMap::new();
+        for (k, addr) in &file.peers {
+            let pid: u16 =
+                k.parse().map_err(|e| NodeError::Config(format!("peer id {k:?}: {e}")))?;
+            peers.insert(NodeId(pid), *addr);
+        }
+        for p in &args.peers {
+            peers.insert(NodeId(p.id), p.addr);
+        }
+        peers.remove(&NodeId(id));
+        let nodes = peers.keys().copied().chain([NodeId(id)]);
+        let mut params = ConfigParams::for_nodes(nodes);
+        let pick = |a: Option<usize>, b: Option<usize>, d: usize| a.or(b).unwrap_or(d);
+        params.n = pick(args.n, file.n, params.n);
+        params.r = pick(args.r, file.r, params.r);
+        params.w = pick(args.w, file.w, params.w);
+        params.partitions = args.partitions.or(file.partitions).unwrap_or(params.partitions);
+        let t = Timeouts::default();
+        params.timeouts = Timeouts {
+            request_ms: args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(t.request_ms),
+            sloppy_retry_ms: args
+                .sloppy_retry_ms
+                .or(file.sloppy_retry_ms)
+                .unwrap_or(t.sloppy_retry_ms),
+            tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(t.tick_ms),
+        };
+        let l = Limits::default();
+        params.limits.value_bytes_max =
+            pick(args.value_bytes_max, file.value_bytes_max, l.value_bytes_max);
+        params.limits.key_bytes_max = pick(args.key_bytes_max, file.key_bytes_max, l.key_bytes_max);
+        let port = 9000 + id;
+        let cfg = NodeConfig {
+            cluster: args
+                .cluster
+                .clone()
+                .or(file.cluster)
+                .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+            id: NodeId(id),
+            peer_listen: args
+                .peer_listen
+                .or(file.peer_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port))),
+            http_listen: args
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000 + id))),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(format!("data-{id}"))),
+            peers,
+            sync: args.sync.or(file.sync).unwrap_or_default(),
+            sync_interval_ms: args
+                .sync_interval_ms
+                .or(file.sync_interval_ms)
+                .unwrap_or(DEFAULT_SYNC_INTERVAL_MS),
+            params,
+        };
+        cfg.protocol()?;
+        if cfg.sync_interval_ms == 0 {
+            return Err(NodeError::Config("sync_interval_ms must be > 0".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// The validated protocol configuration.
+    pub fn protocol(&self) -> Result<Config, NodeError> {
+        Ok(Config::new(self.params.clone())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_peers_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 1\nn = 3\nr = 1\nsync = \"none\"\n[peers]\n2 = \"127.0.0.1:9002\"\n3 = \"127.0.0.1:9003\"\n",
+        )
+        .expect("write");
+        let args = ServeArgs { config: Some(path), r: Some(2), ..ServeArgs::default() };
+        let cfg = NodeConfig::from_args(&args).expect("valid");
+        assert_eq!(cfg.id, NodeId(1));
+        assert_eq!(cfg.params.r, 2);
+        assert_eq!(cfg.sync, SyncPolicy::None);
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.params.nodes.len(), 3);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_quorums_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "id = 1\nbogus = 3\n").expect("write");
+        let args = ServeArgs { config: Some(path), ..ServeArgs::default() };
+        assert!(NodeConfig::from_args(&args).is_err());
+        let args = ServeArgs { id: Some(1), w: Some(2), ..ServeArgs::default() };
+        assert!(NodeConfig::from_args(&args).is_err(), "w=2 with one node");
+    }
+}

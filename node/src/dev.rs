@@ -1,0 +1,118 @@
+//! `dynamo dev`: a local three-node cluster in one process, for trying the store out.
+//!
+//! Nodes 1..=3 listen on 127.0.0.1: HTTP on 8081-8083, peers on 9081-9083 (both configurable),
+//! with data under `./dev-data/node-{id}`. Ctrl-C (or SIGTERM) stops every node cleanly.
+
+use crate::config::{NodeConfig, SyncPolicy};
+use crate::error::NodeError;
+use crate::server::{self, RunningNode};
+use clap::Args;
+use dynamo_model::{ConfigParams, NodeId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Most nodes `dynamo dev` starts.
+pub const DEV_NODES_MAX: u16 = 9;
+
+/// Flags of `dynamo dev`.
+#[derive(Args, Clone, Debug)]
+pub struct DevArgs {
+    /// Where the nodes keep their data.
+    #[arg(long, default_value = "dev-data")]
+    pub data_dir: PathBuf,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// HTTP port of node 1 (node i uses this + i - 1).
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
+    /// Peer port of node 1 (node i uses this + i - 1).
+    #[arg(long, default_value_t = 9081)]
+    pub peer_port: u16,
+    /// When writes are made durable.
+    #[arg(long, value_enum, default_value_t = SyncPolicy::Always)]
+    pub sync: SyncPolicy,
+    /// Delete the data directory first.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+/// The configuration of node `id` of a dev cluster.
+pub fn node_config(args: &DevArgs, id: u16) -> NodeConfig {
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let ids: Vec<u16> = (1..=args.nodes).collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = ids
+        .iter()
+        .filter(|&&p| p != id)
+        .map(|&p| (NodeId(p), local(args.peer_port + p - 1)))
+        .collect();
+    NodeConfig {
+        cluster: "dev".into(),
+        id: NodeId(id),
+        peer_listen: local(args.peer_port + id - 1),
+        http_listen: local(args.http_port + id - 1),
+        data_dir: args.data_dir.join(format!("node-{id}")),
+        peers,
+        sync: args.sync,
+        sync_interval_ms: crate::config::DEFAULT_SYNC_INTERVAL_MS,
+        params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
+    }
+}
+
+/// Runs the dev cluster until SIGINT or SIGTERM.
+pub async fn run(args: DevArgs) -> Result<(), NodeError> {
+    if args.nodes == 0 || args.nodes > DEV_NODES_MAX {
+        return Err(NodeError::Config(format!("--nodes must be 1..={DEV_NODES_MAX}")));
+    }
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir)?;
+    }
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for id in 1..=args.nodes {
+        match server::start(node_config(&args, id)).await {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                for n in nodes {
+                    let _ = n.shutdown().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let first = nodes.first().map(|n| n.http_addr.to_string()).unwrap_or_default();
+    let c = ConfigParams::for_nodes((1..=args.nodes).map(NodeId));
+    println!("dynamo dev: {} nodes, N={} R={} W={}, sync={}", args.nodes, c.n, c.r, c.w, args.sync);
+    for n in &nodes {
+        println!("  node {}  http://{}  peer {}", n.id.0, n.http_addr, n.peer_addr);
+    }
+    println!("data under {}/", args.data_dir.display());
+    println!();
+    println!("Try:");
+    println!("  curl -i -X PUT --data-binary hello http://{first}/kv/greeting");
+    println!("  curl -i http://{first}/kv/greeting");
+    println!("  curl -s http://{first}/status");
+    println!(
+        "  dynamo put greeting hello            # cargo run -p dynamo-node -- put greeting hello"
+    );
+    println!("  dynamo get greeting                  # prints siblings and the context");
+    println!("  dynamo put greeting world --context <context from get>");
+    println!("Ctrl-C stops the cluster.");
+    let any_stopping = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopping())));
+    tokio::select! {
+        _ = crate::shutdown::signal() => {}
+        _ = any_stopping => {}
+    }
+    println!("stopping...");
+    for n in &nodes {
+        n.stop();
+    }
+    let mut result = Ok(());
+    for n in nodes {
+        if let Err(e) = n.wait().await {
+            result = Err(e);
+        }
+    }
+    println!("stopped.");
+    result
+}

@@ -1,0 +1,532 @@
+//! The driver: the one task that owns the protocol core and its store.
+//!
+//! Everything that happens to the node arrives on one bounded channel (client requests from the
+//! HTTP API, peer messages from the transport, status queries). The driver takes a batch of up to
+//! [`BATCH_MAX`] inputs, fires the timers that are due, feeds all of it to
+//! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
+//! (one fsync for the whole batch: group commit), and only then lets the effects out: peer sends go
+//! to the transport's queues, replies to the waiting HTTP handlers, timers into the timer table.
+//!
+//! It is a tokio task, so that handing work to it and back costs a task wake-up rather than an OS
+//! thread switch (a dedicated thread measured about 30% slower). sled reads and writes take
+//! microseconds and run inline.
+//!
+//! Under the `always` policy the commit is pipelined: a batch's outward effects (sends, replies)
+//! are held, an fsync covering the batch runs on a blocking thread, and the driver goes on handling
+//! the next batches meanwhile; their effects are held for the following fsync. Effects leave only
+//! once an fsync that started after their batch's writes has finished, which is the core's
+//! durability rule. A batch that wrote nothing may let its effects out at once only when no write
+//! is awaiting durability (it may have read such a write). Timer effects are internal and apply at
+//! once.
+
+use crate::config::SyncPolicy;
+use crate::metrics::NetStats;
+use crate::storage::{Flusher, SledStore};
+use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
+use dynamo_model::{Stats, Store, StoreError, Timer};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Most inputs handled between two syncs.
+pub const BATCH_MAX: usize = 1024;
+/// Capacity of the driver's input channel; a full channel refuses clients and drops peer messages.
+pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
+/// Most client requests waiting for a reply at once (the core bounds its own, this bounds ours).
+pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
+/// How often replies whose HTTP caller has gone are forgotten.
+pub const SWEEP_EVERY_MS: u64 = 1_000;
+/// Longest the driver sleeps with nothing to do (it re-checks shutdown and timers).
+pub const IDLE_WAKE_MS: u64 = 1_000;
+/// Bits of a request id taken by the per-boot random prefix; the rest count requests.
+const REQUEST_PREFIX_BITS: u32 = 24;
+
+/// What the driver can be asked to do.
+#[derive(Debug)]
+pub enum DriverInput {
+    /// A client operation; the answer goes to `reply`.
+    Client {
+        /// The operation.
+        op: ClientOp,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ClientReply>,
+    },
+    /// A message from a peer (already authenticated by the handshake).
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// A status snapshot.
+    Status(oneshot::Sender<NodeStatus>),
+    /// Sync and stop.
+    Shutdown,
+}
+
+/// Why the driver did not take a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Its input queue is full.
+    #[error("node overloaded: input queue full")]
+    Overloaded,
+    /// It has stopped (shutting down).
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+/// A snapshot of the node for `/status` and `/metrics`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: u16,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Every node of the cluster.
+    pub members: Vec<u16>,
+    /// Nodes this one currently suspects.
+    pub suspected: Vec<u16>,
+    /// Operations this node coordinates right now.
+    pub ops_in_progress: usize,
+    /// Requests forwarded and not yet answered.
+    pub forwards_in_progress: usize,
+    /// Hints held for other nodes.
+    pub hints_pending: usize,
+    /// Sync policy.
+    pub sync: String,
+    /// Syncs (fsyncs) done.
+    pub syncs: u64,
+    /// Syncs that failed (their batch's effects were withheld).
+    pub sync_failures: u64,
+    /// Batches handled.
+    pub batches: u64,
+    /// Inputs handled.
+    pub inputs: u64,
+    /// The core's counters.
+    #[serde(skip)]
+    pub stats: Stats,
+}
+
+/// The cheap, cloneable way in to the driver.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    tx: tmpsc::Sender<DriverInput>,
+    net: Arc<NetStats>,
+}
+
+impl DriverHandle {
+    /// Queues `input` without waiting.
+    pub fn submit(&self, input: DriverInput) -> Result<(), SubmitError> {
+        match self.tx.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
+            Err(TrySendError::Closed(_)) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Queues a peer message; drops and counts it when the queue is full (the protocol tolerates
+    /// loss). Returns false once the driver has stopped.
+    pub fn peer(&self, from: NodeId, msg: Msg) -> bool {
+        match self.submit(DriverInput::Peer { from, msg }) {
+            Ok(()) => true,
+            Err(SubmitError::Overloaded) => {
+                self.net.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(SubmitError::Stopped) => false,
+        }
+    }
+
+    /// Runs a client operation. `Err` means the request never reached the core, or the driver
+    /// stopped before answering (for a write: it may or may not have happened).
+    pub async fn request(&self, op: ClientOp) -> Result<ClientReply, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(DriverInput::Client { op, reply })?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// A status snapshot.
+    pub async fn status(&self) -> Result<NodeStatus, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(DriverInput::Status(tx))?;
+        rx.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Asks the driver to sync and stop.
+    pub async fn shutdown(&self) {
+        // Waits for room if the queue is full: the driver drains it without waiting on anyone.
+        let _ = self.tx.send(DriverInput::Shutdown).await;
+    }
+}
+
+/// Named timers with deadlines, ordered for "what fires next".
+#[derive(Debug, Default)]
+struct Timers {
+    by_timer: BTreeMap<Timer, Instant>,
+    queue: BTreeSet<(Instant, Timer)>,
+}
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Instant) {
+        self.cancel(timer);
+        self.by_timer.insert(timer, at);
+        self.queue.insert((at, timer));
+    }
+    fn cancel(&mut self, timer: Timer) {
+        if let Some(at) = self.by_timer.remove(&timer) {
+            self.queue.remove(&(at, timer));
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (at, timer) = *self.queue.first()?;
+        if at > now {
+            return None;
+        }
+        self.queue.remove(&(at, timer));
+        self.by_timer.remove(&timer);
+        Some(timer)
+    }
+}
+
+/// Peer queues the driver sends into: one bounded queue per peer, drained by its connection task.
+pub type Outbound = BTreeMap<NodeId, tmpsc::Sender<Msg>>;
+
+/// An fsync in progress and the effects waiting for it.
+#[derive(Debug)]
+struct Inflight {
+    flush: JoinHandle<Result<(), StoreError>>,
+    held: Vec<Effect>,
+}
+
+/// Resolves when the fsync in progress, if any, finishes (never, if none is).
+async fn flushed(inflight: &mut Option<Inflight>) -> Result<(), StoreError> {
+    match inflight {
+        Some(i) => match (&mut i.flush).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Io(format!("flush task: {e}"))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The driver's state.
+#[derive(Debug)]
+pub struct Driver {
+    node: Node<SledStore>,
+    rx: tmpsc::Receiver<DriverInput>,
+    outbound: Outbound,
+    net: Arc<NetStats>,
+    sync: SyncPolicy,
+    sync_interval: Duration,
+    last_sync: Instant,
+    timers: Timers,
+    pending: HashMap<RequestId, oneshot::Sender<ClientReply>>,
+    flusher: Flusher,
+    inflight: Option<Inflight>,
+    held: Vec<Effect>,
+    prefix: u64,
+    next_req: u64,
+    syncs: u64,
+    sync_failures: u64,
+    batches: u64,
+    inputs: u64,
+}
+
+/// Runs `f`, which blocks (an fsync), without stalling the other tasks of a multi-threaded
+/// runtime's worker.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Wall-clock milliseconds, the time the core stamps clock entries with.
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Driver {
+    /// A driver for `node`, and the handle to reach it.
+    pub fn new(
+        node: Node<SledStore>,
+        outbound: Outbound,
+        net: Arc<NetStats>,
+        sync: SyncPolicy,
+        sync_interval_ms: u64,
+    ) -> (Driver, DriverHandle) {
+        let (tx, rx) = tmpsc::channel(INPUT_QUEUE_MAX);
+        let prefix = rand::random::<u64>() >> (64 - REQUEST_PREFIX_BITS);
+        let driver = Driver {
+            flusher: node.store().flusher(),
+            node,
+            rx,
+            outbound,
+            net: net.clone(),
+            sync,
+            sync_interval: Duration::from_millis(sync_interval_ms),
+            last_sync: Instant::now(),
+            timers: Timers::default(),
+            pending: HashMap::new(),
+            inflight: None,
+            held: Vec::new(),
+            prefix: prefix << (64 - REQUEST_PREFIX_BITS),
+            next_req: 0,
+            syncs: 0,
+            sync_failures: 0,
+            batches: 0,
+            inputs: 0,
+        };
+        (driver, DriverHandle { tx, net })
+    }
+
+    fn request_id(&mut self) -> RequestId {
+        self.next_req = (self.next_req + 1) & ((1u64 << (64 - REQUEST_PREFIX_BITS)) - 1);
+        RequestId(self.prefix | self.next_req)
+    }
+
+    /// Runs until [`DriverInput::Shutdown`] or until every handle is gone; syncs before it returns.
+    pub async fn run(mut self) {
+        let mut batch: Vec<DriverInput> = Vec::with_capacity(BATCH_MAX);
+        let mut effects: Vec<Effect> = Vec::new();
+        let mut statuses: Vec<oneshot::Sender<NodeStatus>> = Vec::new();
+        let mut last_sweep = Instant::now();
+        let mut stop = false;
+        self.node.handle(wall_ms(), Input::Start, &mut effects);
+        self.finish_batch(&mut effects);
+        let sleep = tokio::time::sleep_until(self.next_wake().into());
+        tokio::pin!(sleep);
+        while !stop {
+            sleep.as_mut().reset(self.next_wake().into());
+            tokio::select! {
+                biased;
+                res = flushed(&mut self.inflight) => self.flush_done(res),
+                input = self.rx.recv() => match input {
+                    Some(first) => batch.push(first),
+                    None => stop = true,
+                },
+                _ = &mut sleep => {}
+            }
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            let now_ms = wall_ms();
+            while let Some(timer) = self.timers.pop_due(now) {
+                self.node.handle(now_ms, Input::Timer(timer), &mut effects);
+            }
+            self.inputs += batch.len() as u64;
+            for input in batch.drain(..) {
+                match input {
+                    DriverInput::Client { op, reply } => {
+                        if self.pending.len() >= PENDING_REPLIES_MAX {
+                            let pending = self.pending.len();
+                            let e = dynamo_model::RequestError::Overloaded { pending };
+                            let _ = reply.send(ClientReply::Rejected(e));
+                            continue;
+                        }
+                        let req = self.request_id();
+                        self.pending.insert(req, reply);
+                        self.node.handle(now_ms, Input::Client { req, op }, &mut effects);
+                    }
+                    DriverInput::Peer { from, msg } => {
+                        self.node.handle(now_ms, Input::Peer { from, msg }, &mut effects);
+                    }
+                    DriverInput::Status(tx) => statuses.push(tx),
+                    DriverInput::Shutdown => stop = true,
+                }
+            }
+            self.batches += 1;
+            self.finish_batch(&mut effects);
+            for tx in statuses.drain(..) {
+                let _ = tx.send(self.status());
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(SWEEP_EVERY_MS) {
+                self.pending.retain(|_, tx| !tx.is_closed());
+                last_sweep = Instant::now();
+            }
+        }
+        if self.inflight.is_some() {
+            let res = flushed(&mut self.inflight).await;
+            self.flush_done(res);
+        }
+        match blocking(|| self.node.store_mut().sync()) {
+            Ok(()) => {
+                let held = std::mem::take(&mut self.held);
+                self.release(held);
+            }
+            Err(e) => tracing::error!(node = %self.node.id(), "final sync failed: {e}"),
+        }
+        tracing::info!(node = %self.node.id(), "driver stopped");
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut at = Instant::now() + Duration::from_millis(IDLE_WAKE_MS);
+        if let Some(t) = self.timers.next() {
+            at = at.min(t);
+        }
+        if self.sync == SyncPolicy::Interval && self.node.store().is_dirty() {
+            at = at.min(self.last_sync + self.sync_interval);
+        }
+        at
+    }
+
+    /// Applies the batch's timer effects, and lets its outward effects out once the policy
+    /// allows: under `always` after an fsync covering the batch, otherwise at once (after an
+    /// inline sync when the `interval` is due).
+    fn finish_batch(&mut self, effects: &mut Vec<Effect>) {
+        let now = Instant::now();
+        let mut outward = Vec::with_capacity(effects.len());
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::SetTimer { timer, after_ms } => {
+                    self.timers.set(timer, now + Duration::from_millis(after_ms))
+                }
+                Effect::CancelTimer(timer) => self.timers.cancel(timer),
+                other => outward.push(other),
+            }
+        }
+        match self.sync {
+            SyncPolicy::Always => {
+                let settled = self.inflight.is_none() && !self.node.store().is_dirty();
+                if settled && self.held.is_empty() {
+                    self.release(outward);
+                } else {
+                    self.held.extend(outward);
+                }
+                self.start_flush();
+            }
+            SyncPolicy::Interval => {
+                if self.last_sync.elapsed() >= self.sync_interval && self.node.store().is_dirty() {
+                    match blocking(|| self.node.store_mut().sync()) {
+                        Ok(()) => self.syncs += 1,
+                        Err(e) => {
+                            self.sync_failures += 1;
+                            tracing::error!(node = %self.node.id(), "sync failed: {e}");
+                        }
+                    }
+                    self.last_sync = Instant::now();
+                }
+                self.release(outward);
+            }
+            SyncPolicy::None => self.release(outward),
+        }
+    }
+
+    /// Starts an fsync for the held effects, unless one is running (they wait for the next).
+    fn start_flush(&mut self) {
+        if self.inflight.is_some() || self.held.is_empty() && !self.node.store().is_dirty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        if !self.node.store_mut().take_dirty() {
+            // Every write these effects could depend on is durable already.
+            self.release(held);
+            return;
+        }
+        let flusher = self.flusher.clone();
+        let flush = tokio::task::spawn_blocking(move || flusher.flush());
+        self.inflight = Some(Inflight { flush, held });
+    }
+
+    fn flush_done(&mut self, res: Result<(), StoreError>) {
+        let Some(done) = self.inflight.take() else { return };
+        match res {
+            Ok(()) => {
+                self.syncs += 1;
+                self.last_sync = Instant::now();
+                self.release(done.held);
+            }
+            Err(e) => {
+                // The batch's writes are not known to be durable, so nothing it said may leave:
+                // clients time out as indeterminate, peers retry or give up, as the protocol
+                // allows. The writes stay and the next fsync covers them.
+                self.sync_failures += 1;
+                self.node.store_mut().mark_dirty();
+                tracing::error!(node = %self.node.id(), "sync failed: {e}");
+            }
+        }
+    }
+
+    fn release(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::Reply { req, reply } => {
+                    if let Some(tx) = self.pending.remove(&req) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::SetTimer { .. } | Effect::CancelTimer(_) => {}
+            }
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: Msg) {
+        match self.outbound.get(&to) {
+            Some(q) => match q.try_send(msg) {
+                Ok(()) => {}
+                Err(_) => {
+                    self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            None => {
+                self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let v = self.node.volatile();
+        let actor: ActorId = self.node.actor();
+        NodeStatus {
+            node: actor.node.0,
+            incarnation: actor.incarnation,
+            members: self.node.config().nodes().iter().map(|n| n.0).collect(),
+            suspected: v.suspected.iter().map(|n| n.0).collect(),
+            ops_in_progress: v.ops.len(),
+            forwards_in_progress: v.forwards.len(),
+            hints_pending: self.node.store().hint_count().unwrap_or(0),
+            sync: self.sync.to_string(),
+            syncs: self.syncs,
+            sync_failures: self.sync_failures,
+            batches: self.batches,
+            inputs: self.inputs,
+            stats: self.node.stats().clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_rearm_and_fire_in_order() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set(Timer::Tick, now + Duration::from_millis(50));
+        t.set(Timer::Forward(RequestId(1)), now + Duration::from_millis(10));
+        t.set(Timer::Tick, now + Duration::from_millis(5));
+        assert_eq!(t.next(), Some(now + Duration::from_millis(5)));
+        let later = now + Duration::from_millis(20);
+        assert_eq!(t.pop_due(later), Some(Timer::Tick));
+        assert_eq!(t.pop_due(later), Some(Timer::Forward(RequestId(1))));
+        assert_eq!(t.pop_due(later), None);
+        t.set(Timer::Tick, now);
+        t.cancel(Timer::Tick);
+        assert_eq!(t.next(), None);
+    }
+}

@@ -1,0 +1,27 @@
+//! The node's error type: what can stop a node from starting or running.
+//!
+//! Outcomes the protocol expects (a quorum not reached, a peer that went away) are data, not
+//! errors; this enum is for configuration mistakes, unusable storage and sockets that cannot be
+//! bound.
+
+use thiserror::Error;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration is invalid (flags, TOML file, or the protocol's own checks).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The protocol core refused the configuration.
+    #[error("invalid protocol configuration: {0}")]
+    Protocol(#[from] dynamo_model::ConfigError),
+    /// The data directory could not be opened or written.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A socket or file operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The driver task stopped unexpectedly.
+    #[error("driver stopped: {0}")]
+    Driver(String),
+}

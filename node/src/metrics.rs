@@ -1,0 +1,215 @@
+//! Counters and latency histograms, rendered in the Prometheus text format for `/metrics`.
+//!
+//! HTTP request latencies are recorded per (operation, outcome) in HDR histograms and exported as
+//! Prometheus histograms with fixed buckets. Transport counters are atomics the connection tasks
+//! bump; the protocol's own counters come from the core's `Stats` through a driver snapshot.
+
+use crate::driver::NodeStatus;
+use hdrhistogram::Histogram;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Highest latency a histogram records, in microseconds (larger values are clamped).
+pub const LATENCY_US_MAX: u64 = 120_000_000;
+/// Significant figures kept by latency histograms.
+const SIGFIG: u8 = 3;
+/// Prometheus bucket bounds, in seconds.
+const BUCKETS_S: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Sibling-count buckets for reads.
+const SIBLING_BUCKETS: [u64; 6] = [0, 1, 2, 3, 5, 10];
+
+/// Transport counters, shared by the connection tasks and the driver.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Frames written to peers.
+    pub frames_sent: AtomicU64,
+    /// Frames read from peers.
+    pub frames_received: AtomicU64,
+    /// Messages dropped because a peer's outbound queue was full (or the peer unknown).
+    pub outbound_dropped: AtomicU64,
+    /// Peer messages dropped because the driver's input queue was full.
+    pub inbound_dropped: AtomicU64,
+    /// Handshakes refused (cluster, version or node id mismatch).
+    pub handshakes_refused: AtomicU64,
+    /// Connections dropped for an oversized or undecodable frame.
+    pub bad_frames: AtomicU64,
+    /// Outbound connections established.
+    pub connects: AtomicU64,
+    /// Outbound connection attempts that failed.
+    pub connect_failures: AtomicU64,
+}
+
+/// HTTP-side metrics of one node.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), Histogram<u64>>>,
+    siblings: Mutex<BTreeMap<u64, u64>>,
+}
+
+fn new_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, SIGFIG).ok()
+}
+
+impl Metrics {
+    /// Records one HTTP request of `op` ending in `outcome` after `latency_us`.
+    pub fn record(&self, op: &'static str, outcome: &'static str, latency_us: u64) {
+        let Ok(mut map) = self.requests.lock() else { return };
+        let h = match map.entry((op, outcome)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(h) = new_histogram() else { return };
+                e.insert(h)
+            }
+        };
+        h.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+    }
+
+    /// Records how many siblings a successful read returned.
+    pub fn record_siblings(&self, count: usize) {
+        if let Ok(mut m) = self.siblings.lock() {
+            *m.entry(count as u64).or_default() += 1;
+        }
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, net: &NetStats, status: Option<&NodeStatus>) -> String {
+        let mut out = String::new();
+        self.render_requests(&mut out);
+        self.render_siblings(&mut out);
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            ("dynamo_peer_frames_sent_total", "Frames written to peers.", &net.frames_sent),
+            ("dynamo_peer_frames_received_total", "Frames read from peers.", &net.frames_received),
+            (
+                "dynamo_peer_outbound_dropped_total",
+                "Peer messages dropped: queue full.",
+                &net.outbound_dropped,
+            ),
+            (
+                "dynamo_peer_inbound_dropped_total",
+                "Peer messages dropped: driver busy.",
+                &net.inbound_dropped,
+            ),
+            (
+                "dynamo_peer_handshakes_refused_total",
+                "Peer handshakes refused.",
+                &net.handshakes_refused,
+            ),
+            (
+                "dynamo_peer_bad_frames_total",
+                "Connections dropped for bad frames.",
+                &net.bad_frames,
+            ),
+            ("dynamo_peer_connects_total", "Outbound peer connections made.", &net.connects),
+            (
+                "dynamo_peer_connect_failures_total",
+                "Outbound connection attempts failed.",
+                &net.connect_failures,
+            ),
+        ];
+        for (name, help, c) in counters {
+            counter(&mut out, name, help, c.load(Ordering::Relaxed));
+        }
+        if let Some(s) = status {
+            let st = &s.stats;
+            for (name, help, v) in [
+                ("dynamo_hints_stored_total", "Hints written as a fallback.", st.hints_stored),
+                (
+                    "dynamo_hints_delivered_total",
+                    "Hints delivered and removed.",
+                    st.hints_delivered,
+                ),
+                ("dynamo_read_repairs_total", "Read-repair writes.", st.read_repairs),
+                ("dynamo_forwarded_total", "Client requests forwarded.", st.forwarded),
+                ("dynamo_rejected_total", "Client requests refused by the core.", st.rejected),
+                (
+                    "dynamo_store_errors_total",
+                    "Store reads or writes that failed.",
+                    st.store_errors,
+                ),
+                (
+                    "dynamo_stale_responses_total",
+                    "Stale peer answers dropped.",
+                    st.stale_responses_dropped,
+                ),
+                ("dynamo_syncs_total", "Store syncs (fsync).", s.syncs),
+                ("dynamo_sync_failures_total", "Store syncs that failed.", s.sync_failures),
+                ("dynamo_driver_batches_total", "Driver batches.", s.batches),
+                ("dynamo_driver_inputs_total", "Driver inputs.", s.inputs),
+            ] {
+                counter(&mut out, name, help, v);
+            }
+            for (name, help, v) in [
+                ("dynamo_hints_pending", "Hints held for other nodes.", s.hints_pending),
+                ("dynamo_ops_in_progress", "Operations being coordinated.", s.ops_in_progress),
+                ("dynamo_suspected_nodes", "Nodes currently suspected.", s.suspected.len()),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            }
+        }
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let name = "dynamo_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} HTTP request latency by operation and outcome.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let Ok(map) = self.requests.lock() else { return };
+        for ((op, outcome), h) in map.iter() {
+            let labels = format!("op=\"{op}\",outcome=\"{outcome}\"");
+            for b in BUCKETS_S {
+                let us = (b * 1e6) as u64;
+                let n = h.count_between(0, us);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
+            }
+            let count = h.len();
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let sum_s = h.mean() * count as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
+            let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        }
+    }
+
+    fn render_siblings(&self, out: &mut String) {
+        let name = "dynamo_read_siblings";
+        let _ = writeln!(out, "# HELP {name} Values returned per successful read.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let Ok(m) = self.siblings.lock() else { return };
+        let total: u64 = m.values().sum();
+        let sum: u64 = m.iter().map(|(k, v)| k * v).sum();
+        for b in SIBLING_BUCKETS {
+            let n: u64 = m.range(..=b).map(|(_, v)| v).sum();
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+        );
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_cumulative_buckets() {
+        let m = Metrics::default();
+        m.record("get", "ok", 300);
+        m.record("get", "ok", 3_000);
+        m.record_siblings(2);
+        let text = m.render(&NetStats::default(), None);
+        assert!(text.contains(
+            "dynamo_request_duration_seconds_bucket{op=\"get\",outcome=\"ok\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains("dynamo_request_duration_seconds_count{op=\"get\",outcome=\"ok\"} 2"));
+        assert!(text.contains("dynamo_read_siblings_bucket{le=\"2\"} 1"));
+    }
+}

@@ -1,0 +1,295 @@
+//! Starting and stopping a node: open storage, bind the listeners, start the driver task, the
+//! peer transport and the HTTP API, and tear them down in order on shutdown.
+//!
+//! Shutdown order: stop accepting (both listeners), let in-flight HTTP requests finish within
+//! [`crate::shutdown::GRACE_MS`], then stop the driver, which syncs the store before it exits.
+
+use crate::api::{self, ApiState};
+use crate::config::{NodeConfig, SyncPolicy};
+use crate::connection::{self, PeerContext, OUTBOUND_QUEUE_MAX};
+use crate::driver::{Driver, DriverHandle, Outbound};
+use crate::error::NodeError;
+use crate::metrics::{Metrics, NetStats};
+use crate::shutdown::{Shutdown, ShutdownRx, GRACE_MS};
+use crate::storage::SledStore;
+use dynamo_model::{ActorId, Node, NodeId, Ring};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+/// A node that is running.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Its id.
+    pub id: NodeId,
+    /// Its incarnation.
+    pub incarnation: u32,
+    /// Where its HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where its peer listener listens.
+    pub peer_addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    /// Starts shutting down (returns at once).
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.task.await.map_err(|e| NodeError::Driver(e.to_string()))?
+    }
+
+    /// Resolves once the node starts shutting down, whoever asked.
+    pub async fn stopping(&self) {
+        self.shutdown.subscribe().wait().await;
+    }
+
+    /// Stops the node and waits for it.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.stop();
+        self.wait().await
+    }
+}
+
+/// Starts a node. Listeners are bound before this returns, so clients may connect at once.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    let config = Arc::new(cfg.protocol()?);
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let (store, incarnation) = SledStore::open(&cfg.data_dir, cfg.id, cfg.sync == SyncPolicy::None)
+        .map_err(|e| NodeError::Storage(e.to_string()))?;
+    let peer_listener = TcpListener::bind(cfg.peer_listen).await?;
+    let http_listener = TcpListener::bind(cfg.http_listen).await?;
+    let peer_addr = peer_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let (shutdown, _) = Shutdown::new();
+    let net = Arc::new(NetStats::default());
+    let limits = config.limits();
+    let ctx = Arc::new(PeerContext {
+        cluster: cfg.cluster.clone(),
+        me: cfg.id,
+        peers: cfg.peers.keys().copied().collect(),
+        frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
+        net: net.clone(),
+    });
+
+    let mut outbound = Outbound::new();
+    let mut peer_tasks = Vec::new();
+    for (&peer, &addr) in &cfg.peers {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX);
+        outbound.insert(peer, tx);
+        let task = connection::run_outbound(ctx.clone(), peer, addr, rx, shutdown.subscribe());
+        peer_tasks.push(tokio::spawn(task));
+    }
+
+    let actor = ActorId::new(cfg.id, incarnation);
+    let node = Node::new(actor, config.clone(), ring.clone(), store);
+    let (driver, handle) = Driver::new(node, outbound, net.clone(), cfg.sync, cfg.sync_interval_ms);
+    let driver_task = tokio::spawn(driver.run());
+
+    let accept = tokio::spawn(accept_peers(
+        peer_listener,
+        ctx.clone(),
+        handle.clone(),
+        shutdown.subscribe(),
+    ));
+    let state = ApiState {
+        driver: handle.clone(),
+        metrics: Arc::new(Metrics::default()),
+        net,
+        config,
+        ring,
+        peers: Arc::new(cfg.peers.clone()),
+    };
+    let app = api::router(state);
+    let mut http_down = shutdown.subscribe();
+    let http = tokio::spawn(async move {
+        let http_listener = BoundedListener {
+            inner: http_listener,
+            permits: Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX)),
+        };
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_down.wait().await })
+            .await
+    });
+    tracing::info!(
+        node = %cfg.id, incarnation, %http_addr, %peer_addr, sync = %cfg.sync,
+        data_dir = %cfg.data_dir.display(), "node started"
+    );
+
+    let mut down = shutdown.subscribe();
+    let id = cfg.id;
+    let trigger = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut driver_task = driver_task;
+        // The driver ends only when told to; if it ends on its own (a bug in the core made it
+        // panic), the node stops rather than linger without a brain.
+        let crashed = tokio::select! {
+            _ = down.wait() => None,
+            ended = &mut driver_task => Some(ended),
+        };
+        if let Some(ended) = crashed {
+            tracing::error!(node = %id, "driver stopped unexpectedly: {ended:?}; shutting down");
+            trigger.trigger();
+            finish(http, accept, peer_tasks, handle, None).await?;
+            return Err(NodeError::Driver(format!("driver stopped unexpectedly: {ended:?}")));
+        }
+        tracing::info!(node = %id, "shutting down");
+        finish(http, accept, peer_tasks, handle, Some(driver_task)).await
+    });
+    Ok(RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, task })
+}
+
+async fn finish(
+    http: JoinHandle<std::io::Result<()>>,
+    accept: JoinHandle<()>,
+    peer_tasks: Vec<JoinHandle<()>>,
+    driver: DriverHandle,
+    driver_task: Option<JoinHandle<()>>,
+) -> Result<(), NodeError> {
+    let grace = Duration::from_millis(GRACE_MS);
+    match tokio::time::timeout(grace, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with {e}"),
+        Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
+        Err(_) => tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms"),
+    }
+    accept.abort();
+    for t in peer_tasks {
+        t.abort();
+    }
+    if let Some(task) = driver_task {
+        driver.shutdown().await;
+        task.await.map_err(|e| NodeError::Driver(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Peer connections accepted at once; further ones wait in the kernel backlog.
+pub const INBOUND_CONNECTIONS_MAX: usize = 256;
+
+async fn accept_peers(
+    listener: TcpListener,
+    ctx: Arc<PeerContext>,
+    driver: DriverHandle,
+    mut shutdown: ShutdownRx,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(INBOUND_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let (ctx, driver, sd) = (ctx.clone(), driver.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    connection::serve_inbound(ctx, stream, addr, driver, sd).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("peer accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
+            }
+        }
+    }
+}
+
+/// HTTP connections open at once; further clients wait in the kernel backlog until one closes.
+pub const HTTP_CONNECTIONS_MAX: usize = 4096;
+
+/// The HTTP listener: at most [`HTTP_CONNECTIONS_MAX`] connections, each with `TCP_NODELAY` (small
+/// request/response exchanges: Nagle must never hold a reply back).
+#[derive(Debug)]
+struct BoundedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection holding its slot until it is dropped.
+#[derive(Debug)]
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Permitted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Permitted, SocketAddr) {
+        loop {
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                // The semaphore is never closed; should it be, wait instead of spinning.
+                Err(_) => std::future::pending().await,
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (Permitted { stream, _permit: permit }, addr);
+                }
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

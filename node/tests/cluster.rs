@@ -1,0 +1,266 @@
+//! In-process clusters on loopback: round trips, siblings, sloppy quorum with hinted handoff, and
+//! every bad-input case of the HTTP API.
+
+mod common;
+
+use bytes::Bytes;
+use common::{eventually, Cluster};
+use dynamo_node::client::Overrides;
+use hyper::Method;
+
+/// A bad request: what it is, its URL, headers, body, and the status it must get.
+type Case = (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, u16);
+
+const NO: Overrides = Overrides { r: None, w: None, timeout_ms: None };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_round_trip_from_any_node() {
+    let c = Cluster::start(3, |_| {}).await;
+    let r = c.client.get(&c.url(1), b"k", NO).await.expect("get");
+    assert_eq!(r.status, 404);
+    let w = c.client.put(&c.url(1), b"k", None, Bytes::from("v1"), NO).await.expect("put");
+    assert_eq!(w.status, 204, "{}", w.text());
+    assert!(w.context.is_some());
+    for i in 1..=3 {
+        let r = c.client.get(&c.url(i), b"k", NO).await.expect("get");
+        assert_eq!((r.status, r.values.clone()), (200, vec![b"v1".to_vec()]), "node {i}");
+    }
+    // Overwrite with the read's context: no siblings.
+    let r = c.client.get(&c.url(2), b"k", NO).await.expect("get");
+    let w = c
+        .client
+        .put(&c.url(2), b"k", r.context.as_deref(), Bytes::from("v2"), NO)
+        .await
+        .expect("put");
+    assert_eq!(w.status, 204);
+    let r = c.client.get(&c.url(3), b"k", NO).await.expect("get");
+    assert_eq!(r.values, vec![b"v2".to_vec()]);
+    // Plain (non-JSON) GET returns the raw value and the context header.
+    let raw = c
+        .client
+        .send(Method::GET, &format!("{}/kv/k", c.url(1)), &[], Bytes::new())
+        .await
+        .expect("raw");
+    assert_eq!((raw.status, &raw.body[..]), (200, &b"v2"[..]));
+    assert!(raw.context.is_some());
+    // Delete with the context, then it is gone.
+    let d = c.client.delete(&c.url(3), b"k", r.context.as_deref(), NO).await.expect("delete");
+    assert_eq!(d.status, 204);
+    let r = c.client.get(&c.url(1), b"k", NO).await.expect("get");
+    assert_eq!(r.status, 404);
+    // Keys with awkward bytes survive the path encoding.
+    let key = "a key/with ünïcode?&";
+    let w = c.client.put(&c.url(1), key.as_bytes(), None, Bytes::from("x"), NO).await.expect("put");
+    assert_eq!(w.status, 204);
+    let r = c.client.get(&c.url(2), key.as_bytes(), NO).await.expect("get");
+    assert_eq!(r.values, vec![b"x".to_vec()]);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_make_siblings_and_merged_context_resolves_them() {
+    let c = Cluster::start(3, |_| {}).await;
+    let w = c.client.put(&c.url(1), b"s", None, Bytes::from("base"), NO).await.expect("put");
+    let base = w.context;
+    // Two clients write on the same context through different coordinators, at the same time.
+    let (u2, u3) = (c.url(2), c.url(3));
+    let (a, b) = tokio::join!(
+        c.client.put(&u2, b"s", base.as_deref(), Bytes::from("left"), NO),
+        c.client.put(&u3, b"s", base.as_deref(), Bytes::from("right"), NO),
+    );
+    assert_eq!(a.expect("a").status, 204);
+    assert_eq!(b.expect("b").status, 204);
+    let r = c.client.get(&c.url(1), b"s", Overrides { r: Some(3), ..NO }).await.expect("get");
+    assert_eq!(r.status, 300, "siblings expected: {:?}", r.values);
+    let mut vals = r.values.clone();
+    vals.sort();
+    assert_eq!(vals, vec![b"left".to_vec(), b"right".to_vec()]);
+    // The multipart form lists both too.
+    let raw = c
+        .client
+        .send(Method::GET, &format!("{}/kv/s?r=3", c.url(1)), &[], Bytes::new())
+        .await
+        .expect("raw");
+    assert_eq!(raw.status, 300);
+    let body = String::from_utf8_lossy(&raw.body);
+    assert!(body.contains("left") && body.contains("right"));
+    // A put with the merged context supersedes both.
+    let w = c
+        .client
+        .put(&c.url(2), b"s", r.context.as_deref(), Bytes::from("merged"), NO)
+        .await
+        .expect("put");
+    assert_eq!(w.status, 204);
+    for i in 1..=3 {
+        let r = c.client.get(&c.url(i), b"s", Overrides { r: Some(3), ..NO }).await.expect("get");
+        assert_eq!((r.status, r.values), (200, vec![b"merged".to_vec()]), "node {i}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
+    let mut c = Cluster::start(4, |cfg| {
+        cfg.params.timeouts.tick_ms = 200;
+        cfg.params.timeouts.sloppy_retry_ms = 200;
+    })
+    .await;
+    c.stop(4).await;
+    let all = Overrides { w: Some(3), timeout_ms: Some(1_000), ..NO };
+    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
+    for k in &keys {
+        // Until node 1 suspects node 4, a request it forwards to node 4 (the first node of the
+        // key's preference list) times out as indeterminate; the client retries, as it should.
+        let mut status = 0;
+        for _attempt in 0..3 {
+            let u = c.url(1);
+            let w = c.client.put(&u, k.as_bytes(), None, Bytes::from(k.clone()), all);
+            status = w.await.expect("put").status;
+            if status == 204 {
+                break;
+            }
+        }
+        assert_eq!(status, 204, "write {k} with node 4 down");
+    }
+    let mut pending = 0;
+    for i in 1..=3 {
+        pending += c.metric(i, "dynamo_hints_pending").await.expect("metric");
+    }
+    assert!(pending > 0, "some write had node 4 as a primary, so a fallback holds a hint");
+    c.restart(4).await;
+    eventually("hints delivered and removed", || async {
+        let mut pending = 0;
+        let mut delivered = 0;
+        for i in 1..=3 {
+            pending += c.metric(i, "dynamo_hints_pending").await?;
+            delivered += c.metric(i, "dynamo_hints_delivered_total").await?;
+        }
+        (pending == 0 && delivered > 0).then_some(())
+    })
+    .await;
+    // Node 4 now holds, on its own, every key it is a primary for.
+    for k in &keys {
+        let ring = c
+            .client
+            .send(Method::GET, &format!("{}/ring?key={k}", c.url(1)), &[], Bytes::new())
+            .await
+            .expect("ring");
+        let ring: serde_json::Value = serde_json::from_slice(&ring.body).expect("json");
+        let prefs = ring["key"]["preference_list"].as_array().expect("prefs").clone();
+        if prefs.iter().any(|p| p.as_u64() == Some(4)) {
+            let r = c
+                .client
+                .get(&c.url(4), k.as_bytes(), Overrides { r: Some(1), ..NO })
+                .await
+                .expect("get");
+            assert!(!r.values.is_empty(), "node 4 holds {k}");
+            assert!(r.values.iter().all(|v| v == k.as_bytes()), "node 4 holds {k}");
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let c = Cluster::start(3, |cfg| {
+        cfg.params.limits.value_bytes_max = 1024;
+        cfg.params.limits.key_bytes_max = 64;
+    })
+    .await;
+    let u = c.url(1);
+    let put = |path: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let client = c.client.clone();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client.send(Method::PUT, &path, &h, Bytes::from(body)).await.expect("answer")
+        }
+    };
+    let ctx = "x-dynamo-context";
+    let cases: Vec<Case> = vec![
+        ("context not base64", format!("{u}/kv/b"), vec![(ctx, "!!!".into())], b"v".to_vec(), 400),
+        (
+            "context not a context",
+            format!("{u}/kv/b"),
+            vec![(ctx, "//////////////////8=".into())],
+            b"v".to_vec(),
+            400,
+        ),
+        ("w zero", format!("{u}/kv/b?w=0"), vec![], b"v".to_vec(), 400),
+        ("w above n", format!("{u}/kv/b?w=4"), vec![], b"v".to_vec(), 400),
+        ("w not a number", format!("{u}/kv/b?w=two"), vec![], b"v".to_vec(), 400),
+        ("timeout zero", format!("{u}/kv/b?timeout_ms=0"), vec![], b"v".to_vec(), 400),
+        ("timeout huge", format!("{u}/kv/b?timeout_ms=99999999"), vec![], b"v".to_vec(), 400),
+        ("unknown parameter", format!("{u}/kv/b?x=1"), vec![], b"v".to_vec(), 400),
+        ("key too long", format!("{u}/kv/{}", "k".repeat(65)), vec![], b"v".to_vec(), 400),
+        ("value too large", format!("{u}/kv/b"), vec![], vec![b'v'; 1025], 413),
+        ("body far too large", format!("{u}/kv/b"), vec![], vec![b'v'; 64 * 1024], 413),
+    ];
+    for (what, path, headers, body, want) in cases {
+        let r = put(path, headers, body).await;
+        assert_eq!(r.status, want, "{what}: {}", r.text());
+        assert!(!r.body.is_empty(), "{what}: a message explains the refusal");
+    }
+    for (what, q) in [("r zero", "r=0"), ("r above n", "r=9"), ("r negative", "r=-1")] {
+        let r = c
+            .client
+            .send(Method::GET, &format!("{u}/kv/b?{q}"), &[], Bytes::new())
+            .await
+            .expect("answer");
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+    }
+    let r = c
+        .client
+        .send(Method::DELETE, &format!("{u}/kv/b?w=0"), &[], Bytes::new())
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 400);
+    // Nothing was written by any refused request.
+    let r = c.client.get(&u, b"b", NO).await.expect("get");
+    assert_eq!(r.status, 404);
+    // A value exactly at the limit is fine.
+    let w = c.client.put(&u, b"b", None, Bytes::from(vec![b'v'; 1024]), NO).await.expect("put");
+    assert_eq!(w.status, 204);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_ring_and_metrics_answer() {
+    let c = Cluster::start(3, |_| {}).await;
+    let s = c.client.status(&c.url(2)).await.expect("status");
+    assert_eq!(s["node"]["node"], 2);
+    assert_eq!(s["node"]["members"].as_array().map(Vec::len), Some(3));
+    let r = c
+        .client
+        .send(Method::GET, &format!("{}/ring", c.url(1)), &[], Bytes::new())
+        .await
+        .expect("ring");
+    let ring: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(ring["owners"].as_array().map(Vec::len), Some(64));
+    c.client.put(&c.url(1), b"m", None, Bytes::from("v"), NO).await.expect("put");
+    let m = c
+        .client
+        .send(Method::GET, &format!("{}/metrics", c.url(1)), &[], Bytes::new())
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("dynamo_request_duration_seconds_count{op=\"put\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_and_none_sync_policies_serve_and_survive_a_clean_restart() {
+    for policy in [dynamo_node::SyncPolicy::Interval, dynamo_node::SyncPolicy::None] {
+        let mut c = Cluster::start(3, |cfg| cfg.sync = policy).await;
+        let w = c.client.put(&c.url(1), b"p", None, Bytes::from("v"), NO).await.expect("put");
+        assert_eq!(w.status, 204, "{policy:?}");
+        // A clean stop syncs, whatever the policy.
+        c.stop(2).await;
+        c.restart(2).await;
+        let r = c.client.get(&c.url(2), b"p", Overrides { r: Some(1), ..NO }).await.expect("get");
+        assert_eq!(r.values, vec![b"v".to_vec()], "{policy:?}");
+        c.shutdown().await;
+    }
+}

@@ -1,0 +1,143 @@
+//! Helpers for cluster tests: free loopback ports, temp data dirs, in-process clusters, polling.
+#![allow(dead_code)]
+
+use dynamo_model::{ConfigParams, NodeId};
+use dynamo_node::client::HttpClient;
+use dynamo_node::{NodeConfig, RunningNode, SyncPolicy};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Longest any polling helper waits.
+pub const WAIT_MS_MAX: u64 = 20_000;
+/// Pause between polls.
+pub const POLL_MS: u64 = 50;
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` until it returns `Some`, for at most `WAIT_MS_MAX`.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_millis(WAIT_MS_MAX);
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Configurations of an `n`-node cluster on free loopback ports under `dir`.
+pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfig> {
+    let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let ids: Vec<u16> = (1..=n).collect();
+    ids.iter()
+        .map(|&id| {
+            let peers: BTreeMap<NodeId, SocketAddr> = ids
+                .iter()
+                .filter(|&&p| p != id)
+                .map(|&p| (NodeId(p), local(peer_ports[(p - 1) as usize])))
+                .collect();
+            NodeConfig {
+                cluster: "test".into(),
+                id: NodeId(id),
+                peer_listen: local(peer_ports[(id - 1) as usize]),
+                http_listen: local(free_port()),
+                data_dir: dir.join(format!("node-{id}")),
+                peers,
+                sync,
+                sync_interval_ms: 50,
+                params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
+            }
+        })
+        .collect()
+}
+
+/// An in-process cluster.
+pub struct Cluster {
+    pub cfgs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<RunningNode>>,
+    pub client: HttpClient,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes; `tweak` may edit the configurations first.
+    pub async fn start(n: u16, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfgs = configs(n, dir.path(), SyncPolicy::Always);
+        for c in &mut cfgs {
+            tweak(c);
+        }
+        let mut nodes = Vec::new();
+        for c in &cfgs {
+            nodes.push(Some(dynamo_node::start(c.clone()).await.expect("node starts")));
+        }
+        let cluster = Cluster { cfgs, nodes, client: HttpClient::new(), dir };
+        cluster.wait_connected().await;
+        cluster
+    }
+
+    /// Base URL of node `i` (1-based).
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.cfgs[i - 1].http_listen)
+    }
+
+    /// Waits until every running node has an outbound connection to every running peer.
+    pub async fn wait_connected(&self) {
+        let running: Vec<usize> =
+            (1..=self.nodes.len()).filter(|&i| self.nodes[i - 1].is_some()).collect();
+        for &i in &running {
+            let want = running.len() as u64 - 1;
+            eventually("peer connections", || async {
+                let m = self.metric(i, "dynamo_peer_connects_total").await?;
+                (m >= want).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// A metric's value on node `i`.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<u64> {
+        let r = self
+            .client
+            .send(hyper::Method::GET, &format!("{}/metrics", self.url(i)), &[], Default::default())
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Stops node `i` cleanly.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i - 1].take() {
+            n.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Restarts node `i` on the same ports and data dir.
+    pub async fn restart(&mut self, i: usize) {
+        let node = dynamo_node::start(self.cfgs[i - 1].clone()).await.expect("restart");
+        self.nodes[i - 1] = Some(node);
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 1..=self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
