@@ -466,8 +466,11 @@ impl Context {
 
     /// Decodes a context a client sent back; rejects malformed bytes and oversized contexts.
     pub fn from_bytes(bytes: &[u8], entries_max: usize) -> Result<Context, ClockError> {
-        let c: Context =
-            postcard::from_bytes(bytes).map_err(|e| ClockError::Undecodable(e.to_string()))?;
+        let (c, rest): (Context, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| ClockError::Undecodable(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ClockError::Undecodable(format!("{} trailing bytes", rest.len())));
+        }
         if c.len() > entries_max {
             return Err(ClockError::TooManyEntries { entries: c.len(), max: entries_max });
         }

@@ -126,6 +126,10 @@ fn undecodable_or_oversized_contexts_are_typed_errors() {
         Err(ClockError::Undecodable(_))
     ));
     assert!(matches!(Context::from_bytes(&[], 16), Err(ClockError::Undecodable(_))));
+    // A valid context followed by junk is not a context.
+    let mut padded = Context::new().to_bytes();
+    padded.push(0);
+    assert!(matches!(Context::from_bytes(&padded, 16), Err(ClockError::Undecodable(_))));
     let mut c = Context::new();
     for i in 1..=5u16 {
         c.add_dot(&dynamo_model::Dot { actor: ActorId::new(NodeId(i), 0), counter: 1, ts_ms: 0 });
