@@ -1,0 +1,249 @@
+//! Running one check of a [`Setup`] and judging each property against its expected outcome.
+//!
+//! A run is *complete* when the strategy is exhaustive (BFS or DFS), no depth bound cut the
+//! search and no timeout stopped it. The exit status follows from the report: 0 when every
+//! property met its expectation and the run was complete, 1 when a property did not, 2 when the
+//! run was incomplete.
+
+use crate::properties::{specs, Expect};
+use crate::setup::{DynamoModel, DynamoState, Setup};
+use stateright::actor::ActorModelAction;
+use stateright::{Checker, Expectation, Model, Path, UniformChooser};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How the state space is searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Breadth-first: shortest counterexamples, most memory.
+    Bfs,
+    /// Depth-first: least memory.
+    Dfs,
+    /// Random walks: never complete, for configurations too large to exhaust.
+    Sim,
+}
+
+impl Strategy {
+    /// Parses a command-line name.
+    pub fn from_name(s: &str) -> Option<Strategy> {
+        match s {
+            "bfs" => Some(Strategy::Bfs),
+            "dfs" => Some(Strategy::Dfs),
+            "sim" => Some(Strategy::Sim),
+            _ => None,
+        }
+    }
+}
+
+/// Options of a run that are not bounds of the model.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Search strategy.
+    pub strategy: Strategy,
+    /// Seed of the simulation strategy.
+    pub seed: u64,
+    /// Checker threads.
+    pub threads: usize,
+    /// Depth bound, if any (a run that reaches it is incomplete).
+    pub max_depth: Option<usize>,
+    /// Wall-clock bound, if any (a run that reaches it is incomplete).
+    pub timeout: Option<Duration>,
+    /// Print a progress line to stderr every this often, if set.
+    pub progress: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            strategy: Strategy::Bfs,
+            seed: 0,
+            threads: 1,
+            max_depth: None,
+            timeout: None,
+            progress: None,
+        }
+    }
+}
+
+/// A discovery path.
+pub type Trace = Path<DynamoState, ActorModelAction<crate::actors::Wire, dynamo_model::Timer, ()>>;
+
+/// One property's result.
+#[derive(Clone, Debug)]
+pub struct PropertyResult {
+    /// The property.
+    pub name: &'static str,
+    /// Always or sometimes.
+    pub expectation: Expectation,
+    /// What was expected.
+    pub expect: Expect,
+    /// Whether a discovery (counterexample or example) was found.
+    pub found: bool,
+    /// The discovery's path.
+    pub path: Option<Trace>,
+}
+
+impl PropertyResult {
+    /// Whether the outcome met the expectation.
+    pub fn ok(&self) -> bool {
+        self.expect.met_by(self.found)
+    }
+
+    /// The observed outcome, in words.
+    pub fn observed(&self) -> &'static str {
+        match (&self.expectation, self.found) {
+            (Expectation::Sometimes, true) => "reached",
+            (Expectation::Sometimes, false) => "not reached",
+            (_, true) => "violated",
+            (_, false) => "holds",
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// What was checked.
+    pub setup: Setup,
+    /// Per property, in specification order.
+    pub results: Vec<PropertyResult>,
+    /// States generated, repeats included.
+    pub states: usize,
+    /// Distinct states.
+    pub unique_states: usize,
+    /// Deepest path explored.
+    pub max_depth: usize,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Whether the search was exhaustive.
+    pub complete: bool,
+    /// Peak resident memory of this process so far, in KiB (Linux only).
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Report {
+    /// Whether every property met its expectation.
+    pub fn all_met(&self) -> bool {
+        self.results.iter().all(PropertyResult::ok)
+    }
+
+    /// 0: all expectations met and complete; 1: some expectation failed; 2: incomplete.
+    pub fn exit_code(&self) -> i32 {
+        if !self.all_met() {
+            1
+        } else if !self.complete {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// The result of `name`.
+    pub fn result(&self, name: &str) -> Option<&PropertyResult> {
+        self.results.iter().find(|r| r.name == name)
+    }
+
+    /// Names of the always-properties that were violated.
+    pub fn violated(&self) -> Vec<&'static str> {
+        self.results
+            .iter()
+            .filter(|r| r.expectation == Expectation::Always && r.found)
+            .map(|r| r.name)
+            .collect()
+    }
+
+    /// States per second.
+    pub fn rate(&self) -> f64 {
+        self.states as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Checks `setup` with `opts`.
+pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
+    let model = setup.model()?;
+    let mut builder = model.checker().threads(opts.threads.max(1));
+    if let Some(d) = opts.max_depth {
+        builder = builder.target_max_depth(d);
+    }
+    let timeout = match (opts.strategy, opts.timeout) {
+        (_, Some(t)) => Some(t),
+        (Strategy::Sim, None) => Some(Duration::from_secs(30)),
+        _ => None,
+    };
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    let start = Instant::now();
+    let (states, unique, depth, discoveries) = match opts.strategy {
+        Strategy::Bfs => drive(builder.spawn_bfs(), start, opts),
+        Strategy::Dfs => drive(builder.spawn_dfs(), start, opts),
+        Strategy::Sim => drive(builder.spawn_simulation(opts.seed, UniformChooser), start, opts),
+    };
+    let elapsed = start.elapsed();
+    let timed_out = timeout.is_some_and(|t| elapsed + Duration::from_millis(50) >= t);
+    let depth_cut = opts.max_depth.is_some_and(|d| depth >= d);
+    let complete = opts.strategy != Strategy::Sim && !timed_out && !depth_cut;
+    let mut discoveries = discoveries;
+    let results = specs(setup)
+        .into_iter()
+        .map(|s| {
+            let path = discoveries.remove(s.name);
+            PropertyResult {
+                name: s.name,
+                expectation: s.expectation,
+                expect: s.expect,
+                found: path.is_some(),
+                path,
+            }
+        })
+        .collect();
+    Ok(Report {
+        setup: setup.clone(),
+        results,
+        states,
+        unique_states: unique,
+        max_depth: depth,
+        elapsed,
+        complete,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+type Outcome = (usize, usize, usize, std::collections::HashMap<&'static str, Trace>);
+
+fn drive(checker: impl Checker<DynamoModel>, start: Instant, opts: &RunOptions) -> Outcome {
+    if let Some(every) = opts.progress {
+        let mut last = Instant::now();
+        while !checker.is_done() {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= every {
+                last = Instant::now();
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                eprint!(
+                    "\r  {:>10} states  {:>10} unique  {:>9.0} states/s  depth {:>3}  {:>6.1}s ",
+                    checker.state_count(),
+                    checker.unique_state_count(),
+                    checker.state_count() as f64 / secs,
+                    checker.max_depth(),
+                    secs
+                );
+                let _ = std::io::stderr().flush();
+            }
+        }
+        eprintln!();
+    }
+    let checker = checker.join();
+    (
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        checker.discoveries(),
+    )
+}
