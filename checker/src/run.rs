@@ -9,7 +9,6 @@ use crate::properties::{specs, Expect};
 use crate::setup::{DynamoModel, DynamoState, Setup};
 use stateright::actor::ActorModelAction;
 use stateright::{Checker, Expectation, Model, Path, UniformChooser};
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// How the state space is searched.
@@ -55,7 +54,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
-            strategy: Strategy::Bfs,
+            strategy: Strategy::Dfs,
             seed: 0,
             threads: 1,
             max_depth: None,
@@ -218,28 +217,29 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
 
 type Outcome = (usize, usize, usize, std::collections::HashMap<&'static str, Trace>);
 
-fn drive(checker: impl Checker<DynamoModel>, start: Instant, opts: &RunOptions) -> Outcome {
-    if let Some(every) = opts.progress {
-        let mut last = Instant::now();
-        while !checker.is_done() {
-            std::thread::sleep(Duration::from_millis(100));
-            if last.elapsed() >= every {
-                last = Instant::now();
-                let secs = start.elapsed().as_secs_f64().max(1e-9);
-                eprint!(
-                    "\r  {:>10} states  {:>10} unique  {:>9.0} states/s  depth {:>3}  {:>6.1}s ",
-                    checker.state_count(),
-                    checker.unique_state_count(),
-                    checker.state_count() as f64 / secs,
-                    checker.max_depth(),
-                    secs
-                );
-                let _ = std::io::stderr().flush();
-            }
+fn drive(mut checker: impl Checker<DynamoModel>, start: Instant, opts: &RunOptions) -> Outcome {
+    // Poll the worker threads rather than `is_done`, which stays false after a timeout.
+    let handles = checker.handles();
+    let mut last = Instant::now();
+    while handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        let Some(every) = opts.progress else { continue };
+        if last.elapsed() >= every {
+            last = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "  progress: {:>10} states  {:>10} unique  {:>9.0} states/s  depth {:>3}  {:>6.1}s",
+                checker.state_count(),
+                checker.unique_state_count(),
+                checker.state_count() as f64 / secs,
+                checker.max_depth(),
+                secs
+            );
         }
-        eprintln!();
     }
-    let checker = checker.join();
+    for h in handles {
+        let _ = h.join();
+    }
     (
         checker.state_count(),
         checker.unique_state_count(),

@@ -10,7 +10,7 @@ use crate::actors::{Role, Step, Wire};
 use crate::history::History;
 use crate::properties;
 use dynamo_model::mutant::Mutant;
-use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, NodeId, Ring};
+use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, NodeId, Ring};
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -87,6 +87,9 @@ pub struct Setup {
     pub network: NetworkKind,
     /// Most messages in flight at once (a state with more is outside the checked space).
     pub in_flight_max: usize,
+    /// At most one background round trip (ping/pong, handoff/ack) per pair of nodes in flight:
+    /// the tick period is assumed longer than a round trip.
+    pub one_round_trip: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
     pub linearizability: bool,
     /// The seeded bug, if any.
@@ -110,7 +113,8 @@ impl Setup {
             clients: Vec::new(),
             crashes: 0,
             network: NetworkKind::Unordered,
-            in_flight_max: 8,
+            in_flight_max: 4,
+            one_round_trip: true,
             linearizability: true,
             mutant: None,
         };
@@ -122,7 +126,6 @@ impl Setup {
                 r: 1,
                 w: 2,
                 clients: vec![vec![Op::Put(0), Op::Get(1)]],
-                in_flight_max: 6,
                 ..base
             }),
             // 3 primaries + 1 fallback, two clients each putting through the first primary and
@@ -142,7 +145,7 @@ impl Setup {
                     vec![Op::Put(2), Op::Get(0), Op::Get(1)],
                 ],
                 crashes: 2,
-                in_flight_max: 16,
+                in_flight_max: 12,
                 ..base
             }),
             _ => None,
@@ -259,6 +262,15 @@ impl Setup {
             ("crashes", format!("at most {} node(s) down at once", self.crashes)),
             ("network", self.network.name().into()),
             ("in flight", format!("at most {} messages, no two identical", self.in_flight_max)),
+            (
+                "round trips",
+                if self.one_round_trip {
+                    "one ping/pong and one handoff/ack per node pair in flight"
+                } else {
+                    "unbounded"
+                }
+                .into(),
+            ),
             ("linearizability", if self.linearizability { "tested" } else { "off" }.into()),
             ("mutant", self.mutant.map(|m| m.name()).unwrap_or("none").into()),
         ]
@@ -293,11 +305,26 @@ fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
         return false;
     }
     let mut seen = BTreeSet::new();
+    let mut exchanges = BTreeSet::new();
     let mut count = 0;
     for env in state.network.iter_all() {
         count += 1;
         if count > info.setup.in_flight_max || !seen.insert((env.src, env.dst, env.msg)) {
             return false;
+        }
+        if info.setup.one_round_trip {
+            // A probe or a handoff and its answer form one round trip between a pair of nodes.
+            let pair = match env.msg {
+                Wire::Peer(Msg::Ping | Msg::Handoff { .. }) => Some((0, env.src, env.dst)),
+                Wire::Peer(Msg::Pong | Msg::HandoffAck { .. }) => Some((0, env.dst, env.src)),
+                _ => None,
+            };
+            let kind = matches!(env.msg, Wire::Peer(Msg::Handoff { .. } | Msg::HandoffAck { .. }));
+            if let Some((_, a, b)) = pair {
+                if !exchanges.insert((kind, a, b)) {
+                    return false;
+                }
+            }
         }
     }
     true

@@ -43,11 +43,14 @@ pub struct ModelArgs {
     /// Most messages in flight at once.
     #[arg(long)]
     pub in_flight_max: Option<usize>,
+    /// Let ticks start a new ping or handoff while the previous round trip is in flight.
+    #[arg(long)]
+    pub overlapping_round_trips: bool,
     /// Turn the linearizability tester off (it multiplies states by client interleavings).
     #[arg(long)]
     pub no_linearizability: bool,
     /// Search strategy: bfs, dfs or sim.
-    #[arg(long, default_value = "bfs")]
+    #[arg(long, default_value = "dfs")]
     pub strategy: String,
     /// Seed of the simulation strategy.
     #[arg(long, default_value_t = 0)]
@@ -111,6 +114,9 @@ impl ModelArgs {
             s.network = NetworkKind::from_name(net).ok_or_else(|| {
                 format!("unknown network {net:?}; known: ordered, unordered, duplicating, lossy")
             })?;
+        }
+        if self.overlapping_round_trips {
+            s.one_round_trip = false;
         }
         if self.no_linearizability {
             s.linearizability = false;
