@@ -8,7 +8,7 @@
 use crate::properties::{specs, Expect};
 use crate::setup::{DynamoModel, DynamoState, Setup};
 use stateright::actor::ActorModelAction;
-use stateright::{Checker, Expectation, Model, Path, UniformChooser};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, UniformChooser};
 use std::time::{Duration, Instant};
 
 /// How the state space is searched.
@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Print a progress line to stderr every this often, if set.
     pub progress: Option<Duration>,
+    /// State budget, if any (a run that reaches it is incomplete).
+    pub max_states: Option<usize>,
+    /// Stop at the first counterexample to a property expected to hold.
+    pub fail_fast: bool,
 }
 
 impl Default for RunOptions {
@@ -60,6 +64,8 @@ impl Default for RunOptions {
             max_depth: None,
             timeout: None,
             progress: None,
+            fail_fast: false,
+            max_states: None,
         }
     }
 }
@@ -179,14 +185,31 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
+    if setup.reduce_crashed {
+        builder = builder.symmetry_fn(crate::setup::representative);
+    }
+    if let Some(n) = opts.max_states {
+        builder = builder.target_state_count(n);
+    }
+    if opts.fail_fast {
+        let must_hold = specs(setup)
+            .into_iter()
+            .filter(|s| s.expect == Expect::Holds)
+            .map(|s| s.name)
+            .collect();
+        builder = builder.finish_when(HasDiscoveries::AnyOf(must_hold));
+    }
     let start = Instant::now();
     let (states, unique, depth, discoveries) = match opts.strategy {
-        Strategy::Bfs => drive(builder.spawn_bfs(), start, opts),
-        Strategy::Dfs => drive(builder.spawn_dfs(), start, opts),
-        Strategy::Sim => drive(builder.spawn_simulation(opts.seed, UniformChooser), start, opts),
+        Strategy::Bfs => drive(builder.spawn_bfs(), start, timeout, opts),
+        Strategy::Dfs => drive(builder.spawn_dfs(), start, timeout, opts),
+        Strategy::Sim => {
+            drive(builder.spawn_simulation(opts.seed, UniformChooser), start, timeout, opts)
+        }
     };
     let elapsed = start.elapsed();
-    let timed_out = timeout.is_some_and(|t| elapsed + Duration::from_millis(50) >= t);
+    let timed_out = timeout.is_some_and(|t| elapsed + Duration::from_millis(50) >= t)
+        || opts.max_states.is_some_and(|n| states >= n);
     let depth_cut = opts.max_depth.is_some_and(|d| depth >= d);
     let complete = opts.strategy != Strategy::Sim && !timed_out && !depth_cut;
     let mut discoveries = discoveries;
@@ -217,11 +240,26 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
 
 type Outcome = (usize, usize, usize, std::collections::HashMap<&'static str, Trace>);
 
-fn drive(mut checker: impl Checker<DynamoModel>, start: Instant, opts: &RunOptions) -> Outcome {
-    // Poll the worker threads rather than `is_done`, which stays false after a timeout.
+fn drive(
+    mut checker: impl Checker<DynamoModel>,
+    start: Instant,
+    timeout: Option<Duration>,
+    opts: &RunOptions,
+) -> Outcome {
+    // Poll the worker threads rather than `is_done`, which stays false after a timeout. A
+    // single-threaded DFS only looks at its timeout when it runs out of work, so past the deadline
+    // this stops waiting and leaves the workers to die with the process.
     let handles = checker.handles();
     let mut last = Instant::now();
     while handles.iter().any(|h| !h.is_finished()) {
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            return (
+                checker.state_count(),
+                checker.unique_state_count(),
+                checker.max_depth(),
+                checker.discoveries(),
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
         let Some(every) = opts.progress else { continue };
         if last.elapsed() >= every {

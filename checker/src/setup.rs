@@ -6,11 +6,11 @@
 //! configurations ([`Setup::named`]) give a protocol designer reproducible starting points; flags
 //! override their fields.
 
-use crate::actors::{Role, Step, Wire};
+use crate::actors::{NodeState, Role, RoleState, Step, Wire};
 use crate::history::History;
 use crate::properties;
 use dynamo_model::mutant::Mutant;
-use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, NodeId, Ring};
+use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, Node, NodeId, Ring};
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -90,6 +90,8 @@ pub struct Setup {
     /// At most one background round trip (ping/pong, handoff/ack) per pair of nodes in flight:
     /// the tick period is assumed longer than a round trip.
     pub one_round_trip: bool,
+    /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
+    pub reduce_crashed: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
     pub linearizability: bool,
     /// The seeded bug, if any.
@@ -115,7 +117,8 @@ impl Setup {
             network: NetworkKind::Unordered,
             in_flight_max: 4,
             one_round_trip: true,
-            linearizability: true,
+            reduce_crashed: false,
+            linearizability: false,
             mutant: None,
         };
         match name {
@@ -271,6 +274,11 @@ impl Setup {
                 }
                 .into(),
             ),
+            (
+                "reduction",
+                if self.reduce_crashed { "crashed nodes' volatile state merged" } else { "none" }
+                    .into(),
+            ),
             ("linearizability", if self.linearizability { "tested" } else { "off" }.into()),
             ("mutant", self.mutant.map(|m| m.name()).unwrap_or("none").into()),
         ]
@@ -341,3 +349,31 @@ impl fmt::Display for Setup {
 
 /// The message type, re-exported for trace printing.
 pub type WireMsg = Wire;
+
+/// The canonical representative of a state, used for fingerprints by DFS and simulation (through
+/// stateright's `symmetry_fn`). A crashed node's leftover volatile state can never influence the
+/// future: it cannot receive messages or fire timers, and recovery rebuilds it from the durable
+/// store. So states that differ only there are merged, by replacing a crashed node's state with
+/// a freshly started node over the same store.
+pub fn representative(state: &DynamoState) -> DynamoState {
+    let mut rep = state.clone();
+    for (i, crashed) in state.crashed.iter().enumerate() {
+        if !*crashed {
+            continue;
+        }
+        let Some(slot) = rep.actor_states.get_mut(i) else { continue };
+        if let RoleState::Node(ns) = &**slot {
+            let node = &ns.node;
+            let store = state.actor_storages.get(i).cloned().flatten().unwrap_or_default();
+            let fresh = Node::new(
+                node.actor(),
+                Arc::new(node.config().clone()),
+                Arc::new(node.ring().clone()),
+                store,
+            );
+            let fresh = NodeState { node: fresh, ..(**ns).clone() };
+            *slot = Arc::new(RoleState::Node(Box::new(fresh)));
+        }
+    }
+    rep
+}

@@ -46,9 +46,13 @@ pub struct ModelArgs {
     /// Let ticks start a new ping or handoff while the previous round trip is in flight.
     #[arg(long)]
     pub overlapping_round_trips: bool,
-    /// Turn the linearizability tester off (it multiplies states by client interleavings).
+    /// Run stateright's linearizability tester over a register view (it multiplies states by
+    /// the interleavings of client invocations and returns, so it is off by default).
     #[arg(long)]
-    pub no_linearizability: bool,
+    pub linearizability: bool,
+    /// Merge states that differ only in a crashed node's lost volatile state (DFS and sim only).
+    #[arg(long)]
+    pub reduce_crashed: bool,
     /// Search strategy: bfs, dfs or sim.
     #[arg(long, default_value = "dfs")]
     pub strategy: String,
@@ -64,9 +68,15 @@ pub struct ModelArgs {
     /// Time bound in seconds (a run that reaches it is incomplete; simulation defaults to 30).
     #[arg(long)]
     pub timeout_s: Option<u64>,
+    /// State budget (a run that reaches it is incomplete).
+    #[arg(long)]
+    pub max_states: Option<usize>,
     /// Seeded protocol bug to run (see `dynamo-check mutants`).
     #[arg(long)]
     pub mutant: Option<String>,
+    /// Stop at the first counterexample to a property expected to hold (default with --mutant).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Print every discovery's trace, expected ones included.
     #[arg(long)]
     pub traces: bool,
@@ -118,8 +128,11 @@ impl ModelArgs {
         if self.overlapping_round_trips {
             s.one_round_trip = false;
         }
-        if self.no_linearizability {
-            s.linearizability = false;
+        if self.linearizability {
+            s.linearizability = true;
+        }
+        if self.reduce_crashed {
+            s.reduce_crashed = true;
         }
         if let Some(m) = &self.mutant {
             s.mutant = Some(
@@ -141,6 +154,8 @@ impl ModelArgs {
             max_depth: self.max_depth,
             timeout: self.timeout_s.map(Duration::from_secs),
             progress: Some(Duration::from_secs(2)),
+            fail_fast: self.fail_fast || self.mutant.is_some(),
+            max_states: self.max_states,
         })
     }
 }
