@@ -8,7 +8,8 @@
 use crate::properties::{specs, Expect};
 use crate::setup::{DynamoModel, DynamoState, Setup};
 use stateright::actor::ActorModelAction;
-use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, UniformChooser};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// How the state space is searched.
@@ -53,6 +54,8 @@ pub struct RunOptions {
     pub max_states: Option<usize>,
     /// Stop at the first counterexample to a property expected to hold.
     pub fail_fast: bool,
+    /// Stop as soon as any of these properties has a discovery.
+    pub stop_at: Option<BTreeSet<&'static str>>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +68,7 @@ impl Default for RunOptions {
             timeout: None,
             progress: None,
             fail_fast: false,
+            stop_at: None,
             max_states: None,
         }
     }
@@ -86,12 +90,20 @@ pub struct PropertyResult {
     pub found: bool,
     /// The discovery's path.
     pub path: Option<Trace>,
+    /// Whether the search was exhaustive (otherwise a missing discovery proves nothing).
+    pub complete: bool,
 }
 
 impl PropertyResult {
-    /// Whether the outcome met the expectation.
+    /// Whether the outcome met the expectation. An incomplete search that has not (yet) found an
+    /// expected discovery is inconclusive, not a failure; the run then exits 2, not 1.
     pub fn ok(&self) -> bool {
-        self.expect.met_by(self.found)
+        self.expect.met_by(self.found) || self.inconclusive()
+    }
+
+    /// Whether an expected discovery is missing only because the search was cut short.
+    pub fn inconclusive(&self) -> bool {
+        !self.complete && !self.found && matches!(self.expect, Expect::Reached | Expect::Violated)
     }
 
     /// The observed outcome, in words.
@@ -124,6 +136,9 @@ pub struct Report {
     pub complete: bool,
     /// Peak resident memory of this process so far, in KiB (Linux only).
     pub peak_rss_kib: Option<u64>,
+    /// Whether the run was told to stop at a first discovery (outcomes of the other properties
+    /// are then partial).
+    pub stopped_early: bool,
 }
 
 impl Report {
@@ -191,38 +206,37 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     if let Some(n) = opts.max_states {
         builder = builder.target_state_count(n);
     }
+    let mut stop_at = opts.stop_at.clone().unwrap_or_default();
     if opts.fail_fast {
-        let must_hold = specs(setup)
-            .into_iter()
-            .filter(|s| s.expect == Expect::Holds)
-            .map(|s| s.name)
-            .collect();
-        builder = builder.finish_when(HasDiscoveries::AnyOf(must_hold));
+        stop_at.extend(specs(setup).into_iter().filter(|s| s.expect == Expect::Holds).map(|s| s.name));
+    }
+    let stopped_early = !stop_at.is_empty();
+    if stopped_early {
+        builder = builder.finish_when(HasDiscoveries::AnyOf(stop_at));
     }
     let start = Instant::now();
     let (states, unique, depth, discoveries) = match opts.strategy {
         Strategy::Bfs => drive(builder.spawn_bfs(), start, timeout, opts),
         Strategy::Dfs => drive(builder.spawn_dfs(), start, timeout, opts),
-        Strategy::Sim => {
-            drive(builder.spawn_simulation(opts.seed, UniformChooser), start, timeout, opts)
-        }
+        Strategy::Sim => simulate(&setup.model()?, opts, start, timeout),
     };
     let elapsed = start.elapsed();
     let timed_out = timeout.is_some_and(|t| elapsed + Duration::from_millis(50) >= t)
         || opts.max_states.is_some_and(|n| states >= n);
     let depth_cut = opts.max_depth.is_some_and(|d| depth >= d);
-    let complete = opts.strategy != Strategy::Sim && !timed_out && !depth_cut;
+    let complete = opts.strategy != Strategy::Sim && !timed_out && !depth_cut && !stopped_early;
     let mut discoveries = discoveries;
     let results = specs(setup)
         .into_iter()
         .map(|s| {
-            let path = discoveries.remove(s.name);
+            let found = discoveries.remove(s.name);
             PropertyResult {
                 name: s.name,
                 expectation: s.expectation,
                 expect: s.expect,
-                found: path.is_some(),
-                path,
+                found: found.is_some(),
+                path: found.flatten(),
+                complete,
             }
         })
         .collect();
@@ -235,10 +249,12 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
         elapsed,
         complete,
         peak_rss_kib: peak_rss_kib(),
+        stopped_early,
     })
 }
 
-type Outcome = (usize, usize, usize, std::collections::HashMap<&'static str, Trace>);
+type Discoveries = std::collections::HashMap<&'static str, Option<Trace>>;
+type Outcome = (usize, usize, usize, Discoveries);
 
 fn drive(
     mut checker: impl Checker<DynamoModel>,
@@ -257,7 +273,7 @@ fn drive(
                 checker.state_count(),
                 checker.unique_state_count(),
                 checker.max_depth(),
-                checker.discoveries(),
+                discoveries(&checker),
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -282,6 +298,122 @@ fn drive(
         checker.state_count(),
         checker.unique_state_count(),
         checker.max_depth(),
-        checker.discoveries(),
+        discoveries(&checker),
     )
+}
+
+/// The discoveries with their paths. Stateright 0.31's simulation checker can fail to rebuild a
+/// path from its action indices (it panics); such a discovery is kept, without a path.
+fn discoveries(checker: &impl Checker<DynamoModel>) -> Discoveries {
+    let model = checker.model();
+    let names: Vec<&'static str> = model.properties().iter().map(|p| p.name).collect();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut out = Discoveries::new();
+    for name in names {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checker.discovery(name))) {
+            Ok(Some(path)) => {
+                out.insert(name, Some(path));
+            }
+            Ok(None) => {}
+            Err(_) => {
+                out.insert(name, None);
+            }
+        }
+    }
+    std::panic::set_hook(hook);
+    out
+}
+
+/// Random walks over the model with a seeded generator: each walk starts from the initial state
+/// and follows uniformly chosen enabled actions within the boundary until a dead end, a repeated
+/// state on the walk, or the depth bound (100 unless `max_depth` says otherwise); every state
+/// visited is checked against every property. Stateright's own simulation checker is not used
+/// because, in 0.31, it can fail to rebuild a discovery's path from its action indices.
+fn simulate(
+    model: &DynamoModel,
+    opts: &RunOptions,
+    start: Instant,
+    timeout: Option<Duration>,
+) -> Outcome {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let depth_max = opts.max_depth.unwrap_or(100);
+    let deadline = timeout.unwrap_or(Duration::from_secs(30));
+    let properties = model.properties();
+    let mut rng = opts.seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next_random = move || {
+        // splitmix64
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let hasher = std::collections::hash_map::RandomState::new();
+    let fingerprint = |s: &DynamoState| {
+        let mut h = hasher.build_hasher();
+        s.hash(&mut h);
+        h.finish()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut found: std::collections::HashMap<&'static str, Option<Trace>> = Default::default();
+    let (mut states, mut depth_seen) = (0usize, 0usize);
+    let mut last = Instant::now();
+    let inits = model.init_states();
+    while start.elapsed() < deadline && opts.max_states.is_none_or(|n| states < n) {
+        let Some(init) = inits.first().cloned() else { break };
+        let mut state = init.clone();
+        let mut taken = Vec::new();
+        let mut on_walk = std::collections::HashSet::new();
+        loop {
+            states += 1;
+            seen.insert(fingerprint(&state));
+            depth_seen = depth_seen.max(taken.len());
+            for p in properties.iter() {
+                if found.contains_key(p.name) {
+                    continue;
+                }
+                let hit = match p.expectation {
+                    Expectation::Always => !(p.condition)(model, &state),
+                    _ => (p.condition)(model, &state),
+                };
+                if hit {
+                    found.insert(p.name, Path::from_actions(model, init.clone(), &taken));
+                }
+            }
+            if taken.len() >= depth_max || !on_walk.insert(fingerprint(&state)) {
+                break;
+            }
+            let mut actions = Vec::new();
+            model.actions(&state, &mut actions);
+            let mut next = None;
+            while !actions.is_empty() {
+                let i = (next_random() % actions.len() as u64) as usize;
+                let a = actions.swap_remove(i);
+                if let Some(s) = model.next_state(&state, a.clone()) {
+                    if model.within_boundary(&s) {
+                        next = Some((a, s));
+                        break;
+                    }
+                }
+            }
+            let Some((a, s)) = next else { break };
+            taken.push(a);
+            state = s;
+        }
+        if let Some(every) = opts.progress {
+            if last.elapsed() >= every {
+                last = Instant::now();
+                eprintln!(
+                    "  progress: {states:>10} states  {:>10} unique  depth {depth_seen:>3}  {:>6.1}s",
+                    seen.len(),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        if opts.stop_at.as_ref().is_some_and(|s| s.iter().any(|n| found.contains_key(n))) {
+            break;
+        }
+    }
+    (states, seen.len(), depth_seen, found)
 }

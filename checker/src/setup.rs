@@ -115,7 +115,7 @@ impl Setup {
             clients: Vec::new(),
             crashes: 0,
             network: NetworkKind::Unordered,
-            in_flight_max: 4,
+            in_flight_max: 3,
             one_round_trip: true,
             reduce_crashed: false,
             linearizability: false,

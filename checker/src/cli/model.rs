@@ -156,6 +156,7 @@ impl ModelArgs {
             progress: Some(Duration::from_secs(2)),
             fail_fast: self.fail_fast || self.mutant.is_some(),
             max_states: self.max_states,
+            stop_at: None,
         })
     }
 }
@@ -190,7 +191,13 @@ pub fn render_report(report: &Report, all_traces: bool) -> String {
     let _ = writeln!(out, "  {:<9} {:<56} {:<12} {:<12} ", "kind", "property", "expected", "observed");
     for r in &report.results {
         let kind = if r.expectation == Expectation::Sometimes { "sometimes" } else { "always" };
-        let mark = if r.ok() { "ok" } else { "UNEXPECTED" };
+        let mark = if r.inconclusive() {
+            "inconclusive"
+        } else if r.ok() {
+            "ok"
+        } else {
+            "UNEXPECTED"
+        };
         let _ = writeln!(
             out,
             "  {kind:<9} {:<56} {:<12} {:<12} {mark}",
@@ -208,6 +215,16 @@ pub fn render_report(report: &Report, all_traces: bool) -> String {
                 out.push_str(&trace::render(&model, path));
             }
         }
+    }
+    if report.stopped_early {
+        let _ = writeln!(
+            out,
+            "  (fail-fast: the search stopped at the first counterexample to a property expected \
+             to hold; outcomes of the others are partial)"
+        );
+    }
+    if !report.setup.linearizability {
+        let _ = writeln!(out, "  (linearizability not tested in this run: add --linearizability)");
     }
     let _ = writeln!(out, "\nbounds:");
     out.push_str(&report.setup.to_string());
