@@ -180,7 +180,8 @@ impl Actor for Role {
             Role::Node { actor, config, ring, .. } => {
                 let store = storage.clone().unwrap_or_default();
                 let node = Node::new(*actor, config.clone(), ring.clone(), store);
-                let mut ns = NodeState { node, clock_regressed: false, recovered: storage.is_some() };
+                let mut ns =
+                    NodeState { node, clock_regressed: false, recovered: storage.is_some() };
                 if storage.is_none() {
                     // Saving the empty store marks the first start, so a later start is a recovery.
                     o.save(MemStore::default());
@@ -196,14 +197,7 @@ impl Actor for Role {
         }
     }
 
-    fn on_msg(
-        &self,
-        id: Id,
-        state: &mut Cow<RoleState>,
-        src: Id,
-        msg: Wire,
-        o: &mut Out<Self>,
-    ) {
+    fn on_msg(&self, id: Id, state: &mut Cow<RoleState>, src: Id, msg: Wire, o: &mut Out<Self>) {
         // Every delivery consumes its message, even one the receiver ignores, so that a quiescent
         // state (nothing left in flight) is reachable and the convergence property is not vacuous.
         match (state.to_mut(), msg) {
@@ -268,7 +262,14 @@ impl Role {
         }
     }
 
-    fn on_reply(&self, id: Id, cs: &mut ClientState, seq: u8, reply: ClientReply, o: &mut Out<Self>) {
+    fn on_reply(
+        &self,
+        id: Id,
+        cs: &mut ClientState,
+        seq: u8,
+        reply: ClientReply,
+        o: &mut Out<Self>,
+    ) {
         let Role::Client { script, .. } = self else { return };
         if !cs.waiting || usize::from(seq) != cs.outcomes.len() {
             return; // a duplicate of an answer already taken
@@ -297,7 +298,9 @@ impl Role {
         let seq = cs.outcomes.len();
         let Some(step) = script.get(seq) else { return };
         let (via, op) = match step {
-            Step::Put { value, via } => (*via, ClientOp::put(key.clone(), cs.context(), vec![*value])),
+            Step::Put { value, via } => {
+                (*via, ClientOp::put(key.clone(), cs.context(), vec![*value]))
+            }
             Step::Get { via } => (*via, ClientOp::get(key.clone())),
         };
         cs.waiting = true;

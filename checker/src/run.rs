@@ -208,11 +208,11 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     }
     let mut stop_at = opts.stop_at.clone().unwrap_or_default();
     if opts.fail_fast {
-        stop_at.extend(specs(setup).into_iter().filter(|s| s.expect == Expect::Holds).map(|s| s.name));
+        stop_at
+            .extend(specs(setup).into_iter().filter(|s| s.expect == Expect::Holds).map(|s| s.name));
     }
-    let stopped_early = !stop_at.is_empty();
-    if stopped_early {
-        builder = builder.finish_when(HasDiscoveries::AnyOf(stop_at));
+    if !stop_at.is_empty() {
+        builder = builder.finish_when(HasDiscoveries::AnyOf(stop_at.clone()));
     }
     let start = Instant::now();
     let (states, unique, depth, discoveries) = match opts.strategy {
@@ -221,6 +221,7 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
         Strategy::Sim => simulate(&setup.model()?, opts, start, timeout),
     };
     let elapsed = start.elapsed();
+    let stopped_early = stop_at.iter().any(|n| discoveries.contains_key(n));
     let timed_out = timeout.is_some_and(|t| elapsed + Duration::from_millis(50) >= t)
         || opts.max_states.is_some_and(|n| states >= n);
     let depth_cut = opts.max_depth.is_some_and(|d| depth >= d);

@@ -188,7 +188,8 @@ pub fn render_report(report: &Report, all_traces: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "\nproperties:");
-    let _ = writeln!(out, "  {:<9} {:<56} {:<12} {:<12} ", "kind", "property", "expected", "observed");
+    let _ =
+        writeln!(out, "  {:<9} {:<56} {:<12} {:<12} ", "kind", "property", "expected", "observed");
     for r in &report.results {
         let kind = if r.expectation == Expectation::Sometimes { "sometimes" } else { "always" };
         let mark = if r.inconclusive() {
