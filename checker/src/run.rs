@@ -337,7 +337,7 @@ fn simulate(
     start: Instant,
     timeout: Option<Duration>,
 ) -> Outcome {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     let depth_max = opts.max_depth.unwrap_or(100);
     let deadline = timeout.unwrap_or(Duration::from_secs(30));
     let properties = model.properties();
@@ -351,11 +351,7 @@ fn simulate(
         z ^ (z >> 31)
     };
     let hasher = std::collections::hash_map::RandomState::new();
-    let fingerprint = |s: &DynamoState| {
-        let mut h = hasher.build_hasher();
-        s.hash(&mut h);
-        h.finish()
-    };
+    let fingerprint = |s: &DynamoState| hasher.hash_one(s);
     let mut seen = std::collections::HashSet::new();
     let mut found: std::collections::HashMap<&'static str, Option<Trace>> = Default::default();
     let (mut states, mut depth_seen) = (0usize, 0usize);

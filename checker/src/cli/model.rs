@@ -4,7 +4,6 @@
 //! observed outcome), the counterexample trace of every unexpected discovery, the run's bounds,
 //! totals, time and peak memory. Its exit status is [`Report::exit_code`].
 
-use crate::properties::Expect;
 use crate::run::{check, Report, RunOptions, Strategy};
 use crate::setup::{NetworkKind, Setup, NAMES};
 use crate::trace;
@@ -209,9 +208,9 @@ pub fn render_report(report: &Report, all_traces: bool) -> String {
     }
     if let Ok(model) = report.setup.model() {
         for r in &report.results {
-            let show = r.expectation != Expectation::Sometimes
-                && (all_traces || (!r.ok() || r.expect == Expect::Violated && all_traces));
-            if let (true, Some(path)) = (show || (!r.ok() && r.found), &r.path) {
+            // Traces of unexpected outcomes always; of every always-property with --traces.
+            let show = !r.ok() || (all_traces && r.expectation != Expectation::Sometimes);
+            if let (true, Some(path)) = (show, &r.path) {
                 let _ = writeln!(out, "\ncounterexample for \"{}\":", r.name);
                 out.push_str(&trace::render(&model, path));
             }
