@@ -11,4 +11,14 @@ if cargo tree -p dynamo-model -e normal --prefix none | grep -E '^(tokio|sled|st
   echo "dynamo-model must not depend on an I/O runtime or the checker" >&2
   exit 1
 fi
+# The production node must never be built with the protocol's seeded bugs.
+if cargo tree -p dynamo-node -e features -i dynamo-model 2>/dev/null | grep -q 'feature "mutants"'; then
+  echo "dynamo-node must not enable dynamo-model's mutants feature" >&2
+  exit 1
+fi
 cargo test --workspace --release
+# The model checker's CLI on the small named configurations, so that the CI log shows each
+# property's outcome (the tests above already assert them).
+for mode in --sloppy --strict; do
+  cargo run --release -q -p dynamo-checker --bin dynamo-check -- model --config tiny "$mode"
+done

@@ -159,6 +159,8 @@ pub enum ConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Config {
     params: ConfigParams,
+    #[cfg(feature = "mutants")]
+    mutant: Option<crate::mutant::Mutant>,
 }
 
 impl Config {
@@ -212,7 +214,11 @@ impl Config {
         if params.clock_entries_max == Some(0) {
             return Err(ConfigError::BadLimit { which: "clock_entries_max" });
         }
-        Ok(Config { params })
+        Ok(Config {
+            params,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        })
     }
 
     /// The parameters this configuration was built from.
@@ -254,5 +260,16 @@ impl Config {
     /// Request and storage bounds.
     pub fn limits(&self) -> &Limits {
         &self.params.limits
+    }
+    /// This configuration running the seeded bug `mutant` (model checking only).
+    #[cfg(feature = "mutants")]
+    pub fn with_mutant(mut self, mutant: Option<crate::mutant::Mutant>) -> Self {
+        self.mutant = mutant;
+        self
+    }
+    /// The seeded bug this configuration runs, if any.
+    #[cfg(feature = "mutants")]
+    pub fn mutant(&self) -> Option<crate::mutant::Mutant> {
+        self.mutant
     }
 }

@@ -107,6 +107,8 @@ impl<S: Store> Node<S> {
                     Ok(dot) => dot,
                     Err(e) => return self.refuse(id, e.into(), effects),
                 };
+                #[cfg(feature = "mutants")]
+                let dot = crate::mutant::issued_dot(&self.config, &mut siblings, dot);
                 if let Err(e) = self.store.save(&op.key, &siblings) {
                     self.stats.store_errors += 1;
                     return self.refuse(id, RequestError::Storage(e.to_string()), effects);
@@ -120,6 +122,8 @@ impl<S: Store> Node<S> {
                 (CoordKind::Put { dot, clock, siblings }, op.w.unwrap_or(self.config.w()))
             }
         };
+        #[cfg(feature = "mutants")]
+        let needed = crate::mutant::needed(&self.config, &kind, needed);
         let coord = Coord {
             key: op.key,
             kind,

@@ -21,6 +21,8 @@ impl<S: Store> Node<S> {
         match self.store.hints(&self.state.suspected, batch) {
             Ok(hints) => {
                 for (to, key, siblings) in hints {
+                    #[cfg(feature = "mutants")]
+                    crate::mutant::on_handoff_sent(&self.config, &mut self.store, to, &key);
                     effects.push(Effect::Send { to, msg: Msg::Handoff { key, siblings } });
                 }
             }

@@ -34,6 +34,8 @@ pub mod handoff;
 pub mod ids;
 pub mod invariants;
 pub mod msg;
+#[cfg(feature = "mutants")]
+pub mod mutant;
 pub mod node;
 pub mod replica;
 pub mod ring;

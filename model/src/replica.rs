@@ -21,6 +21,18 @@ impl<S: Store> Node<S> {
         intended: Option<NodeId>,
         effects: &mut Vec<Effect>,
     ) {
+        #[cfg(feature = "mutants")]
+        let intended = crate::mutant::intended(&self.config, intended);
+        #[cfg(feature = "mutants")]
+        if crate::mutant::overwrite_repair(
+            &self.config,
+            &mut self.store,
+            op.is_none() && intended.is_none(),
+            &key,
+            &siblings,
+        ) {
+            return;
+        }
         let stored = match intended {
             Some(i) if i != self.id => self.merge_hint(i, &key, &siblings),
             _ => self.merge_local(&key, &siblings),
@@ -56,6 +68,8 @@ impl<S: Store> Node<S> {
     pub(crate) fn merge_local(&mut self, key: &Key, incoming: &Siblings) -> bool {
         let result = self.store.load(key).and_then(|mut held| {
             if held.reconcile(incoming) {
+                #[cfg(feature = "mutants")]
+                crate::mutant::after_reconcile(&self.config, &mut held);
                 self.store.save(key, &held)?;
             }
             Ok(())

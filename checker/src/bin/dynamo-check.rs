@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dynamo_checker::cli;
+use dynamo_checker::cli::model::{explore, list_mutants, run_model, ExploreArgs, ModelArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "dynamo-check", version, about = "Check Dynamo models and recorded histories")]
@@ -17,6 +18,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check a named configuration exhaustively (or by simulation) against every property
+    /// (exit 0 all expectations met, 1 a property failed, 2 incomplete).
+    Model(ModelArgs),
+    /// List the seeded protocol bugs, one per line.
+    Mutants,
+    /// Serve stateright's Explorer web UI for a configuration on 127.0.0.1.
+    Explore(ExploreArgs),
     /// Judge a recorded Jepsen-style history (exit 0 valid, 1 invalid, 2 unknown, 254 bad input).
     History(cli::history::HistoryArgs),
 }
@@ -32,7 +40,17 @@ fn main() -> ExitCode {
         }
     };
     let code = match &parsed.command {
+        Command::Model(args) => exit_code(run_model(args)),
+        Command::Mutants => {
+            print!("{}", list_mutants());
+            0
+        }
+        Command::Explore(args) => exit_code(explore(args)),
         Command::History(args) => cli::history::main(args),
     };
     ExitCode::from(code)
+}
+
+fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(cli::EXIT_BAD_INPUT)
 }

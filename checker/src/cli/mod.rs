@@ -3,6 +3,7 @@
 //! that returns the process exit code.
 
 pub mod history;
+pub mod model;
 
 /// Exit code for a valid verdict.
 pub const EXIT_VALID: u8 = 0;

@@ -1,0 +1,316 @@
+//! The stateright actors: storage nodes and clients, both thin drivers around `dynamo-model`.
+//!
+//! A storage node actor owns a [`Node<MemStore>`] and feeds every message and timer to
+//! [`Node::handle`], then turns the core's [`Effect`]s into stateright commands. It holds no
+//! protocol logic of its own. The node's [`MemStore`] is the actor's durable `Storage`: it is saved
+//! after every step that changed it, so stateright's `Crash` / `Recover` drop the volatile state
+//! (operations in progress, suspicions, timers) and restart the node from what was durable.
+//!
+//! A client actor runs a fixed script of gets and puts, one at a time, each sent to a chosen node,
+//! and remembers every outcome. Properties read those outcomes; they never re-derive them.
+//!
+//! Time does not exist in the model: the core always sees `now_ms = 0`, so dots carry no
+//! timestamps and equal states hash equally. Timers may fire in any order at any moment, which is
+//! the inaccurate failure detector that drives sloppy quorum.
+
+use dynamo_model::{
+    ActorId, ClientOp, ClientReply, Config, Context, Dot, Effect, Input, Key, MemStore, Msg, Node,
+    NodeId, RequestId, Ring, Timer,
+};
+use stateright::actor::{model_timeout, Actor, Id, Out};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Everything that crosses the model's network: peer messages, and client requests and replies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Wire {
+    /// A message of the peer protocol, node to node.
+    Peer(Msg),
+    /// A client's `seq`-th operation.
+    Request {
+        /// Position of the operation in the client's script.
+        seq: u8,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// The answer to a client's `seq`-th operation.
+    Reply {
+        /// Position of the operation in the client's script.
+        seq: u8,
+        /// The answer.
+        reply: ClientReply,
+    },
+}
+
+/// The storage node with actor index `i` is `NodeId(i)`; clients come after the nodes.
+pub fn node_id(id: Id) -> NodeId {
+    NodeId(usize::from(id) as u16)
+}
+
+/// The actor index of a node.
+pub fn actor_of(node: NodeId) -> Id {
+    Id::from(node.0 as usize)
+}
+
+/// A request id that names its client and script position, so that the node needs no table to
+/// route the reply and the id is unique per node for the node's lifetime.
+fn request_id(client: Id, seq: u8) -> RequestId {
+    RequestId(((usize::from(client) as u64) << 8) | u64::from(seq))
+}
+
+fn split_request_id(req: RequestId) -> (Id, u8) {
+    (Id::from((req.0 >> 8) as usize), (req.0 & 0xff) as u8)
+}
+
+/// One step of a client's script.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Put `value` (a one-byte value, unique in the run) on the client's latest read context.
+    Put {
+        /// The value's single byte.
+        value: u8,
+        /// The node to send it to.
+        via: NodeId,
+    },
+    /// Get the key.
+    Get {
+        /// The node to send it to.
+        via: NodeId,
+    },
+}
+
+/// What a client learned from one operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A put was acknowledged by W replicas.
+    Written {
+        /// The new version's dot.
+        dot: Dot,
+        /// The value written.
+        value: u8,
+    },
+    /// A get answered.
+    Read {
+        /// The values read (siblings), in dot order.
+        values: Vec<u8>,
+        /// The context returned.
+        context: Context,
+    },
+    /// The operation was indeterminate, unavailable or rejected; the client stops there.
+    Failed,
+}
+
+/// A client's state: its outcomes so far, and whether its next operation is in flight. The script
+/// position is `outcomes.len()`, so it is not stored twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientState {
+    /// Outcomes, in script order.
+    pub outcomes: Vec<Outcome>,
+    /// Whether the operation at position `outcomes.len()` was sent and awaits its reply.
+    pub waiting: bool,
+}
+
+impl ClientState {
+    /// The context of the client's latest read (empty before any).
+    pub fn context(&self) -> Context {
+        self.outcomes
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Outcome::Read { context, .. } => Some(context.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A storage node's state: the core node itself, plus two observations the properties read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeState {
+    /// The protocol state (durable store and volatile state).
+    pub node: Node<MemStore>,
+    /// Set if a step ever made a key's merged clock at this replica go backwards. Always false in
+    /// a correct protocol, so it adds no states to a passing run.
+    pub clock_regressed: bool,
+    /// Whether this node has restarted from its durable store at least once.
+    pub recovered: bool,
+}
+
+/// The state of one actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RoleState {
+    /// A storage node.
+    Node(Box<NodeState>),
+    /// A client.
+    Client(ClientState),
+}
+
+/// The two roles of the model, as one stateright actor type.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// A storage node running the shared core.
+    Node {
+        /// The node's clock actor.
+        actor: ActorId,
+        /// The cluster configuration (possibly carrying a mutant).
+        config: Arc<Config>,
+        /// The ring every node agrees on.
+        ring: Arc<Ring>,
+        /// The key whose clock the regression check watches.
+        key: Key,
+    },
+    /// A client running a script.
+    Client {
+        /// Its operations, in order.
+        script: Vec<Step>,
+        /// The key it works on.
+        key: Key,
+    },
+}
+
+impl Actor for Role {
+    type Msg = Wire;
+    type Timer = Timer;
+    type State = RoleState;
+    type Storage = MemStore;
+    type Random = ();
+
+    fn on_start(&self, id: Id, storage: &Option<MemStore>, o: &mut Out<Self>) -> RoleState {
+        match self {
+            Role::Node { actor, config, ring, .. } => {
+                let store = storage.clone().unwrap_or_default();
+                let node = Node::new(*actor, config.clone(), ring.clone(), store);
+                let mut ns =
+                    NodeState { node, clock_regressed: false, recovered: storage.is_some() };
+                if storage.is_none() {
+                    // Saving the empty store marks the first start, so a later start is a recovery.
+                    o.save(MemStore::default());
+                }
+                self.step_node(&mut ns, Input::Start, o);
+                RoleState::Node(Box::new(ns))
+            }
+            Role::Client { .. } => {
+                let mut cs = ClientState::default();
+                self.next_request(id, &mut cs, o);
+                RoleState::Client(cs)
+            }
+        }
+    }
+
+    fn on_msg(&self, id: Id, state: &mut Cow<RoleState>, src: Id, msg: Wire, o: &mut Out<Self>) {
+        // Every delivery consumes its message, even one the receiver ignores, so that a quiescent
+        // state (nothing left in flight) is reachable and the convergence property is not vacuous.
+        match (state.to_mut(), msg) {
+            (RoleState::Node(ns), Wire::Peer(msg)) => {
+                self.step_node(ns, Input::Peer { from: node_id(src), msg }, o)
+            }
+            (RoleState::Node(ns), Wire::Request { seq, op }) => {
+                self.step_node(ns, Input::Client { req: request_id(src, seq), op }, o)
+            }
+            (RoleState::Client(cs), Wire::Reply { seq, reply }) => {
+                self.on_reply(id, cs, seq, reply, o)
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<RoleState>, timer: &Timer, o: &mut Out<Self>) {
+        let RoleState::Node(ns) = &**state else { return };
+        // Run the timer on a copy and keep the copy only if the protocol state changed: a tick
+        // with nothing to do then counts as a no-op and stateright does not explore it.
+        let mut next = ns.clone();
+        self.step_node(&mut next, Input::Timer(*timer), o);
+        if next != *ns {
+            *state.to_mut() = RoleState::Node(next);
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Role::Node { actor, .. } => format!("{}", actor.node),
+            Role::Client { .. } => "client".into(),
+        }
+    }
+}
+
+impl Role {
+    /// Hands one input to the core and carries out its effects.
+    fn step_node(&self, ns: &mut NodeState, input: Input, o: &mut Out<Self>) {
+        let Role::Node { key, .. } = self else { return };
+        let before = ns.node.store().clone();
+        let mut effects = Vec::new();
+        ns.node.handle(0, input, &mut effects);
+        if *ns.node.store() != before {
+            let old = before.data.get(key).map(|s| s.context()).unwrap_or_default();
+            let new = ns.node.store().data.get(key).map(|s| s.context()).unwrap_or_default();
+            if !descends(&new, &old) {
+                ns.clock_regressed = true;
+            }
+            // The durability rule: the write is durable before any effect of this step leaves.
+            o.save(ns.node.store().clone());
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => o.send(actor_of(to), Wire::Peer(msg)),
+                Effect::Reply { req, reply } => {
+                    let (client, seq) = split_request_id(req);
+                    o.send(client, Wire::Reply { seq, reply });
+                }
+                Effect::SetTimer { timer, .. } => o.set_timer(timer, model_timeout()),
+                Effect::CancelTimer(timer) => o.cancel_timer(timer),
+            }
+        }
+    }
+
+    fn on_reply(
+        &self,
+        id: Id,
+        cs: &mut ClientState,
+        seq: u8,
+        reply: ClientReply,
+        o: &mut Out<Self>,
+    ) {
+        let Role::Client { script, .. } = self else { return };
+        if !cs.waiting || usize::from(seq) != cs.outcomes.len() {
+            return; // a duplicate of an answer already taken
+        }
+        let outcome = match (script.get(usize::from(seq)), reply) {
+            (Some(Step::Put { value, .. }), ClientReply::Written { dot, .. }) => {
+                Outcome::Written { dot, value: *value }
+            }
+            (Some(Step::Get { .. }), ClientReply::Read { context, values }) => Outcome::Read {
+                values: values.iter().map(|v| v.first().copied().unwrap_or(0)).collect(),
+                context,
+            },
+            _ => Outcome::Failed,
+        };
+        let failed = outcome == Outcome::Failed;
+        cs.outcomes.push(outcome);
+        cs.waiting = false;
+        if !failed {
+            self.next_request(id, cs, o);
+        }
+    }
+
+    /// Sends the next operation of the script, if any.
+    fn next_request(&self, _id: Id, cs: &mut ClientState, o: &mut Out<Self>) {
+        let Role::Client { script, key } = self else { return };
+        let seq = cs.outcomes.len();
+        let Some(step) = script.get(seq) else { return };
+        let (via, op) = match step {
+            Step::Put { value, via } => {
+                (*via, ClientOp::put(key.clone(), cs.context(), vec![*value]))
+            }
+            Step::Get { via } => (*via, ClientOp::get(key.clone())),
+        };
+        cs.waiting = true;
+        o.send(actor_of(via), Wire::Request { seq: seq as u8, op });
+    }
+}
+
+/// Whether `new` has seen everything `old` has.
+pub fn descends(new: &Context, old: &Context) -> bool {
+    let mut joined = new.clone();
+    joined.merge(old);
+    joined == *new
+}

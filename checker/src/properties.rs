@@ -1,0 +1,372 @@
+//! The properties: the specification a protocol designer reads, printed with every result.
+//!
+//! Every property only *observes* a state: node stores (durable storage as stateright saved it),
+//! node and client states, the network, and the recorded history. None re-implements protocol
+//! logic. Convergence is an always-property with a quiescence premise rather than an `eventually`
+//! (which stateright can miss on cycles); the premise is made non-vacuous by the actors consuming
+//! every delivered message and by the `quiescent state reached` sometimes-property.
+//!
+//! Each property has an expected outcome that depends on the setup: read-your-writes is expected
+//! to fail under sloppy quorum and to hold under strict quorum with R + W > N; linearizability is
+//! expected to fail whenever two puts race or sloppy quorum can route around a primary; hint paths
+//! are reached only under sloppy quorum; and so on. A run passes when every outcome is expected.
+
+use crate::actors::{ClientState, NodeState, Outcome, Role, RoleState, Step, Wire};
+use crate::setup::{DynamoModel, DynamoState, ModelInfo, NetworkKind, Setup};
+use dynamo_model::{MemStore, Msg, NodeId, Siblings};
+use stateright::actor::{ActorModelAction, ActorModelState, Network};
+use stateright::{Expectation, Model};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What a run is expected to show for one property.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// An always-property has no counterexample.
+    Holds,
+    /// An always-property has a counterexample (an expected discovery).
+    Violated,
+    /// A sometimes-property has an example.
+    Reached,
+    /// A sometimes-property has none (its path does not exist in this setup).
+    NotReached,
+    /// No expectation: reported, never judged.
+    Either,
+}
+
+impl Expect {
+    /// Whether `found` (a discovery exists) meets the expectation.
+    pub fn met_by(self, found: bool) -> bool {
+        match self {
+            Expect::Holds | Expect::NotReached => !found,
+            Expect::Violated | Expect::Reached => found,
+            Expect::Either => true,
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Holds => "holds",
+            Expect::Violated => "violated",
+            Expect::Reached => "reached",
+            Expect::NotReached => "not reached",
+            Expect::Either => "(any)",
+        })
+    }
+}
+
+type Condition = fn(&DynamoModel, &DynamoState) -> bool;
+
+/// One property of the specification.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Its name, as printed and as stateright reports it.
+    pub name: &'static str,
+    /// Always or sometimes.
+    pub expectation: Expectation,
+    /// What this setup is expected to show.
+    pub expect: Expect,
+    condition: Condition,
+}
+
+/// Property names, so tests and the CLI do not repeat string literals.
+pub mod names {
+    /// Siblings form an antichain at every replica, and the core's node invariant holds.
+    pub const ANTICHAIN: &str = "siblings form an antichain at every replica";
+    /// Every value a get returned was written by some put.
+    pub const READS_WRITTEN: &str = "every value read was written";
+    /// Acknowledged puts are durable on W nodes.
+    pub const ACKED_DURABLE: &str = "acked put present or superseded on >= W durable stores";
+    /// A replica's merged clock for the key never goes backwards.
+    pub const CLOCK_MONOTONIC: &str = "a replica's clock for the key never goes backwards";
+    /// Only the preference list holds primary data; fallbacks keep hints.
+    pub const PRIMARY_DATA: &str = "only primaries hold primary data";
+    /// Convergence under a quiescence premise.
+    pub const CONVERGENCE: &str = "once quiescent, N primaries equal and no hints remain";
+    /// Read-your-writes.
+    pub const READ_YOUR_WRITES: &str = "a get after an acked put of the same client sees it";
+    /// Linearizability of the register view.
+    pub const LINEARIZABLE: &str = "linearizable (register view)";
+    /// Sometimes: siblings.
+    pub const SIBLINGS: &str = "concurrent puts create siblings";
+    /// Sometimes: a hint.
+    pub const HINT_STORED: &str = "a fallback stores a hint";
+    /// Sometimes: handoff.
+    pub const HINT_DELIVERED: &str = "a hint is delivered";
+    /// Sometimes: crash and recovery.
+    pub const CRASH_RECOVER: &str = "a node crashes and recovers";
+    /// Sometimes: a get returns siblings.
+    pub const GET_SIBLINGS: &str = "a get returns siblings";
+    /// Sometimes: a quiescent state with data exists.
+    pub const QUIESCENT: &str = "a quiescent state with data is reached";
+}
+
+/// The specification for `setup`, with expected outcomes.
+pub fn specs(setup: &Setup) -> Vec<Spec> {
+    use names::*;
+    use Expectation::{Always, Sometimes};
+    let sloppy_routes = setup.sloppy && setup.has_fallbacks();
+    let reached = |yes: bool| if yes { Expect::Reached } else { Expect::NotReached };
+    let ryw = if sloppy_routes {
+        Expect::Violated
+    } else if setup.r + setup.w > setup.n {
+        Expect::Holds
+    } else {
+        Expect::Either
+    };
+    // Sloppy quorum can acknowledge a put that a later get misses: a stale read. Under strict
+    // quorum the named scripts start every put at once, so puts overlap and sibling reads still
+    // linearize; no expectation is set there.
+    let lin = if sloppy_routes { Expect::Violated } else { Expect::Either };
+    let converges =
+        if setup.network == NetworkKind::Lossy { Expect::Either } else { Expect::Holds };
+    let mut specs = vec![
+        spec(ANTICHAIN, Always, Expect::Holds, antichain),
+        spec(READS_WRITTEN, Always, Expect::Holds, reads_written),
+        spec(ACKED_DURABLE, Always, Expect::Holds, acked_durable),
+        spec(CLOCK_MONOTONIC, Always, Expect::Holds, clock_monotonic),
+        spec(PRIMARY_DATA, Always, Expect::Holds, primary_data),
+        spec(CONVERGENCE, Always, converges, convergence),
+        spec(READ_YOUR_WRITES, Always, ryw, read_your_writes),
+    ];
+    if setup.linearizability {
+        specs.push(spec(LINEARIZABLE, Always, lin, linearizable));
+    }
+    specs.extend([
+        spec(SIBLINGS, Sometimes, reached(setup.concurrent_puts()), siblings_created),
+        spec(HINT_STORED, Sometimes, reached(sloppy_routes), hint_stored),
+        spec(HINT_DELIVERED, Sometimes, reached(sloppy_routes), hint_delivered),
+        spec(CRASH_RECOVER, Sometimes, reached(setup.crashes > 0), crash_recovered),
+        spec(GET_SIBLINGS, Sometimes, reached(setup.concurrent_puts()), get_siblings),
+        spec(QUIESCENT, Sometimes, Expect::Reached, quiescent_with_data),
+    ]);
+    specs
+}
+
+fn spec(name: &'static str, e: Expectation, expect: Expect, condition: Condition) -> Spec {
+    Spec { name, expectation: e, expect, condition }
+}
+
+/// Adds the setup's properties to the model.
+pub fn add_all(mut model: DynamoModel, setup: &Setup) -> DynamoModel {
+    for s in specs(setup) {
+        model = model.property(s.expectation, s.name, s.condition);
+    }
+    model
+}
+
+/// The storage nodes' states, with their ids.
+fn nodes<'a>(
+    info: &'a ModelInfo,
+    state: &'a DynamoState,
+) -> impl Iterator<Item = (NodeId, &'a NodeState)> + 'a {
+    state.actor_states.iter().take(info.node_count).enumerate().filter_map(|(i, s)| match &**s {
+        RoleState::Node(ns) => Some((NodeId(i as u16), &**ns)),
+        RoleState::Client(_) => None,
+    })
+}
+
+/// The clients' states.
+pub fn clients<'a>(
+    info: &'a ModelInfo,
+    state: &'a DynamoState,
+) -> impl Iterator<Item = &'a ClientState> + 'a {
+    state.actor_states.iter().skip(info.node_count).filter_map(|s| match &**s {
+        RoleState::Client(cs) => Some(cs),
+        RoleState::Node(_) => None,
+    })
+}
+
+/// The durable stores, as stateright saved them (empty before a node's first write).
+fn durable<'a>(
+    info: &'a ModelInfo,
+    state: &'a DynamoState,
+) -> impl Iterator<Item = (NodeId, Option<&'a MemStore>)> + 'a {
+    (0..info.node_count)
+        .map(|i| (NodeId(i as u16), state.actor_storages.get(i).and_then(Option::as_ref)))
+}
+
+fn antichain(m: &DynamoModel, s: &DynamoState) -> bool {
+    nodes(&m.cfg, s).all(|(_, ns)| dynamo_model::invariants::check_node(&ns.node).is_ok())
+}
+
+fn reads_written(m: &DynamoModel, s: &DynamoState) -> bool {
+    let written: BTreeSet<u8> = m
+        .actors
+        .iter()
+        .filter_map(|a| match a {
+            Role::Client { script, .. } => Some(script),
+            Role::Node { .. } => None,
+        })
+        .flatten()
+        .filter_map(|step| match step {
+            Step::Put { value, .. } => Some(*value),
+            Step::Get { .. } => None,
+        })
+        .collect();
+    clients(&m.cfg, s).flat_map(|c| &c.outcomes).all(|o| match o {
+        Outcome::Read { values, .. } => values.iter().all(|v| written.contains(v)),
+        _ => true,
+    })
+}
+
+/// Whether `siblings` holds the write (`dot`, `value`) or something that supersedes it.
+fn holds_write(siblings: &Siblings, dot: &dynamo_model::Dot, value: u8) -> bool {
+    siblings.versions().iter().any(|v| {
+        (v.dot == *dot && v.payload.value().and_then(|b| b.first()) == Some(&value))
+            || v.past.contains(dot)
+    })
+}
+
+fn acked_durable(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    let w = info.setup.w;
+    clients(info, s).flat_map(|c| &c.outcomes).all(|o| {
+        let Outcome::Written { dot, value } = o else { return true };
+        let holders = durable(info, s)
+            .filter(|(_, store)| {
+                store.is_some_and(|st| {
+                    st.data.get(&info.key).is_some_and(|sib| holds_write(sib, dot, *value))
+                        || st
+                            .hints
+                            .iter()
+                            .any(|((_, k), sib)| *k == info.key && holds_write(sib, dot, *value))
+                })
+            })
+            .count();
+        holders >= w
+    })
+}
+
+fn clock_monotonic(m: &DynamoModel, s: &DynamoState) -> bool {
+    nodes(&m.cfg, s).all(|(_, ns)| !ns.clock_regressed)
+}
+
+fn primary_data(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    durable(info, s).all(|(id, store)| {
+        info.primaries.contains(&id) || store.is_none_or(|st| st.data.is_empty())
+    })
+}
+
+/// A state is quiescent when no node is down, no operation is in progress anywhere, and no
+/// enabled delivery or timer would change any actor or durable store. The last test asks the
+/// model itself (which runs the core), so the premise follows the protocol as it is.
+pub fn quiescent(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    if s.crashed.iter().any(|c| *c) {
+        return false;
+    }
+    if nodes(info, s).any(|(_, ns)| {
+        let v = ns.node.volatile();
+        !v.ops.is_empty() || !v.forwards.is_empty()
+    }) || clients(info, s).any(|c| c.waiting)
+    {
+        return false;
+    }
+    // Every delivery consumes its message, so outside the duplicating network a quiescent state
+    // has nothing in flight.
+    if !matches!(s.network, Network::UnorderedDuplicating(..)) && s.network.len() > 0 {
+        return false;
+    }
+    let mut actions = Vec::new();
+    m.actions(s, &mut actions);
+    actions.into_iter().all(|a| match a {
+        ActorModelAction::Deliver { .. } | ActorModelAction::Timeout(..) => {
+            match m.next_state(s, a) {
+                None => true,
+                Some(next) => unchanged(s, &next),
+            }
+        }
+        _ => true,
+    })
+}
+
+/// Whether a step changed no actor, no durable store and (ignoring which message a duplicating
+/// network delivered last) nothing in flight.
+fn unchanged<H>(a: &ActorModelState<Role, H>, b: &ActorModelState<Role, H>) -> bool {
+    let same_net = match (&a.network, &b.network) {
+        (Network::UnorderedDuplicating(x, _), Network::UnorderedDuplicating(y, _)) => x == y,
+        (x, y) => x == y,
+    };
+    same_net
+        && a.actor_states.len() == b.actor_states.len()
+        && a.actor_states.iter().zip(&b.actor_states).all(|(x, y)| **x == **y)
+        && a.actor_storages == b.actor_storages
+}
+
+fn convergence(m: &DynamoModel, s: &DynamoState) -> bool {
+    if !quiescent(m, s) {
+        return true;
+    }
+    let info = &m.cfg;
+    let mut primary_sets = durable(info, s)
+        .filter(|(id, _)| info.primaries.contains(id))
+        .map(|(_, st)| st.and_then(|st| st.data.get(&info.key)).cloned().unwrap_or_default());
+    let first = primary_sets.next().unwrap_or_default();
+    let equal = primary_sets.all(|p| p == first);
+    let no_hints = durable(info, s).all(|(_, st)| st.is_none_or(|st| st.hints.is_empty()));
+    equal && no_hints
+}
+
+fn read_your_writes(m: &DynamoModel, s: &DynamoState) -> bool {
+    clients(&m.cfg, s).all(|c| {
+        let mut acked = Vec::new();
+        for o in &c.outcomes {
+            match o {
+                Outcome::Written { dot, .. } => acked.push(*dot),
+                Outcome::Read { context, .. } => {
+                    if !acked.iter().all(|d| context.contains(d)) {
+                        return false;
+                    }
+                }
+                Outcome::Failed => {}
+            }
+        }
+        true
+    })
+}
+
+fn linearizable(_: &DynamoModel, s: &DynamoState) -> bool {
+    s.history.linearizable()
+}
+
+fn siblings_created(m: &DynamoModel, s: &DynamoState) -> bool {
+    durable(&m.cfg, s).any(|(_, st)| st.is_some_and(|st| st.data.values().any(|sib| sib.len() > 1)))
+}
+
+fn hint_stored(m: &DynamoModel, s: &DynamoState) -> bool {
+    durable(&m.cfg, s).any(|(_, st)| st.is_some_and(|st| !st.hints.is_empty()))
+}
+
+/// The intended node acknowledged exactly the hint its holder keeps, so the holder deletes it on
+/// delivery of this acknowledgement.
+fn hint_delivered(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    s.network.iter_deliverable().any(|env| {
+        let Wire::Peer(Msg::HandoffAck { key, siblings }) = env.msg else { return false };
+        let from = crate::actors::node_id(env.src);
+        s.actor_storages
+            .get(usize::from(env.dst))
+            .and_then(Option::as_ref)
+            .and_then(|st| st.hints.get(&(from, key.clone())))
+            .is_some_and(|held| held == siblings)
+            && usize::from(env.dst) < info.node_count
+    })
+}
+
+fn crash_recovered(m: &DynamoModel, s: &DynamoState) -> bool {
+    nodes(&m.cfg, s).any(|(_, ns)| ns.recovered)
+}
+
+fn get_siblings(m: &DynamoModel, s: &DynamoState) -> bool {
+    clients(&m.cfg, s)
+        .flat_map(|c| &c.outcomes)
+        .any(|o| matches!(o, Outcome::Read { values, .. } if values.len() > 1))
+}
+
+fn quiescent_with_data(m: &DynamoModel, s: &DynamoState) -> bool {
+    durable(&m.cfg, s).any(|(_, st)| st.is_some_and(|st| !st.data.is_empty())) && quiescent(m, s)
+}
