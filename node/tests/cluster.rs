@@ -279,7 +279,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         seed: 7,
     };
     let report = dynamo_node::bench::run(args).await.expect("bench runs");
-    assert!(report.reads.len() > 0 && report.writes.len() > 0, "{report}");
+    assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
     // Writes carried contexts, so keys did not pile up siblings.
     let r = c.client.get(&c.url(1), b"bench-1", Overrides { r: Some(3), ..NO }).await.expect("get");
