@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs, eventually, free_port};
+use common::{configs, eventually};
 use dynamo_node::client::{HttpClient, Overrides};
 use dynamo_node::{NodeConfig, SyncPolicy};
 use std::process::{Child, Command, Stdio};
@@ -56,7 +56,6 @@ async fn wait_serving(client: &HttpClient, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_write_load_loses_no_acknowledged_write() {
-    let _ = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfgs = configs(3, dir.path(), SyncPolicy::Always);
     let urls: Vec<String> = cfgs.iter().map(|c| format!("http://{}", c.http_listen)).collect();

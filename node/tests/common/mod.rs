@@ -39,7 +39,13 @@ where
 /// Configurations of an `n`-node cluster on free loopback ports under `dir`.
 pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfig> {
     let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    // Hold every listener until all ports are chosen, so that no two nodes get the same one.
+    let held: Vec<std::net::TcpListener> = (0..2 * n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+    drop(held);
+    let (peer_ports, http_ports) = ports.split_at(n as usize);
     let ids: Vec<u16> = (1..=n).collect();
     ids.iter()
         .map(|&id| {
@@ -52,7 +58,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 cluster: "test".into(),
                 id: NodeId(id),
                 peer_listen: local(peer_ports[(id - 1) as usize]),
-                http_listen: local(free_port()),
+                http_listen: local(http_ports[(id - 1) as usize]),
                 data_dir: dir.join(format!("node-{id}")),
                 peers,
                 sync,
