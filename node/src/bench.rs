@@ -226,15 +226,26 @@ async fn worker(
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
     let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
-        if let Some(iv) = interval {
-            if due >= deadline {
-                break;
+        // Open loop: a request counts from when it was due if the worker was still busy with the
+        // previous one then (the system's delay, which closed-loop tools omit), and from when the
+        // worker woke otherwise (the timer's coarse granularity is the generator's, not the
+        // system's, delay).
+        let begin = match interval {
+            Some(iv) => {
+                if due >= deadline {
+                    break;
+                }
+                let this = due;
+                due += iv;
+                if Instant::now() < this {
+                    tokio::time::sleep_until(this.into()).await;
+                    Instant::now()
+                } else {
+                    this
+                }
             }
-            tokio::time::sleep_until(due.into()).await;
-            due += iv;
-        }
-        let begin =
-            if interval.is_some() { due - interval.unwrap_or_default() } else { Instant::now() };
+            None => Instant::now(),
+        };
         if Instant::now() >= deadline {
             break;
         }
