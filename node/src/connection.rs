@@ -267,10 +267,7 @@ async fn write_loop(
         }
         for msg in buf.drain(..) {
             scratch.clear();
-            scratch = match postcard::to_extend(&msg, std::mem::take(&mut scratch)) {
-                Ok(b) => b,
-                Err(_) => Vec::new(),
-            };
+            scratch = postcard::to_extend(&msg, std::mem::take(&mut scratch)).unwrap_or_default();
             if scratch.is_empty() || scratch.len() > ctx.frame_bytes_max {
                 ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
