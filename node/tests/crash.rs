@@ -104,6 +104,15 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         w.await.expect("writer");
     }
     procs[1] = spawn(&cfgs[1]);
+    for _ in 0..(common::WAIT_MS_MAX / common::POLL_MS) {
+        if client.status(&urls[1]).await.is_ok() {
+            break;
+        }
+        if let Some(status) = procs[1].0.try_wait().expect("try_wait") {
+            panic!("restarted node exited with {status} (see its log above)");
+        }
+        tokio::time::sleep(Duration::from_millis(common::POLL_MS)).await;
+    }
     wait_serving(&client, &urls[1]).await;
 
     let acked = acked.lock().expect("lock").clone();
