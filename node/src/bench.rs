@@ -6,9 +6,13 @@
 //! or write), as a real client would, so keys do not pile up siblings. Latencies go into HDR
 //! histograms; with `--rate` the load is open-loop (each request is timed from when it was due,
 //! which avoids coordinated omission).
+//!
+//! The load generator speaks just enough HTTP/1.1 itself (one keep-alive connection per worker
+//! and node, `content-length` bodies) so that it costs the machine little: it shares the cores
+//! with the cluster it measures, as `redis-benchmark` does with Redis.
 
-use crate::client::{HttpClient, Overrides};
-use bytes::Bytes;
+use crate::api::CONTEXT_HEADER;
+use bytes::{Buf, Bytes, BytesMut};
 use clap::Args;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -26,6 +30,10 @@ pub const KEYS_MAX: usize = 10_000_000;
 pub const DURATION_S_MAX: u64 = 3_600;
 /// Longest a single request may take before it counts as a timeout error.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Largest response head the load generator accepts.
+const RESPONSE_HEAD_BYTES_MAX: usize = 16 * 1024;
+/// Largest response body the load generator accepts.
+const RESPONSE_BODY_BYTES_MAX: usize = 64 << 20;
 /// Highest latency recorded, microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
 
@@ -162,7 +170,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if let Some(r) = args.rate {
         anyhow::ensure!(r > 0.0, "rate must be positive");
     }
-    let client = HttpClient::new();
     let contexts: Arc<Vec<Mutex<Option<String>>>> =
         Arc::new((0..args.keys).map(|_| Mutex::new(None)).collect());
     let value = Bytes::from(vec![b'x'; args.value_bytes]);
@@ -170,10 +177,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let (client, contexts, value, args) =
-            (client.clone(), contexts.clone(), value.clone(), args.clone());
+        let (contexts, value, args) = (contexts.clone(), value.clone(), args.clone());
         tasks.push(tokio::spawn(async move {
-            worker(w, client, contexts, value, args, started, deadline).await
+            worker(w, contexts, value, args, started, deadline).await
         }));
     }
     let mut all = histogram()?;
@@ -194,7 +200,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
 
 async fn worker(
     w: usize,
-    client: HttpClient,
     contexts: Arc<Vec<Mutex<Option<String>>>>,
     value: Bytes,
     args: BenchArgs,
@@ -213,48 +218,68 @@ async fn worker(
     let mut due = started
         + interval.map(|i| i.mul_f64(w as f64 / args.concurrency as f64)).unwrap_or_default();
     let mut i = w;
+    let hosts: Vec<String> = args
+        .targets
+        .iter()
+        .map(|t| t.trim_start_matches("http://").trim_end_matches('/').to_string())
+        .collect();
+    let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
     let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
-        if let Some(iv) = interval {
-            if due >= deadline {
-                break;
+        // Open loop: a request counts from when it was due if the worker was still busy with the
+        // previous one then (the system's delay, which closed-loop tools omit), and from when the
+        // worker woke otherwise (the timer's coarse granularity is the generator's, not the
+        // system's, delay).
+        let begin = match interval {
+            Some(iv) => {
+                if due >= deadline {
+                    break;
+                }
+                let this = due;
+                due += iv;
+                if Instant::now() < this {
+                    tokio::time::sleep_until(this.into()).await;
+                    Instant::now()
+                } else {
+                    this
+                }
             }
-            tokio::time::sleep_until(due.into()).await;
-            due += iv;
-        }
-        let begin =
-            if interval.is_some() { due - interval.unwrap_or_default() } else { Instant::now() };
+            None => Instant::now(),
+        };
         if Instant::now() >= deadline {
             break;
         }
         i = i.wrapping_add(1);
-        let target = &args.targets[i % args.targets.len()];
         let k = rng.random_range(0..args.keys);
         let key = format!("bench-{k}");
         let is_read = rng.random_bool(args.read_ratio);
-        let outcome: Result<(u16, Option<String>), String> = if is_read {
-            // The plain form (raw value or multipart), as a client that only needs the status and
-            // the context would use; JSON would add base64 work on both sides.
-            let url = format!("{target}/kv/{}", crate::client::encode_key(key.as_bytes()));
-            let get = client.send(hyper::Method::GET, &url, &[], Bytes::new());
-            match tokio::time::timeout(timeout, get).await {
-                Ok(Ok(r)) => Ok((r.status, r.context)),
-                Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
-                Err(_) => Err("timeout".into()),
-            }
+        let slot = i % args.targets.len();
+        let request = if is_read {
+            format!("GET /kv/{key} HTTP/1.1\r\nhost: {}\r\n\r\n", hosts[slot])
         } else {
             let ctx = contexts[k].lock().ok().and_then(|c| c.clone());
-            let put = client.put(
-                target,
-                key.as_bytes(),
-                ctx.as_deref(),
-                value.clone(),
-                Overrides::default(),
-            );
-            match tokio::time::timeout(timeout, put).await {
-                Ok(Ok(r)) => Ok((r.status, r.context)),
-                Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
-                Err(_) => Err("timeout".into()),
+            let ctx = ctx.map(|c| format!("{CONTEXT_HEADER}: {c}\r\n")).unwrap_or_default();
+            format!(
+                "PUT /kv/{key} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n{ctx}\r\n",
+                hosts[slot],
+                value.len()
+            )
+        };
+        let body: &[u8] = if is_read { &[] } else { &value };
+        let outcome = match tokio::time::timeout(
+            timeout,
+            exchange(&mut conns[slot], &hosts[slot], request.as_bytes(), body),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                conns[slot] = None;
+                Err(format!("transport:{}", kind(&e.to_string())))
+            }
+            Err(_) => {
+                conns[slot] = None;
+                Err("timeout".to_string())
             }
         };
         let us = begin.elapsed().as_micros() as u64;
@@ -286,4 +311,77 @@ fn kind(e: &str) -> &'static str {
     } else {
         "other"
     }
+}
+
+/// One keep-alive connection of the load generator.
+struct RawConn {
+    stream: tokio::net::TcpStream,
+    buf: BytesMut,
+}
+
+/// Sends one request on `conn` (connecting first if needed) and reads the answer's status and
+/// context header; the body is read and dropped.
+async fn exchange(
+    conn: &mut Option<RawConn>,
+    host: &str,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<(u16, Option<String>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    if conn.is_none() {
+        let stream = tokio::net::TcpStream::connect(host).await?;
+        stream.set_nodelay(true)?;
+        *conn = Some(RawConn { stream, buf: BytesMut::with_capacity(8 * 1024) });
+    }
+    let Some(c) = conn.as_mut() else { return Err(bad("no connection")) };
+    if body.is_empty() {
+        c.stream.write_all(head).await?;
+    } else {
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        out.extend_from_slice(head);
+        out.extend_from_slice(body);
+        c.stream.write_all(&out).await?;
+    }
+    let head_end = loop {
+        if let Some(p) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if c.buf.len() > RESPONSE_HEAD_BYTES_MAX {
+            return Err(bad("response head too large"));
+        }
+        if c.stream.read_buf(&mut c.buf).await? == 0 {
+            return Err(bad("connection closed"));
+        }
+    };
+    let text = std::str::from_utf8(&c.buf[..head_end]).map_err(|_| bad("head not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut length = 0usize;
+    let mut context = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().map_err(|_| bad("bad content-length"))?;
+        } else if name.eq_ignore_ascii_case(CONTEXT_HEADER) {
+            context = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(bad("chunked responses are not supported"));
+        }
+    }
+    if length > RESPONSE_BODY_BYTES_MAX {
+        return Err(bad("response body too large"));
+    }
+    while c.buf.len() < head_end + length {
+        if c.stream.read_buf(&mut c.buf).await? == 0 {
+            return Err(bad("connection closed mid-body"));
+        }
+    }
+    c.buf.advance(head_end + length);
+    Ok((status, context))
 }

@@ -1,4 +1,9 @@
 //! The `dynamo` command line: `serve`, `dev`, `get`, `put`, `delete`, `status`, `bench`.
+//!
+//! The client commands carry the context between calls the way a library client would: `get`
+//! (and every successful `put` or `delete`) remembers the key's context in a small file, and a
+//! later `put` or `delete` of that key sends it back, so it supersedes what was read. `--context`
+//! overrides it; `--blind` sends none (the write then becomes a sibling of what is there).
 
 use crate::bench::{self, BenchArgs};
 use crate::client::{HttpClient, Overrides};
@@ -8,7 +13,82 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Most keys whose context the CLI remembers; the least recently used are forgotten first.
+pub const CONTEXT_JAR_KEYS_MAX: usize = 1_000;
+
+/// The contexts the CLI remembers, by key, in a JSON file.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ContextJar {
+    /// Key → (use stamp, base64 context).
+    entries: BTreeMap<String, (u64, String)>,
+    /// Last stamp handed out.
+    stamp: u64,
+}
+
+impl ContextJar {
+    /// Where the jar lives: `$DYNAMO_CONTEXT_FILE`, else `$HOME/.cache/dynamo/contexts.json`.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("DYNAMO_CONTEXT_FILE") {
+            return Some(PathBuf::from(p));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dynamo/contexts.json"))
+    }
+
+    /// Reads the jar; a missing or unreadable file is an empty jar.
+    pub fn load(path: &std::path::Path) -> ContextJar {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Writes the jar (best effort: the CLI works without it).
+    pub fn save(&self, path: &std::path::Path) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(b) = serde_json::to_vec(self) {
+            let _ = std::fs::write(path, b);
+        }
+    }
+
+    /// The remembered context of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|(_, c)| c.as_str())
+    }
+
+    /// Remembers `context` for `key`, forgetting the least recently used key beyond the bound.
+    pub fn put(&mut self, key: &str, context: String) {
+        self.stamp += 1;
+        self.entries.insert(key.to_string(), (self.stamp, context));
+        while self.entries.len() > CONTEXT_JAR_KEYS_MAX {
+            let oldest = self.entries.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.entries.remove(&k),
+                None => break,
+            };
+        }
+    }
+}
+
+fn remember(key: &str, context: Option<&str>) {
+    let (Some(path), Some(c)) = (ContextJar::path(), context) else { return };
+    let mut jar = ContextJar::load(&path);
+    jar.put(key, c.to_string());
+    jar.save(&path);
+}
+
+/// The context a write of `key` sends: the flag's, none if blind, else the remembered one.
+fn context_for(key: &str, flag: Option<String>, blind: bool) -> Option<String> {
+    if blind {
+        return None;
+    }
+    flag.or_else(|| {
+        let path = ContextJar::path()?;
+        ContextJar::load(&path).get(key).map(str::to_string)
+    })
+}
 
 /// A Dynamo-style key-value store.
 #[derive(Debug, Parser)]
@@ -75,10 +155,12 @@ struct GetArgs {
 struct PutArgs {
     key: String,
     value: String,
-    /// Context printed by `dynamo get`; omit for a blind write (it becomes a sibling of anything
-    /// already there).
+    /// Context to supersede (default: the one remembered from the last get or write of the key).
     #[arg(long)]
     context: Option<String>,
+    /// Send no context: the write becomes a sibling of whatever is there.
+    #[arg(long, conflicts_with = "context")]
+    blind: bool,
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
@@ -88,9 +170,12 @@ struct PutArgs {
 #[derive(Args, Debug)]
 struct DeleteArgs {
     key: String,
-    /// Context printed by `dynamo get`.
+    /// Context to supersede (default: the one remembered from the last get or write of the key).
     #[arg(long)]
     context: Option<String>,
+    /// Send no context.
+    #[arg(long, conflicts_with = "context")]
+    blind: bool,
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
@@ -168,28 +253,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            if let Some(c) = r.context {
+            if let Some(c) = &r.context {
                 println!("context: {c}");
             }
+            remember(&a.key, r.context.as_deref());
             Ok(ExitCode::SUCCESS)
         }
         Command::Put(a) => {
+            let context = context_for(&a.key, a.context, a.blind);
             let r = client
                 .put(
                     &a.target.node,
                     a.key.as_bytes(),
-                    a.context.as_deref(),
+                    context.as_deref(),
                     Bytes::from(a.value.into_bytes()),
                     a.q.overrides(),
                 )
                 .await?;
-            Ok(write_outcome(r))
+            Ok(write_outcome(&a.key, r))
         }
         Command::Delete(a) => {
+            let context = context_for(&a.key, a.context, a.blind);
             let r = client
-                .delete(&a.target.node, a.key.as_bytes(), a.context.as_deref(), a.q.overrides())
+                .delete(&a.target.node, a.key.as_bytes(), context.as_deref(), a.q.overrides())
                 .await?;
-            Ok(write_outcome(r))
+            Ok(write_outcome(&a.key, r))
         }
         Command::Status(t) => {
             let s = client.status(&t.node).await?;
@@ -204,15 +292,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn write_outcome(r: crate::client::HttpReply) -> ExitCode {
+fn write_outcome(key: &str, r: crate::client::HttpReply) -> ExitCode {
     if r.status == 204 {
         println!("ok");
-        if let Some(c) = r.context {
+        if let Some(c) = &r.context {
             println!("context: {c}");
         }
+        remember(key, r.context.as_deref());
         ExitCode::SUCCESS
     } else {
         eprintln!("{}: {}", r.status, r.text());
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jar_round_trips_and_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/contexts.json");
+        let mut jar = ContextJar::load(&path);
+        for i in 0..CONTEXT_JAR_KEYS_MAX + 5 {
+            jar.put(&format!("k{i}"), format!("c{i}"));
+        }
+        jar.put("k10", "newer".into());
+        jar.save(&path);
+        let jar = ContextJar::load(&path);
+        assert_eq!(jar.entries.len(), CONTEXT_JAR_KEYS_MAX);
+        assert_eq!(jar.get("k0"), None, "least recently used is forgotten");
+        assert_eq!(jar.get("k10"), Some("newer"));
     }
 }

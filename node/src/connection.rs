@@ -254,6 +254,9 @@ async fn write_loop(
     shutdown: &mut ShutdownRx,
 ) -> WriteEnd {
     let mut buf = Vec::with_capacity(WRITE_BATCH_MAX);
+    // Messages are encoded into one reused buffer, then copied once into an exact-size frame
+    // (encoding straight into a fresh vector regrows it several times per message).
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut buf, WRITE_BATCH_MAX) => n,
@@ -263,14 +266,13 @@ async fn write_loop(
             return WriteEnd::Stop;
         }
         for msg in buf.drain(..) {
-            let bytes = match postcard::to_stdvec(&msg) {
-                Ok(b) if b.len() <= ctx.frame_bytes_max => b,
-                _ => {
-                    ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            if let Err(e) = f.feed(Bytes::from(bytes)).await {
+            scratch.clear();
+            scratch = postcard::to_extend(&msg, std::mem::take(&mut scratch)).unwrap_or_default();
+            if scratch.is_empty() || scratch.len() > ctx.frame_bytes_max {
+                ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Err(e) = f.feed(Bytes::copy_from_slice(&scratch)).await {
                 return WriteEnd::Broken(e.to_string());
             }
             ctx.net.frames_sent.fetch_add(1, Ordering::Relaxed);

@@ -92,11 +92,10 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     println!("  curl -i -X PUT --data-binary hello http://{first}/kv/greeting");
     println!("  curl -i http://{first}/kv/greeting");
     println!("  curl -s http://{first}/status");
-    println!(
-        "  dynamo put greeting hello            # cargo run -p dynamo-node -- put greeting hello"
-    );
-    println!("  dynamo get greeting                  # prints siblings and the context");
-    println!("  dynamo put greeting world --context <context from get>");
+    println!("  dynamo put greeting hello   # or: cargo run --release -p dynamo-node -- put ...");
+    println!("  dynamo get greeting         # every sibling, and the context (remembered)");
+    println!("  dynamo put greeting world   # sends the remembered context: supersedes the get");
+    println!("  dynamo put greeting x --blind  # no context: becomes a sibling");
     println!("Ctrl-C stops the cluster.");
     let any_stopping = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopping())));
     tokio::select! {

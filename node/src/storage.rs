@@ -70,8 +70,18 @@ fn decode(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<Siblings, Store
         .map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })
 }
 
+/// Room per version for its dot and clock, besides the value, when sizing an encoding buffer.
+const VERSION_OVERHEAD_BYTES: usize = 64;
+
 fn encode(s: &Siblings) -> Result<Vec<u8>, StoreError> {
-    postcard::to_stdvec(s).map_err(|e| StoreError::Io(format!("encode: {e}")))
+    // Sized up front: growing a vector byte string by byte string copies a large value many times.
+    let estimate: usize = s
+        .versions()
+        .iter()
+        .map(|v| v.payload.value().map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES)
+        .sum();
+    postcard::to_extend(s, Vec::with_capacity(estimate + 8))
+        .map_err(|e| StoreError::Io(format!("encode: {e}")))
 }
 
 fn hint_key(intended: NodeId, key: &Key) -> Vec<u8> {

@@ -264,3 +264,25 @@ async fn interval_and_none_sync_policies_serve_and_survive_a_clean_restart() {
         c.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_runs_against_a_cluster_without_errors() {
+    let c = Cluster::start(3, |_| {}).await;
+    let args = dynamo_node::bench::BenchArgs {
+        targets: (1..=3).map(|i| c.url(i)).collect(),
+        concurrency: 4,
+        keys: 50,
+        value_bytes: 1024,
+        read_ratio: 0.5,
+        duration_s: 1,
+        rate: None,
+        seed: 7,
+    };
+    let report = dynamo_node::bench::run(args).await.expect("bench runs");
+    assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
+    assert!(report.errors.is_empty(), "{report}");
+    // Writes carried contexts, so keys did not pile up siblings.
+    let r = c.client.get(&c.url(1), b"bench-1", Overrides { r: Some(3), ..NO }).await.expect("get");
+    assert!(r.values.len() <= 2, "{} siblings", r.values.len());
+    c.shutdown().await;
+}

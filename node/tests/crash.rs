@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{configs, eventually, free_port};
+use common::{configs, eventually};
 use dynamo_node::client::{HttpClient, Overrides};
 use dynamo_node::{NodeConfig, SyncPolicy};
 use std::process::{Child, Command, Stdio};
@@ -56,7 +56,6 @@ async fn wait_serving(client: &HttpClient, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_write_load_loses_no_acknowledged_write() {
-    let _ = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfgs = configs(3, dir.path(), SyncPolicy::Always);
     let urls: Vec<String> = cfgs.iter().map(|c| format!("http://{}", c.http_listen)).collect();
@@ -105,6 +104,15 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         w.await.expect("writer");
     }
     procs[1] = spawn(&cfgs[1]);
+    for _ in 0..(common::WAIT_MS_MAX / common::POLL_MS) {
+        if client.status(&urls[1]).await.is_ok() {
+            break;
+        }
+        if let Some(status) = procs[1].0.try_wait().expect("try_wait") {
+            panic!("restarted node exited with {status} (see its log above)");
+        }
+        tokio::time::sleep(Duration::from_millis(common::POLL_MS)).await;
+    }
     wait_serving(&client, &urls[1]).await;
 
     let acked = acked.lock().expect("lock").clone();
@@ -160,4 +168,43 @@ async fn sigterm_stops_a_node_cleanly_with_exit_0() {
     wait_serving(&client, &url).await;
     let r = client.get(&url, b"k", Overrides::default()).await.expect("get");
     assert_eq!(r.values, vec![b"v".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_carries_the_context_from_get_to_put() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(1, dir.path(), SyncPolicy::Always);
+    let url = format!("http://{}", cfgs[0].http_listen);
+    let _node = spawn(&cfgs[0]);
+    wait_serving(&HttpClient::new(), &url).await;
+    let jar = dir.path().join("contexts.json");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dynamo"))
+            .args(args)
+            .env("DYNAMO_NODE", &url)
+            .env("DYNAMO_CONTEXT_FILE", &jar)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run dynamo");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["put", "k", "a"]);
+    cli(&["put", "k", "b", "--blind"]);
+    let read = cli(&["get", "k"]);
+    assert!(
+        read.contains("2 siblings") && read.contains("[1] a") && read.contains("[2] b"),
+        "{read}"
+    );
+    // No --context: the put sends what the get returned and supersedes both siblings.
+    cli(&["put", "k", "c"]);
+    let read = cli(&["get", "k"]);
+    assert!(read.starts_with("c\n"), "{read}");
+    // A second put supersedes the first without another get.
+    cli(&["put", "k", "d"]);
+    assert!(cli(&["get", "k"]).starts_with("d\n"));
+    cli(&["delete", "k"]);
+    assert!(cli(&["get", "k"]).starts_with("not found"));
+    let status = cli(&["status"]);
+    assert!(status.contains("\"members\""), "{status}");
 }

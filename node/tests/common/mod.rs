@@ -14,10 +14,27 @@ pub const WAIT_MS_MAX: u64 = 20_000;
 /// Pause between polls.
 pub const POLL_MS: u64 = 50;
 
+/// Ports for test nodes come from below the kernel's ephemeral range (32768 and up on Linux), so
+/// that no outgoing connection can take a node's port while the node is down for a restart.
+const PORT_LOW: u16 = 20_000;
+const PORT_HIGH: u16 = 32_000;
+/// Attempts at finding a free port.
+const PORT_TRIES_MAX: usize = 1_000;
+
+/// Binds a free loopback port below the ephemeral range and keeps it bound.
+pub fn hold_free_port() -> std::net::TcpListener {
+    for _ in 0..PORT_TRIES_MAX {
+        let port = rand::random_range(PORT_LOW..PORT_HIGH);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l;
+        }
+    }
+    panic!("no free port in {PORT_LOW}..{PORT_HIGH}");
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    hold_free_port().local_addr().expect("local addr").port()
 }
 
 /// Polls `f` until it returns `Some`, for at most `WAIT_MS_MAX`.
@@ -39,7 +56,11 @@ where
 /// Configurations of an `n`-node cluster on free loopback ports under `dir`.
 pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfig> {
     let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    // Hold every listener until all ports are chosen, so that no two nodes get the same one.
+    let held: Vec<std::net::TcpListener> = (0..2 * n).map(|_| hold_free_port()).collect();
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+    drop(held);
+    let (peer_ports, http_ports) = ports.split_at(n as usize);
     let ids: Vec<u16> = (1..=n).collect();
     ids.iter()
         .map(|&id| {
@@ -52,7 +73,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 cluster: "test".into(),
                 id: NodeId(id),
                 peer_listen: local(peer_ports[(id - 1) as usize]),
-                http_listen: local(free_port()),
+                http_listen: local(http_ports[(id - 1) as usize]),
                 data_dir: dir.join(format!("node-{id}")),
                 peers,
                 sync,
