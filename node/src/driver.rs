@@ -366,6 +366,9 @@ impl Driver {
             Ok(()) => {
                 let held = std::mem::take(&mut self.held);
                 self.release(held);
+                if let Err(e) = blocking(|| self.node.store_mut().mark_clean_shutdown()) {
+                    tracing::error!(node = %self.node.id(), "recording the clean shutdown failed: {e}");
+                }
             }
             Err(e) => tracing::error!(node = %self.node.id(), "final sync failed: {e}"),
         }

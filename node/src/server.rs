@@ -64,8 +64,13 @@ impl RunningNode {
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let config = Arc::new(cfg.protocol()?);
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-    let (store, incarnation) = SledStore::open(&cfg.data_dir, cfg.id, cfg.sync == SyncPolicy::None)
-        .map_err(|e| NodeError::Storage(e.to_string()))?;
+    let (store, incarnation) = SledStore::open(
+        &cfg.data_dir,
+        cfg.id,
+        cfg.sync == SyncPolicy::None,
+        cfg.sync == SyncPolicy::Always,
+    )
+    .map_err(|e| NodeError::Storage(e.to_string()))?;
     let peer_listener = TcpListener::bind(cfg.peer_listen).await?;
     let http_listener = TcpListener::bind(cfg.http_listen).await?;
     let peer_addr = peer_listener.local_addr()?;

@@ -1,7 +1,8 @@
 //! Durable storage on sled: the only module that names sled.
 //!
 //! Three trees: `data` (key → postcard-encoded [`Siblings`]), `hints` (intended node id, big
-//! endian, then key → siblings kept for that node, paper §4.6), and `meta` (the incarnation).
+//! endian, then key → siblings kept for that node, paper §4.6), and `meta` (the incarnation, and a
+//! marker that a run is in progress).
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
@@ -20,6 +21,18 @@ pub const CACHE_BYTES: u64 = 64 << 20;
 pub const BACKGROUND_FLUSH_MS: u64 = 500;
 const INCARNATION_KEY: &[u8] = b"incarnation";
 const NODE_ID_KEY: &[u8] = b"node_id";
+/// Present while a node runs on the directory; removed by a clean shutdown.
+const RUNNING_KEY: &[u8] = b"running";
+
+/// A random incarnation, never 0 and never `previous`.
+fn fresh_incarnation(previous: u32) -> u32 {
+    loop {
+        let inc = rand::random::<u32>();
+        if inc != 0 && inc != previous {
+            return inc;
+        }
+    }
+}
 
 /// Makes every write made to a [`SledStore`] before the call durable; usable from any thread, so
 /// that the driver can keep working while an fsync runs.
@@ -41,6 +54,7 @@ pub struct SledStore {
     db: sled::Db,
     data: sled::Tree,
     hints: sled::Tree,
+    meta: sled::Tree,
     hint_count: usize,
     dirty: bool,
 }
@@ -101,10 +115,16 @@ impl SledStore {
     /// incarnation. A new directory gets a fresh random incarnation, so a node that lost its disk
     /// never writes clock entries under an actor it used before; a directory created by another
     /// node id is refused.
+    ///
+    /// `acks_durable` says whether the sync policy keeps every acknowledgement behind an fsync
+    /// (`always`). When it does not, a run that ended without a clean shutdown may have lost
+    /// counters locally that other nodes already hold; reissuing them would give two different
+    /// writes the same dot. Such a restart therefore takes a new incarnation too.
     pub fn open(
         dir: &Path,
         node: NodeId,
         background_flush: bool,
+        acks_durable: bool,
     ) -> Result<(SledStore, u32), OpenError> {
         let fail = |e: sled::Error| OpenError::Io {
             dir: dir.display().to_string(),
@@ -136,20 +156,42 @@ impl SledStore {
                         node.0
                     )));
                 }
-                u32::from_be_bytes(bytes)
+                let previous = u32::from_be_bytes(bytes);
+                if !acks_durable && meta.get(RUNNING_KEY).map_err(fail)?.is_some() {
+                    let fresh = fresh_incarnation(previous);
+                    meta.insert(INCARNATION_KEY, &fresh.to_be_bytes()).map_err(fail)?;
+                    tracing::warn!(
+                        node = %node,
+                        previous,
+                        fresh,
+                        "the last run did not shut down cleanly and acknowledgements could precede fsync: new incarnation"
+                    );
+                    fresh
+                } else {
+                    previous
+                }
             }
             None => {
                 // A new directory: a new incarnation, durable before the node says anything.
-                let inc = rand::random::<u32>().max(1);
+                let inc = fresh_incarnation(0);
                 meta.insert(NODE_ID_KEY, &node.0.to_be_bytes()).map_err(fail)?;
                 meta.insert(INCARNATION_KEY, &inc.to_be_bytes()).map_err(fail)?;
                 db.flush().map_err(fail)?;
                 inc
             }
         };
+        meta.insert(RUNNING_KEY, &[1u8]).map_err(fail)?;
+        db.flush().map_err(fail)?;
         let hint_count = hints.len();
-        let store = SledStore { db, data, hints, hint_count, dirty: false };
+        let store = SledStore { db, data, hints, meta, hint_count, dirty: false };
         Ok((store, incarnation))
+    }
+
+    /// Records a clean shutdown: every write is durable and the next open may keep the
+    /// incarnation. Call it last, after the final sync.
+    pub fn mark_clean_shutdown(&mut self) -> Result<(), StoreError> {
+        self.meta.remove(RUNNING_KEY).map_err(io)?;
+        self.db.flush().map(|_| ()).map_err(io)
     }
 
     /// Whether writes were made since the last sync.
@@ -284,15 +326,33 @@ mod tests {
     }
 
     #[test]
+    fn an_unclean_restart_without_durable_acks_takes_a_new_incarnation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |durable| SledStore::open(dir.path(), NodeId(1), false, durable);
+        let (s, first) = open(false).expect("open");
+        drop(s); // no clean shutdown: as after kill -9
+        let (mut s, second) = open(false).expect("reopen");
+        assert_ne!(first, second, "acks could precede fsync, so counters may have been lost");
+        s.mark_clean_shutdown().expect("clean shutdown");
+        drop(s);
+        let (s, third) = open(false).expect("reopen after a clean shutdown");
+        assert_eq!(second, third);
+        drop(s);
+        // Under `always` every acknowledged counter was durable: the actor stays.
+        let (_, fourth) = open(true).expect("reopen with durable acks");
+        assert_eq!(third, fourth);
+    }
+
+    #[test]
     fn data_hints_and_incarnation_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut s, inc) = SledStore::open(dir.path(), NodeId(1), false).expect("open");
+        let (mut s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.save(&Key::from("a"), &sibs(b"x")).expect("save");
         s.save_hint(NodeId(2), &Key::from("b"), &sibs(b"y")).expect("hint");
         s.save_hint(NodeId(3), &Key::from("c"), &sibs(b"z")).expect("hint");
         s.sync().expect("sync");
         drop(s);
-        let (s, inc2) = SledStore::open(dir.path(), NodeId(1), false).expect("reopen");
+        let (s, inc2) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
         assert_eq!(inc, inc2);
         assert_eq!(s.load(&Key::from("a")).expect("load"), sibs(b"x"));
         assert_eq!(s.hint_count().expect("count"), 2);
@@ -301,13 +361,13 @@ mod tests {
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[0].0, NodeId(3));
         assert_eq!(s.hints(&BTreeSet::new(), 1).expect("hints").len(), 1);
-        assert!(SledStore::open(dir.path(), NodeId(2), false).is_err(), "another node's dir");
+        assert!(SledStore::open(dir.path(), NodeId(2), false, true).is_err(), "another node's dir");
     }
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (s, _) = SledStore::open(dir.path(), NodeId(1), false).expect("open");
+        let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
     }
