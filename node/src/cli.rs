@@ -5,6 +5,17 @@
 //! later `put` or `delete` of that key sends it back, so it supersedes what was read. `--context`
 //! overrides it; `--blind` sends none (the write then becomes a sibling of what is there).
 
+/// `println!` that ends the process quietly when stdout is gone (`dynamo status | head`), as a
+/// command-line tool killed by SIGPIPE would, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use crate::bench::{self, BenchArgs};
 use crate::client::{HttpClient, Overrides};
 use crate::config::{NodeConfig, ServeArgs};
@@ -235,16 +246,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(a) => {
             let r = client.get(&a.target.node, a.key.as_bytes(), a.q.overrides()).await?;
             match r.status {
-                404 => println!("not found"),
+                404 => outln!("not found"),
                 200 | 300 => {
                     if r.values.len() > 1 {
-                        println!("{} siblings:", r.values.len());
+                        outln!("{} siblings:", r.values.len());
                     }
                     for (i, v) in r.values.iter().enumerate() {
                         if r.values.len() > 1 {
-                            println!("  [{}] {}", i + 1, show(v));
+                            outln!("  [{}] {}", i + 1, show(v));
                         } else {
-                            println!("{}", show(v));
+                            outln!("{}", show(v));
                         }
                     }
                 }
@@ -254,7 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             if let Some(c) = &r.context {
-                println!("context: {c}");
+                outln!("context: {c}");
             }
             remember(&a.key, r.context.as_deref());
             Ok(ExitCode::SUCCESS)
@@ -281,12 +292,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(t) => {
             let s = client.status(&t.node).await?;
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            outln!("{}", serde_json::to_string_pretty(&s)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
             let report = bench::run(args).await?;
-            println!("{report}");
+            outln!("{report}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -294,9 +305,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn write_outcome(key: &str, r: crate::client::HttpReply) -> ExitCode {
     if r.status == 204 {
-        println!("ok");
+        outln!("ok");
         if let Some(c) = &r.context {
-            println!("context: {c}");
+            outln!("context: {c}");
         }
         remember(key, r.context.as_deref());
         ExitCode::SUCCESS
