@@ -11,7 +11,7 @@ use crate::history::History;
 use crate::properties;
 use dynamo_model::mutant::Mutant;
 use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, Node, NodeId, Ring};
-use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
+use stateright::actor::{ActorModel, ActorModelState, Id, LossyNetwork, Network};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -171,6 +171,16 @@ impl Setup {
         Ring::new(config.partitions(), config.nodes())
     }
 
+    /// The in-flight budget actually applied: a duplicating network keeps every message ever sent,
+    /// so its budget is four times larger.
+    pub fn in_flight_budget(&self) -> usize {
+        if self.network == NetworkKind::Duplicating {
+            self.in_flight_max * 4
+        } else {
+            self.in_flight_max
+        }
+    }
+
     /// The key's walk: preference list, then fallbacks.
     pub fn walk(&self) -> Result<Vec<NodeId>, ConfigError> {
         let config = self.config()?;
@@ -266,7 +276,7 @@ impl Setup {
             ("network", self.network.name().into()),
             (
                 "in flight",
-                format!("at most {} peer messages, no two identical", self.in_flight_max),
+                format!("at most {} peer messages, no two identical", self.in_flight_budget()),
             ),
             (
                 "round trips",
@@ -318,27 +328,27 @@ fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
     let mut seen = BTreeSet::new();
     let mut exchanges = BTreeSet::new();
     let mut count = 0;
-    for env in state.network.iter_all() {
+    let max = info.setup.in_flight_budget();
+    for (src, dst, msg, copies) in envelopes(&state.network) {
         // Client requests and replies are bounded by the clients themselves (one operation in
         // flight each); the budget counts peer messages.
-        if matches!(env.msg, Wire::Peer(_)) {
-            count += 1;
+        if matches!(msg, Wire::Peer(_)) {
+            count += copies;
         }
-        if count > info.setup.in_flight_max || !seen.insert((env.src, env.dst, env.msg)) {
+        if count > max || copies > 1 || !seen.insert((src, dst, msg)) {
             return false;
         }
         if info.setup.one_round_trip {
             // A probe or a handoff and its answer form one round trip between a pair of nodes.
-            let pair = match env.msg {
-                Wire::Peer(Msg::Ping | Msg::Handoff { .. }) => Some((0, env.src, env.dst)),
-                Wire::Peer(Msg::Pong | Msg::HandoffAck { .. }) => Some((0, env.dst, env.src)),
+            let trip = match msg {
+                Wire::Peer(Msg::Ping) => Some((false, src, dst)),
+                Wire::Peer(Msg::Pong) => Some((false, dst, src)),
+                Wire::Peer(Msg::Handoff { .. }) => Some((true, src, dst)),
+                Wire::Peer(Msg::HandoffAck { .. }) => Some((true, dst, src)),
                 _ => None,
             };
-            let kind = matches!(env.msg, Wire::Peer(Msg::Handoff { .. } | Msg::HandoffAck { .. }));
-            if let Some((_, a, b)) = pair {
-                if !exchanges.insert((kind, a, b)) {
-                    return false;
-                }
+            if trip.is_some_and(|t| !exchanges.insert(t)) {
+                return false;
             }
         }
     }
@@ -383,4 +393,21 @@ pub fn representative(state: &DynamoState) -> DynamoState {
         }
     }
     rep
+}
+
+/// Every envelope in the network with its number of copies. (Stateright 0.31's `iter_all` never
+/// advances within an ordered flow, so the variants are walked here directly.)
+fn envelopes(net: &Network<Wire>) -> Vec<(Id, Id, &Wire, usize)> {
+    match net {
+        Network::UnorderedDuplicating(set, _) => {
+            set.iter().map(|e| (e.src, e.dst, &e.msg, 1)).collect()
+        }
+        Network::UnorderedNonDuplicating(multiset) => {
+            multiset.iter().map(|(e, n)| (e.src, e.dst, &e.msg, *n)).collect()
+        }
+        Network::Ordered(flows) => flows
+            .iter()
+            .flat_map(|((src, dst), q)| q.iter().map(move |m| (*src, *dst, m, 1)))
+            .collect(),
+    }
 }
