@@ -149,6 +149,18 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
     specs
 }
 
+impl Spec {
+    /// Whether `state` is a discovery for this property: a counterexample to an always-property
+    /// or an example of a sometimes-property.
+    pub fn discovered(&self, model: &DynamoModel, state: &DynamoState) -> bool {
+        let holds = (self.condition)(model, state);
+        match self.expectation {
+            Expectation::Sometimes => holds,
+            _ => !holds,
+        }
+    }
+}
+
 fn spec(name: &'static str, e: Expectation, expect: Expect, condition: Condition) -> Spec {
     Spec { name, expectation: e, expect, condition }
 }
