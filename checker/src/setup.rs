@@ -90,6 +90,8 @@ pub struct Setup {
     /// At most one background round trip (ping/pong, handoff/ack) per pair of nodes in flight:
     /// the tick period is assumed longer than a round trip.
     pub one_round_trip: bool,
+    /// Leave out crashes of nodes that have no volatile state (they lose nothing).
+    pub skip_idle_crashes: bool,
     /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
     pub reduce_crashed: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
@@ -118,6 +120,7 @@ impl Setup {
             in_flight_max: 3,
             one_round_trip: true,
             reduce_crashed: false,
+            skip_idle_crashes: true,
             linearizability: false,
             mutant: None,
         };
@@ -272,7 +275,18 @@ impl Setup {
             ("N / R / W", format!("{} / {} / {}", self.n, self.r, self.w)),
             ("quorum", if self.sloppy { "sloppy (hinted handoff)" } else { "strict" }.into()),
             ("clients", format!("{} {:?}", self.clients.len(), self.clients)),
-            ("crashes", format!("at most {} node(s) down at once", self.crashes)),
+            (
+                "crashes",
+                format!(
+                    "at most {} node(s) down at once{}",
+                    self.crashes,
+                    if self.skip_idle_crashes {
+                        ", only nodes with volatile state crash"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
             ("network", self.network.name().into()),
             (
                 "in flight",
@@ -323,6 +337,9 @@ pub type DynamoState = ActorModelState<Role, History>;
 /// `duplicating` network's job).
 fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
     if state.crashed.iter().skip(info.node_count).any(|c| *c) {
+        return false;
+    }
+    if info.setup.skip_idle_crashes && crashed_idle(info, state) {
         return false;
     }
     let mut seen = BTreeSet::new();
@@ -393,6 +410,24 @@ pub fn representative(state: &DynamoState) -> DynamoState {
         }
     }
     rep
+}
+
+/// Whether a crashed node had no volatile state when it crashed. Such a crash loses nothing: the
+/// node's store is durable and it had no operation, forward or suspicion to lose, so the crash and
+/// its recovery look, to everyone else, like a stretch in which the node happened to do nothing
+/// while its messages were delayed, which the network already allows. Pruning these crashes keeps
+/// every reachable combination of stores and client outcomes.
+fn crashed_idle(info: &ModelInfo, state: &DynamoState) -> bool {
+    state.crashed.iter().take(info.node_count).enumerate().any(|(i, crashed)| {
+        *crashed
+            && state.actor_states.get(i).is_some_and(|s| match &**s {
+                RoleState::Node(ns) => {
+                    let v = ns.node.volatile();
+                    v.ops.is_empty() && v.forwards.is_empty() && v.suspected.is_empty()
+                }
+                RoleState::Client(_) => false,
+            })
+    })
 }
 
 /// Every envelope in the network with its number of copies. (Stateright 0.31's `iter_all` never
