@@ -178,6 +178,19 @@ impl Report {
     }
 }
 
+/// Cuts a discovery path at its first discovering state. Stateright records the path of the
+/// latest state that violated (or met) a property, which for an always-property that stays
+/// violated is usually far past the step that broke it.
+fn first_discovery(model: &DynamoModel, spec: &crate::properties::Spec, path: Trace) -> Trace {
+    let steps = path.clone().into_vec();
+    let Some(at) = steps.iter().position(|(state, _)| spec.discovered(model, state)) else {
+        return path;
+    };
+    let Some((init, _)) = steps.first() else { return path };
+    let actions: Vec<_> = steps[..at].iter().filter_map(|(_, a)| a.clone()).collect();
+    Path::from_actions(model, init.clone(), &actions).unwrap_or(path)
+}
+
 /// Peak resident set size of this process (VmHWM), in KiB.
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -227,10 +240,12 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     let depth_cut = opts.max_depth.is_some_and(|d| depth >= d);
     let complete = opts.strategy != Strategy::Sim && !timed_out && !depth_cut && !stopped_early;
     let mut discoveries = discoveries;
+    let model = setup.model()?;
     let results = specs(setup)
         .into_iter()
         .map(|s| {
-            let found = discoveries.remove(s.name);
+            let found =
+                discoveries.remove(s.name).map(|path| path.map(|p| first_discovery(&model, &s, p)));
             PropertyResult {
                 name: s.name,
                 expectation: s.expectation,

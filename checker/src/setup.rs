@@ -11,7 +11,7 @@ use crate::properties;
 use crate::register_view::History;
 use dynamo_model::mutant::Mutant;
 use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, Node, NodeId, Ring};
-use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
+use stateright::actor::{ActorModel, ActorModelState, Id, LossyNetwork, Network};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -90,6 +90,8 @@ pub struct Setup {
     /// At most one background round trip (ping/pong, handoff/ack) per pair of nodes in flight:
     /// the tick period is assumed longer than a round trip.
     pub one_round_trip: bool,
+    /// Leave out crashes of nodes that have no volatile state (they lose nothing).
+    pub skip_idle_crashes: bool,
     /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
     pub reduce_crashed: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
@@ -118,6 +120,7 @@ impl Setup {
             in_flight_max: 3,
             one_round_trip: true,
             reduce_crashed: false,
+            skip_idle_crashes: true,
             linearizability: false,
             mutant: None,
         };
@@ -169,6 +172,16 @@ impl Setup {
     /// The ring of this configuration.
     pub fn ring(&self, config: &Config) -> Ring {
         Ring::new(config.partitions(), config.nodes())
+    }
+
+    /// The in-flight budget actually applied: a duplicating network keeps every message ever sent,
+    /// so its budget is four times larger.
+    pub fn in_flight_budget(&self) -> usize {
+        if self.network == NetworkKind::Duplicating {
+            self.in_flight_max * 4
+        } else {
+            self.in_flight_max
+        }
     }
 
     /// The key's walk: preference list, then fallbacks.
@@ -262,11 +275,22 @@ impl Setup {
             ("N / R / W", format!("{} / {} / {}", self.n, self.r, self.w)),
             ("quorum", if self.sloppy { "sloppy (hinted handoff)" } else { "strict" }.into()),
             ("clients", format!("{} {:?}", self.clients.len(), self.clients)),
-            ("crashes", format!("at most {} node(s) down at once", self.crashes)),
+            (
+                "crashes",
+                format!(
+                    "at most {} node(s) down at once{}",
+                    self.crashes,
+                    if self.skip_idle_crashes {
+                        ", only nodes with volatile state crash"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
             ("network", self.network.name().into()),
             (
                 "in flight",
-                format!("at most {} peer messages, no two identical", self.in_flight_max),
+                format!("at most {} peer messages, no two identical", self.in_flight_budget()),
             ),
             (
                 "round trips",
@@ -315,30 +339,33 @@ fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
     if state.crashed.iter().skip(info.node_count).any(|c| *c) {
         return false;
     }
+    if info.setup.skip_idle_crashes && crashed_idle(info, state) {
+        return false;
+    }
     let mut seen = BTreeSet::new();
     let mut exchanges = BTreeSet::new();
     let mut count = 0;
-    for env in state.network.iter_all() {
+    let max = info.setup.in_flight_budget();
+    for (src, dst, msg, copies) in envelopes(&state.network) {
         // Client requests and replies are bounded by the clients themselves (one operation in
         // flight each); the budget counts peer messages.
-        if matches!(env.msg, Wire::Peer(_)) {
-            count += 1;
+        if matches!(msg, Wire::Peer(_)) {
+            count += copies;
         }
-        if count > info.setup.in_flight_max || !seen.insert((env.src, env.dst, env.msg)) {
+        if count > max || copies > 1 || !seen.insert((src, dst, msg)) {
             return false;
         }
         if info.setup.one_round_trip {
             // A probe or a handoff and its answer form one round trip between a pair of nodes.
-            let pair = match env.msg {
-                Wire::Peer(Msg::Ping | Msg::Handoff { .. }) => Some((0, env.src, env.dst)),
-                Wire::Peer(Msg::Pong | Msg::HandoffAck { .. }) => Some((0, env.dst, env.src)),
+            let trip = match msg {
+                Wire::Peer(Msg::Ping) => Some((false, src, dst)),
+                Wire::Peer(Msg::Pong) => Some((false, dst, src)),
+                Wire::Peer(Msg::Handoff { .. }) => Some((true, src, dst)),
+                Wire::Peer(Msg::HandoffAck { .. }) => Some((true, dst, src)),
                 _ => None,
             };
-            let kind = matches!(env.msg, Wire::Peer(Msg::Handoff { .. } | Msg::HandoffAck { .. }));
-            if let Some((_, a, b)) = pair {
-                if !exchanges.insert((kind, a, b)) {
-                    return false;
-                }
+            if trip.is_some_and(|t| !exchanges.insert(t)) {
+                return false;
             }
         }
     }
@@ -383,4 +410,39 @@ pub fn representative(state: &DynamoState) -> DynamoState {
         }
     }
     rep
+}
+
+/// Whether a crashed node had no volatile state when it crashed. Such a crash loses nothing: the
+/// node's store is durable and it had no operation, forward or suspicion to lose, so the crash and
+/// its recovery look, to everyone else, like a stretch in which the node happened to do nothing
+/// while its messages were delayed, which the network already allows. Pruning these crashes keeps
+/// every reachable combination of stores and client outcomes.
+fn crashed_idle(info: &ModelInfo, state: &DynamoState) -> bool {
+    state.crashed.iter().take(info.node_count).enumerate().any(|(i, crashed)| {
+        *crashed
+            && state.actor_states.get(i).is_some_and(|s| match &**s {
+                RoleState::Node(ns) => {
+                    let v = ns.node.volatile();
+                    v.ops.is_empty() && v.forwards.is_empty() && v.suspected.is_empty()
+                }
+                RoleState::Client(_) => false,
+            })
+    })
+}
+
+/// Every envelope in the network with its number of copies. (Stateright 0.31's `iter_all` never
+/// advances within an ordered flow, so the variants are walked here directly.)
+fn envelopes(net: &Network<Wire>) -> Vec<(Id, Id, &Wire, usize)> {
+    match net {
+        Network::UnorderedDuplicating(set, _) => {
+            set.iter().map(|e| (e.src, e.dst, &e.msg, 1)).collect()
+        }
+        Network::UnorderedNonDuplicating(multiset) => {
+            multiset.iter().map(|(e, n)| (e.src, e.dst, &e.msg, *n)).collect()
+        }
+        Network::Ordered(flows) => flows
+            .iter()
+            .flat_map(|((src, dst), q)| q.iter().map(move |m| (*src, *dst, m, 1)))
+            .collect(),
+    }
 }

@@ -49,6 +49,9 @@ pub struct ModelArgs {
     /// the interleavings of client invocations and returns, so it is off by default).
     #[arg(long)]
     pub linearizability: bool,
+    /// Also crash nodes that have no volatile state to lose (equivalent to a delay; off by default).
+    #[arg(long)]
+    pub idle_crashes: bool,
     /// Merge states that differ only in a crashed node's lost volatile state (DFS and sim only).
     #[arg(long)]
     pub reduce_crashed: bool,
@@ -132,6 +135,9 @@ impl ModelArgs {
         }
         if self.reduce_crashed {
             s.reduce_crashed = true;
+        }
+        if self.idle_crashes {
+            s.skip_idle_crashes = false;
         }
         if let Some(m) = &self.mutant {
             s.mutant = Some(
