@@ -296,22 +296,20 @@ impl<S: Store> Node<S> {
 }
 
 impl<S> Node<S> {
-    /// Remembers that forwarded operation `id` is done, so a duplicate of its request is ignored
-    /// instead of applied a second time (a refused put must never take effect later). Only
-    /// forwarded operations can arrive twice; the memory is volatile and bounded.
+    /// Remembers that operation `id` is done, so a duplicate of its request (a redelivered client
+    /// request or `Forward`) is ignored instead of applied a second time: a refused put must
+    /// never take effect later. The memory is volatile and bounded.
     fn remember_done(&mut self, id: OpId) {
-        if id.origin == self.id {
-            return;
-        }
         let done = &mut self.state.done;
-        if done.len() == DONE_OPS_MAX {
-            done.pop_front();
+        if done.len() >= DONE_OPS_MAX {
+            // Request ids grow per origin, so the smallest ids are (mostly) the oldest.
+            done.pop_first();
         }
-        done.push_back(id);
+        done.insert(id);
     }
 }
 
-/// How many finished forwarded operations a coordinator remembers to ignore duplicates of.
+/// How many finished operations a coordinator remembers to ignore duplicates of.
 pub const DONE_OPS_MAX: usize = 1024;
 
 /// The request a target of `coord` receives.

@@ -17,7 +17,7 @@ use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::ring::Ring;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -104,9 +104,10 @@ pub struct Volatile {
     pub ops: BTreeMap<OpId, Coord>,
     /// Requests this node forwarded.
     pub forwards: BTreeMap<RequestId, Forwarded>,
-    /// Forwarded operations this node finished coordinating, oldest first (bounded by
-    /// [`crate::coordinator::DONE_OPS_MAX`]).
-    pub done: VecDeque<OpId>,
+    /// Operations this node finished coordinating (bounded by
+    /// [`crate::coordinator::DONE_OPS_MAX`]), so that a duplicated request is not applied again.
+    /// A set, not a queue, so that the order operations finished in is not part of the state.
+    pub done: BTreeSet<OpId>,
 }
 
 /// Counters of what the node did and dropped; not part of the protocol state.
@@ -234,14 +235,17 @@ impl<S: Store> Node<S> {
     }
 
     fn on_client(&mut self, now_ms: u64, req: RequestId, op: ClientOp, effects: &mut Vec<Effect>) {
+        let id = OpId { origin: self.id, req };
+        let st = &self.state;
+        if st.ops.contains_key(&id) || st.done.contains(&id) || st.forwards.contains_key(&req) {
+            return; // a duplicate of a request in progress or done: never apply a put twice
+        }
         if let Err(e) = self.validate(&op) {
-            self.stats.rejected += 1;
-            effects.push(Effect::Reply { req, reply: ClientReply::Rejected(e) });
-            return;
+            return self.refuse(id, e, effects);
         }
         let prefs = self.ring.preference_list(&op.key, self.config.n());
         if prefs.contains(&self.id) {
-            self.coordinate(now_ms, OpId { origin: self.id, req }, op, effects);
+            self.coordinate(now_ms, id, op, effects);
             return;
         }
         // Not a coordinator for this key: hand it to the first preference-list node we do not

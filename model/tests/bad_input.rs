@@ -70,8 +70,11 @@ fn node(id: u16) -> Node<MemStore> {
 }
 
 fn ask(node: &mut Node<MemStore>, op: ClientOp) -> Vec<Effect> {
+    // Each call is a new request: the same id again would be ignored as a duplicate.
+    static NEXT_REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000);
+    let req = RequestId(NEXT_REQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let mut effects = Vec::new();
-    node.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+    node.handle(0, Input::Client { req, op }, &mut effects);
     effects
 }
 
@@ -213,4 +216,20 @@ fn a_duplicated_forward_is_not_applied_twice() {
     effects.clear();
     n.handle(0, forward(), &mut effects);
     assert!(effects.is_empty(), "the duplicate was handled again: {effects:?}");
+}
+
+#[test]
+fn a_duplicated_client_request_is_not_applied_twice() {
+    let mut n = node(1);
+    let mut op = ClientOp::put(Key::from("k"), Context::new(), b"v".to_vec());
+    op.w = Some(1);
+    let mut effects = Vec::new();
+    n.handle(0, Input::Client { req: RequestId(9), op: op.clone() }, &mut effects);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })));
+    effects.clear();
+    n.handle(0, Input::Client { req: RequestId(9), op }, &mut effects);
+    assert!(effects.is_empty(), "the duplicate was applied again: {effects:?}");
+    assert_eq!(n.store().data.get(&Key::from("k")).map(Siblings::len), Some(1));
 }
