@@ -193,23 +193,28 @@ impl VClock {
         if other.entries.is_empty() {
             return;
         }
-        let mut out = Vec::with_capacity(self.entries.len().max(other.entries.len()));
-        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => match x.actor.cmp(&y.actor) {
-                    Ordering::Less => out.push(*a.next().expect("peeked")),
-                    Ordering::Greater => out.push(*b.next().expect("peeked")),
-                    Ordering::Equal => {
-                        let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                        out.push(if x.counter >= y.counter { *x } else { *y });
-                    }
-                },
-                (Some(_), None) => out.extend(a.by_ref().copied()),
-                (None, Some(_)) => out.extend(b.by_ref().copied()),
-                (None, None) => break,
+        let (a, b) = (&self.entries, &other.entries);
+        let mut out = Vec::with_capacity(a.len().max(b.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].actor.cmp(&b[j].actor) {
+                Ordering::Less => {
+                    out.push(a[i]);
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    out.push(b[j]);
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    out.push(if a[i].counter >= b[j].counter { a[i] } else { b[j] });
+                    i += 1;
+                    j += 1;
+                }
             }
         }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
         self.entries = out;
     }
 

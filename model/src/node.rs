@@ -9,10 +9,9 @@
 //! acknowledges a write by emitting an effect, so acknowledging before syncing could lose an
 //! acknowledged write on a crash. Drivers batch several calls and sync once per batch.
 
-use crate::clock::Context;
 use crate::config::Config;
 use crate::coordinator::Coord;
-use crate::ids::{ActorId, Key, NodeId, OpId, RequestId};
+use crate::ids::{ActorId, NodeId, OpId, RequestId};
 use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::ring::Ring;
 use crate::store::Store;
@@ -394,11 +393,6 @@ impl<S: Store> Node<S> {
     /// Sends `reply` to whoever asked for operation `op`: the local client or the forwarding node.
     pub(crate) fn reply(&self, op: OpId, reply: ClientReply, effects: &mut Vec<Effect>) {
         reply_from(self.id, op, reply, effects);
-    }
-
-    /// Clock of the merged local siblings of `key` (for status and tests).
-    pub fn local_context(&self, key: &Key) -> Context {
-        self.store.load(key).map(|s| s.context()).unwrap_or_default()
     }
 }
 
