@@ -5,7 +5,10 @@
 # then, for each policy, p99.9 at half of the cluster's measured peak rate.
 #
 # Everything runs on 127.0.0.1. Settings (environment): DURATION_S (default 10), CONCURRENCY
-# (default 32), KEYS (default 10000), REDIS_REQUESTS (default 200000), OUT (report directory).
+# (default 32), KEYS (default 10000), REDIS_REQUESTS (default 200000), OUT (report directory),
+# PROFILE=1 (record a perf profile of the cluster during each peak run into $OUT/profile-*.txt).
+# Each load run starts with one second of warm-up that is not counted (connections open, peers
+# finish dialling each other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +57,20 @@ run_cluster() {
   local dev=$!
   pids+=($dev)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
+  local perf_pid=""
+  if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
+    (sleep 2; perf record -F 999 -g -p "$dev" -o "$OUT/perf-$sync.data" -- sleep $((DURATION_S - 2)) \
+      >/dev/null 2>&1) &
+    perf_pid=$!
+  fi
   "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
     --read-ratio 0.5 --duration-s "$DURATION_S" | tee "$OUT/bench-$sync-peak.txt" >&2
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf report -i "$OUT/perf-$sync.data" --no-children --sort dso,sym 2>/dev/null \
+      | grep -E '^ +[0-9]' | head -60 >"$OUT/profile-$sync.txt" || true
+    echo "profile: $OUT/profile-$sync.txt" >&2
+  fi
   local peak
   peak=$(awk -F'[= ]' '/^RESULT/{print $3}' "$OUT/bench-$sync-peak.txt")
   local half

@@ -12,6 +12,14 @@
 //! Time does not exist in the model: the core always sees `now_ms = 0`, so dots carry no
 //! timestamps and equal states hash equally. Timers may fire in any order at any moment, which is
 //! the inaccurate failure detector that drives sloppy quorum.
+//!
+//! **Probes.** By default the liveness probe (the tick's `Ping` to a suspected node and its `Pong`)
+//! is not sent as two messages. A node that suspects a peer instead gets a [`ModelTimer::Probe`]
+//! for it, which may fire at any moment and feeds the node a `Pong` from that peer: the very input
+//! a completed round trip delivers. This over-approximates the real probe (an answer may now come
+//! at any time, even from a node that is down), so every behaviour of the two-message probe is
+//! still explored: its only other effect, the `Ping` clearing the receiver's own suspicion of the
+//! sender, is what the receiver's own probe does. See `checker/README.md`.
 
 use dynamo_model::{
     ActorId, ClientOp, ClientReply, Config, Context, Dot, Effect, Input, Key, MemStore, Msg, Node,
@@ -40,6 +48,15 @@ pub enum Wire {
         /// The answer.
         reply: ClientReply,
     },
+}
+
+/// The model's timers: the core's own, and the abstracted liveness probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModelTimer {
+    /// A timer the core set.
+    Node(Timer),
+    /// A probe of a suspected peer is answered: the node receives a `Pong` from it.
+    Probe(NodeId),
 }
 
 /// The storage node with actor index `i` is `NodeId(i)`; clients come after the nodes.
@@ -158,6 +175,9 @@ pub enum Role {
         ring: Arc<Ring>,
         /// The key whose clock the regression check watches.
         key: Key,
+        /// Probes are abstracted into [`ModelTimer::Probe`] (otherwise `Ping` and `Pong` are
+        /// sent as messages).
+        probe_timers: bool,
     },
     /// A client running a script.
     Client {
@@ -170,7 +190,7 @@ pub enum Role {
 
 impl Actor for Role {
     type Msg = Wire;
-    type Timer = Timer;
+    type Timer = ModelTimer;
     type State = RoleState;
     type Storage = MemStore;
     type Random = ();
@@ -214,12 +234,22 @@ impl Actor for Role {
         }
     }
 
-    fn on_timeout(&self, _id: Id, state: &mut Cow<RoleState>, timer: &Timer, o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        _id: Id,
+        state: &mut Cow<RoleState>,
+        timer: &ModelTimer,
+        o: &mut Out<Self>,
+    ) {
         let RoleState::Node(ns) = &**state else { return };
+        let input = match *timer {
+            ModelTimer::Node(t) => Input::Timer(t),
+            ModelTimer::Probe(peer) => Input::Peer { from: peer, msg: Msg::Pong },
+        };
         // Run the timer on a copy and keep the copy only if the protocol state changed: a tick
         // with nothing to do then counts as a no-op and stateright does not explore it.
         let mut next = ns.clone();
-        self.step_node(&mut next, Input::Timer(*timer), o);
+        self.step_node(&mut next, input, o);
         if next != *ns {
             *state.to_mut() = RoleState::Node(next);
         }
@@ -236,10 +266,23 @@ impl Actor for Role {
 impl Role {
     /// Hands one input to the core and carries out its effects.
     fn step_node(&self, ns: &mut NodeState, input: Input, o: &mut Out<Self>) {
-        let Role::Node { key, .. } = self else { return };
+        let Role::Node { key, probe_timers, .. } = self else { return };
         let before = ns.node.store().clone();
+        let suspected_before = ns.node.volatile().suspected.clone();
         let mut effects = Vec::new();
         ns.node.handle(0, input, &mut effects);
+        if *probe_timers {
+            // A probe timer is set exactly while its peer is suspected (a crash cancels them all
+            // and a restarted node suspects nobody).
+            let after = &ns.node.volatile().suspected;
+            for peer in after.difference(&suspected_before) {
+                o.set_timer(ModelTimer::Probe(*peer), model_timeout());
+            }
+            for peer in suspected_before.difference(after) {
+                o.cancel_timer(ModelTimer::Probe(*peer));
+            }
+            effects.retain(|e| !matches!(e, Effect::Send { msg: Msg::Ping | Msg::Pong, .. }));
+        }
         if *ns.node.store() != before {
             let old = before.data.get(key).map(|s| s.context()).unwrap_or_default();
             let new = ns.node.store().data.get(key).map(|s| s.context()).unwrap_or_default();
@@ -256,8 +299,10 @@ impl Role {
                     let (client, seq) = split_request_id(req);
                     o.send(client, Wire::Reply { seq, reply });
                 }
-                Effect::SetTimer { timer, .. } => o.set_timer(timer, model_timeout()),
-                Effect::CancelTimer(timer) => o.cancel_timer(timer),
+                Effect::SetTimer { timer, .. } => {
+                    o.set_timer(ModelTimer::Node(timer), model_timeout())
+                }
+                Effect::CancelTimer(timer) => o.cancel_timer(ModelTimer::Node(timer)),
             }
         }
     }

@@ -57,7 +57,8 @@ impl fmt::Display for Expect {
     }
 }
 
-type Condition = fn(&DynamoModel, &DynamoState) -> bool;
+/// A property's predicate over one state.
+pub type Condition = fn(&DynamoModel, &DynamoState) -> bool;
 
 /// One property of the specification.
 #[derive(Clone, Debug)]
@@ -68,7 +69,8 @@ pub struct Spec {
     pub expectation: Expectation,
     /// What this setup is expected to show.
     pub expect: Expect,
-    condition: Condition,
+    /// Whether a state satisfies the property.
+    pub condition: Condition,
 }
 
 /// Property names, so tests and the CLI do not repeat string literals.
@@ -163,14 +165,6 @@ impl Spec {
 
 fn spec(name: &'static str, e: Expectation, expect: Expect, condition: Condition) -> Spec {
     Spec { name, expectation: e, expect, condition }
-}
-
-/// Adds the setup's properties to the model.
-pub fn add_all(mut model: DynamoModel, setup: &Setup) -> DynamoModel {
-    for s in specs(setup) {
-        model = model.property(s.expectation, s.name, s.condition);
-    }
-    model
 }
 
 /// The storage nodes' states, with their ids.

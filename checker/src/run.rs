@@ -75,7 +75,8 @@ impl Default for RunOptions {
 }
 
 /// A discovery path.
-pub type Trace = Path<DynamoState, ActorModelAction<crate::actors::Wire, dynamo_model::Timer, ()>>;
+pub type Trace =
+    Path<DynamoState, ActorModelAction<crate::actors::Wire, crate::actors::ModelTimer, ()>>;
 
 /// One property's result.
 #[derive(Clone, Debug)]

@@ -11,7 +11,8 @@ use crate::properties;
 use crate::register_view::History;
 use dynamo_model::mutant::Mutant;
 use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, Node, NodeId, Ring};
-use stateright::actor::{ActorModel, ActorModelState, Id, LossyNetwork, Network};
+use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
+use stateright::{Model, Path, Property};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -92,6 +93,13 @@ pub struct Setup {
     pub one_round_trip: bool,
     /// Leave out crashes of nodes that have no volatile state (they lose nothing).
     pub skip_idle_crashes: bool,
+    /// Abstract the liveness probe (`Ping` and `Pong`) into a timer that answers it at any moment
+    /// (see [`crate::actors::ModelTimer::Probe`]); otherwise both are sent as messages.
+    pub probe_timers: bool,
+    /// Drop replies that their receiver can only ignore (see [`DynamoModel`]); needs
+    /// `probe_timers`, and is off on the duplicating network. Off by default: it frees in-flight
+    /// slots for live messages, so under the same in-flight bound it explores more, not less.
+    pub drop_dead_replies: bool,
     /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
     pub reduce_crashed: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
@@ -121,6 +129,8 @@ impl Setup {
             one_round_trip: true,
             reduce_crashed: false,
             skip_idle_crashes: true,
+            probe_timers: true,
+            drop_dead_replies: false,
             linearizability: false,
             mutant: None,
         };
@@ -221,6 +231,7 @@ impl Setup {
                 config: config.clone(),
                 ring: ring.clone(),
                 key: key.clone(),
+                probe_timers: self.probe_timers,
             })
             .collect();
         let mut clients = Vec::new();
@@ -254,7 +265,7 @@ impl Setup {
         let lossy =
             if self.network == NetworkKind::Lossy { LossyNetwork::Yes } else { LossyNetwork::No };
         let history = History::new(self.linearizability);
-        let model = ActorModel::new(info, history)
+        let actors = ActorModel::new(info, history)
             .actors(nodes)
             .actors(clients)
             .init_network(network)
@@ -263,7 +274,17 @@ impl Setup {
             .record_msg_out(History::record_out)
             .record_msg_in(History::record_in)
             .within_boundary(within_boundary);
-        Ok(properties::add_all(model, self))
+        let properties = properties::specs(self)
+            .into_iter()
+            .map(|s| Property { expectation: s.expectation, name: s.name, condition: s.condition })
+            .collect();
+        let drop_dead_replies = self.drops_dead_replies();
+        Ok(DynamoModel { inner: actors, properties, drop_dead_replies })
+    }
+
+    /// Whether dead replies are dropped in this run (see [`DynamoModel`]).
+    pub fn drops_dead_replies(&self) -> bool {
+        self.drop_dead_replies && self.probe_timers && self.network != NetworkKind::Duplicating
     }
 
     /// One line per bound, for the report.
@@ -302,6 +323,24 @@ impl Setup {
                 .into(),
             ),
             (
+                "probes",
+                if self.probe_timers {
+                    "a suspected node's probe may be answered at any moment (no Ping/Pong messages)"
+                } else {
+                    "Ping and Pong sent as messages"
+                }
+                .into(),
+            ),
+            (
+                "dead replies",
+                if self.drops_dead_replies() {
+                    "dropped (a reply for an operation its receiver no longer has)"
+                } else {
+                    "delivered"
+                }
+                .into(),
+            ),
+            (
                 "reduction",
                 if self.reduce_crashed { "crashed nodes' volatile state merged" } else { "none" }
                     .into(),
@@ -325,10 +364,133 @@ pub struct ModelInfo {
     pub node_count: usize,
 }
 
-/// The stateright model of a Dynamo cluster.
-pub type DynamoModel = ActorModel<Role, Arc<ModelInfo>, History>;
+/// Stateright's actor model of the cluster: nodes and clients over a network.
+pub type ActorsModel = ActorModel<Role, Arc<ModelInfo>, History>;
 /// One state of it.
 pub type DynamoState = ActorModelState<Role, History>;
+/// One step.
+pub type DynamoAction = ActorModelAction<Wire, crate::actors::ModelTimer, ()>;
+
+/// The stateright model of a Dynamo cluster: the actor model, with the specification's properties
+/// and one reduction applied after every step.
+///
+/// **Dead replies.** A `StoreAck` or `FetchReply` for an operation its coordinator no longer has
+/// (finished, timed out, or lost in a crash), a `ForwardReply` for a forward its origin no longer
+/// waits on, and a `Fetch` whose answer would be such a `FetchReply` can only be ignored by their
+/// receiver: operation ids are never reused (a client sends each request once and the network does
+/// not duplicate), so the operation never comes back. Delivering one changes nothing but the
+/// receiver's suspicion of the sender, which the receiver's probe timer can clear at any moment
+/// anyway. Such a message is removed from the network as soon as it is dead, instead of adding
+/// every moment of its useless delivery to the state space and holding an in-flight slot. Every
+/// behaviour of the unreduced model maps to one of the reduced model with the same stores, client
+/// outcomes and quiescent states, so no discovery is lost (`--drop-dead-replies` turns it on).
+pub struct DynamoModel {
+    /// The actor model.
+    pub inner: ActorsModel,
+    properties: Vec<Property<DynamoModel>>,
+    drop_dead_replies: bool,
+}
+
+impl fmt::Debug for DynamoModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoModel").field("setup", &self.cfg.setup).finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for DynamoModel {
+    type Target = ActorsModel;
+    fn deref(&self) -> &ActorsModel {
+        &self.inner
+    }
+}
+
+impl Model for DynamoModel {
+    type State = DynamoState;
+    type Action = DynamoAction;
+
+    fn init_states(&self) -> Vec<DynamoState> {
+        self.inner.init_states().into_iter().map(|s| self.reduce(s)).collect()
+    }
+    fn actions(&self, state: &DynamoState, actions: &mut Vec<DynamoAction>) {
+        self.inner.actions(state, actions)
+    }
+    fn next_state(&self, last: &DynamoState, action: DynamoAction) -> Option<DynamoState> {
+        self.inner.next_state(last, action).map(|s| self.reduce(s))
+    }
+    fn format_action(&self, action: &DynamoAction) -> String {
+        self.inner.format_action(action)
+    }
+    fn format_step(&self, last: &DynamoState, action: DynamoAction) -> Option<String> {
+        self.inner.format_step(last, action)
+    }
+    fn as_svg(&self, path: Path<DynamoState, DynamoAction>) -> Option<String> {
+        let actions: Vec<_> = path.clone().into_actions();
+        let init = path.into_vec().into_iter().next()?.0;
+        self.inner.as_svg(Path::from_actions(&self.inner, init, &actions)?)
+    }
+    fn properties(&self) -> Vec<Property<DynamoModel>> {
+        self.properties.clone()
+    }
+    fn within_boundary(&self, state: &DynamoState) -> bool {
+        Model::within_boundary(&self.inner, state)
+    }
+}
+
+impl DynamoModel {
+    fn reduce(&self, mut state: DynamoState) -> DynamoState {
+        if !self.drop_dead_replies {
+            return state;
+        }
+        let dead = |src: Id, dst: Id, msg: &Wire| dead_reply(&self.cfg, &state, src, dst, msg);
+        let any_dead = envelopes(&state.network).into_iter().any(|(s, d, m, _)| dead(s, d, m));
+        if !any_dead {
+            return state;
+        }
+        let mut network = state.network.clone();
+        match &mut network {
+            Network::UnorderedNonDuplicating(multiset) => {
+                multiset.retain(|e, _| !dead(e.src, e.dst, &e.msg));
+            }
+            Network::Ordered(flows) => {
+                for ((src, dst), queue) in flows.iter_mut() {
+                    queue.retain(|m| !dead(*src, *dst, m));
+                }
+                flows.retain(|_, queue| !queue.is_empty());
+            }
+            Network::UnorderedDuplicating(..) => {}
+        }
+        state.network = network;
+        state
+    }
+}
+
+/// Whether the message `src` sent to `dst` can only be ignored, now and forever (see
+/// [`DynamoModel`]).
+fn dead_reply(info: &ModelInfo, state: &DynamoState, src: Id, dst: Id, msg: &Wire) -> bool {
+    let Wire::Peer(msg) = msg else { return false };
+    // The node whose operation or forward the message (or its answer) is for.
+    let waiter = match msg {
+        Msg::StoreAck { .. } | Msg::FetchReply { .. } | Msg::ForwardReply { .. } => dst,
+        Msg::Fetch { .. } => src,
+        _ => return false,
+    };
+    let i = usize::from(waiter);
+    if i >= info.node_count {
+        return false;
+    }
+    if state.crashed.get(i).copied().unwrap_or(false) {
+        return true; // its operations and forwards are lost; a restart starts with none
+    }
+    let Some(RoleState::Node(ns)) = state.actor_states.get(i).map(|s| &**s) else { return false };
+    let v = ns.node.volatile();
+    match msg {
+        Msg::StoreAck { op } | Msg::FetchReply { op, .. } | Msg::Fetch { op, .. } => {
+            !v.ops.contains_key(op)
+        }
+        Msg::ForwardReply { req, .. } => !v.forwards.contains_key(req),
+        _ => false,
+    }
+}
 
 /// The checked space: clients never crash (only storage nodes do), at most `in_flight_max`
 /// messages are in flight, and no message is in flight twice. The last bound is what keeps
@@ -413,17 +575,26 @@ pub fn representative(state: &DynamoState) -> DynamoState {
 }
 
 /// Whether a crashed node had no volatile state when it crashed. Such a crash loses nothing: the
-/// node's store is durable and it had no operation, forward or suspicion to lose, so the crash and
-/// its recovery look, to everyone else, like a stretch in which the node happened to do nothing
-/// while its messages were delayed, which the network already allows. Pruning these crashes keeps
-/// every reachable combination of stores and client outcomes.
+/// node's store is durable and it had no operation or forward to lose, so the crash and its
+/// recovery look, to everyone else, like a stretch in which the node happened to do nothing while
+/// its messages were delayed, which the network already allows. Pruning these crashes keeps every
+/// reachable combination of stores and client outcomes.
+///
+/// Suspicions count as volatile state only when the probe is sent as messages. With probe timers
+/// a crash that loses only suspicions is the same as every probe being answered (each a step the
+/// model explores) followed by an idle crash. The set of finished operations counts only on the
+/// duplicating network: elsewhere no request arrives twice, so it never decides anything.
 fn crashed_idle(info: &ModelInfo, state: &DynamoState) -> bool {
+    let setup = &info.setup;
     state.crashed.iter().take(info.node_count).enumerate().any(|(i, crashed)| {
         *crashed
             && state.actor_states.get(i).is_some_and(|s| match &**s {
                 RoleState::Node(ns) => {
                     let v = ns.node.volatile();
-                    v.ops.is_empty() && v.forwards.is_empty() && v.suspected.is_empty()
+                    v.ops.is_empty()
+                        && v.forwards.is_empty()
+                        && (setup.probe_timers || v.suspected.is_empty())
+                        && (setup.network != NetworkKind::Duplicating || v.done.is_empty())
                 }
                 RoleState::Client(_) => false,
             })

@@ -4,7 +4,7 @@
 //! crash or recovery, a drop), then shows every node's durable siblings and hints for the key after
 //! the step, and what the clients have learned so far.
 
-use crate::actors::{node_id, Outcome, RoleState, Wire};
+use crate::actors::{node_id, ModelTimer, Outcome, RoleState, Wire};
 use crate::run::Trace;
 use crate::setup::{DynamoModel, DynamoState};
 use dynamo_model::Msg;
@@ -42,7 +42,7 @@ fn wire(msg: &Wire) -> String {
     }
 }
 
-fn action(model: &DynamoModel, a: &ActorModelAction<Wire, dynamo_model::Timer, ()>) -> String {
+fn action(model: &DynamoModel, a: &ActorModelAction<Wire, ModelTimer, ()>) -> String {
     let name = |id: &Id| actor_name(model, *id);
     match a {
         ActorModelAction::Deliver { src, dst, msg } => {
@@ -51,7 +51,12 @@ fn action(model: &DynamoModel, a: &ActorModelAction<Wire, dynamo_model::Timer, (
         ActorModelAction::Drop(env) => {
             format!("DROP {} -> {}: {}", name(&env.src), name(&env.dst), wire(&env.msg))
         }
-        ActorModelAction::Timeout(id, t) => format!("{}: timer {t:?} fires", name(id)),
+        ActorModelAction::Timeout(id, ModelTimer::Node(t)) => {
+            format!("{}: timer {t:?} fires", name(id))
+        }
+        ActorModelAction::Timeout(id, ModelTimer::Probe(peer)) => {
+            format!("{}: probe of suspected {peer} answered (Pong)", name(id))
+        }
         ActorModelAction::Crash(id) => format!("{} CRASHES (volatile state lost)", name(id)),
         ActorModelAction::Recover(id) => format!("{} RECOVERS from its durable store", name(id)),
         ActorModelAction::SelectRandom { actor, .. } => format!("{}: random choice", name(actor)),

@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// How long to run.
     #[arg(long, default_value_t = 10)]
     pub duration_s: u64,
+    /// Load applied before measuring starts (connections open, caches fill); not counted.
+    #[arg(long, default_value_t = 1)]
+    pub warmup_s: u64,
     /// Total request rate (ops/s), open loop; omit to go as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -173,13 +176,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let contexts: Arc<Vec<Mutex<Option<String>>>> =
         Arc::new((0..args.keys).map(|_| Mutex::new(None)).collect());
     let value = Bytes::from(vec![b'x'; args.value_bytes]);
+    anyhow::ensure!(args.warmup_s <= DURATION_S_MAX, "warm-up 0..={DURATION_S_MAX} s");
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration_s);
+    let measured = started + Duration::from_secs(args.warmup_s);
+    let deadline = measured + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
         let (contexts, value, args) = (contexts.clone(), value.clone(), args.clone());
         tasks.push(tokio::spawn(async move {
-            worker(w, contexts, value, args, started, deadline).await
+            worker(w, contexts, value, args, started, measured, deadline).await
         }));
     }
     let mut all = histogram()?;
@@ -195,7 +200,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             *errors.entry(k).or_insert(0) += v;
         }
     }
-    Ok(BenchReport { args, elapsed: started.elapsed(), all, reads, writes, errors })
+    let elapsed = Instant::now().saturating_duration_since(measured);
+    Ok(BenchReport { args, elapsed, all, reads, writes, errors })
 }
 
 async fn worker(
@@ -204,6 +210,7 @@ async fn worker(
     value: Bytes,
     args: BenchArgs,
     started: Instant,
+    measured: Instant,
     deadline: Instant,
 ) -> anyhow::Result<WorkerResult> {
     let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
@@ -217,6 +224,12 @@ async fn worker(
     let interval = args.rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
     let mut due = started
         + interval.map(|i| i.mul_f64(w as f64 / args.concurrency as f64)).unwrap_or_default();
+    let mut ignored = WorkerResult {
+        all: histogram()?,
+        reads: histogram()?,
+        writes: histogram()?,
+        errors: BTreeMap::new(),
+    };
     let mut i = w;
     let hosts: Vec<String> = args
         .targets
@@ -283,6 +296,8 @@ async fn worker(
             }
         };
         let us = begin.elapsed().as_micros() as u64;
+        // Warm-up requests keep contexts current but are not counted.
+        let res = if begin < measured { &mut ignored } else { &mut res };
         match outcome {
             Ok((200 | 204 | 300 | 404, ctx)) => {
                 if let (Some(c), Ok(mut slot)) = (ctx, contexts[k].lock()) {

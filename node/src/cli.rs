@@ -203,7 +203,14 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `serve` runs its node on a runtime of its own (see `server::start`) and this one only waits
+    // for signals; client commands and the load generator need one thread. `dev` shares this
+    // runtime among its nodes unless told otherwise, so it gets a worker per core.
+    let mut builder = match &cli.command {
+        Command::Dev(d) if d.threads == 0 => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

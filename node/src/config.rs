@@ -15,6 +15,10 @@ use std::path::PathBuf;
 pub const DEFAULT_CLUSTER: &str = "dynamo";
 /// Default interval between syncs under [`SyncPolicy::Interval`].
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
+/// Default number of threads a node runs on (see [`NodeConfig::threads`]).
+pub const DEFAULT_THREADS: usize = 1;
+/// Most threads a node may be given.
+pub const THREADS_MAX: usize = 256;
 
 /// When the driver makes store writes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum, Default)]
@@ -101,6 +105,9 @@ pub struct ServeArgs {
     /// Sync period under `--sync interval`.
     #[arg(long)]
     pub sync_interval_ms: Option<u64>,
+    /// Threads the node runs on (1: driver, transport and HTTP share one thread).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Default request timeout.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
@@ -135,6 +142,7 @@ pub struct FileConfig {
     partitions: Option<u32>,
     sync: Option<SyncPolicy>,
     sync_interval_ms: Option<u64>,
+    threads: Option<usize>,
     request_timeout_ms: Option<u64>,
     sloppy_retry_ms: Option<u64>,
     tick_ms: Option<u64>,
@@ -161,6 +169,10 @@ pub struct NodeConfig {
     pub sync: SyncPolicy,
     /// Sync period under [`SyncPolicy::Interval`].
     pub sync_interval_ms: u64,
+    /// Threads of the node's own runtime. With 1 (the default) the driver, the peer transport and
+    /// the HTTP API are tasks of one thread and hand work to each other without waking another
+    /// thread; more threads parse HTTP in parallel but pay a cross-thread wake-up per hand-off.
+    pub threads: usize,
     /// The protocol parameters (node set, N/R/W, Q, timeouts, limits).
     pub params: ConfigParams,
 }
@@ -239,8 +251,12 @@ impl NodeConfig {
                 .sync_interval_ms
                 .or(file.sync_interval_ms)
                 .unwrap_or(DEFAULT_SYNC_INTERVAL_MS),
+            threads: args.threads.or(file.threads).unwrap_or(DEFAULT_THREADS),
             params,
         };
+        if !(1..=THREADS_MAX).contains(&cfg.threads) {
+            return Err(NodeError::Config(format!("threads must be 1..={THREADS_MAX}")));
+        }
         cfg.protocol()?;
         if cfg.sync_interval_ms == 0 {
             return Err(NodeError::Config("sync_interval_ms must be > 0".into()));
@@ -285,5 +301,9 @@ mod tests {
         assert!(NodeConfig::from_args(&args).is_err());
         let args = ServeArgs { id: Some(1), w: Some(2), ..ServeArgs::default() };
         assert!(NodeConfig::from_args(&args).is_err(), "w=2 with one node");
+        let args = ServeArgs { id: Some(1), threads: Some(0), ..ServeArgs::default() };
+        assert!(NodeConfig::from_args(&args).is_err(), "zero threads");
+        let args = ServeArgs { id: Some(1), threads: Some(4), ..ServeArgs::default() };
+        assert_eq!(NodeConfig::from_args(&args).map(|c| c.threads).ok(), Some(4));
     }
 }

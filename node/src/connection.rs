@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -31,8 +32,12 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Messages queued per peer before the driver starts dropping.
 pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
-/// Frames written before a flush.
+/// Messages taken from the queue and written with one call.
 pub const WRITE_BATCH_MAX: usize = 256;
+/// Bytes of a frame's length prefix.
+const FRAME_HEADER_BYTES: usize = 4;
+/// A write buffer grown past this by a burst of large messages is released after the write.
+const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -253,32 +258,50 @@ async fn write_loop(
     rx: &mut mpsc::Receiver<Msg>,
     shutdown: &mut ShutdownRx,
 ) -> WriteEnd {
-    let mut buf = Vec::with_capacity(WRITE_BATCH_MAX);
-    // Messages are encoded into one reused buffer, then copied once into an exact-size frame
-    // (encoding straight into a fresh vector regrows it several times per message).
-    let mut scratch: Vec<u8> = Vec::new();
+    let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
+    // The whole batch is encoded into one buffer, each message straight behind its 4-byte big
+    // endian length (the framing the reader's `LengthDelimitedCodec` expects), and written with
+    // one call: no per-message allocation or copy besides the encoding itself.
+    let mut out: Vec<u8> = Vec::new();
     loop {
         let n = tokio::select! {
-            n = rx.recv_many(&mut buf, WRITE_BATCH_MAX) => n,
+            n = rx.recv_many(&mut batch, WRITE_BATCH_MAX) => n,
             _ = shutdown.wait() => return WriteEnd::Stop,
         };
         if n == 0 {
             return WriteEnd::Stop;
         }
-        for msg in buf.drain(..) {
-            scratch.clear();
-            scratch = postcard::to_extend(&msg, std::mem::take(&mut scratch)).unwrap_or_default();
-            if scratch.is_empty() || scratch.len() > ctx.frame_bytes_max {
-                ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
+        out.clear();
+        let mut frames = 0u64;
+        for msg in batch.drain(..) {
+            let start = out.len();
+            out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+            out = match postcard::to_extend(&msg, std::mem::take(&mut out)) {
+                Ok(o) => o,
+                Err(_) => {
+                    // Never expected (every message type encodes); the buffer was consumed.
+                    ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                    return WriteEnd::Broken("encoding a message failed".into());
+                }
+            };
+            let len = out.len() - start - FRAME_HEADER_BYTES;
+            match u32::try_from(len) {
+                Ok(l) if len <= ctx.frame_bytes_max => {
+                    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
+                    frames += 1;
+                }
+                _ => {
+                    out.truncate(start);
+                    ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if let Err(e) = f.feed(Bytes::copy_from_slice(&scratch)).await {
-                return WriteEnd::Broken(e.to_string());
-            }
-            ctx.net.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = SinkExt::<Bytes>::flush(f).await {
+        if let Err(e) = f.get_mut().write_all(&out).await {
             return WriteEnd::Broken(e.to_string());
+        }
+        ctx.net.frames_sent.fetch_add(frames, Ordering::Relaxed);
+        if out.capacity() > WRITE_BUFFER_KEEP_BYTES {
+            out = Vec::new();
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct DevArgs {
     /// When writes are made durable.
     #[arg(long, value_enum, default_value_t = SyncPolicy::Always)]
     pub sync: SyncPolicy,
+    /// Threads per node: 0 runs every node on one shared pool of workers (one per core), N gives
+    /// each node a runtime of its own with N threads.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Delete the data directory first.
     #[arg(long)]
     pub fresh: bool,
@@ -56,12 +60,19 @@ pub fn node_config(args: &DevArgs, id: u16) -> NodeConfig {
         peers,
         sync: args.sync,
         sync_interval_ms: crate::config::DEFAULT_SYNC_INTERVAL_MS,
+        threads: args.threads.max(1),
         params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
     }
 }
 
 /// Runs the dev cluster until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), NodeError> {
+    if args.threads > crate::config::THREADS_MAX {
+        return Err(NodeError::Config(format!(
+            "--threads must be 0..={}",
+            crate::config::THREADS_MAX
+        )));
+    }
     if args.nodes == 0 || args.nodes > DEV_NODES_MAX {
         return Err(NodeError::Config(format!("--nodes must be 1..={DEV_NODES_MAX}")));
     }
@@ -70,7 +81,13 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     }
     let mut nodes: Vec<RunningNode> = Vec::new();
     for id in 1..=args.nodes {
-        match server::start(node_config(&args, id)).await {
+        let cfg = node_config(&args, id);
+        let started = if args.threads == 0 {
+            server::start_shared(cfg).await
+        } else {
+            server::start(cfg).await
+        };
+        match started {
             Ok(n) => nodes.push(n),
             Err(e) => {
                 for n in nodes {

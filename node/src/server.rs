@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A node that is running.
@@ -34,7 +34,7 @@ pub struct RunningNode {
     /// Where its peer listener listens.
     pub peer_addr: SocketAddr,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), NodeError>>,
+    done: oneshot::Receiver<Result<(), NodeError>>,
 }
 
 impl RunningNode {
@@ -45,7 +45,7 @@ impl RunningNode {
 
     /// Waits until the node has stopped.
     pub async fn wait(self) -> Result<(), NodeError> {
-        self.task.await.map_err(|e| NodeError::Driver(e.to_string()))?
+        self.done.await.map_err(|_| NodeError::Driver("the node's thread ended early".into()))?
     }
 
     /// Resolves once the node starts shutting down, whoever asked.
@@ -60,8 +60,61 @@ impl RunningNode {
     }
 }
 
-/// Starts a node. Listeners are bound before this returns, so clients may connect at once.
+/// Starts a node on threads of its own ([`NodeConfig::threads`] of them, with a tokio runtime of
+/// its own). Listeners are bound before this returns, so clients may connect at once. The caller
+/// may be on any runtime: the node shares nothing with it but channels.
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let threads = cfg.threads;
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = builder.enable_all().thread_name(format!("node-{}", cfg.id)).build()?;
+    std::thread::Builder::new().name(format!("node-{}", cfg.id)).spawn(move || {
+        rt.block_on(async move {
+            let (done_tx, done) = oneshot::channel();
+            match start_here(cfg, done).await {
+                Ok((node, task)) => {
+                    let _ = ready_tx.send(Ok(node));
+                    report_end(task, done_tx).await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        });
+    })?;
+    ready_rx.await.map_err(|_| NodeError::Driver("the node's thread ended early".into()))?
+}
+
+/// Starts a node on the caller's tokio runtime, sharing its threads with whatever else runs
+/// there (`dynamo dev` runs all its nodes so: on 2 cores, one pool of workers for three nodes
+/// measured faster than a thread per node). [`NodeConfig::threads`] is not used.
+pub async fn start_shared(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    let (done_tx, done) = oneshot::channel();
+    let (node, task) = start_here(cfg, done).await?;
+    tokio::spawn(report_end(task, done_tx));
+    Ok(node)
+}
+
+/// Waits for a node's task and hands its outcome to [`RunningNode::wait`].
+async fn report_end(
+    task: JoinHandle<Result<(), NodeError>>,
+    done: oneshot::Sender<Result<(), NodeError>>,
+) {
+    let ended = task.await.unwrap_or_else(|e| Err(NodeError::Driver(e.to_string())));
+    let _ = done.send(ended);
+}
+
+/// Starts a node's tasks on the current runtime; the returned task ends when the node has stopped.
+async fn start_here(
+    cfg: NodeConfig,
+    done: oneshot::Receiver<Result<(), NodeError>>,
+) -> Result<(RunningNode, JoinHandle<Result<(), NodeError>>), NodeError> {
     let config = Arc::new(cfg.protocol()?);
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
     let (store, incarnation) = SledStore::open(
@@ -150,7 +203,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         tracing::info!(node = %id, "shutting down");
         finish(http, accept, peer_tasks, handle, Some(driver_task)).await
     });
-    Ok(RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, task })
+    Ok((RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, done }, task))
 }
 
 async fn finish(

@@ -6,6 +6,11 @@
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
+//! Primary data is read through a cache of decoded sibling sets ([`READ_CACHE_BYTES`]), written
+//! through on every save: a replica reads a key before each write to merge into it, and decoding
+//! a record from sled's pages cost more than the write itself. The cache only ever holds what sled
+//! holds (a failed write evicts the key).
+//!
 //! Writes go to sled's log at once; [`SledStore::sync`] makes them durable (fsync). The driver
 //! calls it once per batch under the `always` sync policy, which is the group commit the core's
 //! durability rule asks for.
@@ -17,12 +22,33 @@ use std::path::Path;
 
 /// sled's page cache per node.
 pub const CACHE_BYTES: u64 = 64 << 20;
+/// Bytes of decoded primary data kept in memory per node, besides sled's page cache.
+pub const READ_CACHE_BYTES: u64 = 64 << 20;
+/// Expected keys in the read cache (sizes its tables; the byte bound is what limits it).
+const READ_CACHE_KEYS: usize = 64 * 1024;
+/// Times a locked data directory is retried before opening fails (see [`SledStore::open`]).
+const LOCK_RETRIES: u32 = 40;
+/// Pause between those retries.
+const LOCK_RETRY_MS: u64 = 50;
 /// How often sled flushes on its own when the driver does not (the `none` policy).
 pub const BACKGROUND_FLUSH_MS: u64 = 500;
 const INCARNATION_KEY: &[u8] = b"incarnation";
 const NODE_ID_KEY: &[u8] = b"node_id";
 /// Present while a node runs on the directory; removed by a clean shutdown.
 const RUNNING_KEY: &[u8] = b"running";
+
+/// Whether sled failed to open because another handle still holds the directory's lock. sled
+/// reports it as an `io::Error` of kind `Other` whose message names the lock (the `WouldBlock`
+/// from `flock` survives only in that text), so both forms are recognised.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
 
 /// A random incarnation, never 0 and never `previous`.
 fn fresh_incarnation(previous: u32) -> u32 {
@@ -48,11 +74,23 @@ impl Flusher {
     }
 }
 
+/// Weighs a cached sibling set by the bytes it holds.
+#[derive(Clone, Debug)]
+struct SiblingsWeight;
+
+impl quick_cache::Weighter<Vec<u8>, Siblings> for SiblingsWeight {
+    fn weight(&self, key: &Vec<u8>, s: &Siblings) -> u64 {
+        (key.len() + size_estimate(s) + 1) as u64
+    }
+}
+
+type ReadCache = quick_cache::sync::Cache<Vec<u8>, Siblings, SiblingsWeight>;
+
 /// A [`Store`] on sled.
-#[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
     data: sled::Tree,
+    cache: ReadCache,
     hints: sled::Tree,
     meta: sled::Tree,
     hint_count: usize,
@@ -87,14 +125,18 @@ fn decode(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<Siblings, Store
 /// Room per version for its dot and clock, besides the value, when sizing an encoding buffer.
 const VERSION_OVERHEAD_BYTES: usize = 64;
 
-fn encode(s: &Siblings) -> Result<Vec<u8>, StoreError> {
-    // Sized up front: growing a vector byte string by byte string copies a large value many times.
-    let estimate: usize = s
-        .versions()
+/// Roughly the bytes `s` takes encoded (or in memory): its values plus room for each version's
+/// dot and clock.
+fn size_estimate(s: &Siblings) -> usize {
+    s.versions()
         .iter()
         .map(|v| v.payload.value().map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES)
-        .sum();
-    postcard::to_extend(s, Vec::with_capacity(estimate + 8))
+        .sum()
+}
+
+fn encode(s: &Siblings) -> Result<Vec<u8>, StoreError> {
+    // Sized up front: growing a vector byte string by byte string copies a large value many times.
+    postcard::to_extend(s, Vec::with_capacity(size_estimate(s) + 8))
         .map_err(|e| StoreError::Io(format!("encode: {e}")))
 }
 
@@ -108,6 +150,16 @@ fn hint_key(intended: NodeId, key: &Key) -> Vec<u8> {
 fn split_hint_key(k: &[u8]) -> Option<(NodeId, Key)> {
     let (id, key) = k.split_at_checked(2)?;
     Some((NodeId(u16::from_be_bytes([id[0], id[1]])), Key(key.to_vec())))
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("cached_keys", &self.cache.len())
+            .field("hint_count", &self.hint_count)
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SledStore {
@@ -130,12 +182,22 @@ impl SledStore {
             dir: dir.display().to_string(),
             detail: e.to_string(),
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(background_flush.then_some(BACKGROUND_FLUSH_MS))
-            .open()
-            .map_err(fail)?;
+            .flush_every_ms(background_flush.then_some(BACKGROUND_FLUSH_MS));
+        // sled releases a directory's lock when its last background job lets go of the database,
+        // a moment after the store is dropped: a quick reopen (a restart in-process) waits for it.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(e) if is_lock_contention(&e) && attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+                }
+                other => break other.map_err(fail)?,
+            }
+        };
         let data = db.open_tree("data").map_err(fail)?;
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
@@ -183,7 +245,8 @@ impl SledStore {
         meta.insert(RUNNING_KEY, &[1u8]).map_err(fail)?;
         db.flush().map_err(fail)?;
         let hint_count = hints.len();
-        let store = SledStore { db, data, hints, meta, hint_count, dirty: false };
+        let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
+        let store = SledStore { db, data, cache, hints, meta, hint_count, dirty: false };
         Ok((store, incarnation))
     }
 
@@ -232,14 +295,24 @@ impl SledStore {
 
 impl Store for SledStore {
     fn load(&self, key: &Key) -> Result<Siblings, StoreError> {
-        match self.data.get(&key.0).map_err(io)? {
-            Some(v) => decode(|| format!("key {key}"), &v),
-            None => Ok(Siblings::new()),
+        if let Some(s) = self.cache.get(&key.0) {
+            return Ok(s);
         }
+        let siblings = match self.data.get(&key.0).map_err(io)? {
+            Some(v) => decode(|| format!("key {key}"), &v)?,
+            None => Siblings::new(),
+        };
+        self.cache.insert(key.0.clone(), siblings.clone());
+        Ok(siblings)
     }
 
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
-        self.data.insert(&key.0, encode(siblings)?).map_err(io)?;
+        if let Err(e) = self.data.insert(&key.0, encode(siblings)?) {
+            // Whether sled kept the write is unknown: the next load asks sled.
+            self.cache.remove(&key.0);
+            return Err(io(e));
+        }
+        self.cache.insert(key.0.clone(), siblings.clone());
         self.dirty = true;
         Ok(())
     }
@@ -344,6 +417,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_through_the_cache_see_the_latest_save_and_match_sled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let k = Key::from("k");
+        assert!(s.load(&k).expect("load").is_empty(), "absent key (now cached as absent)");
+        s.save(&k, &sibs(b"one")).expect("save");
+        assert_eq!(s.load(&k).expect("load"), sibs(b"one"));
+        s.save(&k, &sibs(b"two")).expect("save");
+        assert_eq!(s.load(&k).expect("load"), sibs(b"two"));
+        let raw = s.data.get(&k.0).expect("sled get").expect("present");
+        assert_eq!(decode(|| "k".into(), &raw).expect("decode"), sibs(b"two"), "sled agrees");
+    }
+
+    #[test]
     fn data_hints_and_incarnation_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
@@ -361,7 +448,33 @@ mod tests {
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[0].0, NodeId(3));
         assert_eq!(s.hints(&BTreeSet::new(), 1).expect("hints").len(), 1);
-        assert!(SledStore::open(dir.path(), NodeId(2), false, true).is_err(), "another node's dir");
+        drop(s);
+        assert!(
+            matches!(
+                SledStore::open(dir.path(), NodeId(2), false, true),
+                Err(OpenError::Mismatch(_))
+            ),
+            "another node's dir"
+        );
+    }
+
+    #[test]
+    fn a_held_directory_lock_is_recognised_and_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        // sled's own error for a locked directory must be the one the retry recognises.
+        let Err(err) = sled::Config::new().path(dir.path()).open() else {
+            panic!("a second handle on a locked directory must be refused");
+        };
+        assert!(is_lock_contention(&err), "not recognised as lock contention: {err}");
+        // A store that lets go while `open` waits is opened, not reported as an error.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(s);
+        });
+        let reopened = SledStore::open(dir.path(), NodeId(1), false, true);
+        holder.join().expect("holder thread");
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
     }
 
     #[test]

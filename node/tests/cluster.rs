@@ -15,7 +15,8 @@ const NO: Overrides = Overrides { r: None, w: None, timeout_ms: None };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_delete_round_trip_from_any_node() {
-    let c = Cluster::start(3, |_| {}).await;
+    // Each way a node can run: its own one-thread runtime, its own pool, the caller's runtime.
+    let c = Cluster::start(3, |cfg| cfg.threads = [1, 2, 0][usize::from(cfg.id.0 - 1)]).await;
     let r = c.client.get(&c.url(1), b"k", NO).await.expect("get");
     assert_eq!(r.status, 404);
     let w = c.client.put(&c.url(1), b"k", None, Bytes::from("v1"), NO).await.expect("put");
@@ -275,6 +276,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         value_bytes: 1024,
         read_ratio: 0.5,
         duration_s: 1,
+        warmup_s: 1,
         rate: None,
         seed: 7,
     };

@@ -52,6 +52,13 @@ pub struct ModelArgs {
     /// Also crash nodes that have no volatile state to lose (equivalent to a delay; off by default).
     #[arg(long)]
     pub idle_crashes: bool,
+    /// Send the liveness probe as Ping and Pong messages instead of the probe timer.
+    #[arg(long)]
+    pub ping_messages: bool,
+    /// Drop replies their receiver can only ignore as soon as they are dead (sound, but frees
+    /// in-flight slots, so it explores more under the same bound).
+    #[arg(long)]
+    pub drop_dead_replies: bool,
     /// Merge states that differ only in a crashed node's lost volatile state (DFS and sim only).
     #[arg(long)]
     pub reduce_crashed: bool,
@@ -138,6 +145,12 @@ impl ModelArgs {
         }
         if self.idle_crashes {
             s.skip_idle_crashes = false;
+        }
+        if self.ping_messages {
+            s.probe_timers = false;
+        }
+        if self.drop_dead_replies {
+            s.drop_dead_replies = true;
         }
         if let Some(m) = &self.mutant {
             s.mutant = Some(

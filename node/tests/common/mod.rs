@@ -78,6 +78,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 peers,
                 sync,
                 sync_interval_ms: 50,
+                threads: 1,
                 params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
             }
         })
@@ -102,7 +103,13 @@ impl Cluster {
         }
         let mut nodes = Vec::new();
         for c in &cfgs {
-            nodes.push(Some(dynamo_node::start(c.clone()).await.expect("node starts")));
+            // threads 0: on the test's runtime, as `dynamo dev` runs its nodes.
+            let started = if c.threads == 0 {
+                dynamo_node::server::start_shared(c.clone()).await
+            } else {
+                dynamo_node::start(c.clone()).await
+            };
+            nodes.push(Some(started.expect("node starts")));
         }
         let cluster = Cluster { cfgs, nodes, client: HttpClient::new(), dir };
         cluster.wait_connected().await;
