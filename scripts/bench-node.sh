@@ -4,21 +4,28 @@
 # run as the single-node baseline. Prints ops/s, latency percentiles and the cluster/Redis ratio,
 # then, for each policy, p99.9 at half of the cluster's measured peak rate.
 #
-# Everything runs on 127.0.0.1. Settings (environment): DURATION_S (default 10), CONCURRENCY
-# (default 32), KEYS (default 10000), REDIS_REQUESTS (default 200000), OUT (report directory),
-# PROFILE=1 (record a perf profile of the cluster during each peak run into $OUT/profile-*.txt).
-# Each load run starts with one second of warm-up that is not counted (connections open, peers
-# finish dialling each other).
+# The machine this runs on is usually shared and small, and single runs vary by 20% or more, so
+# the whole comparison is repeated ROUNDS times, interleaved (Redis, then each policy on a fresh
+# cluster: its peak, then half of that peak), and the report gives every round and the medians.
+#
+# Everything runs on 127.0.0.1. Settings (environment): ROUNDS (default 3), DURATION_S (default
+# 10), CONCURRENCY (default 32), KEYS (default 10000), REDIS_REQUESTS (default 200000), OUT
+# (report directory), PROFILE=1 (record a perf profile of the cluster during each policy's first
+# peak run into $OUT/profile-*.txt). Each load run starts with one second of warm-up that is not
+# counted (connections open, peers finish dialling each other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUNDS=${ROUNDS:-3}
 DURATION_S=${DURATION_S:-10}
 CONCURRENCY=${CONCURRENCY:-32}
 KEYS=${KEYS:-10000}
 REDIS_REQUESTS=${REDIS_REQUESTS:-200000}
 OUT=${OUT:-target/bench-node}
 VALUE_BYTES=1024
+POLICIES="always none"
 mkdir -p "$OUT"
+rm -f "$OUT"/redis-*.txt "$OUT"/bench-*.txt
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
@@ -35,72 +42,99 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
+# field FILE KEY: a value from the RESULT line of a `dynamo bench` report.
+field() { awk -v k="$2" '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' "$1"; }
+median() { python3 -c 'import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:])),3))' "$@"; }
+
 # --- Redis baseline -------------------------------------------------------------------------
-REDIS_PORT=$(free_port)
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-  --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-benchmark -p "$REDIS_PORT" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
-  | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' | tee "$OUT/redis.txt"
-redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-redis_set=$(awk '/^SET:/{print $2}' "$OUT/redis.txt")
-redis_get=$(awk '/^GET:/{print $2}' "$OUT/redis.txt")
-# A 50/50 mix runs at the harmonic mean of the two rates.
-redis_mix=$(python3 -c "print(round(2/(1/$redis_set+1/$redis_get),1))")
+run_redis() {
+  local round=$1
+  local port
+  port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
+  local pid=$!
+  pids+=($pid)
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-benchmark -p "$port" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
+    | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' >"$OUT/redis-$round.txt"
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  wait "$pid" 2>/dev/null || true
+  local set get
+  set=$(awk '/^SET:/{print $2}' "$OUT/redis-$round.txt")
+  get=$(awk '/^GET:/{print $2}' "$OUT/redis-$round.txt")
+  # A 50/50 mix runs at the harmonic mean of the two rates.
+  echo "MIX $(python3 -c "print(round(2/(1/$set+1/$get),1))")" >>"$OUT/redis-$round.txt"
+  echo "round $round redis: SET $set GET $get" >&2
+}
 
 # --- The cluster, per sync policy -----------------------------------------------------------
 run_cluster() {
-  local sync=$1
+  local sync=$1 round=$2
   local data="$OUT/dev-data-$sync"
   "$BIN" dev --fresh --data-dir "$data" --sync "$sync" >"$OUT/dev-$sync.log" 2>&1 &
   local dev=$!
   pids+=($dev)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
   local perf_pid=""
-  if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
+  if [ "${PROFILE:-0}" = 1 ] && [ "$round" = 1 ] && command -v perf >/dev/null; then
     (sleep 2; perf record -F 999 -g -p "$dev" -o "$OUT/perf-$sync.data" -- sleep $((DURATION_S - 2)) \
       >/dev/null 2>&1) &
     perf_pid=$!
   fi
+  local peak_file="$OUT/bench-$sync-peak-$round.txt" half_file="$OUT/bench-$sync-half-$round.txt"
   "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
-    --read-ratio 0.5 --duration-s "$DURATION_S" | tee "$OUT/bench-$sync-peak.txt" >&2
+    --read-ratio 0.5 --duration-s "$DURATION_S" >"$peak_file" 2>&1
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
     perf report -i "$OUT/perf-$sync.data" --no-children --sort dso,sym 2>/dev/null \
       | grep -E '^ +[0-9]' | head -60 >"$OUT/profile-$sync.txt" || true
     echo "profile: $OUT/profile-$sync.txt" >&2
   fi
-  local peak
-  peak=$(awk -F'[= ]' '/^RESULT/{print $3}' "$OUT/bench-$sync-peak.txt")
-  local half
+  local peak half
+  peak=$(field "$peak_file" ops_per_s)
   half=$(python3 -c "print(round($peak/2,1))")
   "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
-    --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" | tee "$OUT/bench-$sync-half.txt" >&2
+    --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" >"$half_file" 2>&1
   curl -s http://127.0.0.1:8081/metrics >"$OUT/metrics-$sync.txt" || true
   kill -INT "$dev"
   wait "$dev" || true
+  echo "round $round sync=$sync: peak $peak ops/s, p99.9 at $half ops/s = $(field "$half_file" p999_ms) ms" >&2
 }
-run_cluster always
-run_cluster none
 
-field() { awk -v k="$2" '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' "$1"; }
+for round in $(seq "$ROUNDS"); do
+  run_redis "$round"
+  for sync in $POLICIES; do run_cluster "$sync" "$round"; done
+done
+
 echo
-echo "=== results (concurrency $CONCURRENCY, ${VALUE_BYTES} B values, ${DURATION_S} s per run) ==="
-printf '%-28s %12s %9s %9s %9s\n' "system" "ops/s" "p50 ms" "p99 ms" "p99.9 ms"
-printf '%-28s %12s\n' "redis SET" "$redis_set"
-printf '%-28s %12s\n' "redis GET" "$redis_get"
-printf '%-28s %12s\n' "redis 50/50 (harmonic)" "$redis_mix"
-for sync in always none; do
-  for run in peak half; do
-    f="$OUT/bench-$sync-$run.txt"
-    printf '%-28s %12s %9s %9s %9s\n' "dynamo sync=$sync $run" "$(field "$f" ops_per_s)" \
-      "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" "$(field "$f" p999_ms)"
+echo "=== every round (concurrency $CONCURRENCY, ${VALUE_BYTES} B values, ${DURATION_S} s per run) ==="
+printf '%-6s %-24s %12s %9s %9s %9s %9s\n' round system "ops/s" "p50 ms" "p99 ms" "p99.9 ms" ratio
+for round in $(seq "$ROUNDS"); do
+  mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$round.txt")
+  printf '%-6s %-24s %12s\n' "$round" "redis 50/50 (harmonic)" "$mix"
+  for sync in $POLICIES; do
+    for run in peak half; do
+      f="$OUT/bench-$sync-$run-$round.txt"
+      ratio=""
+      [ "$run" = peak ] && ratio=$(python3 -c "print(round($(field "$f" ops_per_s)/$mix,3))")
+      printf '%-6s %-24s %12s %9s %9s %9s %9s\n' "$round" "dynamo sync=$sync $run" \
+        "$(field "$f" ops_per_s)" "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" "$(field "$f" p999_ms)" "$ratio"
+    done
   done
 done
-for sync in always none; do
-  peak=$(field "$OUT/bench-$sync-peak.txt" ops_per_s)
-  ratio=$(python3 -c "print(round($peak/$redis_mix,3))")
-  p999=$(field "$OUT/bench-$sync-half.txt" p999_ms)
-  echo "sync=$sync: cluster/redis = $ratio (goal >= 0.3); p99.9 at half peak = $p999 ms (goal < 5)"
+
+echo
+echo "=== medians over $ROUNDS rounds ==="
+redis_mixes=$(for r in $(seq "$ROUNDS"); do awk '/^MIX/{print $2}' "$OUT/redis-$r.txt"; done)
+echo "redis 50/50: $(median $redis_mixes) ops/s"
+for sync in $POLICIES; do
+  ratios=$(for r in $(seq "$ROUNDS"); do
+    mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$r.txt")
+    python3 -c "print($(field "$OUT/bench-$sync-peak-$r.txt" ops_per_s)/$mix)"
+  done)
+  peaks=$(for r in $(seq "$ROUNDS"); do field "$OUT/bench-$sync-peak-$r.txt" ops_per_s; done)
+  tails=$(for r in $(seq "$ROUNDS"); do field "$OUT/bench-$sync-half-$r.txt" p999_ms; done)
+  echo "sync=$sync: peak $(median $peaks) ops/s, cluster/redis = $(median $ratios) (goal >= 0.3)," \
+    "p99.9 at half peak = $(median $tails) ms (goal < 5; rounds: $(echo $tails))"
 done
