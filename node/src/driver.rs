@@ -20,10 +20,11 @@
 //! once.
 
 use crate::config::SyncPolicy;
-use crate::metrics::NetStats;
+use crate::metrics::{new_histogram, NetStats};
 use crate::storage::{Flusher, SledStore};
 use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
 use dynamo_model::{Stats, Store, StoreError, Timer};
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -108,6 +109,9 @@ pub struct NodeStatus {
     pub batches: u64,
     /// Inputs handled.
     pub inputs: u64,
+    /// How long each sync took, in microseconds (from the start of an fsync to its end).
+    #[serde(skip)]
+    pub sync_us: Option<Histogram<u64>>,
     /// The core's counters.
     #[serde(skip)]
     pub stats: Stats,
@@ -204,6 +208,7 @@ pub type Outbound = BTreeMap<NodeId, tmpsc::Sender<Msg>>;
 #[derive(Debug)]
 struct Inflight {
     flush: JoinHandle<Result<(), StoreError>>,
+    started: Instant,
     held: Vec<Effect>,
 }
 
@@ -236,6 +241,7 @@ pub struct Driver {
     prefix: u64,
     next_req: u64,
     syncs: u64,
+    sync_us: Option<Histogram<u64>>,
     sync_failures: u64,
     batches: u64,
     inputs: u64,
@@ -282,6 +288,7 @@ impl Driver {
             prefix: prefix << (64 - REQUEST_PREFIX_BITS),
             next_req: 0,
             syncs: 0,
+            sync_us: new_histogram(),
             sync_failures: 0,
             batches: 0,
             inputs: 0,
@@ -413,8 +420,9 @@ impl Driver {
             }
             SyncPolicy::Interval => {
                 if self.last_sync.elapsed() >= self.sync_interval && self.node.store().is_dirty() {
+                    let started = Instant::now();
                     match blocking(|| self.node.store_mut().sync()) {
-                        Ok(()) => self.syncs += 1,
+                        Ok(()) => self.synced(started),
                         Err(e) => {
                             self.sync_failures += 1;
                             tracing::error!(node = %self.node.id(), "sync failed: {e}");
@@ -441,15 +449,25 @@ impl Driver {
         }
         let flusher = self.flusher.clone();
         let flush = tokio::task::spawn_blocking(move || flusher.flush());
-        self.inflight = Some(Inflight { flush, held });
+        self.inflight = Some(Inflight { flush, started: Instant::now(), held });
+    }
+
+    /// Counts a sync that began at `started` and has just succeeded.
+    fn synced(&mut self, started: Instant) {
+        self.syncs += 1;
+        self.last_sync = Instant::now();
+        if let Some(h) = &mut self.sync_us {
+            h.saturating_record(
+                self.last_sync.saturating_duration_since(started).as_micros() as u64
+            );
+        }
     }
 
     fn flush_done(&mut self, res: Result<(), StoreError>) {
         let Some(done) = self.inflight.take() else { return };
         match res {
             Ok(()) => {
-                self.syncs += 1;
-                self.last_sync = Instant::now();
+                self.synced(done.started);
                 self.release(done.held);
             }
             Err(e) => {
@@ -507,6 +525,7 @@ impl Driver {
             sync_failures: self.sync_failures,
             batches: self.batches,
             inputs: self.inputs,
+            sync_us: self.sync_us.clone(),
             stats: self.node.stats().clone(),
         }
     }

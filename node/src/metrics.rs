@@ -50,7 +50,8 @@ pub struct Metrics {
     siblings: Mutex<BTreeMap<u64, u64>>,
 }
 
-fn new_histogram() -> Option<Histogram<u64>> {
+/// A latency histogram in microseconds (`None` only if hdrhistogram refuses the bounds).
+pub fn new_histogram() -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, SIGFIG).ok()
 }
 
@@ -114,6 +115,12 @@ impl Metrics {
             counter(&mut out, name, help, c.load(Ordering::Relaxed));
         }
         if let Some(s) = status {
+            if let Some(h) = &s.sync_us {
+                let name = "dynamo_sync_duration_seconds";
+                let _ = writeln!(out, "# HELP {name} Store sync (fsync) duration.");
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                seconds_histogram(&mut out, name, "", h);
+            }
             let st = &s.stats;
             for (name, help, v) in [
                 ("dynamo_hints_stored_total", "Hints written as a fallback.", st.hints_stored),
@@ -159,17 +166,8 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE {name} histogram");
         let Ok(map) = self.requests.lock() else { return };
         for ((op, outcome), h) in map.iter() {
-            let labels = format!("op=\"{op}\",outcome=\"{outcome}\"");
-            for b in BUCKETS_S {
-                let us = (b * 1e6) as u64;
-                let n = h.count_between(0, us);
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {n}");
-            }
-            let count = h.len();
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let sum_s = h.mean() * count as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_s}");
-            let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+            let labels = format!("op=\"{op}\",outcome=\"{outcome}\",");
+            seconds_histogram(out, name, &labels, h);
         }
     }
 
@@ -189,6 +187,23 @@ impl Metrics {
             "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
         );
     }
+}
+
+/// Writes the buckets, sum and count of `h` (microseconds) as a Prometheus histogram in seconds;
+/// `labels` is empty or ends with a comma.
+fn seconds_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    for b in BUCKETS_S {
+        let us = (b * 1e6) as u64;
+        let n = h.count_between(0, us);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
+    }
+    let count = h.len();
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let sum_s = h.mean() * count as f64 / 1e6;
+    let bare = labels.trim_end_matches(',');
+    let braces = if bare.is_empty() { String::new() } else { format!("{{{bare}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_s}");
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -211,5 +226,32 @@ mod tests {
         ));
         assert!(text.contains("dynamo_request_duration_seconds_count{op=\"get\",outcome=\"ok\"} 2"));
         assert!(text.contains("dynamo_read_siblings_bucket{le=\"2\"} 1"));
+    }
+
+    #[test]
+    fn renders_sync_durations_without_labels() {
+        let mut h = new_histogram().expect("histogram");
+        h.saturating_record(400);
+        h.saturating_record(7_000);
+        let status = NodeStatus {
+            node: 1,
+            incarnation: 1,
+            members: vec![1],
+            suspected: vec![],
+            ops_in_progress: 0,
+            forwards_in_progress: 0,
+            hints_pending: 0,
+            sync: "always".into(),
+            syncs: 2,
+            sync_failures: 0,
+            batches: 2,
+            inputs: 2,
+            sync_us: Some(h),
+            stats: Default::default(),
+        };
+        let text = Metrics::default().render(&NetStats::default(), Some(&status));
+        assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.01\"} 2"), "{text}");
+        assert!(text.contains("dynamo_sync_duration_seconds_count 2"), "{text}");
     }
 }

@@ -248,6 +248,13 @@ async fn status_ring_and_metrics_answer() {
         text.contains("dynamo_request_duration_seconds_count{op=\"put\",outcome=\"ok\"} 1"),
         "{text}"
     );
+    // The put was made durable (the default policy syncs before acknowledging), and timed.
+    let syncs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dynamo_sync_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(syncs >= 1, "{text}");
     c.shutdown().await;
 }
 
