@@ -109,7 +109,8 @@ pub struct NodeStatus {
     pub batches: u64,
     /// Inputs handled.
     pub inputs: u64,
-    /// How long each sync took, in microseconds (from the start of an fsync to its end).
+    /// How long each sync took, in microseconds: from the driver starting it to the driver seeing
+    /// it finish, i.e. how long the effects it covered were held.
     #[serde(skip)]
     pub sync_us: Option<Histogram<u64>>,
     /// The core's counters.

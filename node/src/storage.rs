@@ -27,7 +27,7 @@ pub const READ_CACHE_BYTES: u64 = 64 << 20;
 /// Expected keys in the read cache (sizes its tables; the byte bound is what limits it).
 const READ_CACHE_KEYS: usize = 64 * 1024;
 /// Times a locked data directory is retried before opening fails (see [`SledStore::open`]).
-const LOCK_RETRIES: u32 = 40;
+const LOCK_RETRIES: u32 = 100;
 /// Pause between those retries.
 const LOCK_RETRY_MS: u64 = 50;
 /// How often sled flushes on its own when the driver does not (the `none` policy).
@@ -166,7 +166,8 @@ impl SledStore {
     /// Opens (or creates) the store of `node` in `dir`. Returns the store and the node's
     /// incarnation. A new directory gets a fresh random incarnation, so a node that lost its disk
     /// never writes clock entries under an actor it used before; a directory created by another
-    /// node id is refused.
+    /// node id is refused. A directory whose lock is still held (sled lets go of it a moment after
+    /// a store is dropped) is retried for up to 5 s before opening fails.
     ///
     /// `acks_durable` says whether the sync policy keeps every acknowledgement behind an fsync
     /// (`always`). When it does not, a run that ended without a clean shutdown may have lost
