@@ -100,6 +100,9 @@ pub struct Setup {
     /// `probe_timers`, and is off on the duplicating network. Off by default: it frees in-flight
     /// slots for live messages, so under the same in-flight bound it explores more, not less.
     pub drop_dead_replies: bool,
+    /// Deliver a reply to its client in the same step that sends it (see [`DynamoModel`]); only
+    /// on the ordered and unordered networks and without the linearizability tester.
+    pub eager_replies: bool,
     /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
     pub reduce_crashed: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
@@ -131,6 +134,7 @@ impl Setup {
             skip_idle_crashes: true,
             probe_timers: true,
             drop_dead_replies: false,
+            eager_replies: true,
             linearizability: false,
             mutant: None,
         };
@@ -279,7 +283,15 @@ impl Setup {
             .map(|s| Property { expectation: s.expectation, name: s.name, condition: s.condition })
             .collect();
         let drop_dead_replies = self.drops_dead_replies();
-        Ok(DynamoModel { inner: actors, properties, drop_dead_replies })
+        let eager_replies = self.delivers_replies_at_once();
+        Ok(DynamoModel { inner: actors, properties, drop_dead_replies, eager_replies })
+    }
+
+    /// Whether client replies are delivered in the step that sends them (see [`DynamoModel`]).
+    pub fn delivers_replies_at_once(&self) -> bool {
+        self.eager_replies
+            && !self.linearizability
+            && matches!(self.network, NetworkKind::Ordered | NetworkKind::Unordered)
     }
 
     /// Whether dead replies are dropped in this run (see [`DynamoModel`]).
@@ -328,6 +340,15 @@ impl Setup {
                     "a suspected node's probe may be answered at any moment (no Ping/Pong messages)"
                 } else {
                     "Ping and Pong sent as messages"
+                }
+                .into(),
+            ),
+            (
+                "client replies",
+                if self.delivers_replies_at_once() {
+                    "received in the step that sends them (the next request may still wait)"
+                } else {
+                    "messages like any other"
                 }
                 .into(),
             ),
@@ -384,11 +405,27 @@ pub type DynamoAction = ActorModelAction<Wire, crate::actors::ModelTimer, ()>;
 /// every moment of its useless delivery to the state space and holding an in-flight slot. Every
 /// behaviour of the unreduced model maps to one of the reduced model with the same stores, client
 /// outcomes and quiescent states, so no discovery is lost (`--drop-dead-replies` turns it on).
+///
+/// **Client replies.** A reply is received by its client in the same step that sends it (on by
+/// default; `--lazy-replies` turns it off, and it is off on the lossy and duplicating networks and
+/// with the linearizability tester). Receiving a reply changes only the client: it records the
+/// outcome and sends its next request, which may then wait in the network as long as any
+/// message. No other actor reads a client's state, and the in-flight bound counts peer messages
+/// only, so moving every reply's receipt to right after its sending maps each run of the
+/// unreduced model onto a run of this one with the same node states, stores and peer messages at
+/// every step, the clients at least as far along, and the same quiescent states. The properties
+/// over client outcomes only grow stricter when outcomes are recorded earlier (an acknowledged put
+/// must be durable from the moment it is acknowledged), and each client's own order of
+/// operations, which read-your-writes is about, is unchanged. Without it every other step of the
+/// run could happen before or after each receipt, multiplying the states by the ways of
+/// interleaving four replies. Linearizability is different: a later receipt shifts the client's
+/// next invocation later in real time, which can add constraints, so the tester sees lazy replies.
 pub struct DynamoModel {
     /// The actor model.
     pub inner: ActorsModel,
     properties: Vec<Property<DynamoModel>>,
     drop_dead_replies: bool,
+    eager_replies: bool,
 }
 
 impl fmt::Debug for DynamoModel {
@@ -415,7 +452,8 @@ impl Model for DynamoModel {
         self.inner.actions(state, actions)
     }
     fn next_state(&self, last: &DynamoState, action: DynamoAction) -> Option<DynamoState> {
-        self.inner.next_state(last, action).map(|s| self.reduce(s))
+        let next = self.inner.next_state(last, action)?;
+        Some(self.reduce(self.receive_replies(next, None)))
     }
     fn format_action(&self, action: &DynamoAction) -> String {
         self.inner.format_action(action)
@@ -424,7 +462,14 @@ impl Model for DynamoModel {
         self.inner.format_step(last, action)
     }
     fn as_svg(&self, path: Path<DynamoState, DynamoAction>) -> Option<String> {
-        let actions: Vec<_> = path.clone().into_actions();
+        // The actor model draws only its own steps, so the replies received within a step are
+        // spelled out as deliveries of their own.
+        let mut actions = Vec::new();
+        for (state, action) in path.clone().into_vec() {
+            if let Some(a) = action {
+                actions.extend(self.expand(&state, a));
+            }
+        }
         let init = path.into_vec().into_iter().next()?.0;
         self.inner.as_svg(Path::from_actions(&self.inner, init, &actions)?)
     }
@@ -437,6 +482,40 @@ impl Model for DynamoModel {
 }
 
 impl DynamoModel {
+    /// The actor-model steps one step of this model consists of: `action` itself, then the
+    /// delivery of each client reply it sent (see [`DynamoModel`]).
+    pub fn expand(&self, last: &DynamoState, action: DynamoAction) -> Vec<DynamoAction> {
+        let mut steps = vec![action.clone()];
+        if let Some(next) = self.inner.next_state(last, action) {
+            self.receive_replies(next, Some(&mut steps));
+        }
+        steps
+    }
+
+    /// Delivers every client reply in flight to its client, one after another, noting each
+    /// delivery in `trail`. Each delivery consumes a reply and sends at most a request, so this
+    /// ends.
+    fn receive_replies(
+        &self,
+        mut state: DynamoState,
+        mut trail: Option<&mut Vec<DynamoAction>>,
+    ) -> DynamoState {
+        if !self.eager_replies {
+            return state;
+        }
+        while let Some((src, dst, msg)) = deliverable_reply(&state.network) {
+            let deliver = ActorModelAction::Deliver { src, dst, msg };
+            if let Some(t) = trail.as_deref_mut() {
+                t.push(deliver.clone());
+            }
+            match self.inner.next_state(&state, deliver) {
+                Some(next) => state = next,
+                None => break,
+            }
+        }
+        state
+    }
+
     fn reduce(&self, mut state: DynamoState) -> DynamoState {
         if !self.drop_dead_replies {
             return state;
@@ -603,6 +682,21 @@ fn crashed_idle(info: &ModelInfo, state: &DynamoState) -> bool {
 
 /// Every envelope in the network with its number of copies. (Stateright 0.31's `iter_all` never
 /// advances within an ordered flow, so the variants are walked here directly.)
+/// A client reply that can be delivered now (on an ordered network, one at the head of its flow).
+fn deliverable_reply(net: &Network<Wire>) -> Option<(Id, Id, Wire)> {
+    let is_reply = |m: &Wire| matches!(m, Wire::Reply { .. });
+    match net {
+        Network::UnorderedNonDuplicating(multiset) => {
+            multiset.keys().find(|e| is_reply(&e.msg)).map(|e| (e.src, e.dst, e.msg.clone()))
+        }
+        Network::Ordered(flows) => flows.iter().find_map(|((src, dst), q)| {
+            q.front().filter(|m| is_reply(m)).map(|m| (*src, *dst, m.clone()))
+        }),
+        // Replies stay in a duplicating network after delivery; they are not received eagerly.
+        Network::UnorderedDuplicating(..) => None,
+    }
+}
+
 fn envelopes(net: &Network<Wire>) -> Vec<(Id, Id, &Wire, usize)> {
     match net {
         Network::UnorderedDuplicating(set, _) => {

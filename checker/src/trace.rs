@@ -121,6 +121,9 @@ pub fn render(model: &DynamoModel, path: &Trace) -> String {
         if let Some(a) = act {
             n += 1;
             let _ = writeln!(out, "  {n:>3}. {}", action(model, a));
+            for also in model.expand(state, a.clone()).iter().skip(1) {
+                let _ = writeln!(out, "       and at once {}", action(model, also));
+            }
             if let Some((next, _)) = steps.get(i + 1) {
                 out.push_str(&describe_state(model, next));
             }

@@ -1,9 +1,11 @@
 //! The model's reductions lose nothing a property can see: on `tiny` (every quorum mode, with and
 //! without a crash) each combination of client outcomes and durable stores reachable with the
 //! probe sent as `Ping` and `Pong` messages (and idle-with-suspicions crashes kept) is reachable
-//! with the probe timer too, and so is every such combination in a quiescent state.
+//! with the probe timer too, and so is every such combination in a quiescent state. Receiving
+//! client replies in the step that sends them keeps every reachable combination of durable stores
+//! with clients at least as far along, and exactly the same quiescent states.
 
-use dynamo_checker::actors::RoleState;
+use dynamo_checker::actors::{ClientState, RoleState};
 use dynamo_checker::properties::quiescent;
 use dynamo_checker::setup::{DynamoState, Setup};
 use stateright::Model;
@@ -74,6 +76,113 @@ fn probe_timers_keep_every_observable_state() {
              probe timers",
             messages.len(),
             reduced.len()
+        );
+    }
+}
+
+/// Every state a search reaches, as (client states, durable stores, quiescent).
+fn reached(setup: &Setup) -> BTreeSet<(Vec<ClientView>, String, bool)> {
+    let model = setup.model().expect("valid setup");
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<DynamoState> = model.init_states();
+    let mut out = BTreeSet::new();
+    while let Some(s) = stack.pop() {
+        if !seen.insert(hasher.hash_one(&s)) {
+            continue;
+        }
+        let clients = s
+            .actor_states
+            .iter()
+            .filter_map(|a| match &**a {
+                RoleState::Client(c) => Some(ClientView::of(c)),
+                RoleState::Node(_) => None,
+            })
+            .collect();
+        out.insert((clients, format!("{:?}", s.actor_storages), quiescent(&model, &s)));
+        let mut actions = Vec::new();
+        model.actions(&s, &mut actions);
+        for a in actions {
+            if let Some(next) = model.next_state(&s, a) {
+                if model.within_boundary(&next) {
+                    stack.push(next);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A client's outcomes so far (each rendered) and whether it waits for a reply.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ClientView {
+    outcomes: Vec<String>,
+    waiting: bool,
+}
+
+impl ClientView {
+    fn of(c: &ClientState) -> Self {
+        ClientView {
+            outcomes: c.outcomes.iter().map(|o| format!("{o:?}")).collect(),
+            waiting: c.waiting,
+        }
+    }
+    /// Whether `later` is this client after zero or more further replies.
+    fn leads_to(&self, later: &ClientView) -> bool {
+        later.outcomes.starts_with(&self.outcomes)
+            && (later.outcomes.len() > self.outcomes.len() || later.waiting == self.waiting)
+    }
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
+fn eager_replies_keep_every_store_and_quiescent_state() {
+    let cases = [
+        ("tiny", true, 0),
+        ("tiny", false, 0),
+        ("tiny", true, 1),
+        ("tiny", false, 1),
+        ("canonical", false, 0),
+    ];
+    for (name, sloppy, crashes) in cases {
+        let mut setup = Setup::named(name).expect("known configuration");
+        setup.sloppy = sloppy;
+        setup.crashes = crashes;
+        assert!(setup.delivers_replies_at_once(), "the default receives replies at once");
+        let eager = reached(&setup);
+        setup.eager_replies = false;
+        let lazy = reached(&setup);
+        let what = format!("{name} sloppy={sloppy} crashes={crashes}");
+        assert!(lazy.len() > 1 && lazy.iter().any(|(_, _, q)| *q), "{what}: vacuous");
+        // The reduced model only takes steps the full one can take.
+        assert!(eager.is_subset(&lazy), "{what}: a state the full model cannot reach");
+        // Every full-model state has a counterpart with the same stores and quiescence, and its
+        // clients at least as far along.
+        let lost: Vec<_> = lazy
+            .iter()
+            .filter(|(clients, stores, quiet)| {
+                !eager.iter().any(|(c, st, q)| {
+                    st == stores
+                        && q == quiet
+                        && clients.iter().zip(c).all(|(before, after)| before.leads_to(after))
+                })
+            })
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{what}: {} states without a counterpart, e.g. {:?}",
+            lost.len(),
+            lost.first()
+        );
+        // Quiescent states are the same ones.
+        let quiet = |set: &BTreeSet<(Vec<ClientView>, String, bool)>| {
+            set.iter().filter(|(_, _, q)| *q).cloned().collect::<BTreeSet<_>>()
+        };
+        assert_eq!(quiet(&eager), quiet(&lazy), "{what}: quiescent states differ");
+        eprintln!(
+            "{what}: {} observable states with lazy replies, {} with eager",
+            lazy.len(),
+            eager.len()
         );
     }
 }

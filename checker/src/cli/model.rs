@@ -59,6 +59,9 @@ pub struct ModelArgs {
     /// in-flight slots, so it explores more under the same bound).
     #[arg(long)]
     pub drop_dead_replies: bool,
+    /// Deliver client replies as ordinary messages instead of in the step that sends them.
+    #[arg(long)]
+    pub lazy_replies: bool,
     /// Merge states that differ only in a crashed node's lost volatile state (DFS and sim only).
     #[arg(long)]
     pub reduce_crashed: bool,
@@ -151,6 +154,9 @@ impl ModelArgs {
         }
         if self.drop_dead_replies {
             s.drop_dead_replies = true;
+        }
+        if self.lazy_replies {
+            s.eager_replies = false;
         }
         if let Some(m) = &self.mutant {
             s.mutant = Some(
