@@ -7,7 +7,7 @@
 
 use dynamo_checker::actors::{ClientState, RoleState};
 use dynamo_checker::properties::quiescent;
-use dynamo_checker::setup::{DynamoState, Setup};
+use dynamo_checker::setup::{DynamoModel, DynamoState, Setup};
 use stateright::Model;
 use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasher;
@@ -15,7 +15,8 @@ use std::hash::BuildHasher;
 /// What the properties observe of a state: client states and durable stores, and quiescence.
 type Seen = (Vec<String>, bool);
 
-fn observed(setup: &Setup) -> BTreeSet<Seen> {
+/// The views of every state a depth-first search of `setup` reaches.
+fn reachable<T: Ord>(setup: &Setup, view: impl Fn(&DynamoModel, &DynamoState) -> T) -> BTreeSet<T> {
     let model = setup.model().expect("valid setup");
     let hasher = std::collections::hash_map::RandomState::new();
     let mut seen = HashSet::new();
@@ -25,16 +26,7 @@ fn observed(setup: &Setup) -> BTreeSet<Seen> {
         if !seen.insert(hasher.hash_one(&s)) {
             continue;
         }
-        let mut view: Vec<String> = s
-            .actor_states
-            .iter()
-            .filter_map(|a| match &**a {
-                RoleState::Client(c) => Some(format!("{c:?}")),
-                RoleState::Node(_) => None,
-            })
-            .collect();
-        view.push(format!("{:?}", s.actor_storages));
-        out.insert((view, quiescent(&model, &s)));
+        out.insert(view(&model, &s));
         let mut actions = Vec::new();
         model.actions(&s, &mut actions);
         for a in actions {
@@ -46,6 +38,21 @@ fn observed(setup: &Setup) -> BTreeSet<Seen> {
         }
     }
     out
+}
+
+fn observed(setup: &Setup) -> BTreeSet<Seen> {
+    reachable(setup, |model, s| {
+        let mut view: Vec<String> = s
+            .actor_states
+            .iter()
+            .filter_map(|a| match &**a {
+                RoleState::Client(c) => Some(format!("{c:?}")),
+                RoleState::Node(_) => None,
+            })
+            .collect();
+        view.push(format!("{:?}", s.actor_storages));
+        (view, quiescent(model, s))
+    })
 }
 
 #[test]
@@ -82,15 +89,7 @@ fn probe_timers_keep_every_observable_state() {
 
 /// Every state a search reaches, as (client states, durable stores, quiescent).
 fn reached(setup: &Setup) -> BTreeSet<(Vec<ClientView>, String, bool)> {
-    let model = setup.model().expect("valid setup");
-    let hasher = std::collections::hash_map::RandomState::new();
-    let mut seen = HashSet::new();
-    let mut stack: Vec<DynamoState> = model.init_states();
-    let mut out = BTreeSet::new();
-    while let Some(s) = stack.pop() {
-        if !seen.insert(hasher.hash_one(&s)) {
-            continue;
-        }
+    reachable(setup, |model, s| {
         let clients = s
             .actor_states
             .iter()
@@ -99,18 +98,8 @@ fn reached(setup: &Setup) -> BTreeSet<(Vec<ClientView>, String, bool)> {
                 RoleState::Node(_) => None,
             })
             .collect();
-        out.insert((clients, format!("{:?}", s.actor_storages), quiescent(&model, &s)));
-        let mut actions = Vec::new();
-        model.actions(&s, &mut actions);
-        for a in actions {
-            if let Some(next) = model.next_state(&s, a) {
-                if model.within_boundary(&next) {
-                    stack.push(next);
-                }
-            }
-        }
-    }
-    out
+        (clients, format!("{:?}", s.actor_storages), quiescent(model, s))
+    })
 }
 
 /// A client's outcomes so far (each rendered) and whether it waits for a reply.
