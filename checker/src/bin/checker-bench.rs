@@ -6,7 +6,8 @@
 //! quorum register: 2 servers, 2 clients, each client one put then one get). Prints unique
 //! states, states/s, time and peak memory for each.
 //!
-//! `checker-bench [--timeout-s S] [--crashes K]`; `checker-bench --child NAME` runs one case.
+//! `checker-bench [--timeout-s S] [--crashes K]` (S defaults to 900: canonical sloppy takes about
+//! 5 minutes on 2 cores); `checker-bench --child NAME` runs one case.
 
 use dynamo_checker::run::{check, peak_rss_kib, RunOptions, Strategy};
 use dynamo_checker::setup::Setup;
@@ -246,7 +247,7 @@ fn main() {
     let flag =
         |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let timeout =
-        Duration::from_secs(flag("--timeout-s").and_then(|s| s.parse().ok()).unwrap_or(300));
+        Duration::from_secs(flag("--timeout-s").and_then(|s| s.parse().ok()).unwrap_or(900));
     let crashes = flag("--crashes").and_then(|s| s.parse().ok());
     if let Some(name) = flag("--child") {
         std::process::exit(child(&name, timeout, crashes));
