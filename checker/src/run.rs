@@ -6,8 +6,7 @@
 //! run was incomplete.
 
 use crate::properties::{specs, Expect};
-use crate::setup::{DynamoModel, DynamoState, Setup};
-use stateright::actor::ActorModelAction;
+use crate::setup::{DynamoAction, DynamoModel, DynamoState, Setup};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -75,8 +74,7 @@ impl Default for RunOptions {
 }
 
 /// A discovery path.
-pub type Trace =
-    Path<DynamoState, ActorModelAction<crate::actors::Wire, crate::actors::ModelTimer, ()>>;
+pub type Trace = Path<DynamoState, DynamoAction>;
 
 /// One property's result.
 #[derive(Clone, Debug)]

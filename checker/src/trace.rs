@@ -6,7 +6,7 @@
 
 use crate::actors::{node_id, ModelTimer, Outcome, RoleState, Wire};
 use crate::run::Trace;
-use crate::setup::{DynamoModel, DynamoState};
+use crate::setup::{DynamoAction, DynamoModel, DynamoState};
 use dynamo_model::Msg;
 use stateright::actor::{ActorModelAction, Id};
 use std::fmt::Write;
@@ -42,7 +42,7 @@ fn wire(msg: &Wire) -> String {
     }
 }
 
-fn action(model: &DynamoModel, a: &ActorModelAction<Wire, ModelTimer, ()>) -> String {
+fn action(model: &DynamoModel, a: &DynamoAction) -> String {
     let name = |id: &Id| actor_name(model, *id);
     match a {
         ActorModelAction::Deliver { src, dst, msg } => {

@@ -224,12 +224,6 @@ async fn worker(
     let interval = args.rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
     let mut due = started
         + interval.map(|i| i.mul_f64(w as f64 / args.concurrency as f64)).unwrap_or_default();
-    let mut ignored = WorkerResult {
-        all: histogram()?,
-        reads: histogram()?,
-        writes: histogram()?,
-        errors: BTreeMap::new(),
-    };
     let mut i = w;
     let hosts: Vec<String> = args
         .targets
@@ -296,13 +290,17 @@ async fn worker(
             }
         };
         let us = begin.elapsed().as_micros() as u64;
+        if let Ok((200 | 204 | 300 | 404, Some(c))) = &outcome {
+            if let Ok(mut slot) = contexts[k].lock() {
+                *slot = Some(c.clone());
+            }
+        }
         // Warm-up requests keep contexts current but are not counted.
-        let res = if begin < measured { &mut ignored } else { &mut res };
+        if begin < measured {
+            continue;
+        }
         match outcome {
-            Ok((200 | 204 | 300 | 404, ctx)) => {
-                if let (Some(c), Ok(mut slot)) = (ctx, contexts[k].lock()) {
-                    *slot = Some(c);
-                }
+            Ok((200 | 204 | 300 | 404, _)) => {
                 let us = us.clamp(1, LATENCY_US_MAX);
                 res.all.saturating_record(us);
                 if is_read {

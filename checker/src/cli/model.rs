@@ -137,27 +137,13 @@ impl ModelArgs {
                 format!("unknown network {net:?}; known: ordered, unordered, duplicating, lossy")
             })?;
         }
-        if self.overlapping_round_trips {
-            s.one_round_trip = false;
-        }
-        if self.linearizability {
-            s.linearizability = true;
-        }
-        if self.reduce_crashed {
-            s.reduce_crashed = true;
-        }
-        if self.idle_crashes {
-            s.skip_idle_crashes = false;
-        }
-        if self.ping_messages {
-            s.probe_timers = false;
-        }
-        if self.drop_dead_replies {
-            s.drop_dead_replies = true;
-        }
-        if self.lazy_replies {
-            s.eager_replies = false;
-        }
+        s.one_round_trip &= !self.overlapping_round_trips;
+        s.linearizability |= self.linearizability;
+        s.reduce_crashed |= self.reduce_crashed;
+        s.skip_idle_crashes &= !self.idle_crashes;
+        s.probe_timers &= !self.ping_messages;
+        s.drop_dead_replies |= self.drop_dead_replies;
+        s.eager_replies &= !self.lazy_replies;
         if let Some(m) = &self.mutant {
             s.mutant = Some(
                 Mutant::from_name(m)
