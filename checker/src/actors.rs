@@ -149,8 +149,6 @@ pub struct NodeState {
     /// Set if a step ever made a key's merged clock at this replica go backwards. Always false in
     /// a correct protocol, so it adds no states to a passing run.
     pub clock_regressed: bool,
-    /// Whether this node has restarted from its durable store at least once.
-    pub recovered: bool,
 }
 
 /// The state of one actor.
@@ -200,12 +198,7 @@ impl Actor for Role {
             Role::Node { actor, config, ring, .. } => {
                 let store = storage.clone().unwrap_or_default();
                 let node = Node::new(*actor, config.clone(), ring.clone(), store);
-                let mut ns =
-                    NodeState { node, clock_regressed: false, recovered: storage.is_some() };
-                if storage.is_none() {
-                    // Saving the empty store marks the first start, so a later start is a recovery.
-                    o.save(MemStore::default());
-                }
+                let mut ns = NodeState { node, clock_regressed: false };
                 self.step_node(&mut ns, Input::Start, o);
                 RoleState::Node(Box::new(ns))
             }
@@ -264,6 +257,17 @@ impl Actor for Role {
 }
 
 impl Role {
+    /// What a crashed node's state is kept as until it recovers: a node that has not started,
+    /// over the durable store, so crashes that lost different volatile states lead to one state.
+    /// Nothing reads a crashed node's volatile state (it receives no message and fires no timer)
+    /// and recovery rebuilds it from the store, so this changes no behaviour. `None` for a
+    /// client.
+    pub fn crashed(&self, ns: &NodeState) -> Option<NodeState> {
+        let Role::Node { actor, config, ring, .. } = self else { return None };
+        let node = Node::new(*actor, config.clone(), ring.clone(), ns.node.store().clone());
+        Some(NodeState { node, clock_regressed: ns.clock_regressed })
+    }
+
     /// Hands one input to the core and carries out its effects.
     fn step_node(&self, ns: &mut NodeState, input: Input, o: &mut Out<Self>) {
         let Role::Node { key, probe_timers, .. } = self else { return };

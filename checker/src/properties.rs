@@ -14,7 +14,7 @@
 use crate::actors::{ClientState, NodeState, Outcome, Role, RoleState, Step, Wire};
 use crate::setup::{DynamoModel, DynamoState, ModelInfo, NetworkKind, Setup};
 use dynamo_model::{MemStore, Msg, NodeId, Siblings};
-use stateright::actor::{ActorModelAction, ActorModelState, Network};
+use stateright::actor::{ActorModelAction, ActorModelState, Id, Network};
 use stateright::{Expectation, Model};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -367,8 +367,17 @@ fn hint_delivered(m: &DynamoModel, s: &DynamoState) -> bool {
     })
 }
 
+/// A node is crashed, having lost what it was doing (crashes of nodes that would lose nothing
+/// are left out, see `Setup::skip_idle_crashes`), and its recovery is a step inside the checked
+/// space. The witness is the state before the recovery, in the same way as for a delivered hint:
+/// nothing in a state marks a node that has recovered, because such a mark would keep every
+/// state after a recovery apart from the same state of a run without the crash.
 fn crash_recovered(m: &DynamoModel, s: &DynamoState) -> bool {
-    nodes(&m.cfg, s).any(|(_, ns)| ns.recovered)
+    s.crashed.iter().enumerate().take(m.cfg.node_count).any(|(i, crashed)| {
+        *crashed
+            && m.next_state(s, ActorModelAction::Recover(Id::from(i)))
+                .is_some_and(|next| m.within_boundary(&next))
+    })
 }
 
 fn get_siblings(m: &DynamoModel, s: &DynamoState) -> bool {

@@ -212,9 +212,6 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }
-    if setup.reduce_crashed {
-        builder = builder.symmetry_fn(crate::setup::representative);
-    }
     if let Some(n) = opts.max_states {
         builder = builder.target_state_count(n);
     }

@@ -10,7 +10,7 @@ use crate::actors::{NodeState, Role, RoleState, Step, Wire};
 use crate::properties;
 use crate::register_view::History;
 use dynamo_model::mutant::Mutant;
-use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, Node, NodeId, Ring};
+use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, NodeId, Ring};
 use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
 use stateright::{Model, Path, Property};
 use std::collections::BTreeSet;
@@ -103,8 +103,9 @@ pub struct Setup {
     /// Deliver a reply to its client in the same step that sends it (see [`DynamoModel`]); only
     /// on the ordered and unordered networks and without the linearizability tester.
     pub eager_replies: bool,
-    /// Merge states that differ only in a crashed node's dead volatile state (DFS and simulation).
-    pub reduce_crashed: bool,
+    /// Merge a restarted node's states with those of a node that never crashed (see
+    /// [`DynamoModel`], **crashes**). On by default; tests compare against the model without it.
+    pub merge_restarts: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
     pub linearizability: bool,
     /// The seeded bug, if any.
@@ -130,11 +131,11 @@ impl Setup {
             network: NetworkKind::Unordered,
             in_flight_max: 3,
             one_round_trip: true,
-            reduce_crashed: false,
             skip_idle_crashes: true,
             probe_timers: true,
             drop_dead_replies: false,
             eager_replies: true,
+            merge_restarts: true,
             linearizability: false,
             mutant: None,
         };
@@ -180,6 +181,9 @@ impl Setup {
         params.w = self.w;
         params.partitions = self.partitions;
         params.sloppy_quorum = self.sloppy;
+        if self.forgets_finished_ops() {
+            params.limits.finished_ops_remembered = 0;
+        }
         Ok(Config::new(params)?.with_mutant(self.mutant))
     }
 
@@ -287,6 +291,14 @@ impl Setup {
         Ok(DynamoModel { inner: actors, properties, drop_dead_replies, eager_replies })
     }
 
+    /// Whether nodes forget the operations they finished: with `merge_restarts`, on every network
+    /// that delivers each request at most once. There the memory never decides anything (it only
+    /// turns away a second copy of a request); kept, it would keep a restarted node, which lost
+    /// it, apart from one that never crashed.
+    pub fn forgets_finished_ops(&self) -> bool {
+        self.merge_restarts && self.network != NetworkKind::Duplicating
+    }
+
     /// Whether client replies are delivered in the step that sends them (see [`DynamoModel`]).
     pub fn delivers_replies_at_once(&self) -> bool {
         self.eager_replies
@@ -362,9 +374,19 @@ impl Setup {
                 .into(),
             ),
             (
-                "reduction",
-                if self.reduce_crashed { "crashed nodes' volatile state merged" } else { "none" }
-                    .into(),
+                "restarts",
+                match (self.merge_restarts, self.forgets_finished_ops()) {
+                    (true, true) => {
+                        "merged with never-crashed nodes (lost state dropped at the \
+                                     crash, finished operations not remembered)"
+                    }
+                    (true, false) => {
+                        "lost state dropped at the crash (finished operations \
+                                      remembered: requests may arrive twice)"
+                    }
+                    (false, _) => "not merged",
+                }
+                .into(),
             ),
             ("linearizability", if self.linearizability { "tested" } else { "off" }.into()),
             ("mutant", self.mutant.map(|m| m.name()).unwrap_or("none").into()),
@@ -420,6 +442,14 @@ pub type DynamoAction = ActorModelAction<Wire, crate::actors::ModelTimer, ()>;
 /// run could happen before or after each receipt, multiplying the states by the ways of
 /// interleaving four replies. Linearizability is different: a later receipt shifts the client's
 /// next invocation later in real time, which can add constraints, so the tester sees lazy replies.
+///
+/// **Crashes.** A crashed node's state is replaced by an unstarted node over its durable store
+/// (see [`Role::crashed`]), so crashes that lost different operations in progress lead to the
+/// same state. A crashed node receives nothing and fires no timer, and its recovery rebuilds the
+/// node from the store alone, so no behaviour changes. With the finished-operation memory off
+/// (see [`Setup::config`]) and no flag marking a restarted node, a node after its recovery is
+/// also the same state as a node that never crashed, so the runs after a recovery are not
+/// explored a second time.
 pub struct DynamoModel {
     /// The actor model.
     pub inner: ActorsModel,
@@ -452,6 +482,9 @@ impl Model for DynamoModel {
         self.inner.actions(state, actions)
     }
     fn next_state(&self, last: &DynamoState, action: DynamoAction) -> Option<DynamoState> {
+        if let ActorModelAction::Crash(id) = action {
+            return self.crash(last, id).map(|s| self.reduce(s));
+        }
         let next = self.inner.next_state(last, action)?;
         Some(self.reduce(self.receive_replies(next, None)))
     }
@@ -482,6 +515,22 @@ impl Model for DynamoModel {
 }
 
 impl DynamoModel {
+    /// Crashes node `id` (see [`DynamoModel`], **crashes**). Clients never crash; with
+    /// `skip_idle_crashes`, neither does a node that would lose nothing.
+    fn crash(&self, last: &DynamoState, id: Id) -> Option<DynamoState> {
+        let i = usize::from(id);
+        let RoleState::Node(ns) = &**last.actor_states.get(i)? else { return None };
+        if self.cfg.setup.skip_idle_crashes && loses_nothing(&self.cfg.setup, ns) {
+            return None;
+        }
+        let kept = self.inner.actors.get(i)?.crashed(ns)?;
+        let mut next = self.inner.next_state(last, ActorModelAction::Crash(id))?;
+        if self.cfg.setup.merge_restarts {
+            next.actor_states[i] = Arc::new(RoleState::Node(Box::new(kept)));
+        }
+        Some(next)
+    }
+
     /// The actor-model steps one step of this model consists of: `action` itself, then the
     /// delivery of each client reply it sent (see [`DynamoModel`]).
     pub fn expand(&self, last: &DynamoState, action: DynamoAction) -> Vec<DynamoAction> {
@@ -571,18 +620,12 @@ fn dead_reply(info: &ModelInfo, state: &DynamoState, src: Id, dst: Id, msg: &Wir
     }
 }
 
-/// The checked space: clients never crash (only storage nodes do), at most `in_flight_max`
-/// messages are in flight, and no message is in flight twice. The last bound is what keeps
-/// periodic ticks finite: a tick re-sends a ping or a hint that is still undelivered, and such a
-/// copy is indistinguishable from the first until one is delivered (duplication is the
-/// `duplicating` network's job).
+/// The checked space: at most `in_flight_max` messages are in flight, and no message is in
+/// flight twice. The last bound is what keeps periodic ticks finite: a tick re-sends a ping or a
+/// hint that is still undelivered, and such a copy is indistinguishable from the first until one
+/// is delivered (duplication is the `duplicating` network's job). Which actors may crash is
+/// decided by [`DynamoModel`]'s crash step.
 fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
-    if state.crashed.iter().skip(info.node_count).any(|c| *c) {
-        return false;
-    }
-    if info.setup.skip_idle_crashes && crashed_idle(info, state) {
-        return false;
-    }
     let mut seen = BTreeSet::new();
     let mut exchanges = BTreeSet::new();
     let mut count = 0;
@@ -625,59 +668,22 @@ impl fmt::Display for Setup {
 /// The message type, re-exported for trace printing.
 pub type WireMsg = Wire;
 
-/// The canonical representative of a state, used for fingerprints by DFS and simulation (through
-/// stateright's `symmetry_fn`). A crashed node's leftover volatile state can never influence the
-/// future: it cannot receive messages or fire timers, and recovery rebuilds it from the durable
-/// store. So states that differ only there are merged, by replacing a crashed node's state with
-/// a freshly started node over the same store.
-pub fn representative(state: &DynamoState) -> DynamoState {
-    let mut rep = state.clone();
-    for (i, crashed) in state.crashed.iter().enumerate() {
-        if !*crashed {
-            continue;
-        }
-        let Some(slot) = rep.actor_states.get_mut(i) else { continue };
-        if let RoleState::Node(ns) = &**slot {
-            let node = &ns.node;
-            let store = state.actor_storages.get(i).cloned().flatten().unwrap_or_default();
-            let fresh = Node::new(
-                node.actor(),
-                Arc::new(node.config().clone()),
-                Arc::new(node.ring().clone()),
-                store,
-            );
-            let fresh = NodeState { node: fresh, ..(**ns).clone() };
-            *slot = Arc::new(RoleState::Node(Box::new(fresh)));
-        }
-    }
-    rep
-}
-
-/// Whether a crashed node had no volatile state when it crashed. Such a crash loses nothing: the
-/// node's store is durable and it had no operation or forward to lose, so the crash and its
-/// recovery look, to everyone else, like a stretch in which the node happened to do nothing while
-/// its messages were delayed, which the network already allows. Pruning these crashes keeps every
-/// reachable combination of stores and client outcomes.
+/// Whether crashing a node in state `ns` would lose nothing. Its store is durable and it has no
+/// operation or forward to lose, so the crash and its recovery look, to everyone else, like a
+/// stretch in which the node happened to do nothing while its messages were delayed, which the
+/// network already allows. Leaving out these crashes keeps every reachable combination of stores
+/// and client outcomes.
 ///
 /// Suspicions count as volatile state only when the probe is sent as messages. With probe timers
 /// a crash that loses only suspicions is the same as every probe being answered (each a step the
 /// model explores) followed by an idle crash. The set of finished operations counts only on the
 /// duplicating network: elsewhere no request arrives twice, so it never decides anything.
-fn crashed_idle(info: &ModelInfo, state: &DynamoState) -> bool {
-    let setup = &info.setup;
-    state.crashed.iter().take(info.node_count).enumerate().any(|(i, crashed)| {
-        *crashed
-            && state.actor_states.get(i).is_some_and(|s| match &**s {
-                RoleState::Node(ns) => {
-                    let v = ns.node.volatile();
-                    v.ops.is_empty()
-                        && v.forwards.is_empty()
-                        && (setup.probe_timers || v.suspected.is_empty())
-                        && (setup.network != NetworkKind::Duplicating || v.done.is_empty())
-                }
-                RoleState::Client(_) => false,
-            })
-    })
+fn loses_nothing(setup: &Setup, ns: &NodeState) -> bool {
+    let v = ns.node.volatile();
+    v.ops.is_empty()
+        && v.forwards.is_empty()
+        && (setup.probe_timers || v.suspected.is_empty())
+        && (setup.network != NetworkKind::Duplicating || v.done.is_empty())
 }
 
 /// Every envelope in the network with its number of copies. (Stateright 0.31's `iter_all` never

@@ -3,7 +3,8 @@
 //! probe sent as `Ping` and `Pong` messages (and idle-with-suspicions crashes kept) is reachable
 //! with the probe timer too, and so is every such combination in a quiescent state. Receiving
 //! client replies in the step that sends them keeps every reachable combination of durable stores
-//! with clients at least as far along, and exactly the same quiescent states.
+//! with clients at least as far along, and exactly the same quiescent states. Merging restarted
+//! nodes with nodes that never crashed keeps exactly the same observable states.
 
 use dynamo_checker::actors::{ClientState, RoleState};
 use dynamo_checker::properties::quiescent;
@@ -174,4 +175,37 @@ fn eager_replies_keep_every_store_and_quiescent_state() {
             eager.len()
         );
     }
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
+fn merged_restarts_keep_exactly_the_observable_states() {
+    let cases = [("tiny", true, 1), ("tiny", false, 1), ("canonical", false, 1)];
+    for (name, sloppy, crashes) in cases {
+        let mut setup = Setup::named(name).expect("known configuration");
+        setup.sloppy = sloppy;
+        setup.crashes = crashes;
+        assert!(setup.merge_restarts && setup.forgets_finished_ops(), "merged by default");
+        let (merged, merged_states) = count(&setup);
+        setup.merge_restarts = false;
+        let (kept, kept_states) = count(&setup);
+        let what = format!("{name} sloppy={sloppy} crashes={crashes}");
+        assert!(kept.len() > 1 && kept.iter().any(|(_, q)| *q), "{what}: vacuous");
+        assert_eq!(merged, kept, "{what}: observable states differ");
+        // Not vacuous either: the merge does merge states.
+        assert!(merged_states < kept_states, "{what}: {merged_states} vs {kept_states} states");
+        eprintln!(
+            "{what}: {} observable states either way; {kept_states} states without the merge, \
+             {merged_states} with it",
+            kept.len()
+        );
+    }
+}
+
+/// The observable states of `setup` and how many states it has.
+fn count(setup: &Setup) -> (BTreeSet<Seen>, usize) {
+    let observable = observed(setup);
+    let hasher = std::collections::hash_map::RandomState::new();
+    let states = reachable(setup, |_, s| hasher.hash_one(s)).len();
+    (observable, states)
 }

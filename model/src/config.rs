@@ -41,6 +41,11 @@ pub struct Limits {
     pub handoff_batch_max: usize,
     /// Most client operations a node coordinates or forwards at once.
     pub pending_ops_max: usize,
+    /// How many finished operations a coordinator remembers, so that a duplicate of a request
+    /// it already answered is ignored instead of applied again. 0 remembers none: only for a
+    /// transport that never delivers a request twice (the model checker's non-duplicating
+    /// networks, where the memory would split states without ever deciding anything).
+    pub finished_ops_remembered: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +57,7 @@ impl Default for Limits {
             context_entries_max: 256,
             handoff_batch_max: 64,
             pending_ops_max: 10_000,
+            finished_ops_remembered: 1024,
         }
     }
 }

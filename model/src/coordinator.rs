@@ -300,17 +300,18 @@ impl<S> Node<S> {
     /// request or `Forward`) is ignored instead of applied a second time: a refused put must
     /// never take effect later. The memory is volatile and bounded.
     fn remember_done(&mut self, id: OpId) {
+        let max = self.config.limits().finished_ops_remembered;
         let done = &mut self.state.done;
-        if done.len() >= DONE_OPS_MAX {
+        if max == 0 {
+            return;
+        }
+        if done.len() >= max {
             // Request ids grow per origin, so the smallest ids are (mostly) the oldest.
             done.pop_first();
         }
         done.insert(id);
     }
 }
-
-/// How many finished operations a coordinator remembers to ignore duplicates of.
-pub const DONE_OPS_MAX: usize = 1024;
 
 /// The request a target of `coord` receives.
 fn request_msg(id: OpId, coord: &Coord, intended: Option<NodeId>) -> Msg {

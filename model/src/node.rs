@@ -104,7 +104,7 @@ pub struct Volatile {
     /// Requests this node forwarded.
     pub forwards: BTreeMap<RequestId, Forwarded>,
     /// Operations this node finished coordinating (bounded by
-    /// [`crate::coordinator::DONE_OPS_MAX`]), so that a duplicated request is not applied again.
+    /// [`crate::Limits::finished_ops_remembered`]), so that a duplicated request is not applied again.
     /// A set, not a queue, so that the order operations finished in is not part of the state.
     pub done: BTreeSet<OpId>,
 }

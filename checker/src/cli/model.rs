@@ -62,9 +62,6 @@ pub struct ModelArgs {
     /// Deliver client replies as ordinary messages instead of in the step that sends them.
     #[arg(long)]
     pub lazy_replies: bool,
-    /// Merge states that differ only in a crashed node's lost volatile state (DFS and sim only).
-    #[arg(long)]
-    pub reduce_crashed: bool,
     /// Search strategy: bfs, dfs or sim.
     #[arg(long, default_value = "dfs")]
     pub strategy: String,
@@ -139,7 +136,6 @@ impl ModelArgs {
         }
         s.one_round_trip &= !self.overlapping_round_trips;
         s.linearizability |= self.linearizability;
-        s.reduce_crashed |= self.reduce_crashed;
         s.skip_idle_crashes &= !self.idle_crashes;
         s.probe_timers &= !self.ping_messages;
         s.drop_dead_replies |= self.drop_dead_replies;
