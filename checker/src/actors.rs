@@ -199,6 +199,11 @@ impl Actor for Role {
                 let store = storage.clone().unwrap_or_default();
                 let node = Node::new(*actor, config.clone(), ring.clone(), store);
                 let mut ns = NodeState { node, clock_regressed: false };
+                if storage.is_none() {
+                    // Saved at once, so that a store that was never written and one that was
+                    // emptied (a fallback whose hints were all delivered) are the same state.
+                    o.save(MemStore::default());
+                }
                 self.step_node(&mut ns, Input::Start, o);
                 RoleState::Node(Box::new(ns))
             }

@@ -9,6 +9,11 @@
 //! `checker-bench [--timeout-s S] [--crashes K]` (S defaults to 900: canonical sloppy takes about
 //! 5 minutes on 2 cores); `checker-bench --child NAME` runs one case.
 
+/// mimalloc: a model check clones and drops millions of small states (sibling sets, clocks,
+/// maps), and the system allocator spent about a third of the run's time on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use dynamo_checker::run::{check, peak_rss_kib, RunOptions, Strategy};
 use dynamo_checker::setup::Setup;
 use std::process::Command;
