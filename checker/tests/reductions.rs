@@ -209,3 +209,26 @@ fn count(setup: &Setup) -> (BTreeSet<Seen>, usize) {
     let states = reachable(setup, |_, s| hasher.hash_one(s)).len();
     (observable, states)
 }
+
+/// A node's store is left out of its state's hash because it always equals the node's durable
+/// storage, which the model state hashes; this checks that premise in every reachable state.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
+fn every_node_store_equals_its_durable_storage() {
+    for (name, sloppy) in [("tiny", true), ("canonical", false)] {
+        let mut setup = Setup::named(name).expect("known configuration");
+        setup.sloppy = sloppy;
+        setup.crashes = 1;
+        let mismatches = reachable(&setup, |_, s| {
+            s.actor_states
+                .iter()
+                .zip(&s.actor_storages)
+                .filter(|(a, stored)| match &***a {
+                    RoleState::Node(ns) => stored.as_ref() != Some(ns.node.store()),
+                    RoleState::Client(_) => false,
+                })
+                .count()
+        });
+        assert_eq!(mismatches, BTreeSet::from([0]), "{name} sloppy={sloppy}");
+    }
+}

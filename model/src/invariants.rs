@@ -9,10 +9,10 @@ use crate::store::MemStore;
 /// targets the node itself, and every operation in progress counts sensibly.
 pub fn check_node(node: &Node<MemStore>) -> Result<(), String> {
     let id = node.id();
-    for (key, siblings) in &node.store().data {
+    for (key, siblings) in node.store().data.iter() {
         siblings.check().map_err(|e| format!("{id} data {key}: {e}"))?;
     }
-    for ((intended, key), siblings) in &node.store().hints {
+    for ((intended, key), siblings) in node.store().hints.iter() {
         if *intended == id {
             return Err(format!("{id} holds a hint for itself under {key}"));
         }

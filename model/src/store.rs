@@ -8,6 +8,7 @@
 use crate::ids::{Key, NodeId};
 use crate::versioned::Siblings;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A storage failure. The core answers the affected request with an error and carries on.
@@ -54,12 +55,16 @@ pub trait Store {
 
 /// An in-memory store: what the simulator and the model checker use. Every write is durable at
 /// once, which is what a synced store looks like to the protocol.
+///
+/// Both maps are shared on clone and copied on write, so copying a store (the model checker does
+/// it for every state) is cheap, and comparing a store with an unchanged copy of itself is a
+/// pointer comparison.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemStore {
     /// Primary data.
-    pub data: BTreeMap<Key, Siblings>,
+    pub data: Arc<BTreeMap<Key, Siblings>>,
     /// Hints, by intended node and key.
-    pub hints: BTreeMap<(NodeId, Key), Siblings>,
+    pub hints: Arc<BTreeMap<(NodeId, Key), Siblings>>,
 }
 
 impl Store for MemStore {
@@ -67,7 +72,9 @@ impl Store for MemStore {
         Ok(self.data.get(key).cloned().unwrap_or_default())
     }
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
-        self.data.insert(key.clone(), siblings.clone());
+        if self.data.get(key) != Some(siblings) {
+            Arc::make_mut(&mut self.data).insert(key.clone(), siblings.clone());
+        }
         Ok(())
     }
     fn load_hint(&self, intended: NodeId, key: &Key) -> Result<Siblings, StoreError> {
@@ -79,11 +86,17 @@ impl Store for MemStore {
         key: &Key,
         siblings: &Siblings,
     ) -> Result<(), StoreError> {
-        self.hints.insert((intended, key.clone()), siblings.clone());
+        let id = (intended, key.clone());
+        if self.hints.get(&id) != Some(siblings) {
+            Arc::make_mut(&mut self.hints).insert(id, siblings.clone());
+        }
         Ok(())
     }
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
-        self.hints.remove(&(intended, key.clone()));
+        let id = (intended, key.clone());
+        if self.hints.contains_key(&id) {
+            Arc::make_mut(&mut self.hints).remove(&id);
+        }
         Ok(())
     }
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
