@@ -7,7 +7,7 @@
 //! states, states/s, time and peak memory for each.
 //!
 //! `checker-bench [--timeout-s S] [--crashes K]` (S defaults to 900: canonical sloppy takes about
-//! 5 minutes on 2 cores); `checker-bench --child NAME` runs one case.
+//! a minute on 2 cores); `checker-bench --child NAME` runs one case.
 
 /// mimalloc: a model check clones and drops millions of small states (sibling sets, clocks,
 /// maps), and the system allocator spent about a third of the run's time on it.
