@@ -22,6 +22,7 @@ pub mod properties;
 pub mod register_view;
 pub mod run;
 pub mod setup;
+pub mod symmetry;
 pub mod trace;
 
 pub use dynamo_model::mutant::Mutant;

@@ -8,11 +8,13 @@
 
 use crate::actors::Wire;
 use crate::setup::ModelInfo;
+use crate::symmetry::Symmetry;
 use dynamo_model::{Action, ClientReply, Payload};
 use stateright::actor::{Envelope, Id};
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// The register tester over client ids.
@@ -20,16 +22,35 @@ pub type Tester = LinearizabilityTester<Id, Register<u8>>;
 
 /// Auxiliary state recorded from client traffic. Empty when linearizability is not tested, so it
 /// then adds nothing to the state space.
-#[derive(Clone, Debug, PartialEq, Hash)]
+///
+/// It also carries the model's client symmetry, if any, which is fixed for a run: stateright
+/// hands the representative function nothing but the state (see [`crate::symmetry`]). Equality
+/// and hashing leave it out.
+#[derive(Clone, Debug)]
 pub struct History {
     /// The tester, with the script position each client has in flight.
     pub lin: Option<(Tester, BTreeMap<Id, u8>)>,
+    /// The run's interchangeable clients.
+    pub symmetry: Option<Arc<Symmetry>>,
+}
+
+impl PartialEq for History {
+    fn eq(&self, other: &Self) -> bool {
+        self.lin == other.lin
+    }
+}
+
+impl Hash for History {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.lin.hash(h);
+    }
 }
 
 impl History {
     /// A fresh history; `linearizability` switches the tester on.
-    pub fn new(linearizability: bool) -> History {
-        History { lin: linearizability.then(|| (Tester::new(Register(0)), BTreeMap::new())) }
+    pub fn new(linearizability: bool, symmetry: Option<Arc<Symmetry>>) -> History {
+        let lin = linearizability.then(|| (Tester::new(Register(0)), BTreeMap::new()));
+        History { lin, symmetry }
     }
 
     /// Whether the recorded history is linearizable (true when not tested).
@@ -55,7 +76,7 @@ impl History {
         let _ = tester.on_invoke(env.src, reg_op);
         let mut open = open.clone();
         open.insert(env.src, *seq);
-        Some(History { lin: Some((tester, open)) })
+        Some(History { lin: Some((tester, open)), symmetry: h.symmetry.clone() })
     }
 
     /// Records a client's return (the first delivery of an ok answer only).
@@ -76,6 +97,6 @@ impl History {
         let _ = tester.on_return(env.dst, ret);
         let mut open = open.clone();
         open.remove(&env.dst);
-        Some(History { lin: Some((tester, open)) })
+        Some(History { lin: Some((tester, open)), symmetry: h.symmetry.clone() })
     }
 }

@@ -200,6 +200,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 /// Checks `setup` with `opts`.
 pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     let model = setup.model()?;
+    let symmetric = model.init_states().iter().any(|s| s.history.symmetry.is_some());
     let mut builder = model.checker().threads(opts.threads.max(1));
     if let Some(d) = opts.max_depth {
         builder = builder.target_max_depth(d);
@@ -214,6 +215,10 @@ pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
     }
     if let Some(n) = opts.max_states {
         builder = builder.target_state_count(n);
+    }
+    if symmetric {
+        // Used by DFS only; stateright's BFS ignores it.
+        builder = builder.symmetry_fn(crate::symmetry::representative);
     }
     let mut stop_at = opts.stop_at.clone().unwrap_or_default();
     if opts.fail_fast {

@@ -9,6 +9,7 @@
 use crate::actors::{NodeState, Role, RoleState, Step, Wire};
 use crate::properties;
 use crate::register_view::History;
+use crate::symmetry::Symmetry;
 use dynamo_model::mutant::Mutant;
 use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, NodeId, Ring};
 use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
@@ -106,6 +107,11 @@ pub struct Setup {
     /// Merge a restarted node's states with those of a node that never crashed (see
     /// [`DynamoModel`], **crashes**). On by default; tests compare against the model without it.
     pub merge_restarts: bool,
+    /// Search one state per class of states that differ only in a renaming of interchangeable
+    /// clients and their values (see [`crate::symmetry`]); applies in DFS and simulation, on the
+    /// unordered network, without the linearizability tester, and only where two clients run
+    /// the same script.
+    pub symmetry: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
     pub linearizability: bool,
     /// The seeded bug, if any.
@@ -113,7 +119,7 @@ pub struct Setup {
 }
 
 /// Names of the configurations [`Setup::named`] knows.
-pub const NAMES: [&str; 3] = ["tiny", "canonical", "large"];
+pub const NAMES: [&str; 4] = ["tiny", "canonical", "twins", "large"];
 
 impl Setup {
     /// A named configuration, in sloppy mode (flags switch to strict).
@@ -136,6 +142,7 @@ impl Setup {
             drop_dead_replies: false,
             eager_replies: true,
             merge_restarts: true,
+            symmetry: true,
             linearizability: false,
             mutant: None,
         };
@@ -153,6 +160,13 @@ impl Setup {
             // reading through another, at most one node crashed.
             "canonical" => Some(Setup {
                 clients: vec![vec![Op::Put(0), Op::Get(1)], vec![Op::Put(0), Op::Get(2)]],
+                crashes: 1,
+                ..base
+            }),
+            // Canonical with interchangeable clients: both put through the first primary and read
+            // through the second, so client symmetry applies.
+            "twins" => Some(Setup {
+                clients: vec![vec![Op::Put(0), Op::Get(1)], vec![Op::Put(0), Op::Get(1)]],
                 crashes: 1,
                 ..base
             }),
@@ -272,7 +286,25 @@ impl Setup {
         };
         let lossy =
             if self.network == NetworkKind::Lossy { LossyNetwork::Yes } else { LossyNetwork::No };
-        let history = History::new(self.linearizability);
+        let scripts: Vec<Vec<(String, Option<u8>)>> = clients
+            .iter()
+            .map(|c| match c {
+                Role::Client { script, .. } => script
+                    .iter()
+                    .map(|step| match step {
+                        Step::Put { value, via } => (format!("put via {via}"), Some(*value)),
+                        Step::Get { via } => (format!("get via {via}"), None),
+                    })
+                    .collect(),
+                Role::Node { .. } => Vec::new(),
+            })
+            .collect();
+        let symmetry = if self.uses_symmetry() {
+            Symmetry::of(self.nodes, &scripts).map(Arc::new)
+        } else {
+            None
+        };
+        let history = History::new(self.linearizability, symmetry);
         let actors = ActorModel::new(info, history)
             .actors(nodes)
             .actors(clients)
@@ -297,6 +329,16 @@ impl Setup {
     /// it, apart from one that never crashed.
     pub fn forgets_finished_ops(&self) -> bool {
         self.merge_restarts && self.network != NetworkKind::Duplicating
+    }
+
+    /// Whether two clients run the same script (through the same nodes).
+    pub fn interchangeable_clients(&self) -> bool {
+        self.clients.iter().enumerate().any(|(i, a)| self.clients[..i].contains(a))
+    }
+
+    /// Whether client symmetry may apply (it still needs two clients with the same script).
+    pub fn uses_symmetry(&self) -> bool {
+        self.symmetry && !self.linearizability && self.network == NetworkKind::Unordered
     }
 
     /// Whether client replies are delivered in the step that sends them (see [`DynamoModel`]).
@@ -385,6 +427,18 @@ impl Setup {
                                       remembered: requests may arrive twice)"
                     }
                     (false, _) => "not merged",
+                }
+                .into(),
+            ),
+            (
+                "symmetry",
+                match (self.interchangeable_clients(), self.uses_symmetry()) {
+                    (false, _) => "none (no two clients run the same script)",
+                    (true, true) => {
+                        "clients with the same script are interchangeable, with \
+                                     their values (applied by DFS and simulation)"
+                    }
+                    (true, false) => "off",
                 }
                 .into(),
             ),

@@ -3,7 +3,8 @@
 //!
 //! `canonical` is checked exhaustively in both modes with its crash budget: under strict quorum
 //! 77,611 unique states (about a second), under sloppy quorum 6,628,694 (about a minute on 2
-//! cores; see `checker/README.md`).
+//! cores; see `checker/README.md`). `twins` (the same with interchangeable clients) is checked
+//! in both modes under client symmetry.
 
 use dynamo_checker::run::{check, RunOptions, Strategy};
 
@@ -71,4 +72,23 @@ fn canonical_strict_meets_every_expectation() {
 #[cfg_attr(debug_assertions, ignore = "exhaustive: run with --release")]
 fn canonical_sloppy_meets_every_expectation() {
     exhaustive(named("canonical"), true);
+}
+
+/// `twins` is canonical with interchangeable clients; client symmetry halves its states.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "exhaustive: run with --release")]
+fn twins_meet_every_expectation_with_half_the_states_under_symmetry() {
+    let strict = exhaustive(named("twins"), false);
+    exhaustive(named("twins"), true);
+    let mut plain = named("twins");
+    plain.symmetry = false;
+    let unreduced = exhaustive(plain, false);
+    // Each class holds at most two states, and almost every state has a distinct twin.
+    assert!(
+        strict.unique_states * 2 >= unreduced.unique_states
+            && strict.unique_states * 10 < unreduced.unique_states * 6,
+        "{} states with symmetry, {} without",
+        strict.unique_states,
+        unreduced.unique_states
+    );
 }

@@ -207,6 +207,11 @@ impl<S: Store> Node<S> {
     pub fn volatile(&self) -> &Volatile {
         &self.state
     }
+    /// The volatile state, mutably: for tools that rename what a state refers to (the model
+    /// checker's client symmetry), never for a driver.
+    pub fn volatile_mut(&mut self) -> &mut Volatile {
+        &mut self.state
+    }
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

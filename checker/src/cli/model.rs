@@ -15,7 +15,7 @@ use std::time::Duration;
 /// Flags of `dynamo-check model` (and the model-shaping subset used by `explore`).
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Named configuration: tiny, canonical or large.
+    /// Named configuration: tiny, canonical, twins (canonical with interchangeable clients) or large.
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Sloppy quorum with hinted handoff (the default of every named configuration).
@@ -62,6 +62,9 @@ pub struct ModelArgs {
     /// Deliver client replies as ordinary messages instead of in the step that sends them.
     #[arg(long)]
     pub lazy_replies: bool,
+    /// Do not merge states that differ only in a renaming of interchangeable clients.
+    #[arg(long)]
+    pub no_symmetry: bool,
     /// Search strategy: bfs, dfs or sim.
     #[arg(long, default_value = "dfs")]
     pub strategy: String,
@@ -140,6 +143,7 @@ impl ModelArgs {
         s.probe_timers &= !self.ping_messages;
         s.drop_dead_replies |= self.drop_dead_replies;
         s.eager_replies &= !self.lazy_replies;
+        s.symmetry &= !self.no_symmetry;
         if let Some(m) = &self.mutant {
             s.mutant = Some(
                 Mutant::from_name(m)
