@@ -21,6 +21,7 @@ use crate::config::Limits;
 use crate::ids::ActorId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A value or a deletion marker.
@@ -114,7 +115,9 @@ pub enum PutError {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(from = "Vec<Version>", into = "Vec<Version>")]
 pub struct Siblings {
-    versions: Vec<Version>,
+    /// Shared on clone, copied on write: sibling sets are copied far more often (into messages,
+    /// replies, caches and model-checker states) than changed.
+    versions: Arc<Vec<Version>>,
 }
 
 impl From<Vec<Version>> for Siblings {
@@ -125,13 +128,13 @@ impl From<Vec<Version>> for Siblings {
 
 impl From<Siblings> for Vec<Version> {
     fn from(s: Siblings) -> Self {
-        s.versions
+        Arc::unwrap_or_clone(s.versions)
     }
 }
 
 impl fmt::Debug for Siblings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.versions).finish()
+        f.debug_list().entries(self.versions.iter()).finish()
     }
 }
 
@@ -168,7 +171,7 @@ impl Siblings {
     /// The join of every version's clock: the context a reader of this set gets.
     pub fn context(&self) -> Context {
         let mut c = Context::new();
-        for v in &self.versions {
+        for v in self.versions.iter() {
             c.merge(&v.past);
             c.add_dot(&v.dot);
         }
@@ -196,9 +199,10 @@ impl Siblings {
         if self.versions.iter().any(|v| v.dot == version.dot || v.supersedes(&version)) {
             return;
         }
-        self.versions.retain(|v| !version.supersedes(v));
-        let at = self.versions.partition_point(|v| v.dot < version.dot);
-        self.versions.insert(at, version);
+        let versions = Arc::make_mut(&mut self.versions);
+        versions.retain(|v| !version.supersedes(v));
+        let at = versions.partition_point(|v| v.dot < version.dot);
+        versions.insert(at, version);
     }
 
     /// Merges `other` into `self` (paper §4.4 syntactic reconciliation). The result is the set of
@@ -206,7 +210,7 @@ impl Siblings {
     pub fn reconcile(&mut self, other: &Siblings) -> bool {
         let before = self.versions.len();
         let mut changed = false;
-        for v in &other.versions {
+        for v in other.versions.iter() {
             let held = self.versions.iter().any(|mine| mine.dot == v.dot || mine.supersedes(v));
             if !held {
                 self.insert(v.clone());
@@ -255,9 +259,10 @@ impl Siblings {
             // Leave room for the dot's own entry.
             past.truncate(max.saturating_sub(1).max(1));
         }
-        self.versions.retain(|v| !context.contains(&v.dot));
-        let at = self.versions.partition_point(|v| v.dot < dot);
-        self.versions.insert(at, Version { dot, past, payload });
+        let versions = Arc::make_mut(&mut self.versions);
+        versions.retain(|v| !context.contains(&v.dot));
+        let at = versions.partition_point(|v| v.dot < dot);
+        versions.insert(at, Version { dot, past, payload });
         Ok(dot)
     }
 
@@ -268,8 +273,8 @@ impl Siblings {
                 return Err(format!("siblings not strictly sorted by dot: {self:?}"));
             }
         }
-        for a in &self.versions {
-            for b in &self.versions {
+        for a in self.versions.iter() {
+            for b in self.versions.iter() {
                 if a.supersedes(b) {
                     return Err(format!("{a:?} supersedes its sibling {b:?}"));
                 }
