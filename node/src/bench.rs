@@ -4,8 +4,8 @@
 //! with probability `read_ratio` and otherwise writing a `value_bytes` value, spread round-robin
 //! over the target nodes. Writes carry the last context seen for their key (from an earlier read
 //! or write), as a real client would, so keys do not pile up siblings. Latencies go into HDR
-//! histograms; with `--rate` the load is open-loop (each request is timed from when it was due,
-//! which avoids coordinated omission).
+//! histograms; with `--rate` the load is open-loop (each request is timed from when it was handed
+//! out, which avoids coordinated omission; see `pace`).
 //!
 //! The load generator speaks just enough HTTP/1.1 itself (one keep-alive connection per worker
 //! and node, `content-length` bodies) so that it costs the machine little: it shares the cores
@@ -181,11 +181,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let measured = started + Duration::from_secs(args.warmup_s);
     let deadline = measured + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
+    let mut tickets = Vec::new();
     for w in 0..args.concurrency {
         let (contexts, value, args) = (contexts.clone(), value.clone(), args.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = args.rate.is_some().then_some(rx);
+        tickets.push(tx);
         tasks.push(tokio::spawn(async move {
-            worker(w, contexts, value, args, started, measured, deadline).await
+            worker(w, contexts, value, args, rx, measured, deadline).await
         }));
+    }
+    if let Some(rate) = args.rate {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        std::thread::Builder::new()
+            .name("bench-pacer".into())
+            .spawn(move || pace(started, interval, deadline, tickets))?;
     }
     let mut all = histogram()?;
     let mut reads = histogram()?;
@@ -204,12 +214,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     Ok(BenchReport { args, elapsed, all, reads, writes, errors })
 }
 
+/// Open loop: hands out one ticket per request, each when it is due, round-robin to the
+/// workers, from a thread of its own. It sleeps with the operating system's timer (tens of
+/// microseconds), not tokio's (whole milliseconds, which would release the requests of each
+/// millisecond together, a burst no real client population sends). A ticket is the moment it
+/// was handed out; a worker still busy when it arrives takes it late, and the request counts
+/// from the ticket, so the system's delay is measured while the pacer's own wake-up jitter is
+/// not. Ends at the deadline, which also ends the workers.
+fn pace(
+    started: Instant,
+    interval: Duration,
+    deadline: Instant,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
+) {
+    let mut due = started;
+    for w in (0..workers.len()).cycle() {
+        if due >= deadline {
+            break;
+        }
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        }
+        if workers[w].send(Instant::now()).is_err() {
+            break;
+        }
+        due += interval;
+    }
+}
+
 async fn worker(
     w: usize,
     contexts: Arc<Vec<Mutex<Option<String>>>>,
     value: Bytes,
     args: BenchArgs,
-    started: Instant,
+    mut tickets: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
     measured: Instant,
     deadline: Instant,
 ) -> anyhow::Result<WorkerResult> {
@@ -220,10 +259,6 @@ async fn worker(
         writes: histogram()?,
         errors: BTreeMap::new(),
     };
-    // Open loop: this worker's share of the rate, starting at a staggered offset.
-    let interval = args.rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
-    let mut due = started
-        + interval.map(|i| i.mul_f64(w as f64 / args.concurrency as f64)).unwrap_or_default();
     let mut i = w;
     let hosts: Vec<String> = args
         .targets
@@ -233,24 +268,12 @@ async fn worker(
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
     let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
-        // Open loop: a request counts from when it was due if the worker was still busy with the
-        // previous one then (the system's delay, which closed-loop tools omit), and from when the
-        // worker woke otherwise (the timer's coarse granularity is the generator's, not the
-        // system's, delay).
-        let begin = match interval {
-            Some(iv) => {
-                if due >= deadline {
-                    break;
-                }
-                let this = due;
-                due += iv;
-                if Instant::now() < this {
-                    tokio::time::sleep_until(this.into()).await;
-                    Instant::now()
-                } else {
-                    this
-                }
-            }
+        // Open loop: a request counts from its ticket (see `pace`); closed loop: from now.
+        let begin = match tickets.as_mut() {
+            Some(rx) => match rx.recv().await {
+                Some(ticket) => ticket,
+                None => break,
+            },
             None => Instant::now(),
         };
         if Instant::now() >= deadline {
