@@ -287,7 +287,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         rate: None,
         seed: 7,
     };
-    let report = dynamo_node::bench::run(args).await.expect("bench runs");
+    let report = dynamo_node::bench::run(args.clone()).await.expect("bench runs");
     assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
     // Writes carried contexts, so keys did not pile up siblings.
@@ -295,17 +295,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     assert!(r.values.len() <= 2, "{} siblings", r.values.len());
     // Open loop: the pacer hands out exactly one ticket per 1/rate, so a run never sends more
     // than rate x (warm-up + duration) requests, and it sends some.
-    let args = dynamo_node::bench::BenchArgs {
-        targets: (1..=3).map(|i| c.url(i)).collect(),
-        concurrency: 4,
-        keys: 50,
-        value_bytes: 1024,
-        read_ratio: 0.5,
-        duration_s: 1,
-        warmup_s: 0,
-        rate: Some(200.0),
-        seed: 7,
-    };
+    let args = dynamo_node::bench::BenchArgs { warmup_s: 0, rate: Some(200.0), ..args };
     let report = dynamo_node::bench::run(args).await.expect("open-loop bench runs");
     let sent = report.reads.len() + report.writes.len();
     assert!(sent > 0 && sent <= 200, "{sent} requests at 200 ops/s for 1 s: {report}");
