@@ -108,7 +108,7 @@ pub struct Setup {
     /// [`DynamoModel`], **crashes**). On by default; tests compare against the model without it.
     pub merge_restarts: bool,
     /// Search one state per class of states that differ only in a renaming of interchangeable
-    /// clients and their values (see [`crate::symmetry`]); applies in DFS and simulation, on the
+    /// clients and their values (see [`crate::symmetry`]); applies in DFS (the default strategy), on the
     /// unordered network, without the linearizability tester, and only where two clients run
     /// the same script.
     pub symmetry: bool,
@@ -436,7 +436,7 @@ impl Setup {
                     (false, _) => "none (no two clients run the same script)",
                     (true, true) => {
                         "clients with the same script are interchangeable, with \
-                                     their values (applied by DFS and simulation)"
+                                     their values (applied by DFS)"
                     }
                     (true, false) => "off",
                 }

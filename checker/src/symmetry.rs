@@ -8,10 +8,11 @@
 //! "a value", never of a particular one. So two states that are renamings of each other have the
 //! same futures and the same verdicts, and the search needs only one of them.
 //!
-//! [`representative`] picks one state of each class; stateright applies it in depth-first search
-//! and simulation (`symmetry_fn`), not in breadth-first search. The renaming below rebuilds every
-//! part of the state that can name a client or a value; it destructures each core type in full,
-//! so a field added to the core does not compile until it is renamed here too.
+//! [`representative`] picks one state of each class; the depth-first search (the default) uses it
+//! through stateright's `symmetry_fn`; breadth-first search and `--strategy sim` do not. The
+//! renaming below rebuilds every part of the state that can name a client or a value; it
+//! destructures each core type in full, so a field added to the core does not compile until it
+//! is renamed here too.
 //! `tests/symmetry.rs` checks that the renaming commutes with every step of the model.
 
 use crate::actors::{ClientState, ModelTimer, NodeState, Outcome, RoleState, Wire};
@@ -71,11 +72,6 @@ impl Symmetry {
             renamings.push(Renaming { actor, value });
         }
         (!renamings.is_empty()).then_some(Symmetry { renamings })
-    }
-
-    /// How many states each class holds at most (the renamings plus the identity).
-    pub fn order(&self) -> usize {
-        self.renamings.len() + 1
     }
 
     /// `state` renamed by the `i`-th renaming (for tests).
