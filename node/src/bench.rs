@@ -192,7 +192,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         }));
     }
     if let Some(rate) = args.rate {
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        let interval = Duration::try_from_secs_f64(1.0 / rate)
+            .map_err(|_| anyhow::anyhow!("rate {rate} ops/s is too low"))?;
         std::thread::Builder::new()
             .name("bench-pacer".into())
             .spawn(move || pace(started, interval, deadline, tickets))?;
