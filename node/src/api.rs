@@ -68,7 +68,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::map_response(close_after_413))
         .with_state(state)
+}
+
+/// A body refused for its size may be left unread, so the connection cannot carry another
+/// request: say so (`Connection: close`), or a client that pools connections sends its next
+/// request into a connection the server is closing.
+async fn close_after_413(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Per-request overrides, kept as text so that bad numbers get our own message.

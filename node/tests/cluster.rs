@@ -215,6 +215,33 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .await
         .expect("answer");
     assert_eq!(r.status, 400);
+    // A body refused for its size is left unread, so its 413 closes the connection and says so.
+    let head = format!(
+        "PUT /kv/b HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
+        c.url(1).trim_start_matches("http://"),
+        64 * 1024
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(u.trim_start_matches("http://")).await?;
+        s.write_all(head.as_bytes()).await?;
+        // The server may stop reading part-way; a failed write is expected then.
+        let _ = s.write_all(&vec![b'v'; 64 * 1024]).await;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await? {
+                0 => break,
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+    })
+    .await
+    .expect("answered in time")
+    .expect("raw exchange");
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
     // Nothing was written by any refused request.
     let r = c.client.get(&u, b"b", NO).await.expect("get");
     assert_eq!(r.status, 404);
