@@ -286,17 +286,11 @@ impl Setup {
         };
         let lossy =
             if self.network == NetworkKind::Lossy { LossyNetwork::Yes } else { LossyNetwork::No };
-        let scripts: Vec<Vec<(String, Option<u8>)>> = clients
+        let scripts: Vec<&[Step]> = clients
             .iter()
-            .map(|c| match c {
-                Role::Client { script, .. } => script
-                    .iter()
-                    .map(|step| match step {
-                        Step::Put { value, via } => (format!("put via {via}"), Some(*value)),
-                        Step::Get { via } => (format!("get via {via}"), None),
-                    })
-                    .collect(),
-                Role::Node { .. } => Vec::new(),
+            .filter_map(|c| match c {
+                Role::Client { script, .. } => Some(script.as_slice()),
+                Role::Node { .. } => None,
             })
             .collect();
         let symmetry = if self.uses_symmetry() {

@@ -15,13 +15,13 @@
 //! is renamed here too.
 //! `tests/symmetry.rs` checks that the renaming commutes with every step of the model.
 
-use crate::actors::{ClientState, ModelTimer, NodeState, Outcome, RoleState, Wire};
+use crate::actors::{ClientState, ModelTimer, NodeState, Outcome, RoleState, Step, Wire};
 use crate::setup::DynamoState;
 use dynamo_model::coordinator::{Coord, CoordKind};
 use dynamo_model::node::Volatile;
 use dynamo_model::{
-    Action, ClientOp, ClientReply, MemStore, Msg, OpId, Payload, RequestId, Siblings, Timer,
-    Version,
+    Action, ClientOp, ClientReply, MemStore, Msg, NodeId, OpId, Payload, RequestId, Siblings,
+    Timer, Version,
 };
 use stateright::actor::{Envelope, Id, Network, Timers};
 use std::collections::BTreeMap;
@@ -45,11 +45,18 @@ struct Renaming {
 
 impl Symmetry {
     /// The symmetry of a model whose clients are the actors `first_client..` with the given
-    /// scripts, each step given as (kind and node, value put if any). `None` when no two clients
-    /// are interchangeable.
-    pub fn of(first_client: usize, scripts: &[Vec<(String, Option<u8>)>]) -> Option<Symmetry> {
-        let shape = |s: &Vec<(String, Option<u8>)>| s.iter().map(|(k, _)| k.clone()).collect();
-        let shapes: Vec<Vec<String>> = scripts.iter().map(shape).collect();
+    /// scripts. `None` when no two clients are interchangeable.
+    pub fn of(first_client: usize, scripts: &[&[Step]]) -> Option<Symmetry> {
+        // A step without its value: what interchangeable clients must have in common.
+        let shape = |s: &[Step]| -> Vec<(bool, NodeId)> {
+            s.iter()
+                .map(|step| match step {
+                    Step::Put { via, .. } => (true, *via),
+                    Step::Get { via } => (false, *via),
+                })
+                .collect()
+        };
+        let shapes: Vec<_> = scripts.iter().map(|s| shape(s)).collect();
         let mut renamings = Vec::new();
         for perm in permutations(scripts.len()) {
             let identity = perm.iter().enumerate().all(|(i, p)| i == *p);
@@ -63,9 +70,9 @@ impl Symmetry {
             }
             for (i, p) in perm.iter().enumerate() {
                 actor[first_client + i] = first_client + p;
-                for (from, to) in scripts[i].iter().zip(&scripts[*p]) {
-                    if let (Some(a), Some(b)) = (from.1, to.1) {
-                        value[usize::from(a)] = b;
+                for (from, to) in scripts[i].iter().zip(scripts[*p]) {
+                    if let (Step::Put { value: a, .. }, Step::Put { value: b, .. }) = (from, to) {
+                        value[usize::from(*a)] = *b;
                     }
                 }
             }

@@ -301,10 +301,10 @@ impl<S> Node<S> {
     /// never take effect later. The memory is volatile and bounded.
     fn remember_done(&mut self, id: OpId) {
         let max = self.config.limits().finished_ops_remembered;
-        let done = &mut self.state.done;
         if max == 0 {
             return;
         }
+        let done = &mut self.state.done;
         if done.len() >= max {
             // Request ids grow per origin, so the smallest ids are (mostly) the oldest.
             done.pop_first();
