@@ -88,6 +88,11 @@ pub struct BenchReport {
     pub writes: Histogram<u64>,
     /// Failed requests by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Open loop only: how late the pacer thread woke from each of its sleeps (microseconds),
+    /// over the measured part of the run. This is the scheduling delay a thread of this machine
+    /// sees under this very load, a baseline taken in the same run: every request waits for
+    /// several such wake-ups (generator, coordinator, replicas, coordinator, generator).
+    pub wakeups: Option<Histogram<u64>>,
 }
 
 impl BenchReport {
@@ -129,6 +134,18 @@ impl fmt::Display for BenchReport {
         line(f, "all", &self.all, secs)?;
         line(f, "read", &self.reads, secs)?;
         line(f, "write", &self.writes, secs)?;
+        if let Some(w) = &self.wakeups {
+            let ms = |q: f64| w.value_at_quantile(q) as f64 / 1000.0;
+            writeln!(
+                f,
+                "  pacer  {:>9} wake-ups, late by p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>8.3} ms",
+                w.len(),
+                ms(0.5),
+                ms(0.99),
+                ms(0.999),
+                w.max() as f64 / 1000.0
+            )?;
+        }
         let errs: u64 = self.errors.values().sum();
         write!(f, "  errors {errs}")?;
         for (k, v) in &self.errors {
@@ -142,7 +159,11 @@ impl fmt::Display for BenchReport {
             self.all.value_at_quantile(0.5) as f64 / 1000.0,
             self.all.value_at_quantile(0.99) as f64 / 1000.0,
             self.all.value_at_quantile(0.999) as f64 / 1000.0,
-        )
+        )?;
+        if let Some(w) = &self.wakeups {
+            write!(f, " wakeup_late_p999_ms={:.3}", w.value_at_quantile(0.999) as f64 / 1000.0)?;
+        }
+        Ok(())
     }
 }
 
@@ -181,22 +202,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let measured = started + Duration::from_secs(args.warmup_s);
     let deadline = measured + Duration::from_secs(args.duration_s);
     let mut tasks = Vec::new();
-    let mut tickets = Vec::new();
+    let (tickets, queue) = tokio::sync::mpsc::unbounded_channel();
+    let queue = args.rate.is_some().then(|| Arc::new(tokio::sync::Mutex::new(queue)));
     for w in 0..args.concurrency {
         let (contexts, value, args) = (contexts.clone(), value.clone(), args.clone());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let rx = args.rate.is_some().then_some(rx);
-        tickets.push(tx);
+        let queue = queue.clone();
         tasks.push(tokio::spawn(async move {
-            worker(w, contexts, value, args, rx, measured, deadline).await
+            worker(w, contexts, value, args, queue, measured, deadline).await
         }));
     }
+    let mut pacer = None;
     if let Some(rate) = args.rate {
         let interval = Duration::try_from_secs_f64(1.0 / rate)
             .map_err(|_| anyhow::anyhow!("rate {rate} ops/s is too low"))?;
-        std::thread::Builder::new()
-            .name("bench-pacer".into())
-            .spawn(move || pace(started, interval, deadline, tickets))?;
+        let (done, wakeups) = tokio::sync::oneshot::channel();
+        let late = histogram()?;
+        std::thread::Builder::new().name("bench-pacer".into()).spawn(move || {
+            let _ = done.send(pace(started, measured, interval, deadline, tickets, late));
+        })?;
+        pacer = Some(wakeups);
+    } else {
+        drop(tickets);
     }
     let mut all = histogram()?;
     let mut reads = histogram()?;
@@ -212,44 +238,58 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         }
     }
     let elapsed = Instant::now().saturating_duration_since(measured);
-    Ok(BenchReport { args, elapsed, all, reads, writes, errors })
+    let wakeups = match pacer {
+        Some(w) => Some(w.await?),
+        None => None,
+    };
+    Ok(BenchReport { args, elapsed, all, reads, writes, errors, wakeups })
 }
 
-/// Open loop: hands out one ticket per request, each when it is due, round-robin to the
-/// workers, from a thread of its own. It sleeps with the operating system's timer (tens of
-/// microseconds), not tokio's (whole milliseconds, which would release the requests of each
-/// millisecond together, a burst no real client population sends). A ticket is the moment it
-/// was handed out; a worker still busy when it arrives takes it late, and the request counts
-/// from the ticket, so the system's delay is measured while the pacer's own wake-up jitter is
-/// not. Ends at the deadline, which also ends the workers.
+/// Open loop: hands out one ticket per request, each when it is due, into one queue that every
+/// idle worker takes from (a pool of connections, as a client population uses: a request goes
+/// out on whichever connection is free, so one slow answer holds up only its own request), from
+/// a thread of its own. It sleeps with the operating system's timer (tens of microseconds), not
+/// tokio's (whole milliseconds, which would release the requests of each millisecond together,
+/// a burst no real client population sends). A ticket is the moment it was handed out; when
+/// every worker is busy it waits in the queue, and the request counts from the ticket, so the
+/// system's delay is measured while the pacer's own wake-up jitter is not. That jitter goes into
+/// `late` instead (from `measured` on): how long after the due moment each sleep ended. Ends at
+/// the deadline, which also ends the workers, and returns `late`.
 fn pace(
     started: Instant,
+    measured: Instant,
     interval: Duration,
     deadline: Instant,
-    workers: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
-) {
+    tickets: tokio::sync::mpsc::UnboundedSender<Instant>,
+    mut late: Histogram<u64>,
+) -> Histogram<u64> {
     let mut due = started;
-    for w in (0..workers.len()).cycle() {
-        if due >= deadline {
-            break;
-        }
+    while due < deadline {
         let now = Instant::now();
         if now < due {
             std::thread::sleep(due - now);
+            if due >= measured {
+                let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
+                late.saturating_record(us.clamp(1, LATENCY_US_MAX));
+            }
         }
-        if workers[w].send(Instant::now()).is_err() {
+        if tickets.send(Instant::now()).is_err() {
             break;
         }
         due += interval;
     }
+    late
 }
+
+/// The queue of tickets the workers share.
+type Tickets = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>>;
 
 async fn worker(
     w: usize,
     contexts: Arc<Vec<Mutex<Option<String>>>>,
     value: Bytes,
     args: BenchArgs,
-    mut tickets: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
+    tickets: Option<Tickets>,
     measured: Instant,
     deadline: Instant,
 ) -> anyhow::Result<WorkerResult> {
@@ -270,8 +310,8 @@ async fn worker(
     let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
         // Open loop: a request counts from its ticket (see `pace`); closed loop: from now.
-        let begin = match tickets.as_mut() {
-            Some(rx) => match rx.recv().await {
+        let begin = match &tickets {
+            Some(queue) => match queue.lock().await.recv().await {
                 Some(ticket) => ticket,
                 None => break,
             },

@@ -317,6 +317,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     let report = dynamo_node::bench::run(args.clone()).await.expect("bench runs");
     assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
+    assert!(report.wakeups.is_none(), "a closed loop has no pacer");
     // Writes carried contexts, so keys did not pile up siblings.
     let r = c.client.get(&c.url(1), b"bench-1", Overrides { r: Some(3), ..NO }).await.expect("get");
     assert!(r.values.len() <= 2, "{} siblings", r.values.len());
@@ -326,6 +327,9 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     let report = dynamo_node::bench::run(args).await.expect("open-loop bench runs");
     let sent = report.reads.len() + report.writes.len();
     assert!(sent > 0 && sent <= 200, "{sent} requests at 200 ops/s for 1 s: {report}");
+    // The pacer timed its own wake-ups: at most one sleep per ticket.
+    let woke = report.wakeups.as_ref().map_or(0, |w| w.len());
+    assert!(woke > 0 && woke <= 200, "{woke} pacer wake-ups for at most 200 tickets: {report}");
     assert!(report.errors.is_empty(), "{report}");
     c.shutdown().await;
 }
