@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks a local `dynamo dev` cluster (3 nodes, N=3 R=2 W=2, 1 KiB values, 50% reads) under
 # both sync policies, and `redis-benchmark -t set,get` against a local redis-server in the same
-# run as the single-node baseline. Prints ops/s, latency percentiles and the cluster/Redis ratio,
-# then, for each policy, p99.9 at half of the cluster's measured peak rate.
+# run as the single-node baseline (in memory, and again with every write fsynced before it is
+# acknowledged, `appendfsync always`, the like-for-like baseline of the `always` policy). Prints
+# ops/s, latency percentiles and the cluster/Redis ratios, then, for each policy, p99.9 at half of
+# the cluster's measured peak rate, with what the machine did meanwhile: the CPUs the cluster
+# used, how busy the whole machine was, and how late the load generator's pacer thread woke from
+# its sleeps (the scheduling delay any thread saw under that load).
 #
 # The machine this runs on is usually shared and small, and single runs vary by 20% or more, so
 # the whole comparison is repeated ROUNDS times, interleaved (Redis, then each policy on a fresh
@@ -26,6 +30,7 @@ VALUE_BYTES=1024
 POLICIES="always none"
 mkdir -p "$OUT"
 rm -f "$OUT"/redis-*.txt "$OUT"/bench-*.txt
+CLK_TCK=$(getconf CLK_TCK)
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
@@ -69,25 +74,52 @@ PY
 }
 
 # --- Redis baseline -------------------------------------------------------------------------
+# run_redis ROUND memory|durable: `durable` appends every write to Redis's log and fsyncs it
+# before answering (Redis, like the `always` policy, lets one fsync cover the writes of many
+# clients).
 run_redis() {
-  local round=$1
-  local port
+  local round=$1 mode=$2
+  local port persist file="$OUT/redis-$round.txt"
   port=$(free_port)
-  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+  persist=(--save '' --appendonly no)
+  if [ "$mode" = durable ]; then
+    file="$OUT/redis-durable-$round.txt"
+    rm -rf "$OUT/redis-data" && mkdir -p "$OUT/redis-data"
+    persist=(--save '' --appendonly yes --appendfsync always --dir "$PWD/$OUT/redis-data")
+  fi
+  redis-server --bind 127.0.0.1 --port "$port" "${persist[@]}" \
     --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
   local pid=$!
   pids+=($pid)
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-benchmark -p "$port" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
-    | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' >"$OUT/redis-$round.txt"
+    | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' >"$file"
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
   local set get
-  set=$(awk '/^SET:/{print $2}' "$OUT/redis-$round.txt")
-  get=$(awk '/^GET:/{print $2}' "$OUT/redis-$round.txt")
+  set=$(awk '/^SET:/{print $2}' "$file")
+  get=$(awk '/^GET:/{print $2}' "$file")
   # A 50/50 mix runs at the harmonic mean of the two rates.
-  echo "MIX $(python3 -c "print(round(2/(1/$set+1/$get),1))")" >>"$OUT/redis-$round.txt"
-  echo "round $round redis: SET $set GET $get" >&2
+  echo "MIX $(python3 -c "print(round(2/(1/$set+1/$get),1))")" >>"$file"
+  echo "round $round redis ($mode): SET $set GET $get" >&2
+}
+
+# cpu_snapshot PID: the process's CPU ticks, the machine's busy ticks, all its ticks, and the time.
+cpu_snapshot() {
+  local proc
+  proc=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+  awk -v p="$proc" -v t="$(date +%s.%N)" \
+    '/^cpu /{busy=$2+$3+$4+$7+$8+$9; all=busy+$5+$6; print p, busy, all, t}' /proc/stat
+}
+# cpu_use BEFORE AFTER: the CPUs the process used and how busy the machine was in between.
+cpu_use() {
+  python3 - "$1" "$2" "$CLK_TCK" <<'PY'
+import sys
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+tck = float(sys.argv[3])
+wall = b[3] - a[3]
+print(f"CPU cluster_cpus={(b[0]-a[0])/tck/wall:.2f} machine_busy_pct={100*(b[1]-a[1])/max(b[2]-a[2],1):.0f}")
+PY
 }
 
 # --- The cluster, per sync policy -----------------------------------------------------------
@@ -119,22 +151,26 @@ run_cluster() {
   # The nodes' own latency histograms over the counted part of the half-rate run (snapshots
   # after the warm-up and at the end), to tell the servers' share of the tail from the rest
   # (the load generator, the kernel, scheduling on a machine the generator shares).
-  (sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt") &
+  (sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt"; cpu_snapshot "$dev" >"$OUT/cpu-before.txt") &
   local snap=$!
   "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
     --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" >"$half_file" 2>&1
+  cpu_snapshot "$dev" >"$OUT/cpu-after.txt"
   wait "$snap" || true
   server_histograms >"$OUT/server-$sync-after.txt"
   server_tail "$OUT/server-$sync-before.txt" "$OUT/server-$sync-after.txt" >>"$half_file"
+  cpu_use "$(cat "$OUT/cpu-before.txt")" "$(cat "$OUT/cpu-after.txt")" >>"$half_file"
   curl -s http://127.0.0.1:8081/metrics >"$OUT/metrics-$sync.txt" || true
   kill -INT "$dev"
   wait "$dev" || true
   echo "round $round sync=$sync: peak $peak ops/s, p99.9 at $half ops/s = $(field "$half_file" p999_ms) ms;" \
-    "$(grep '^SERVER' "$half_file" || echo 'no server histograms')" >&2
+    "$(grep '^SERVER' "$half_file" || echo 'no server histograms'); $(grep '^CPU' "$half_file");" \
+    "pacer woke late by p99.9 $(field "$half_file" wakeup_late_p999_ms) ms" >&2
 }
 
 for round in $(seq "$ROUNDS"); do
-  run_redis "$round"
+  run_redis "$round" memory
+  run_redis "$round" durable
   for sync in $POLICIES; do run_cluster "$sync" "$round"; done
 done
 
@@ -144,6 +180,7 @@ printf '%-6s %-24s %12s %9s %9s %9s %9s\n' round system "ops/s" "p50 ms" "p99 ms
 for round in $(seq "$ROUNDS"); do
   mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$round.txt")
   printf '%-6s %-24s %12s\n' "$round" "redis 50/50 (harmonic)" "$mix"
+  printf '%-6s %-24s %12s\n' "$round" "redis fsync-always 50/50" "$(awk '/^MIX/{print $2}' "$OUT/redis-durable-$round.txt")"
   for sync in $POLICIES; do
     for run in peak half; do
       f="$OUT/bench-$sync-$run-$round.txt"
@@ -159,6 +196,8 @@ echo
 echo "=== medians over $ROUNDS rounds ==="
 redis_mixes=$(for r in $(seq "$ROUNDS"); do awk '/^MIX/{print $2}' "$OUT/redis-$r.txt"; done)
 echo "redis 50/50: $(median $redis_mixes) ops/s"
+durable_mixes=$(for r in $(seq "$ROUNDS"); do awk '/^MIX/{print $2}' "$OUT/redis-durable-$r.txt"; done)
+echo "redis 50/50 with appendfsync always: $(median $durable_mixes) ops/s"
 for sync in $POLICIES; do
   ratios=$(for r in $(seq "$ROUNDS"); do
     mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$r.txt")
@@ -170,7 +209,18 @@ for sync in $POLICIES; do
     awk '/^SERVER/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]=="over_5ms_pct") print a[2]}}' \
       "$OUT/bench-$sync-half-$r.txt"
   done)
-  echo "sync=$sync: peak $(median $peaks) ops/s, cluster/redis = $(median $ratios) (goal >= 0.3)," \
-    "p99.9 at half peak = $(median $tails) ms (goal < 5; rounds: $(echo $tails));" \
-    "served in > 5 ms by the nodes themselves: $(echo $over5) % of requests"
+  durable=$(for r in $(seq "$ROUNDS"); do
+    mix=$(awk '/^MIX/{print $2}' "$OUT/redis-durable-$r.txt")
+    python3 -c "print($(field "$OUT/bench-$sync-peak-$r.txt" ops_per_s)/$mix)"
+  done)
+  half_field() { for r in $(seq "$ROUNDS"); do
+    awk -v k="$1" '/^(SERVER|CPU|RESULT)/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' \
+      "$OUT/bench-$sync-half-$r.txt"
+  done; }
+  echo "sync=$sync: peak $(median $peaks) ops/s, cluster/redis = $(median $ratios) (goal >= 0.3)" \
+    "(against Redis with appendfsync always: $(median $durable)), p99.9 at half peak =" \
+    "$(median $tails) ms (goal < 5; rounds: $(echo $tails)). Meanwhile: served in > 5 ms by the" \
+    "nodes themselves $(echo $over5) % of requests; the cluster used $(echo $(half_field cluster_cpus))" \
+    "CPUs, the machine ($(nproc) CPUs) was $(echo $(half_field machine_busy_pct)) % busy, and the" \
+    "pacer thread's wake-ups were late by p99.9 $(echo $(half_field wakeup_late_p999_ms)) ms"
 done
