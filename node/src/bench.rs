@@ -88,6 +88,10 @@ pub struct BenchReport {
     pub writes: Histogram<u64>,
     /// Failed requests by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Reads answered with siblings (300). A write supersedes only what its context covers, so
+    /// concurrent writes to a key leave siblings that only a read's merged context resolves: in a
+    /// write-only run they pile up and values grow.
+    pub sibling_reads: u64,
     /// Open loop only: how late the pacer thread woke from each of its sleeps (microseconds),
     /// over the measured part of the run. This is the scheduling delay a thread of this machine
     /// sees under this very load, a baseline taken in the same run: every request waits for
@@ -146,6 +150,7 @@ impl fmt::Display for BenchReport {
                 w.max() as f64 / 1000.0
             )?;
         }
+        writeln!(f, "  reads answered with siblings {}", self.sibling_reads)?;
         let errs: u64 = self.errors.values().sum();
         write!(f, "  errors {errs}")?;
         for (k, v) in &self.errors {
@@ -172,6 +177,7 @@ struct WorkerResult {
     reads: Histogram<u64>,
     writes: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    sibling_reads: u64,
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -228,6 +234,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let mut reads = histogram()?;
     let mut writes = histogram()?;
     let mut errors = BTreeMap::new();
+    let mut sibling_reads = 0;
     for t in tasks {
         let r = t.await??;
         all.add(&r.all)?;
@@ -236,13 +243,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         for (k, v) in r.errors {
             *errors.entry(k).or_insert(0) += v;
         }
+        sibling_reads += r.sibling_reads;
     }
     let elapsed = Instant::now().saturating_duration_since(measured);
     let wakeups = match pacer {
         Some(w) => Some(w.await?),
         None => None,
     };
-    Ok(BenchReport { args, elapsed, all, reads, writes, errors, wakeups })
+    Ok(BenchReport { args, elapsed, all, reads, writes, errors, sibling_reads, wakeups })
 }
 
 /// Open loop: hands out one ticket per request, each when it is due, into one queue that every
@@ -299,6 +307,7 @@ async fn worker(
         reads: histogram()?,
         writes: histogram()?,
         errors: BTreeMap::new(),
+        sibling_reads: 0,
     };
     let mut i = w;
     let hosts: Vec<String> = args
@@ -369,6 +378,7 @@ async fn worker(
                 res.all.saturating_record(us);
                 if is_read {
                     res.reads.saturating_record(us);
+                    res.sibling_reads += u64::from(matches!(outcome, Ok((300, _))));
                 } else {
                     res.writes.saturating_record(us);
                 }

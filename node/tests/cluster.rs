@@ -324,12 +324,21 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     // Open loop: the pacer hands out exactly one ticket per 1/rate, so a run never sends more
     // than rate x (warm-up + duration) requests, and it sends some.
     let args = dynamo_node::bench::BenchArgs { warmup_s: 0, rate: Some(200.0), ..args };
-    let report = dynamo_node::bench::run(args).await.expect("open-loop bench runs");
+    let report = dynamo_node::bench::run(args.clone()).await.expect("open-loop bench runs");
     let sent = report.reads.len() + report.writes.len();
     assert!(sent > 0 && sent <= 200, "{sent} requests at 200 ops/s for 1 s: {report}");
     // The pacer timed its own wake-ups: at most one sleep per ticket.
     let woke = report.wakeups.as_ref().map_or(0, |w| w.len());
     assert!(woke > 0 && woke <= 200, "{woke} pacer wake-ups for at most 200 tickets: {report}");
+    // Two blind writes leave two siblings, and a read-only run over that one key counts every
+    // read as answered with siblings.
+    for v in ["left", "right"] {
+        c.client.put(&c.url(1), b"bench-0", None, Bytes::from(v), NO).await.expect("blind put");
+    }
+    let args = dynamo_node::bench::BenchArgs { keys: 1, read_ratio: 1.0, rate: None, ..args };
+    let report = dynamo_node::bench::run(args).await.expect("read-only bench runs");
+    assert!(!report.reads.is_empty(), "{report}");
+    assert_eq!(report.sibling_reads, report.reads.len(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
     c.shutdown().await;
 }
