@@ -85,7 +85,7 @@ run_redis() {
   if [ "$mode" = durable ]; then
     file="$OUT/redis-durable-$round.txt"
     rm -rf "$OUT/redis-data" && mkdir -p "$OUT/redis-data"
-    persist=(--save '' --appendonly yes --appendfsync always --dir "$PWD/$OUT/redis-data")
+    persist=(--save '' --appendonly yes --appendfsync always --dir "$(cd "$OUT/redis-data" && pwd)")
   fi
   redis-server --bind 127.0.0.1 --port "$port" "${persist[@]}" \
     --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
