@@ -18,7 +18,7 @@
 use dynamo_model::store::Hint;
 use dynamo_model::{Key, NodeId, Siblings, Store, StoreError};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// sled's page cache per node.
 pub const CACHE_BYTES: u64 = 64 << 20;
@@ -88,6 +88,7 @@ type ReadCache = quick_cache::sync::Cache<Vec<u8>, Siblings, SiblingsWeight>;
 
 /// A [`Store`] on sled.
 pub struct SledStore {
+    dir: PathBuf,
     db: sled::Db,
     data: sled::Tree,
     cache: ReadCache,
@@ -111,6 +112,55 @@ pub enum OpenError {
     /// The directory belongs to another node, or its metadata is unreadable.
     #[error("{0}")]
     Mismatch(String),
+    /// The store holds other record counts than at its last clean shutdown: its files were
+    /// damaged since, and sled's recovery kept only what preceded the damage. The node refuses
+    /// to serve from it (it would answer "not found" for acknowledged writes, and go on doing so
+    /// on every restart); the operator restores the directory or moves it away (the node then
+    /// starts empty under a new incarnation and its peers fill it in).
+    #[error(
+        "{dir} is damaged: at its last clean shutdown it held {expected}, now {found} (sled keeps \
+         only what precedes damage to its log); refusing to serve from it: restore the directory \
+         from a backup, or move it away to start this node empty and let its peers fill it in"
+    )]
+    Damaged {
+        /// The directory.
+        dir: String,
+        /// What the clean-shutdown record says.
+        expected: String,
+        /// What the store holds now.
+        found: String,
+    },
+}
+
+/// The file, beside sled's own, that a clean shutdown leaves with the number of records in the
+/// store; the next start compares and removes it. It lives outside sled on purpose: when sled
+/// finds a damaged record in its log it keeps what came before and silently drops the rest (it
+/// cannot tell damage from a write torn by a crash; it also clears the dropped part of the file
+/// as it opens), and a record kept inside sled would be rolled back with the rest. So damage to
+/// a cleanly stopped node's files is reported instead of served; after a crash the counts are
+/// unknown and sled's recovery is all there is.
+const SHUTDOWN_RECORD: &str = "dynamo-clean-shutdown";
+
+/// The record counts a clean shutdown writes into [`SHUTDOWN_RECORD`].
+fn shutdown_record(data: usize, hints: usize) -> String {
+    format!("data={data} hints={hints}\n")
+}
+
+/// Writes `contents` to `path` and makes it and its directory entry durable.
+fn write_durably(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    sync_dir(path)
+}
+
+/// Makes the directory entries of `path`'s directory durable (a created or removed file).
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -202,6 +252,30 @@ impl SledStore {
         let data = db.open_tree("data").map_err(fail)?;
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
+        // After a clean shutdown the store must hold exactly what it held then.
+        let record = dir.join(SHUTDOWN_RECORD);
+        let io_fail = |e: std::io::Error| OpenError::Io {
+            dir: dir.display().to_string(),
+            detail: format!("{}: {e}", SHUTDOWN_RECORD),
+        };
+        match std::fs::read(&record) {
+            Ok(bytes) => {
+                let expected = String::from_utf8_lossy(&bytes).trim().to_string();
+                let found = shutdown_record(data.len(), hints.len()).trim().to_string();
+                if expected != found {
+                    return Err(OpenError::Damaged {
+                        dir: dir.display().to_string(),
+                        expected,
+                        found,
+                    });
+                }
+                // From here the store changes; a stale record must not survive a crash.
+                std::fs::remove_file(&record).map_err(io_fail)?;
+                sync_dir(&record).map_err(io_fail)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_fail(e)),
+        }
         let incarnation = match meta.get(INCARNATION_KEY).map_err(fail)? {
             Some(v) => {
                 let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
@@ -247,15 +321,20 @@ impl SledStore {
         db.flush().map_err(fail)?;
         let hint_count = hints.len();
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
-        let store = SledStore { db, data, cache, hints, meta, hint_count, dirty: false };
+        let dir = dir.to_path_buf();
+        let store = SledStore { dir, db, data, cache, hints, meta, hint_count, dirty: false };
         Ok((store, incarnation))
     }
 
     /// Records a clean shutdown: every write is durable and the next open may keep the
-    /// incarnation. Call it last, after the final sync.
+    /// incarnation; the record counts left beside the store let the next open notice damage
+    /// done to its files meanwhile ([`OpenError::Damaged`]). Call it last, after the final sync.
     pub fn mark_clean_shutdown(&mut self) -> Result<(), StoreError> {
         self.meta.remove(RUNNING_KEY).map_err(io)?;
-        self.db.flush().map(|_| ()).map_err(io)
+        self.db.flush().map_err(io)?;
+        let record = shutdown_record(self.data.len(), self.hints.len());
+        write_durably(&self.dir.join(SHUTDOWN_RECORD), &record)
+            .map_err(|e| StoreError::Io(format!("writing {SHUTDOWN_RECORD}: {e}")))
     }
 
     /// Whether writes were made since the last sync.
@@ -476,6 +555,57 @@ mod tests {
         let reopened = SledStore::open(dir.path(), NodeId(1), false, true);
         holder.join().expect("holder thread");
         assert!(reopened.is_ok(), "{:?}", reopened.err());
+    }
+
+    /// Copies sled's directory as it lies (files and one level of subdirectories).
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+
+    #[test]
+    fn damage_to_a_cleanly_stopped_store_is_refused_not_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        for i in 0..200 {
+            s.save(&Key::from(format!("k{i}").as_str()), &sibs(b"some value")).expect("save");
+        }
+        s.sync().expect("sync");
+        s.mark_clean_shutdown().expect("clean shutdown");
+        drop(s);
+        let damaged = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir.path(), damaged.path());
+        // The undamaged store reopens after a clean shutdown, and again after the next one.
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        assert!(!dir.path().join(SHUTDOWN_RECORD).exists(), "the record is consumed");
+        assert_eq!(s.load(&Key::from("k7")).expect("load"), sibs(b"some value"));
+        s.mark_clean_shutdown().expect("clean shutdown");
+        drop(s);
+        assert!(SledStore::open(dir.path(), NodeId(1), false, true).is_ok());
+        // The copy, damaged in the middle of sled's log: sled alone opens it with the records
+        // after the damage gone; the store says so instead, and keeps saying so.
+        let log = damaged.path().join("db");
+        let mut bytes = std::fs::read(&log).expect("read log");
+        let mid = bytes.len() / 2;
+        bytes[mid..mid + 16].fill(0xa5);
+        std::fs::write(&log, bytes).expect("damage log");
+        for _ in 0..2 {
+            match SledStore::open(damaged.path(), NodeId(1), false, true) {
+                Err(OpenError::Damaged { expected, found, .. }) => {
+                    assert_eq!(expected, "data=200 hints=0");
+                    assert_ne!(found, expected);
+                }
+                other => panic!("damage not reported: {:?}", other.map(|(_, inc)| inc)),
+            }
+        }
     }
 
     #[test]
