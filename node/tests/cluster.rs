@@ -289,7 +289,10 @@ async fn status_ring_and_metrics_answer() {
 async fn interval_and_none_sync_policies_serve_and_survive_a_clean_restart() {
     for policy in [dynamo_node::SyncPolicy::Interval, dynamo_node::SyncPolicy::None] {
         let mut c = Cluster::start(3, |cfg| cfg.sync = policy).await;
-        let w = c.client.put(&c.url(1), b"p", None, Bytes::from("v"), NO).await.expect("put");
+        // W=3, so node 2 holds the write before it stops (with W=2 the put may be acknowledged
+        // by nodes 1 and 3 while node 2's copy is still on its way, and is lost with the stop).
+        let all = Overrides { w: Some(3), ..NO };
+        let w = c.client.put(&c.url(1), b"p", None, Bytes::from("v"), all).await.expect("put");
         assert_eq!(w.status, 204, "{policy:?}");
         // A clean stop syncs, whatever the policy.
         c.stop(2).await;
