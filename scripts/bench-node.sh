@@ -15,8 +15,10 @@
 # Everything runs on 127.0.0.1. Settings (environment): ROUNDS (default 3), DURATION_S (default
 # 10), CONCURRENCY (default 32), KEYS (default 10000), REDIS_REQUESTS (default 200000), OUT
 # (report directory), PROFILE=1 (record a perf profile of the cluster during each policy's first
-# peak run into $OUT/profile-*.txt). Each load run starts with one second of warm-up that is not
-# counted (connections open, peers finish dialling each other).
+# peak run into $OUT/profile-*.txt), PIN=1 (the cluster and Redis on every CPU but the last, the
+# load generators on the last one, so that neither takes the other's cores; the peak, and so the
+# half rate, are then those of the cluster on its share). Each load run starts with one second of
+# warm-up that is not counted (connections open, peers finish dialling each other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,13 @@ fi
 
 cargo build --release -p dynamo-node >&2
 BIN=target/release/dynamo
+
+SERVER_PIN=() CLIENT_PIN=()
+if [ "${PIN:-0}" = 1 ]; then
+  last=$(($(nproc) - 1))
+  [ "$last" -ge 1 ] || { echo "PIN=1 needs at least 2 CPUs" >&2; exit 1; }
+  SERVER_PIN=(taskset -c "0-$((last - 1))") CLIENT_PIN=(taskset -c "$last")
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -87,12 +96,12 @@ run_redis() {
     rm -rf "$OUT/redis-data" && mkdir -p "$OUT/redis-data"
     persist=(--save '' --appendonly yes --appendfsync always --dir "$(cd "$OUT/redis-data" && pwd)")
   fi
-  redis-server --bind 127.0.0.1 --port "$port" "${persist[@]}" \
+  "${SERVER_PIN[@]}" redis-server --bind 127.0.0.1 --port "$port" "${persist[@]}" \
     --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
   local pid=$!
   pids+=($pid)
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  redis-benchmark -p "$port" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
+  "${CLIENT_PIN[@]}" redis-benchmark -p "$port" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
     | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' >"$file"
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
@@ -126,7 +135,7 @@ PY
 run_cluster() {
   local sync=$1 round=$2
   local data="$OUT/dev-data-$sync"
-  "$BIN" dev --fresh --data-dir "$data" --sync "$sync" >"$OUT/dev-$sync.log" 2>&1 &
+  "${SERVER_PIN[@]}" "$BIN" dev --fresh --data-dir "$data" --sync "$sync" >"$OUT/dev-$sync.log" 2>&1 &
   local dev=$!
   pids+=($dev)
   for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
@@ -137,7 +146,7 @@ run_cluster() {
     perf_pid=$!
   fi
   local peak_file="$OUT/bench-$sync-peak-$round.txt" half_file="$OUT/bench-$sync-half-$round.txt"
-  "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
+  "${CLIENT_PIN[@]}" "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
     --read-ratio 0.5 --duration-s "$DURATION_S" >"$peak_file" 2>&1
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
@@ -153,7 +162,7 @@ run_cluster() {
   # (the load generator, the kernel, scheduling on a machine the generator shares).
   (sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt"; cpu_snapshot "$dev" >"$OUT/cpu-before.txt") &
   local snap=$!
-  "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
+  "${CLIENT_PIN[@]}" "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
     --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" >"$half_file" 2>&1
   cpu_snapshot "$dev" >"$OUT/cpu-after.txt"
   wait "$snap" || true
