@@ -258,7 +258,7 @@ impl SledStore {
             dir: dir.display().to_string(),
             detail: format!("{}: {e}", SHUTDOWN_RECORD),
         };
-        match std::fs::read(&record) {
+        let recorded = match std::fs::read(&record) {
             Ok(bytes) => {
                 let expected = String::from_utf8_lossy(&bytes).trim().to_string();
                 let found = shutdown_record(data.len(), hints.len()).trim().to_string();
@@ -269,13 +269,11 @@ impl SledStore {
                         found,
                     });
                 }
-                // From here the store changes; a stale record must not survive a crash.
-                std::fs::remove_file(&record).map_err(io_fail)?;
-                sync_dir(&record).map_err(io_fail)?;
+                true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_fail(e)),
-        }
+        };
         let incarnation = match meta.get(INCARNATION_KEY).map_err(fail)? {
             Some(v) => {
                 let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
@@ -319,6 +317,13 @@ impl SledStore {
         };
         meta.insert(RUNNING_KEY, &[1u8]).map_err(fail)?;
         db.flush().map_err(fail)?;
+        if recorded {
+            // The store is about to change; a stale record must not survive a crash. (Until here
+            // only metadata changed, which the record does not count, so a refusal above left it
+            // in place for the right node.)
+            std::fs::remove_file(&record).map_err(io_fail)?;
+            sync_dir(&record).map_err(io_fail)?;
+        }
         let hint_count = hints.len();
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
@@ -583,6 +588,12 @@ mod tests {
         drop(s);
         let damaged = tempfile::tempdir().expect("tempdir");
         copy_dir(dir.path(), damaged.path());
+        // Another node's start is refused and leaves the record for the right one.
+        assert!(matches!(
+            SledStore::open(dir.path(), NodeId(2), false, true),
+            Err(OpenError::Mismatch(_))
+        ));
+        assert!(dir.path().join(SHUTDOWN_RECORD).exists(), "the record stays");
         // The undamaged store reopens after a clean shutdown, and again after the next one.
         let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
         assert!(!dir.path().join(SHUTDOWN_RECORD).exists(), "the record is consumed");
