@@ -116,11 +116,12 @@ pub enum OpenError {
     /// damaged since, and sled's recovery kept only what preceded the damage. The node refuses
     /// to serve from it (it would answer "not found" for acknowledged writes, and go on doing so
     /// on every restart); the operator restores the directory or moves it away (the node then
-    /// starts empty under a new incarnation and its peers fill it in).
+    /// starts empty under a new incarnation, and read repair refills each key as it is read).
     #[error(
         "{dir} is damaged: at its last clean shutdown it held {expected}, now {found} (sled keeps \
          only what precedes damage to its log); refusing to serve from it: restore the directory \
-         from a backup, or move it away to start this node empty and let its peers fill it in"
+         from a backup, or move it away to start this node empty (read repair refills each key as \
+         it is read)"
     )]
     Damaged {
         /// The directory.
@@ -252,6 +253,7 @@ impl SledStore {
         let data = db.open_tree("data").map_err(fail)?;
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
+        let hint_count = hints.len();
         // After a clean shutdown the store must hold exactly what it held then.
         let record = dir.join(SHUTDOWN_RECORD);
         let io_fail = |e: std::io::Error| OpenError::Io {
@@ -261,7 +263,7 @@ impl SledStore {
         let recorded = match std::fs::read(&record) {
             Ok(bytes) => {
                 let expected = String::from_utf8_lossy(&bytes).trim().to_string();
-                let found = shutdown_record(data.len(), hints.len()).trim().to_string();
+                let found = shutdown_record(data.len(), hint_count).trim().to_string();
                 if expected != found {
                     return Err(OpenError::Damaged {
                         dir: dir.display().to_string(),
@@ -324,7 +326,6 @@ impl SledStore {
             std::fs::remove_file(&record).map_err(io_fail)?;
             sync_dir(&record).map_err(io_fail)?;
         }
-        let hint_count = hints.len();
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
         let store = SledStore { dir, db, data, cache, hints, meta, hint_count, dirty: false };
