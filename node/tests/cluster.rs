@@ -315,6 +315,8 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         duration_s: 1,
         warmup_s: 1,
         rate: None,
+        pace_quantum_us: dynamo_node::bench::DEFAULT_PACE_QUANTUM_US,
+        no_prime: false,
         seed: 7,
     };
     let report = dynamo_node::bench::run(args.clone()).await.expect("bench runs");
@@ -339,9 +341,38 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         c.client.put(&c.url(1), b"bench-0", None, Bytes::from(v), NO).await.expect("blind put");
     }
     let args = dynamo_node::bench::BenchArgs { keys: 1, read_ratio: 1.0, rate: None, ..args };
-    let report = dynamo_node::bench::run(args).await.expect("read-only bench runs");
+    let report = dynamo_node::bench::run(args.clone()).await.expect("read-only bench runs");
     assert!(!report.reads.is_empty(), "{report}");
     assert_eq!(report.sibling_reads, report.reads.len(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
+    // A fresh load generator reads every key before it writes, so its first write to a key
+    // that another client stored supersedes that value; without those reads it writes blind and
+    // the stored value stays beside its own for good.
+    let all = Overrides { r: Some(3), w: Some(3), ..NO };
+    for (no_prime, left) in [(false, 1), (true, 2)] {
+        let read = c.client.get(&c.url(1), b"bench-0", all).await.expect("get");
+        let ctx = read.context.as_deref();
+        let put = c.client.put(&c.url(1), b"bench-0", ctx, Bytes::from("stored"), all).await;
+        assert_eq!(put.expect("put").status, 204);
+        let only = c.client.get(&c.url(1), b"bench-0", all).await.expect("get");
+        assert_eq!(only.values, vec![b"stored".to_vec()]);
+        let writes = dynamo_node::bench::BenchArgs {
+            targets: vec![c.url(1)],
+            concurrency: 1,
+            keys: 1,
+            read_ratio: 0.0,
+            // A chain of writes on the context of a blind one keeps a gap below its dots, and its
+            // context grows by one dot per write (until it is refused past
+            // `clock_entries_max`): a hundred writes stay well within that.
+            rate: Some(100.0),
+            no_prime,
+            ..args.clone()
+        };
+        let report = dynamo_node::bench::run(writes).await.expect("write-only bench runs");
+        assert!(!report.writes.is_empty() && report.errors.is_empty(), "{report}");
+        let after = c.client.get(&c.url(1), b"bench-0", all).await.expect("get");
+        assert_eq!(after.values.len(), left, "no_prime={no_prime}: {:?}", after.values);
+        assert_eq!(after.values.contains(&b"stored".to_vec()), no_prime);
+    }
     c.shutdown().await;
 }
