@@ -69,6 +69,9 @@ pub enum ClockError {
     /// The bytes were not a clock at all.
     #[error("context is not a valid encoded clock: {0}")]
     Undecodable(String),
+    /// A run of dots must hold at least one counter.
+    #[error("context run for {0} ends below where it starts")]
+    EmptyRun(ActorId),
     /// The clock has more entries than allowed.
     #[error("context has {entries} entries, more than the limit {max}")]
     TooManyEntries {
@@ -311,7 +314,40 @@ impl VClock {
     }
 }
 
-/// What a client has seen of a key: a gap-free [`VClock`] plus a *cloud* of single dots above it.
+/// Consecutive writes of one actor, counters `first..=last`, that a [`Context`] holds above a gap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DotRun {
+    /// Whose writes.
+    pub actor: ActorId,
+    /// The lowest counter of the run; at least 1.
+    pub first: u64,
+    /// The highest counter of the run; at least `first`.
+    pub last: u64,
+    /// When `last` was issued (the time its clock entry takes if the run folds into the clock).
+    pub ts_ms: u64,
+}
+
+impl DotRun {
+    fn of(dot: &Dot) -> DotRun {
+        DotRun { actor: dot.actor, first: dot.counter, last: dot.counter, ts_ms: dot.ts_ms }
+    }
+
+    fn contains(&self, dot: &Dot) -> bool {
+        self.actor == dot.actor && self.first <= dot.counter && dot.counter <= self.last
+    }
+}
+
+impl fmt::Display for DotRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "[{}:{}]", self.actor, self.first)
+        } else {
+            write!(f, "[{}:{}..{}]", self.actor, self.first, self.last)
+        }
+    }
+}
+
+/// What a client has seen of a key: a gap-free [`VClock`] plus a *cloud* of dots above it.
 ///
 /// Writes coordinated by the same node on the same context are concurrent but take consecutive
 /// counters, so the history of one version can contain an actor's counter 4 without its counters
@@ -319,30 +355,39 @@ impl VClock {
 /// supersede writes its client never saw. The cloud keeps such dots exact; dots fold into the
 /// clock as soon as the gap below them fills, so the cloud is empty in the common case and the
 /// context is then exactly a vector clock.
+///
+/// The cloud holds runs of consecutive counters ([`DotRun`]), not single dots: a client that
+/// wrote once without a context and then keeps writing on the context each write returns builds
+/// a chain of its own dots above a gap that never fills (the versions it did not see are still
+/// there). As single dots that chain grew by one entry per write until the context passed
+/// `context_entries_max` and every further write was refused; as a run it stays one entry.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(try_from = "RawContext", into = "RawContext")]
 pub struct Context {
     clock: VClock,
-    cloud: Vec<Dot>,
+    /// Sorted by actor, then counter; runs of one actor are separated by at least one missing
+    /// counter, and each starts at least two above the clock's entry for its actor.
+    cloud: Vec<DotRun>,
 }
 
 /// The wire form of a [`Context`], checked when decoded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RawContext {
     clock: VClock,
-    cloud: Vec<Dot>,
+    cloud: Vec<DotRun>,
 }
 
 impl TryFrom<RawContext> for Context {
     type Error = ClockError;
     fn try_from(raw: RawContext) -> Result<Self, ClockError> {
-        if let Some(d) = raw.cloud.iter().find(|d| d.counter == 0) {
-            return Err(ClockError::ZeroCounter(d.actor));
+        if let Some(r) = raw.cloud.iter().find(|r| r.first == 0) {
+            return Err(ClockError::ZeroCounter(r.actor));
         }
-        let mut c = Context { clock: raw.clock, cloud: Vec::new() };
-        for d in &raw.cloud {
-            c.add_dot(d);
+        if let Some(r) = raw.cloud.iter().find(|r| r.first > r.last) {
+            return Err(ClockError::EmptyRun(r.actor));
         }
+        let mut c = Context { clock: raw.clock, cloud: raw.cloud };
+        c.normalize();
         Ok(c)
     }
 }
@@ -370,8 +415,8 @@ impl fmt::Display for Context {
         write!(f, "{}", self.clock)?;
         if !self.cloud.is_empty() {
             f.write_str("+")?;
-            for d in &self.cloud {
-                write!(f, "[{d}]")?;
+            for r in &self.cloud {
+                write!(f, "{r}")?;
             }
         }
         Ok(())
@@ -389,12 +434,12 @@ impl Context {
         &self.clock
     }
 
-    /// The single dots above the gap-free part, sorted.
-    pub fn cloud(&self) -> &[Dot] {
+    /// The runs of dots above the gap-free part, sorted.
+    pub fn cloud(&self) -> &[DotRun] {
         &self.cloud
     }
 
-    /// Entries in all: clock entries plus cloud dots.
+    /// Entries in all: clock entries plus cloud runs.
     pub fn len(&self) -> usize {
         self.clock.len() + self.cloud.len()
     }
@@ -406,13 +451,12 @@ impl Context {
 
     /// Whether the write `dot` was seen.
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.clock.contains(dot)
-            || self.cloud.iter().any(|d| d.actor == dot.actor && d.counter == dot.counter)
+        self.clock.contains(dot) || self.cloud.iter().any(|r| r.contains(dot))
     }
 
     /// The highest counter of `actor` seen, gap or not.
     pub fn max_counter(&self, actor: ActorId) -> u64 {
-        let in_cloud = self.cloud.iter().filter(|d| d.actor == actor).map(|d| d.counter).max();
+        let in_cloud = self.cloud.iter().filter(|r| r.actor == actor).map(|r| r.last).max();
         self.clock.get(actor).max(in_cloud.unwrap_or(0))
     }
 
@@ -421,39 +465,48 @@ impl Context {
         if dot.counter == 0 || self.contains(dot) {
             return;
         }
-        let at = self.cloud.partition_point(|d| (d.actor, d.counter) < (dot.actor, dot.counter));
-        self.cloud.insert(at, *dot);
-        self.compact();
+        self.cloud.push(DotRun::of(dot));
+        self.normalize();
     }
 
     /// The union of both histories, in place.
     pub fn merge(&mut self, other: &Context) {
         self.clock.merge(&other.clock);
-        for d in &other.cloud {
-            if !self.contains(d) {
-                let at =
-                    self.cloud.partition_point(|x| (x.actor, x.counter) < (d.actor, d.counter));
-                self.cloud.insert(at, *d);
-            }
-        }
-        self.compact();
+        self.cloud.extend_from_slice(&other.cloud);
+        self.normalize();
     }
 
-    /// Drops cloud dots the clock covers and folds in those that extend it without a gap.
-    fn compact(&mut self) {
+    /// Restores the cloud's invariant: sorts it, joins runs of one actor that overlap or touch,
+    /// folds into the clock the runs that start at or below the counter after its entry, and
+    /// drops what the clock covers.
+    fn normalize(&mut self) {
+        self.cloud.sort_unstable();
+        let mut joined: Vec<DotRun> = Vec::with_capacity(self.cloud.len());
+        for r in self.cloud.drain(..) {
+            match joined.last_mut() {
+                Some(p) if p.actor == r.actor && r.first <= p.last.saturating_add(1) => {
+                    if r.last > p.last {
+                        p.last = r.last;
+                        p.ts_ms = r.ts_ms;
+                    }
+                }
+                _ => joined.push(r),
+            }
+        }
         let clock = &mut self.clock;
-        // Sorted by actor then counter, so one pass folds each run of consecutive counters.
-        self.cloud.retain(|d| {
-            let have = clock.get(d.actor);
-            if d.counter <= have {
+        // Runs of one actor are now disjoint and apart, so at most the lowest one folds.
+        joined.retain(|r| {
+            let have = clock.get(r.actor);
+            if r.last <= have {
                 false
-            } else if d.counter == have + 1 {
-                clock.witness(d.actor, d.counter, d.ts_ms);
+            } else if r.first <= have.saturating_add(1) {
+                clock.witness(r.actor, r.last, r.ts_ms);
                 false
             } else {
                 true
             }
         });
+        self.cloud = joined;
     }
 
     /// Truncates the gap-free part as [`VClock::truncate`] does, and drops cloud dots of actors it

@@ -43,7 +43,7 @@ pub mod sim;
 pub mod store;
 pub mod versioned;
 
-pub use clock::{CausalOrder, ClockError, Context, Dot, VClock};
+pub use clock::{CausalOrder, ClockError, Context, Dot, DotRun, VClock};
 pub use config::{Config, ConfigError, ConfigParams, Limits, Timeouts};
 pub use ids::{ActorId, Key, NodeId, OpId, PartitionId, RequestId};
 pub use msg::{Action, ClientOp, ClientReply, Msg, RequestError};

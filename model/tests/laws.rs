@@ -146,7 +146,7 @@ fn truncation_keeps_the_newest_entries() {
     check(prop as fn(Small, u8) -> bool);
 }
 
-/// A context: a clock plus up to three loose dots.
+/// A context: a clock plus up to three loose dots (which may join into runs).
 #[derive(Clone, Debug)]
 struct Ctx(Context);
 
@@ -180,7 +180,9 @@ fn context_merge_is_set_union_of_histories() {
 fn context_is_canonical() {
     // However a context is reached, dots below or next to the clock are folded into it.
     fn prop(a: Ctx) -> bool {
-        a.0.cloud().iter().all(|d| d.counter > a.0.clock().get(d.actor) + 1)
+        let runs = a.0.cloud();
+        runs.iter().all(|r| r.first > a.0.clock().get(r.actor) + 1 && r.first <= r.last)
+            && runs.windows(2).all(|w| w[0].actor < w[1].actor || w[0].last + 1 < w[1].first)
     }
     check(prop as fn(Ctx) -> bool);
 }

@@ -72,6 +72,26 @@ fn same_coordinator_puts_stay_concurrent_and_contexts_do_not_overreach() {
     assert_eq!(values, ["first", "third"]);
 }
 
+/// A client that writes once without a context and then keeps writing on the context each put
+/// returns (never reading) builds a chain above a gap that never fills: the version it did not
+/// see is still there. The chain's context must stay small, or it passes
+/// `context_entries_max` and every further write is refused. Pinned from a cluster run (a
+/// write-only `dynamo bench` on a key that already held a value), in which the context grew by
+/// one dot per write and the 257th write and all after it were answered 400.
+#[test]
+fn a_chain_of_writes_above_a_gap_keeps_a_small_context() {
+    let mut sim = quiet(false);
+    let c = sim.primaries(&key())[0];
+    write(&mut sim, c, Context::new(), "stored");
+    let mut context = write(&mut sim, c, Context::new(), "w0");
+    for i in 1..=300 {
+        context = write(&mut sim, c, context, &format!("w{i}"));
+        assert!(context.len() <= 2, "after {i} writes the context is {context}");
+    }
+    let (_, values) = read(&mut sim, c, Some(3));
+    assert_eq!(values, ["stored", "w300"]);
+}
+
 /// §4.6: with a primary down, a sloppy write lands on the first fallback as a hint naming the
 /// primary; once the primary is back, the hint is handed off and removed.
 #[test]

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Messages queued per peer before the driver starts dropping.
 pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
 /// Messages taken from the queue and written with one call.

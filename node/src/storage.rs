@@ -33,6 +33,11 @@ const LOCK_RETRY_MS: u64 = 50;
 /// How often sled flushes on its own when the driver does not (the `none` policy).
 pub const BACKGROUND_FLUSH_MS: u64 = 500;
 const INCARNATION_KEY: &[u8] = b"incarnation";
+/// The encoding of what the store holds; a directory written in another one is refused.
+const FORMAT_KEY: &[u8] = b"format";
+/// This build's store format. 2: contexts hold runs of dots (format 1, single dots, has no
+/// record of its own: a directory without one is format 1).
+pub const STORE_FORMAT: u32 = 2;
 const NODE_ID_KEY: &[u8] = b"node_id";
 /// Present while a node runs on the directory; removed by a clean shutdown.
 const RUNNING_KEY: &[u8] = b"running";
@@ -278,6 +283,20 @@ impl SledStore {
         };
         let incarnation = match meta.get(INCARNATION_KEY).map_err(fail)? {
             Some(v) => {
+                let format = match meta.get(FORMAT_KEY).map_err(fail)? {
+                    None => Some(1),
+                    Some(f) => <[u8; 4]>::try_from(f.as_ref()).ok().map(u32::from_be_bytes),
+                };
+                if format != Some(STORE_FORMAT) {
+                    let found =
+                        format.map_or("an unreadable format".into(), |f| format!("format {f}"));
+                    return Err(OpenError::Mismatch(format!(
+                        "{} holds store {found}, and this build reads format {STORE_FORMAT} only: \
+                         move it away (the node then starts empty under a new incarnation and \
+                         read repair restores each key from its peers as it is read)",
+                        dir.display()
+                    )));
+                }
                 let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
                     OpenError::Mismatch(format!("{}: incarnation record is corrupt", dir.display()))
                 })?;
@@ -312,6 +331,7 @@ impl SledStore {
                 // A new directory: a new incarnation, durable before the node says anything.
                 let inc = fresh_incarnation(0);
                 meta.insert(NODE_ID_KEY, &node.0.to_be_bytes()).map_err(fail)?;
+                meta.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()).map_err(fail)?;
                 meta.insert(INCARNATION_KEY, &inc.to_be_bytes()).map_err(fail)?;
                 db.flush().map_err(fail)?;
                 inc
@@ -500,6 +520,27 @@ mod tests {
         // Under `always` every acknowledged counter was durable: the actor stays.
         let (_, fourth) = open(true).expect("reopen with durable acks");
         assert_eq!(third, fourth);
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        s.save(&Key::from("a"), &sibs(b"x")).expect("save");
+        // As a directory written before formats were recorded (format 1) looks.
+        s.meta.remove(FORMAT_KEY).expect("remove");
+        s.sync().expect("sync");
+        drop(s);
+        for _ in 0..2 {
+            match SledStore::open(dir.path(), NodeId(1), false, true) {
+                Err(OpenError::Mismatch(m)) => assert!(m.contains("store format 1"), "{m}"),
+                other => panic!("a format 1 store opened: {other:?}"),
+            }
+        }
+        let db = sled::open(dir.path()).expect("sled opens it");
+        let data = db.open_tree("data").expect("tree");
+        assert!(data.get(b"a").expect("get").is_some(), "the refusal changed nothing");
+        assert!(db.open_tree("meta").expect("tree").get(FORMAT_KEY).expect("get").is_none());
     }
 
     #[test]
