@@ -465,13 +465,6 @@ impl Context {
         if dot.counter == 0 || self.contains(dot) {
             return;
         }
-        // The common case (a version's clock: its past plus its own next dot) extends the clock
-        // without touching the cloud.
-        let extends = dot.counter == self.clock.get(dot.actor).saturating_add(1);
-        if extends && !self.cloud.iter().any(|r| r.actor == dot.actor) {
-            self.clock.witness(dot.actor, dot.counter, dot.ts_ms);
-            return;
-        }
         self.cloud.push(DotRun::of(dot));
         self.normalize();
     }

@@ -159,6 +159,25 @@ fn undecodable_or_oversized_contexts_are_typed_errors() {
     ))
     .expect("encodes");
     assert!(matches!(Context::from_bytes(&zero, 16), Err(ClockError::Undecodable(_))));
+    // Runs of dots on the wire: an empty or zero-based run is refused; overlapping, touching or
+    // clock-covered runs decode to the one canonical context they mean.
+    let a = ActorId::new(NodeId(1), 0);
+    let run = |first, last| dynamo_model::DotRun { actor: a, first, last, ts_ms: last };
+    let wire = |runs: Vec<dynamo_model::DotRun>| {
+        postcard::to_stdvec(&(vec![entry(1)], runs)).expect("encodes")
+    };
+    for bad in [run(5, 4), run(0, 3)] {
+        let refused = Context::from_bytes(&wire(vec![bad]), 16);
+        assert!(matches!(refused, Err(ClockError::Undecodable(_))), "{bad:?}: {refused:?}");
+    }
+    let messy = Context::from_bytes(&wire(vec![run(6, 7), run(4, 5), run(9, 9), run(1, 1)]), 16);
+    let mut canonical = Context::new();
+    // Counter 1 as `entry(1)` has it (stamped 0); the others as their runs stamp them.
+    for (counter, ts_ms) in [(1, 0), (4, 4), (5, 5), (6, 6), (7, 7), (9, 9)] {
+        canonical.add_dot(&dynamo_model::Dot { actor: a, counter, ts_ms });
+    }
+    assert_eq!(messy, Ok(canonical.clone()));
+    assert_eq!(canonical.cloud(), &[run(4, 7), run(9, 9)]);
 }
 
 #[test]

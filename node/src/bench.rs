@@ -290,23 +290,14 @@ async fn prime(args: &BenchArgs, contexts: &Arc<Vec<Mutex<Option<String>>>>) -> 
         let (contexts, hosts, step) = (contexts.clone(), hosts.clone(), args.concurrency);
         tasks.push(tokio::spawn(async move {
             let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
-            let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
             for k in (w..contexts.len()).step_by(step) {
                 if Instant::now() >= deadline {
                     break;
                 }
                 let slot = k % hosts.len();
                 let request = get_request(k, &hosts[slot]);
-                let sent = exchange(&mut conns[slot], &hosts[slot], request.as_bytes(), &[]);
-                match tokio::time::timeout(timeout, sent).await {
-                    Ok(Ok((200 | 300 | 404, Some(c)))) => {
-                        if let Ok(mut slot) = contexts[k].lock() {
-                            *slot = Some(c);
-                        }
-                    }
-                    Ok(Ok(_)) => {}
-                    _ => conns[slot] = None,
-                }
+                let outcome = send(&mut conns[slot], &hosts[slot], request.as_bytes(), &[]).await;
+                remember(&contexts[k], &outcome);
             }
         }));
     }
@@ -314,6 +305,31 @@ async fn prime(args: &BenchArgs, contexts: &Arc<Vec<Mutex<Option<String>>>>) -> 
         t.await?;
     }
     Ok(())
+}
+
+/// What one request came to: the status and the context header, or the kind of failure.
+type Outcome = Result<(u16, Option<String>), String>;
+
+/// Sends one request within [`REQUEST_TIMEOUT_MS`]; a connection that failed or timed out is
+/// dropped, so the next request on it dials afresh.
+async fn send(conn: &mut Option<RawConn>, host: &str, head: &[u8], body: &[u8]) -> Outcome {
+    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+    let outcome = match tokio::time::timeout(timeout, exchange(conn, host, head, body)).await {
+        Ok(Ok(r)) => return Ok(r),
+        Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
+        Err(_) => Err("timeout".to_string()),
+    };
+    *conn = None;
+    outcome
+}
+
+/// Keeps the context an answer carried for its key, as the next write to that key will send.
+fn remember(context: &Mutex<Option<String>>, outcome: &Outcome) {
+    if let Ok((200 | 204 | 300 | 404, Some(c))) = outcome {
+        if let Ok(mut slot) = context.lock() {
+            *slot = Some(c.clone());
+        }
+    }
 }
 
 /// The targets as `host:port`.
@@ -400,7 +416,6 @@ async fn worker(
     let mut i = w;
     let hosts = hosts(&args);
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
-    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
     loop {
         // Open loop: a request counts from its ticket (see `pace`); closed loop: from now.
         let begin = match &tickets {
@@ -429,28 +444,9 @@ async fn worker(
             )
         };
         let body: &[u8] = if is_read { &[] } else { &value };
-        let outcome = match tokio::time::timeout(
-            timeout,
-            exchange(&mut conns[slot], &hosts[slot], request.as_bytes(), body),
-        )
-        .await
-        {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                conns[slot] = None;
-                Err(format!("transport:{}", kind(&e.to_string())))
-            }
-            Err(_) => {
-                conns[slot] = None;
-                Err("timeout".to_string())
-            }
-        };
+        let outcome = send(&mut conns[slot], &hosts[slot], request.as_bytes(), body).await;
         let us = begin.elapsed().as_micros() as u64;
-        if let Ok((200 | 204 | 300 | 404, Some(c))) = &outcome {
-            if let Ok(mut slot) = contexts[k].lock() {
-                *slot = Some(c.clone());
-            }
-        }
+        remember(&contexts[k], &outcome);
         // Warm-up requests keep contexts current but are not counted.
         if begin < measured {
             continue;

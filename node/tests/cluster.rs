@@ -361,10 +361,10 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
             concurrency: 1,
             keys: 1,
             read_ratio: 0.0,
-            // A chain of writes on the context of a blind one keeps a gap below its dots, and its
-            // context grows by one dot per write (until it is refused past
-            // `clock_entries_max`): a hundred writes stay well within that.
-            rate: Some(100.0),
+            // Closed loop: thousands of writes in the second, each on the context the one before
+            // returned. Unprimed, they chain above a gap (the stored value they never saw), and
+            // that chain's context must not grow per write until it is refused.
+            rate: None,
             no_prime,
             ..args.clone()
         };
