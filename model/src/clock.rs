@@ -83,8 +83,8 @@ pub enum ClockError {
 }
 
 /// A vector clock: sorted, zero-free entries.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(try_from = "Vec<Entry>", into = "Vec<Entry>")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
+#[serde(try_from = "Vec<Entry>")]
 pub struct VClock {
     entries: Vec<Entry>,
 }
@@ -107,6 +107,13 @@ impl TryFrom<Vec<Entry>> for VClock {
 impl From<VClock> for Vec<Entry> {
     fn from(c: VClock) -> Self {
         c.entries
+    }
+}
+
+/// Encoded as the sequence of its entries, without copying them.
+impl Serialize for VClock {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.as_slice().serialize(serializer)
     }
 }
 
@@ -361,8 +368,8 @@ impl fmt::Display for DotRun {
 /// a chain of its own dots above a gap that never fills (the versions it did not see are still
 /// there). As single dots that chain grew by one entry per write until the context passed
 /// `context_entries_max` and every further write was refused; as a run it stays one entry.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(try_from = "RawContext", into = "RawContext")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
+#[serde(try_from = "RawContext")]
 pub struct Context {
     clock: VClock,
     /// Sorted by actor, then counter; runs of one actor are separated by at least one missing
@@ -395,6 +402,20 @@ impl TryFrom<RawContext> for Context {
 impl From<Context> for RawContext {
     fn from(c: Context) -> Self {
         RawContext { clock: c.clock, cloud: c.cloud }
+    }
+}
+
+/// [`RawContext`]'s shape, borrowed: a context encodes without being copied.
+#[derive(Serialize)]
+#[serde(rename = "RawContext")]
+struct RawContextRef<'a> {
+    clock: &'a VClock,
+    cloud: &'a [DotRun],
+}
+
+impl Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawContextRef { clock: &self.clock, cloud: &self.cloud }.serialize(serializer)
     }
 }
 

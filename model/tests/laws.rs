@@ -4,12 +4,12 @@
 //! every message. Domains are small so that equal, ordered and concurrent cases all occur; every
 //! property demands a minimum of passed cases so none can pass by discarding.
 
-use dynamo_model::clock::{CausalOrder, Context, Dot, VClock};
+use dynamo_model::clock::{CausalOrder, Context, Dot, Entry, RawContext, VClock};
 use dynamo_model::config::Limits;
 use dynamo_model::ids::{ActorId, Key, NodeId, OpId, RequestId};
 use dynamo_model::msg::{ClientOp, ClientReply, Msg, RequestError};
 use dynamo_model::ring::Ring;
-use dynamo_model::versioned::{Payload, PutError, Siblings};
+use dynamo_model::versioned::{Payload, PutError, Siblings, Version};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -447,6 +447,24 @@ fn every_message_round_trips_through_postcard() {
         back == m.0
     }
     check(prop as fn(AnyMsg) -> bool);
+}
+
+/// Contexts, clocks and sibling sets encode straight from their fields; the bytes must be those of
+/// the owned wire forms they decode from (the store format and the peer protocol depend on it).
+#[test]
+fn borrowed_encodings_are_the_wire_forms() {
+    fn bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_stdvec(v).expect("encodes")
+    }
+    fn prop(c: Ctx, seed: u64, which: u8) -> bool {
+        let (replicas, _) = random_replicas(seed);
+        let s = replicas[usize::from(which % 3)].clone();
+        let clock = c.0.clock().clone();
+        bytes(&c.0) == bytes(&RawContext::from(c.0.clone()))
+            && bytes(&clock) == bytes(&Vec::<Entry>::from(clock.clone()))
+            && bytes(&s) == bytes(&Vec::<Version>::from(s.clone()))
+    }
+    check(prop as fn(Ctx, u64, u8) -> bool);
 }
 
 #[test]

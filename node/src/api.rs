@@ -16,7 +16,8 @@
 use crate::driver::{DriverHandle, SubmitError};
 use crate::metrics::{Metrics, NetStats};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -131,8 +132,26 @@ fn apply_params(mut op: ClientOp, p: &KvParams) -> Result<ClientOp, BadRequest> 
     Ok(op)
 }
 
-fn parse_context(headers: &HeaderMap, entries_max: usize) -> Result<Context, BadRequest> {
-    let Some(v) = headers.get(CONTEXT_HEADER) else { return Ok(Context::new()) };
+/// The request headers the key-value handlers read, picked out of the request rather than
+/// copying its whole header map.
+struct KvHeaders {
+    context: Option<HeaderValue>,
+    json: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for KvHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(KvHeaders {
+            context: parts.headers.get(CONTEXT_HEADER).cloned(),
+            json: wants_json(&parts.headers),
+        })
+    }
+}
+
+fn parse_context(header: Option<&HeaderValue>, entries_max: usize) -> Result<Context, BadRequest> {
+    let Some(v) = header else { return Ok(Context::new()) };
     let s = v.to_str().map_err(|_| bad_request(format!("{CONTEXT_HEADER} is not ASCII")))?;
     if s.trim().is_empty() {
         return Ok(Context::new());
@@ -224,15 +243,15 @@ async fn get_kv(
     State(st): State<ApiState>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
-    headers: HeaderMap,
+    headers: KvHeaders,
 ) -> Response {
     let started = Instant::now();
-    let resp = get_inner(&st, key, &p, &headers).await;
+    let resp = get_inner(&st, key, &p, headers.json).await;
     st.metrics.record("get", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
 }
 
-async fn get_inner(st: &ApiState, key: String, p: &KvParams, headers: &HeaderMap) -> Response {
+async fn get_inner(st: &ApiState, key: String, p: &KvParams, json: bool) -> Response {
     let key = match key_of(key, st.config.limits().key_bytes_max) {
         Ok(k) => k,
         Err(r) => return r.into_response(),
@@ -248,7 +267,7 @@ async fn get_inner(st: &ApiState, key: String, p: &KvParams, headers: &HeaderMap
     match reply {
         ClientReply::Read { context, values } => {
             st.metrics.record_siblings(values.len());
-            read_response(&context, values, wants_json(headers))
+            read_response(&context, values, json)
         }
         other => reply_response(other),
     }
@@ -345,17 +364,18 @@ async fn write(
     st: &ApiState,
     key: String,
     p: &KvParams,
-    headers: &HeaderMap,
+    headers: &KvHeaders,
     value: Option<Bytes>,
 ) -> Response {
     let key = match key_of(key, st.config.limits().key_bytes_max) {
         Ok(k) => k,
         Err(r) => return r.into_response(),
     };
-    let context = match parse_context(headers, st.config.limits().context_entries_max) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
+    let context =
+        match parse_context(headers.context.as_ref(), st.config.limits().context_entries_max) {
+            Ok(c) => c,
+            Err(r) => return r.into_response(),
+        };
     let op = match value {
         Some(v) => ClientOp::put(key, context, v.to_vec()),
         None => ClientOp::delete(key, context),
@@ -374,7 +394,7 @@ async fn put_kv(
     State(st): State<ApiState>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
-    headers: HeaderMap,
+    headers: KvHeaders,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
@@ -387,7 +407,7 @@ async fn delete_kv(
     State(st): State<ApiState>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
-    headers: HeaderMap,
+    headers: KvHeaders,
 ) -> Response {
     let started = Instant::now();
     let resp = write(&st, key, &p, &headers, None).await;
