@@ -40,8 +40,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
-cargo build --release -p dynamo-node >&2
-BIN=target/release/dynamo
+# The `dist` profile: the release build with whole-program optimisation, the binary operators run
+# (the cluster and the load generator both run it).
+cargo build --profile dist -p dynamo-node >&2
+BIN=target/dist/dynamo
 
 SERVER_PIN=() CLIENT_PIN=()
 if [ "${PIN:-0}" = 1 ]; then
