@@ -15,8 +15,8 @@
 
 use crate::driver::{DriverHandle, SubmitError};
 use crate::metrics::{Metrics, NetStats};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use dynamo_model::{ClientOp, ClientReply, Config, Context, Key, NodeId, RequestError, Ring};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 /// The header that carries a key's context, base64-encoded.
 pub const CONTEXT_HEADER: &str = "x-dynamo-context";
 /// Bodies this much over `value_bytes_max` still reach the core (which answers 413 with the exact
-/// limit); larger ones are cut off by the HTTP layer with a plain 413.
+/// limit); larger ones are refused unread, with a 413 that closes the connection.
 pub const BODY_SLACK_BYTES: usize = 4 * 1024;
 /// Extra time the HTTP handler waits past the request timeout before giving up on the core.
 pub const REPLY_SLACK_MS: u64 = 2_000;
@@ -62,25 +63,32 @@ pub struct ApiState {
 
 /// The router of the API.
 pub fn router(state: ApiState) -> Router {
-    let body_max = state.config.limits().value_bytes_max + BODY_SLACK_BYTES;
     Router::new()
         .route("/kv/{key}", get(get_kv).put(put_kv).delete(delete_kv))
         .route("/status", get(status))
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(body_max))
-        .layer(axum::middleware::map_response(close_after_413))
         .with_state(state)
 }
 
-/// A body refused for its size may be left unread, so the connection cannot carry another
-/// request: say so (`Connection: close`), or a client that pools connections sends its next
-/// request into a connection the server is closing.
-async fn close_after_413(mut response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// A put's body, read up to `max` bytes. A larger one is refused with 413 and left unread, so
+/// the connection cannot carry another request: the answer says so (`Connection: close`), or a
+/// client that pools connections would send its next request into a connection the server is
+/// closing. (Read here rather than by a body-limit layer and a response-rewriting layer around
+/// every route: each layer cost every request a clone of the boxed route.)
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let mut r = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {max} bytes; the connection closes"),
+            );
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
+        Err(e) => Err(bad_request(format!("cannot read the body: {e}")).into_response()),
     }
-    response
 }
 
 /// Per-request overrides, kept as text so that bad numbers get our own message.
@@ -395,10 +403,14 @@ async fn put_kv(
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
     headers: KvHeaders,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = write(&st, key, &p, &headers, Some(body)).await;
+    let body_max = st.config.limits().value_bytes_max + BODY_SLACK_BYTES;
+    let resp = match read_body(body, body_max).await {
+        Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
+        Err(r) => r,
+    };
     st.metrics.record("put", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
 }
