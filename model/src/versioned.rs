@@ -207,8 +207,23 @@ impl Siblings {
         if self.versions.iter().any(|v| v.dot == version.dot || v.supersedes(&version)) {
             return;
         }
+        self.replace_where(version, |new, old| new.supersedes(old));
+    }
+
+    /// Drops the versions `superseded(&version, old)` picks and adds `version` in dot order. A set
+    /// shared with other clones is not copied whole first: only the versions that stay are
+    /// (usually none: a write supersedes what it was made on).
+    fn replace_where(&mut self, version: Version, superseded: impl Fn(&Version, &Version) -> bool) {
+        match Arc::get_mut(&mut self.versions) {
+            Some(versions) => versions.retain(|v| !superseded(&version, v)),
+            None => {
+                let kept = self.versions.iter().filter(|v| !superseded(&version, v)).cloned();
+                let mut versions = Vec::with_capacity(self.versions.len() + 1);
+                versions.extend(kept);
+                self.versions = Arc::new(versions);
+            }
+        }
         let versions = Arc::make_mut(&mut self.versions);
-        versions.retain(|v| !version.supersedes(v));
         let at = versions.partition_point(|v| v.dot < version.dot);
         versions.insert(at, version);
     }
@@ -267,10 +282,7 @@ impl Siblings {
             // Leave room for the dot's own entry.
             past.truncate(max.saturating_sub(1).max(1));
         }
-        let versions = Arc::make_mut(&mut self.versions);
-        versions.retain(|v| !context.contains(&v.dot));
-        let at = versions.partition_point(|v| v.dot < dot);
-        versions.insert(at, Version { dot, past, payload });
+        self.replace_where(Version { dot, past, payload }, |_, old| context.contains(&old.dot));
         Ok(dot)
     }
 
