@@ -231,6 +231,13 @@ impl Siblings {
     /// Merges `other` into `self` (paper §4.4 syntactic reconciliation). The result is the set of
     /// maximal versions of the union, whatever the order of merges. Returns whether `self` changed.
     pub fn reconcile(&mut self, other: &Siblings) -> bool {
+        if self.is_covered_by(other) {
+            // The usual case (a replica receiving a newer write, a coordinator merging replies):
+            // the result is `other` itself, shared rather than rebuilt from copies.
+            let changed = !Arc::ptr_eq(&self.versions, &other.versions) && self != other;
+            *self = other.clone();
+            return changed;
+        }
         let before = self.versions.len();
         let mut changed = false;
         for v in other.versions.iter() {
@@ -241,6 +248,17 @@ impl Siblings {
             }
         }
         changed || self.versions.len() != before
+    }
+
+    /// Whether reconciling `other` into this set yields exactly `other`: each version here is one
+    /// of `other`'s or superseded by one of them, and none supersedes one of them (the loop in
+    /// [`Siblings::reconcile`] then inserts every version of `other`, each dropping what it
+    /// supersedes, and keeps the equal ones).
+    fn is_covered_by(&self, other: &Siblings) -> bool {
+        self.versions.iter().all(|mine| {
+            other.versions.iter().any(|o| o == mine || o.supersedes(mine))
+                && !other.versions.iter().any(|o| mine.supersedes(o))
+        })
     }
 
     /// The union of two sets, reconciled.
