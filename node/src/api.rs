@@ -44,7 +44,9 @@ const BOUNDARY_TRIES_MAX: u32 = 16;
 /// Longest a metrics or status scrape waits for the driver.
 const STATUS_WAIT_MS: u64 = 2_000;
 
-/// What every handler can reach.
+/// What every handler can reach (behind one `Arc`: each request clones the handlers' state, and
+/// a clone of this struct was five reference counts and a channel sender's, contended across the
+/// runtime's threads).
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// The driver.
@@ -68,7 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/status", get(status))
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// A put's body, read up to `max` bytes. A larger one is refused with 413 and left unread, so
@@ -248,7 +250,7 @@ fn outcome_of(status: StatusCode) -> &'static str {
 }
 
 async fn get_kv(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
     headers: KvHeaders,
@@ -399,7 +401,7 @@ async fn write(
 }
 
 async fn put_kv(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
     headers: KvHeaders,
@@ -416,7 +418,7 @@ async fn put_kv(
 }
 
 async fn delete_kv(
-    State(st): State<ApiState>,
+    State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
     Query(p): Query<KvParams>,
     headers: KvHeaders,
@@ -434,7 +436,7 @@ async fn snapshot(st: &ApiState) -> Option<crate::driver::NodeStatus> {
         .and_then(Result::ok)
 }
 
-async fn status(State(st): State<ApiState>) -> Response {
+async fn status(State(st): State<Arc<ApiState>>) -> Response {
     let Some(s) = snapshot(&st).await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "driver did not answer");
     };
@@ -465,7 +467,7 @@ pub struct RingParams {
     key: Option<String>,
 }
 
-async fn ring(State(st): State<ApiState>, Query(p): Query<RingParams>) -> Response {
+async fn ring(State(st): State<Arc<ApiState>>, Query(p): Query<RingParams>) -> Response {
     let owners: Vec<u16> = st.ring.owners().iter().map(|n| n.0).collect();
     let mut body = serde_json::json!({
         "partitions": st.ring.partitions(),
@@ -486,7 +488,7 @@ async fn ring(State(st): State<ApiState>, Query(p): Query<RingParams>) -> Respon
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn metrics(State(st): State<ApiState>) -> Response {
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let s = snapshot(&st).await;
     let body = st.metrics.render(&st.net, s.as_ref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
