@@ -24,7 +24,9 @@ use axum::routing::get;
 use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use dynamo_model::{ClientOp, ClientReply, Config, Context, Key, NodeId, RequestError, Ring};
+use dynamo_model::{
+    ClientOp, ClientReply, Config, Context, Key, Limits, NodeId, RequestError, Ring,
+};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,7 +49,7 @@ const STATUS_WAIT_MS: u64 = 2_000;
 /// What every handler can reach (behind one `Arc`: each request clones the handlers' state, and
 /// a clone of this struct was five reference counts and a channel sender's, contended across the
 /// runtime's threads).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ApiState {
     /// The driver.
     pub driver: DriverHandle,
@@ -71,6 +73,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
+}
+
+/// The most body bytes a put reads. Saturating: the limit comes from the operator's
+/// configuration, and a huge `value_bytes_max` must mean "no cut-off", not an overflow.
+fn body_max(limits: &Limits) -> usize {
+    limits.value_bytes_max.saturating_add(BODY_SLACK_BYTES)
 }
 
 /// A put's body, read up to `max` bytes. A larger one is refused with 413 and left unread, so
@@ -408,8 +416,7 @@ async fn put_kv(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let body_max = st.config.limits().value_bytes_max + BODY_SLACK_BYTES;
-    let resp = match read_body(body, body_max).await {
+    let resp = match read_body(body, body_max(st.config.limits())).await {
         Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
         Err(r) => r,
     };
@@ -492,4 +499,17 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let s = snapshot(&st).await;
     let body = st.metrics.render(&st.net, s.as_ref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_limit_is_the_value_limit_plus_slack_and_never_overflows() {
+        let small = Limits { value_bytes_max: 1024, ..Limits::default() };
+        assert_eq!(body_max(&small), 1024 + BODY_SLACK_BYTES);
+        let huge = Limits { value_bytes_max: usize::MAX, ..Limits::default() };
+        assert_eq!(body_max(&huge), usize::MAX);
+    }
 }
