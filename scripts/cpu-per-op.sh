@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# CPU per operation of a local `dynamo dev` cluster against the offered load: for each rate given
+# (ops/s, or `peak` for the closed loop), a fresh cluster, one `dynamo bench` run (N=3 R=2 W=2,
+# 1 KiB values, 50% reads, concurrency 32), and the CPU time the cluster process used over the
+# middle of the run (utime + stime from /proc, which the kernel keeps from the scheduler's own
+# clock) divided by the operations done meanwhile. Prints one line per rate.
+#
+#   scripts/cpu-per-op.sh peak 7000 3500 1000
+#
+# Settings (environment): SYNC (default none), DURATION_S (default 8, of which the middle 5 s are
+# measured), BIN (default target/dist/dynamo, built if missing), OUT (default target/cpu-per-op).
+# Everything runs on 127.0.0.1 ports 8081-8083 and 9081-9083.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYNC=${SYNC:-none}
+DURATION_S=${DURATION_S:-8}
+OUT=${OUT:-target/cpu-per-op}
+BIN=${BIN:-target/dist/dynamo}
+[ "$#" -ge 1 ] || { echo "usage: $0 RATE|peak..." >&2; exit 2; }
+[ "$DURATION_S" -ge 8 ] || { echo "DURATION_S must be at least 8" >&2; exit 2; }
+[ -x "$BIN" ] || cargo build --profile dist -p dynamo-node >&2
+mkdir -p "$OUT"
+CLK_TCK=$(getconf CLK_TCK)
+
+dev=""
+cleanup() { [ -n "$dev" ] && kill "$dev" 2>/dev/null || true; }
+trap cleanup EXIT
+
+# snapshot: the cluster's CPU ticks and the time.
+snapshot() { echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(date +%s.%N)"; }
+
+for rate in "$@"; do
+  rate_args=()
+  [ "$rate" = peak ] || rate_args=(--rate "$rate")
+  rm -rf "$OUT/data"
+  "$BIN" dev --fresh --data-dir "$OUT/data" --sync "$SYNC" >"$OUT/dev.log" 2>&1 &
+  dev=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
+  "$BIN" bench --concurrency 32 --keys 10000 --value-bytes 1024 --read-ratio 0.5 \
+    --duration-s "$DURATION_S" "${rate_args[@]}" >"$OUT/bench-$rate.txt" 2>&1 &
+  bench=$!
+  # The bench primes every key, then warms up for a second; measure well inside the counted run.
+  sleep 2
+  before=$(snapshot)
+  sleep 5
+  after=$(snapshot)
+  wait "$bench"
+  kill -INT "$dev"
+  wait "$dev" || true
+  dev=""
+  python3 - "$rate" "$before" "$after" "$CLK_TCK" "$OUT/bench-$rate.txt" <<'PY'
+import sys
+rate, a, b, tck, path = sys.argv[1], *sys.argv[2:4], float(sys.argv[4]), sys.argv[5]
+a, b = (list(map(float, x.split())) for x in (a, b))
+result = next(l for l in open(path) if l.startswith("RESULT"))
+fields = dict(kv.split("=") for kv in result.split()[1:])
+ops = float(fields["ops_per_s"])
+cpus = (b[0] - a[0]) / tck / (b[1] - a[1])
+print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / ops * 1e6:5.0f} us/op  "
+      f"p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
+PY
+done
