@@ -155,10 +155,17 @@ pub async fn serve_inbound(
     }
     let from = hello.node;
     tracing::debug!(node = %ctx.me, peer = %from, "inbound peer connected");
+    // One wait for the whole connection, polled only when no frame is ready: a fresh wait per
+    // frame registered with (and deregistered from) the shutdown signal's shared waiter list,
+    // under its lock, for every frame. Frames first cannot hold shutdown off: once the driver
+    // has stopped, `driver.peer` refuses the next frame and the loop ends.
+    let down = shutdown.wait();
+    tokio::pin!(down);
     loop {
         let frame = tokio::select! {
+            biased;
             f = f.next() => f,
-            _ = shutdown.wait() => return,
+            _ = &mut down => return,
         };
         let frame = match frame {
             Some(Ok(frame)) => frame,
@@ -263,10 +270,15 @@ async fn write_loop(
     // endian length (the framing the reader's `LengthDelimitedCodec` expects), and written with
     // one call: no per-message allocation or copy besides the encoding itself.
     let mut out: Vec<u8> = Vec::new();
+    // As in `serve_inbound`: one shutdown wait, polled only when the queue is empty (it closes
+    // when the driver stops, which ends the loop too).
+    let down = shutdown.wait();
+    tokio::pin!(down);
     loop {
         let n = tokio::select! {
+            biased;
             n = rx.recv_many(&mut batch, WRITE_BATCH_MAX) => n,
-            _ = shutdown.wait() => return WriteEnd::Stop,
+            _ = &mut down => return WriteEnd::Stop,
         };
         if n == 0 {
             return WriteEnd::Stop;
