@@ -21,6 +21,7 @@
 # warm-up that is not counted (connections open, peers finish dialling each other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION_S=${DURATION_S:-10}
@@ -58,8 +59,6 @@ pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# field FILE KEY: a value from the RESULT line of a `dynamo bench` report.
-field() { awk -v k="$2" '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' "$1"; }
 median() { python3 -c 'import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:])),3))' "$@"; }
 
 # The request-duration buckets of every node, summed over nodes, operations and outcomes.
@@ -140,7 +139,7 @@ run_cluster() {
   "${SERVER_PIN[@]}" "$BIN" dev --fresh --data-dir "$data" --sync "$sync" >"$OUT/dev-$sync.log" 2>&1 &
   local dev=$!
   pids+=($dev)
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
+  wait_for_dev
   local perf_pid=""
   if [ "${PROFILE:-0}" = 1 ] && [ "$round" = 1 ] && command -v perf >/dev/null; then
     (sleep 2; perf record -F 999 -g -p "$dev" -o "$OUT/perf-$sync.data" -- sleep $((DURATION_S - 2)) \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CPU per operation of a local `dynamo dev` cluster against the offered load: for each rate given
 # (ops/s, or `peak` for the closed loop), a fresh cluster, one `dynamo bench` run (N=3 R=2 W=2,
-# 1 KiB values, 50% reads, concurrency 32), and the CPU time the cluster process used over the
-# middle of the run (utime + stime from /proc, which the kernel keeps from the scheduler's own
-# clock) divided by the operations done meanwhile. Prints one line per rate.
+# 1 KiB values, 50% reads, concurrency 32), and the CPU time the cluster process used over a 5 s
+# window inside the run (utime + stime from /proc, which the kernel keeps from the scheduler's own
+# clock) divided by the requests the nodes answered in that same window (their /metrics). Prints
+# one line per rate.
 #
 #   scripts/cpu-per-op.sh peak 7000 3500 1000
 #
@@ -12,6 +13,7 @@
 # Everything runs on 127.0.0.1 ports 8081-8083 and 9081-9083.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 SYNC=${SYNC:-none}
 DURATION_S=${DURATION_S:-8}
@@ -27,8 +29,8 @@ dev=""
 cleanup() { [ -n "$dev" ] && kill "$dev" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# snapshot: the cluster's CPU ticks and the time.
-snapshot() { echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(date +%s.%N)"; }
+# snapshot: the cluster's CPU ticks, the requests it has answered, and the time.
+snapshot() { echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)"; }
 
 for rate in "$@"; do
   rate_args=()
@@ -36,7 +38,7 @@ for rate in "$@"; do
   rm -rf "$OUT/data"
   "$BIN" dev --fresh --data-dir "$OUT/data" --sync "$SYNC" >"$OUT/dev.log" 2>&1 &
   dev=$!
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && break; sleep 0.1; done
+  wait_for_dev
   "$BIN" bench --concurrency 32 --keys 10000 --value-bytes 1024 --read-ratio 0.5 \
     --duration-s "$DURATION_S" "${rate_args[@]}" >"$OUT/bench-$rate.txt" 2>&1 &
   bench=$!
@@ -55,9 +57,10 @@ rate, a, b, tck, path = sys.argv[1], *sys.argv[2:4], float(sys.argv[4]), sys.arg
 a, b = (list(map(float, x.split())) for x in (a, b))
 result = next(l for l in open(path) if l.startswith("RESULT"))
 fields = dict(kv.split("=") for kv in result.split()[1:])
-ops = float(fields["ops_per_s"])
-cpus = (b[0] - a[0]) / tck / (b[1] - a[1])
-print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / ops * 1e6:5.0f} us/op  "
+wall = b[2] - a[2]
+ops = (b[1] - a[1]) / wall
+cpus = (b[0] - a[0]) / tck / wall
+print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / max(ops, 1e-9) * 1e6:5.0f} us/op  "
       f"p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
 PY
 done

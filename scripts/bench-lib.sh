@@ -1,0 +1,16 @@
+# Helpers shared by the benchmark scripts (sourced, not run).
+
+# field FILE KEY: a value from the RESULT line of a `dynamo bench` report.
+field() { awk -v k="$2" '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' "$1"; }
+
+# wait_for_dev: until the `dynamo dev` cluster's last node answers (at most 10 s).
+wait_for_dev() {
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && return 0; sleep 0.1; done
+}
+
+# served_requests: the client requests the dev cluster's nodes have answered so far (the count of
+# their request-duration histograms, over every operation and outcome).
+served_requests() {
+  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
+    | awk '/^dynamo_request_duration_seconds_count/{n+=$NF} END{printf "%d\n", n}'
+}
