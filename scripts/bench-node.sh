@@ -5,8 +5,12 @@
 # acknowledged, `appendfsync always`, the like-for-like baseline of the `always` policy). Prints
 # ops/s, latency percentiles and the cluster/Redis ratios, then, for each policy, p99.9 at half of
 # the cluster's measured peak rate, with what the machine did meanwhile: the CPUs the cluster
-# used, how busy the whole machine was, and how late the load generator's pacer thread woke from
-# its sleeps (the scheduling delay any thread saw under that load).
+# used, how busy the whole machine was, how much of its time the host took back (steal), and how
+# late the load generator's pacer thread woke from its sleeps (the scheduling delay any thread saw
+# under that load). Right after each policy's half-rate run the same load generator drives a
+# redis-server at that very rate (`dynamo bench --protocol redis`; in memory after `none`, with
+# `appendfsync always` after `always`): the tail baseline, one hop to a single-threaded server,
+# that shows what this machine's scheduling alone does to a p99.9 at that rate and moment.
 #
 # The machine this runs on is usually shared and small, and single runs vary by 20% or more, so
 # the whole comparison is repeated ROUNDS times, interleaved (Redis, then each policy on a fresh
@@ -84,28 +88,36 @@ PY
 }
 
 # --- Redis baseline -------------------------------------------------------------------------
-# run_redis ROUND memory|durable: `durable` appends every write to Redis's log and fsyncs it
-# before answering (Redis, like the `always` policy, lets one fsync cover the writes of many
-# clients).
-run_redis() {
-  local round=$1 mode=$2
-  local port persist file="$OUT/redis-$round.txt"
-  port=$(free_port)
-  persist=(--save '' --appendonly no)
-  if [ "$mode" = durable ]; then
-    file="$OUT/redis-durable-$round.txt"
+# start_redis memory|durable: a fresh redis-server on a free port (REDIS_PORT, REDIS_PID).
+# `durable` appends every write to Redis's log and fsyncs it before answering (Redis, like the
+# `always` policy, lets one fsync cover the writes of many clients).
+start_redis() {
+  local persist=(--save '' --appendonly no)
+  REDIS_PORT=$(free_port)
+  if [ "$1" = durable ]; then
     rm -rf "$OUT/redis-data" && mkdir -p "$OUT/redis-data"
     persist=(--save '' --appendonly yes --appendfsync always --dir "$(cd "$OUT/redis-data" && pwd)")
   fi
-  "${SERVER_PIN[@]}" redis-server --bind 127.0.0.1 --port "$port" "${persist[@]}" \
+  "${SERVER_PIN[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" "${persist[@]}" \
     --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
-  local pid=$!
-  pids+=($pid)
-  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  "${CLIENT_PIN[@]}" redis-benchmark -p "$port" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
+  REDIS_PID=$!
+  pids+=($REDIS_PID)
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+stop_redis() {
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  wait "$REDIS_PID" 2>/dev/null || true
+}
+
+# run_redis ROUND memory|durable: redis-benchmark's peak rates.
+run_redis() {
+  local round=$1 mode=$2
+  local file="$OUT/redis-$round.txt"
+  [ "$mode" = durable ] && file="$OUT/redis-durable-$round.txt"
+  start_redis "$mode"
+  "${CLIENT_PIN[@]}" redis-benchmark -p "$REDIS_PORT" -t set,get -d "$VALUE_BYTES" -c "$CONCURRENCY" -n "$REDIS_REQUESTS" -q \
     | tr '\r' '\n' | grep -E '^(SET|GET): [0-9.]+ requests per second' >"$file"
-  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-  wait "$pid" 2>/dev/null || true
+  stop_redis
   local set get
   set=$(awk '/^SET:/{print $2}' "$file")
   get=$(awk '/^GET:/{print $2}' "$file")
@@ -114,22 +126,44 @@ run_redis() {
   echo "round $round redis ($mode): SET $set GET $get" >&2
 }
 
-# cpu_snapshot PID: the process's CPU ticks, the machine's busy ticks, all its ticks, and the time.
+# cpu_snapshot PID: the process's CPU ticks, the machine's busy ticks (steal included), all its
+# ticks, the time, and the ticks the host took back (steal).
 cpu_snapshot() {
   local proc
   proc=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
   awk -v p="$proc" -v t="$(date +%s.%N)" \
-    '/^cpu /{busy=$2+$3+$4+$7+$8+$9; all=busy+$5+$6; print p, busy, all, t}' /proc/stat
+    '/^cpu /{busy=$2+$3+$4+$7+$8+$9; all=busy+$5+$6; print p, busy, all, t, $9}' /proc/stat
 }
-# cpu_use BEFORE AFTER: the CPUs the process used and how busy the machine was in between.
+# cpu_use BEFORE AFTER: the CPUs the process used, how busy the machine was and how much of its
+# time the host took (steal) in between.
 cpu_use() {
   python3 - "$1" "$2" "$CLK_TCK" <<'PY'
 import sys
 a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
 tck = float(sys.argv[3])
 wall = b[3] - a[3]
-print(f"CPU cluster_cpus={(b[0]-a[0])/tck/wall:.2f} machine_busy_pct={100*(b[1]-a[1])/max(b[2]-a[2],1):.0f}")
+all_ticks = max(b[2] - a[2], 1)
+print(f"CPU cluster_cpus={(b[0]-a[0])/tck/wall:.2f} machine_busy_pct={100*(b[1]-a[1])/all_ticks:.0f}"
+      f" steal_pct={100*(b[4]-a[4])/all_ticks:.0f}")
 PY
+}
+
+# redis_tail ROUND POLICY RATE: the same load generator, open loop at RATE, against a fresh
+# redis-server (in memory for `none`, `appendfsync always` for `always`).
+redis_tail() {
+  local round=$1 sync=$2 rate=$3 mode=memory
+  local file="$OUT/redis-tail-$sync-$round.txt"
+  [ "$sync" = always ] && mode=durable
+  start_redis "$mode"
+  local snap
+  snap=$(cpu_snapshot "$REDIS_PID")
+  "${CLIENT_PIN[@]}" "$BIN" bench --protocol redis --targets "127.0.0.1:$REDIS_PORT" \
+    --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" --read-ratio 0.5 \
+    --duration-s "$DURATION_S" --rate "$rate" >"$file" 2>&1
+  cpu_use "$snap" "$(cpu_snapshot "$REDIS_PID")" | sed 's/cluster_cpus/redis_cpus/' >>"$file"
+  stop_redis
+  echo "round $round redis ($mode) at $rate ops/s: p99.9 $(field "$file" p999_ms) ms;" \
+    "$(grep '^CPU' "$file")" >&2
 }
 
 # --- The cluster, per sync policy -----------------------------------------------------------
@@ -176,6 +210,7 @@ run_cluster() {
   echo "round $round sync=$sync: peak $peak ops/s, p99.9 at $half ops/s = $(field "$half_file" p999_ms) ms;" \
     "$(grep '^SERVER' "$half_file" || echo 'no server histograms'); $(grep '^CPU' "$half_file");" \
     "pacer woke late by p99.9 $(field "$half_file" wakeup_late_p999_ms) ms" >&2
+  redis_tail "$round" "$sync" "$half"
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -186,19 +221,24 @@ done
 
 echo
 echo "=== every round (concurrency $CONCURRENCY, ${VALUE_BYTES} B values, ${DURATION_S} s per run) ==="
-printf '%-6s %-24s %12s %9s %9s %9s %9s\n' round system "ops/s" "p50 ms" "p99 ms" "p99.9 ms" ratio
+printf '%-6s %-31s %12s %9s %9s %9s %9s\n' round system "ops/s" "p50 ms" "p99 ms" "p99.9 ms" ratio
 for round in $(seq "$ROUNDS"); do
   mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$round.txt")
-  printf '%-6s %-24s %12s\n' "$round" "redis 50/50 (harmonic)" "$mix"
-  printf '%-6s %-24s %12s\n' "$round" "redis fsync-always 50/50" "$(awk '/^MIX/{print $2}' "$OUT/redis-durable-$round.txt")"
+  printf '%-6s %-31s %12s\n' "$round" "redis 50/50 (harmonic)" "$mix"
+  printf '%-6s %-31s %12s\n' "$round" "redis fsync-always 50/50" "$(awk '/^MIX/{print $2}' "$OUT/redis-durable-$round.txt")"
   for sync in $POLICIES; do
     for run in peak half; do
       f="$OUT/bench-$sync-$run-$round.txt"
       ratio=""
       [ "$run" = peak ] && ratio=$(python3 -c "print(round($(field "$f" ops_per_s)/$mix,3))")
-      printf '%-6s %-24s %12s %9s %9s %9s %9s\n' "$round" "dynamo sync=$sync $run" \
+      printf '%-6s %-31s %12s %9s %9s %9s %9s\n' "$round" "dynamo sync=$sync $run" \
         "$(field "$f" ops_per_s)" "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" "$(field "$f" p999_ms)" "$ratio"
     done
+    f="$OUT/redis-tail-$sync-$round.txt"
+    label="redis at that rate"
+    [ "$sync" = always ] && label="redis fsync-always at that rate"
+    printf '%-6s %-31s %12s %9s %9s %9s\n' "$round" "$label" \
+      "$(field "$f" ops_per_s)" "$(field "$f" p50_ms)" "$(field "$f" p99_ms)" "$(field "$f" p999_ms)"
   done
 done
 
@@ -223,14 +263,18 @@ for sync in $POLICIES; do
     mix=$(awk '/^MIX/{print $2}' "$OUT/redis-durable-$r.txt")
     python3 -c "print($(field "$OUT/bench-$sync-peak-$r.txt" ops_per_s)/$mix)"
   done)
+  redis_tails=$(for r in $(seq "$ROUNDS"); do field "$OUT/redis-tail-$sync-$r.txt" p999_ms; done)
   half_field() { for r in $(seq "$ROUNDS"); do
     awk -v k="$1" '/^(SERVER|CPU|RESULT)/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' \
       "$OUT/bench-$sync-half-$r.txt"
   done; }
   echo "sync=$sync: peak $(median $peaks) ops/s, cluster/redis = $(median $ratios) (goal >= 0.3)" \
     "(against Redis with appendfsync always: $(median $durable)), p99.9 at half peak =" \
-    "$(median $tails) ms (goal < 5; rounds: $(echo $tails)). Meanwhile: served in > 5 ms by the" \
+    "$(median $tails) ms (goal < 5; rounds: $(echo $tails)), against $(median $redis_tails) ms for" \
+    "Redis at the same rate with the same load generator (rounds: $(echo $redis_tails))." \
+    "Meanwhile: served in > 5 ms by the" \
     "nodes themselves $(echo $over5) % of requests; the cluster used $(echo $(half_field cluster_cpus))" \
-    "CPUs, the machine ($(nproc) CPUs) was $(echo $(half_field machine_busy_pct)) % busy, and the" \
+    "CPUs, the machine ($(nproc) CPUs) was $(echo $(half_field machine_busy_pct)) % busy (the host" \
+    "took $(echo $(half_field steal_pct)) % of it), and the" \
     "pacer thread's wake-ups were late by p99.9 $(echo $(half_field wakeup_late_p999_ms)) ms"
 done

@@ -9,11 +9,14 @@
 //!
 //! The load generator speaks just enough HTTP/1.1 itself (one keep-alive connection per worker
 //! and node, `content-length` bodies) so that it costs the machine little: it shares the cores
-//! with the cluster it measures, as `redis-benchmark` does with Redis.
+//! with the cluster it measures, as `redis-benchmark` does with Redis. With `--protocol redis` it
+//! speaks just enough RESP instead (`GET` and `SET` of the same keys and values) to drive a
+//! `redis-server` through the very same pacer, workers and histograms: the baseline that tells
+//! what this machine's scheduling alone does to a tail at a given rate.
 
 use crate::api::CONTEXT_HEADER;
 use bytes::{Buf, Bytes, BytesMut};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -43,6 +46,15 @@ pub const PRIME_S_MAX: u64 = 60;
 /// Highest latency recorded, microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
 
+/// What the targets speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// This project's HTTP API (`GET`/`PUT /kv/{key}`, contexts carried).
+    Http,
+    /// Redis's RESP (`GET`/`SET`): a `redis-server` as the baseline, driven the same way.
+    Redis,
+}
+
 /// Flags of `dynamo bench`.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -53,6 +65,9 @@ pub struct BenchArgs {
         default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"
     )]
     pub targets: Vec<String>,
+    /// What the targets speak; `redis` targets are `host:port` of a redis-server.
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
     /// Requests in flight.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
@@ -140,8 +155,12 @@ impl fmt::Display for BenchReport {
         let secs = self.elapsed.as_secs_f64();
         writeln!(
             f,
-            "bench: {} targets, concurrency {}, {} keys, {} B values, read ratio {}, {:.1} s{}",
+            "bench: {} {} targets, concurrency {}, {} keys, {} B values, read ratio {}, {:.1} s{}",
             a.targets.len(),
+            match a.protocol {
+                Protocol::Http => "http",
+                Protocol::Redis => "redis",
+            },
             a.concurrency,
             a.keys,
             a.value_bytes,
@@ -222,7 +241,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         Arc::new((0..args.keys).map(|_| Mutex::new(None)).collect());
     let value = Bytes::from(vec![b'x'; args.value_bytes]);
     anyhow::ensure!(args.warmup_s <= DURATION_S_MAX, "warm-up 0..={DURATION_S_MAX} s");
-    if !args.no_prime {
+    // Redis keeps no contexts: there is nothing to prime.
+    if !args.no_prime && args.protocol == Protocol::Http {
         prime(&args, &contexts).await?;
     }
     let started = Instant::now();
@@ -310,11 +330,29 @@ async fn prime(args: &BenchArgs, contexts: &Arc<Vec<Mutex<Option<String>>>>) -> 
 /// What one request came to: the status and the context header, or the kind of failure.
 type Outcome = Result<(u16, Option<String>), String>;
 
-/// Sends one request within [`REQUEST_TIMEOUT_MS`]; a connection that failed or timed out is
-/// dropped, so the next request on it dials afresh.
+/// Sends one HTTP request within [`REQUEST_TIMEOUT_MS`]; a connection that failed or timed out
+/// is dropped, so the next request on it dials afresh.
 async fn send(conn: &mut Option<RawConn>, host: &str, head: &[u8], body: &[u8]) -> Outcome {
+    send_with(Protocol::Http, conn, host, head, body).await
+}
+
+/// [`send`] in either protocol (a Redis answer's status is 200 for a value, 404 for none, 204 for
+/// `+OK` and 500 for an error reply).
+async fn send_with(
+    protocol: Protocol,
+    conn: &mut Option<RawConn>,
+    host: &str,
+    head: &[u8],
+    body: &[u8],
+) -> Outcome {
     let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
-    let outcome = match tokio::time::timeout(timeout, exchange(conn, host, head, body)).await {
+    let answer = async {
+        match protocol {
+            Protocol::Http => exchange(conn, host, head, body).await,
+            Protocol::Redis => exchange_redis(conn, host, head, body).await.map(|s| (s, None)),
+        }
+    };
+    let outcome = match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(r)) => return Ok(r),
         Ok(Err(e)) => Err(format!("transport:{}", kind(&e.to_string()))),
         Err(_) => Err("timeout".to_string()),
@@ -432,7 +470,9 @@ async fn worker(
         let k = rng.random_range(0..args.keys);
         let is_read = rng.random_bool(args.read_ratio);
         let slot = i % args.targets.len();
-        let request = if is_read {
+        let request = if args.protocol == Protocol::Redis {
+            redis_request(k, is_read, value.len())
+        } else if is_read {
             get_request(k, &hosts[slot])
         } else {
             let ctx = contexts[k].lock().ok().and_then(|c| c.clone());
@@ -444,7 +484,9 @@ async fn worker(
             )
         };
         let body: &[u8] = if is_read { &[] } else { &value };
-        let outcome = send(&mut conns[slot], &hosts[slot], request.as_bytes(), body).await;
+        let outcome =
+            send_with(args.protocol, &mut conns[slot], &hosts[slot], request.as_bytes(), body)
+                .await;
         let us = begin.elapsed().as_micros() as u64;
         remember(&contexts[k], &outcome);
         // Warm-up requests keep contexts current but are not counted.
@@ -462,7 +504,13 @@ async fn worker(
                     res.writes.saturating_record(us);
                 }
             }
-            Ok((status, _)) => *res.errors.entry(format!("http_{status}")).or_insert(0) += 1,
+            Ok((status, _)) => {
+                let kind = match args.protocol {
+                    Protocol::Http => format!("http_{status}"),
+                    Protocol::Redis => "redis_error".to_string(),
+                };
+                *res.errors.entry(kind).or_insert(0) += 1
+            }
             Err(k) => *res.errors.entry(k).or_insert(0) += 1,
         }
     }
@@ -550,4 +598,244 @@ async fn exchange(
     }
     c.buf.advance(head_end + length);
     Ok((status, context))
+}
+
+/// The RESP command for key number `k`: `GET`, or the head of a `SET` whose `value_bytes`-long
+/// value follows it (then `\r\n`, see [`exchange_redis`]).
+fn redis_request(k: usize, is_read: bool, value_bytes: usize) -> String {
+    let key = format!("bench-{k}");
+    if is_read {
+        format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len())
+    } else {
+        format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${value_bytes}\r\n", key.len())
+    }
+}
+
+/// Sends one RESP command on `conn` (connecting first if needed; a non-empty `body` is a `SET`'s
+/// value and is followed by its `\r\n`) and reads the one answer: `+OK` (204), a bulk string
+/// (200, read and dropped), a null bulk string (404) or an error reply (500). Anything else, or
+/// an answer over [`RESPONSE_BODY_BYTES_MAX`], is an error and the connection is dropped.
+async fn exchange_redis(
+    conn: &mut Option<RawConn>,
+    host: &str,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    if conn.is_none() {
+        let stream = tokio::net::TcpStream::connect(host).await?;
+        stream.set_nodelay(true)?;
+        *conn = Some(RawConn { stream, buf: BytesMut::with_capacity(8 * 1024) });
+    }
+    let Some(c) = conn.as_mut() else { return Err(bad("no connection")) };
+    if body.is_empty() {
+        c.stream.write_all(head).await?;
+    } else {
+        let mut out = Vec::with_capacity(head.len() + body.len() + 2);
+        out.extend_from_slice(head);
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+        c.stream.write_all(&out).await?;
+    }
+    let line_end = loop {
+        if let Some(p) = c.buf.windows(2).position(|w| w == b"\r\n") {
+            break p;
+        }
+        if c.buf.len() > RESPONSE_HEAD_BYTES_MAX {
+            return Err(bad("reply line too long"));
+        }
+        if c.stream.read_buf(&mut c.buf).await? == 0 {
+            return Err(bad("connection closed"));
+        }
+    };
+    let (status, payload) = match c.buf.first() {
+        Some(b'+') => (204, 0),
+        Some(b'-') => (500, 0),
+        Some(b'$') => {
+            let len = std::str::from_utf8(&c.buf[1..line_end])
+                .ok()
+                .and_then(|l| l.parse::<i64>().ok())
+                .ok_or_else(|| bad("bad bulk length"))?;
+            match usize::try_from(len) {
+                Ok(n) if n <= RESPONSE_BODY_BYTES_MAX => (200, n + 2),
+                Ok(_) => return Err(bad("reply too large")),
+                Err(_) if len == -1 => (404, 0),
+                Err(_) => return Err(bad("bad bulk length")),
+            }
+        }
+        _ => return Err(bad("unexpected reply type")),
+    };
+    let end = line_end + 2 + payload;
+    while c.buf.len() < end {
+        if c.stream.read_buf(&mut c.buf).await? == 0 {
+            return Err(bad("connection closed mid-reply"));
+        }
+    }
+    c.buf.advance(end);
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Reads one RESP array of bulk strings from `buf`/`s`; None when the peer closed.
+    async fn read_command(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut BytesMut,
+    ) -> Option<Vec<Vec<u8>>> {
+        async fn line(s: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> Option<String> {
+            loop {
+                if let Some(p) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let l = String::from_utf8(buf[..p].to_vec()).ok()?;
+                    buf.advance(p + 2);
+                    return Some(l);
+                }
+                if s.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        }
+        let n: usize = line(s, buf).await?.strip_prefix('*')?.parse().ok()?;
+        let mut parts = Vec::new();
+        for _ in 0..n {
+            let len: usize = line(s, buf).await?.strip_prefix('$')?.parse().ok()?;
+            while buf.len() < len + 2 {
+                if s.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            parts.push(buf[..len].to_vec());
+            buf.advance(len + 2);
+        }
+        Some(parts)
+    }
+
+    /// A tiny in-memory RESP server (GET and SET only), standing in for redis-server.
+    async fn fake_redis() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let store: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    while let Some(cmd) = read_command(&mut s, &mut buf).await {
+                        let reply = match cmd.as_slice() {
+                            [c, k] if c == b"GET" => match store.lock().expect("store lock").get(k)
+                            {
+                                Some(v) => {
+                                    let mut r = format!("${}\r\n", v.len()).into_bytes();
+                                    r.extend_from_slice(v);
+                                    r.extend_from_slice(b"\r\n");
+                                    r
+                                }
+                                None => b"$-1\r\n".to_vec(),
+                            },
+                            [c, k, v] if c == b"SET" => {
+                                store.lock().expect("store lock").insert(k.clone(), v.clone());
+                                b"+OK\r\n".to_vec()
+                            }
+                            _ => b"-ERR unknown command\r\n".to_vec(),
+                        };
+                        if s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A server that answers every command with `reply`, once per connection.
+    async fn canned(reply: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    if read_command(&mut s, &mut buf).await.is_some() {
+                        let _ = s.write_all(reply).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn redis_answers_map_to_statuses() {
+        let addr = fake_redis().await;
+        let mut conn = None;
+        let get = redis_request(7, true, 0);
+        let set = redis_request(7, false, 3);
+        let missing = exchange_redis(&mut conn, &addr, get.as_bytes(), &[]).await.expect("get");
+        assert_eq!(missing, 404);
+        let stored = exchange_redis(&mut conn, &addr, set.as_bytes(), b"abc").await.expect("set");
+        assert_eq!(stored, 204);
+        let found = exchange_redis(&mut conn, &addr, get.as_bytes(), &[]).await.expect("get");
+        assert_eq!(found, 200);
+        // The bulk string was consumed whole: the connection is still in step.
+        let again = exchange_redis(&mut conn, &addr, get.as_bytes(), &[]).await.expect("get");
+        assert_eq!(again, 200);
+        let err = canned(b"-ERR wrong\r\n").await;
+        let status = exchange_redis(&mut None, &err, get.as_bytes(), &[]).await.expect("answer");
+        assert_eq!(status, 500);
+    }
+
+    #[tokio::test]
+    async fn malformed_redis_replies_are_errors_not_panics() {
+        let get = redis_request(1, true, 0);
+        for reply in [
+            &b":1\r\n"[..],
+            b"$x\r\n",
+            b"$-2\r\n",
+            b"$99999999999999999999\r\n",
+            b"$1000000000\r\n",
+            b"$5\r\nab",
+        ] {
+            let addr = canned(reply).await;
+            let got = exchange_redis(&mut None, &addr, get.as_bytes(), &[]).await;
+            assert!(got.is_err(), "{:?} gave {got:?}", String::from_utf8_lossy(reply));
+        }
+        // And through `send_with`, which drops the broken connection.
+        let addr = canned(b"?\r\n").await;
+        let mut conn = None;
+        let outcome = send_with(Protocol::Redis, &mut conn, &addr, get.as_bytes(), &[]).await;
+        assert_eq!(outcome, Err("transport:other".to_string()));
+        assert!(conn.is_none());
+    }
+
+    #[tokio::test]
+    async fn load_generator_drives_a_redis_target_open_loop() {
+        let addr = fake_redis().await;
+        let args = BenchArgs {
+            targets: vec![addr],
+            protocol: Protocol::Redis,
+            concurrency: 4,
+            keys: 20,
+            value_bytes: 100,
+            read_ratio: 0.5,
+            duration_s: 1,
+            warmup_s: 0,
+            rate: Some(300.0),
+            no_prime: false,
+            pace_quantum_us: DEFAULT_PACE_QUANTUM_US,
+            seed: 3,
+        };
+        let report = run(args).await.expect("bench runs");
+        assert!(report.errors.is_empty(), "{report}");
+        assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
+        // Open loop at 300 ops/s for 1 s: close to 300 requests, and a pacer histogram.
+        assert!((200..=400).contains(&report.all.len()), "{report}");
+        assert!(report.wakeups.is_some(), "{report}");
+        assert!(report.to_string().contains("redis targets"), "{report}");
+    }
 }

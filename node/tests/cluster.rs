@@ -308,6 +308,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     let c = Cluster::start(3, |_| {}).await;
     let args = dynamo_node::bench::BenchArgs {
         targets: (1..=3).map(|i| c.url(i)).collect(),
+        protocol: dynamo_node::bench::Protocol::Http,
         concurrency: 4,
         keys: 50,
         value_bytes: 1024,
