@@ -533,6 +533,30 @@ struct RawConn {
     buf: BytesMut,
 }
 
+/// Connects `conn` to `host` unless it is connected, and writes `parts` with one call.
+async fn connect_and_write<'c>(
+    conn: &'c mut Option<RawConn>,
+    host: &str,
+    parts: &[&[u8]],
+) -> std::io::Result<&'c mut RawConn> {
+    use tokio::io::AsyncWriteExt;
+    if conn.is_none() {
+        let stream = tokio::net::TcpStream::connect(host).await?;
+        stream.set_nodelay(true)?;
+        *conn = Some(RawConn { stream, buf: BytesMut::with_capacity(8 * 1024) });
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "no connection"));
+    };
+    let mut filled = parts.iter().filter(|p| !p.is_empty());
+    match (filled.next(), filled.next()) {
+        (None, _) => {}
+        (Some(only), None) => c.stream.write_all(only).await?,
+        _ => c.stream.write_all(&parts.concat()).await?,
+    }
+    Ok(c)
+}
+
 /// Sends one request on `conn` (connecting first if needed) and reads the answer's status and
 /// context header; the body is read and dropped.
 async fn exchange(
@@ -541,22 +565,9 @@ async fn exchange(
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<(u16, Option<String>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    if conn.is_none() {
-        let stream = tokio::net::TcpStream::connect(host).await?;
-        stream.set_nodelay(true)?;
-        *conn = Some(RawConn { stream, buf: BytesMut::with_capacity(8 * 1024) });
-    }
-    let Some(c) = conn.as_mut() else { return Err(bad("no connection")) };
-    if body.is_empty() {
-        c.stream.write_all(head).await?;
-    } else {
-        let mut out = Vec::with_capacity(head.len() + body.len());
-        out.extend_from_slice(head);
-        out.extend_from_slice(body);
-        c.stream.write_all(&out).await?;
-    }
+    let c = connect_and_write(conn, host, &[head, body]).await?;
     let head_end = loop {
         if let Some(p) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
@@ -621,23 +632,10 @@ async fn exchange_redis(
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    if conn.is_none() {
-        let stream = tokio::net::TcpStream::connect(host).await?;
-        stream.set_nodelay(true)?;
-        *conn = Some(RawConn { stream, buf: BytesMut::with_capacity(8 * 1024) });
-    }
-    let Some(c) = conn.as_mut() else { return Err(bad("no connection")) };
-    if body.is_empty() {
-        c.stream.write_all(head).await?;
-    } else {
-        let mut out = Vec::with_capacity(head.len() + body.len() + 2);
-        out.extend_from_slice(head);
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\r\n");
-        c.stream.write_all(&out).await?;
-    }
+    let tail: &[u8] = if body.is_empty() { &[] } else { b"\r\n" };
+    let c = connect_and_write(conn, host, &[head, body, tail]).await?;
     let line_end = loop {
         if let Some(p) = c.buf.windows(2).position(|w| w == b"\r\n") {
             break p;
