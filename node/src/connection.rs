@@ -7,9 +7,17 @@
 //! and the dialling side refuses an answer from a node other than the one it meant to reach.
 //!
 //! Frames larger than the configured bound, or that do not decode, end the connection; nothing a
-//! peer sends can make the node panic. Outbound queues are bounded and the driver drops (and
-//! counts) messages when one is full: the protocol tolerates loss. A lost connection is redialled
-//! with exponential backoff between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`].
+//! peer sends can make the node panic. A lost connection is redialled with exponential backoff
+//! between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`].
+//!
+//! The sending side of each peer is a [`PeerLink`]: the driver encodes its messages for that peer
+//! into the link's buffer and, when it runs out of input, writes them to the socket itself with
+//! one non-blocking call. The link's connection task ([`run_link`]) dials
+//! and redials, and writes only what the socket would not take at once (rare on a healthy link).
+//! So a message leaves without a hand-off to another task. The buffer is bounded
+//! ([`OUTBOUND_QUEUE_MAX`] frames, [`OUTBOUND_BYTES_MAX`] bytes); past that the driver drops and
+//! counts messages, as it does while the peer is unreachable for long: the protocol tolerates
+//! loss. Frames still unwritten when a connection breaks are dropped and counted too.
 
 use crate::driver::DriverHandle;
 use crate::metrics::NetStats;
@@ -19,24 +27,26 @@ use dynamo_model::{Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused.
 pub const PROTOCOL_VERSION: u32 = 2;
-/// Messages queued per peer before the driver starts dropping.
+/// Frames buffered per peer (unwritten) before the driver starts dropping.
 pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
-/// Messages taken from the queue and written with one call.
-pub const WRITE_BATCH_MAX: usize = 256;
+/// Bytes buffered per peer before the driver starts dropping (one frame, however large, is
+/// always taken into an empty buffer).
+pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
 /// Bytes of a frame's length prefix.
 const FRAME_HEADER_BYTES: usize = 4;
-/// A write buffer grown past this by a burst of large messages is released after the write.
+/// A write buffer grown past this by a burst of large messages is released once empty.
 const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
@@ -201,15 +211,237 @@ async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerF
     Ok(f)
 }
 
-/// Keeps a connection to `peer` and writes every queued message to it, redialling with backoff.
-/// Ends when the queue closes (the driver stopped) or on shutdown.
-pub async fn run_outbound(
+/// The sending side of the link to one peer, shared by the driver and the link's connection task
+/// (see the module's introduction). Every write to the socket happens under the link's lock, so
+/// frames never interleave.
+#[derive(Debug)]
+pub struct PeerLink {
     ctx: Arc<PeerContext>,
     peer: NodeId,
-    addr: SocketAddr,
-    mut rx: mpsc::Receiver<Msg>,
-    mut shutdown: ShutdownRx,
-) {
+    state: Mutex<LinkState>,
+    /// Signalled when the driver left bytes unwritten or found the connection broken.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    /// The connection, while one is up and past its handshake.
+    stream: Option<Arc<TcpStream>>,
+    /// Encoded frames; `buf[written..]` is still to be written.
+    buf: Vec<u8>,
+    written: usize,
+    /// Where each unwritten (or partly written) frame ends in `buf`.
+    ends: VecDeque<usize>,
+    /// Why the driver's last write failed, for the connection task to redial.
+    broken: Option<String>,
+}
+
+/// What writing the buffer came to.
+enum Flushed {
+    /// Nothing is left (or there is no connection to write to).
+    Done,
+    /// The socket would take no more for now.
+    Blocked,
+    /// The connection is broken.
+    Failed(String),
+}
+
+impl LinkState {
+    /// Writes as much of the buffer as the socket takes without blocking.
+    fn flush(&mut self, net: &NetStats) -> Flushed {
+        let Some(stream) = self.stream.clone() else { return Flushed::Done };
+        while self.written < self.buf.len() {
+            match stream.try_write(&self.buf[self.written..]) {
+                Ok(0) => return Flushed::Failed("the connection wrote nothing".into()),
+                Ok(n) => self.advance(n, net),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flushed::Blocked,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Flushed::Failed(e.to_string()),
+            }
+        }
+        Flushed::Done
+    }
+
+    /// Counts the frames `n` more written bytes complete, and empties the buffer once all is out.
+    fn advance(&mut self, n: usize, net: &NetStats) {
+        self.written += n;
+        let mut done = 0u64;
+        while self.ends.front().is_some_and(|&end| end <= self.written) {
+            self.ends.pop_front();
+            done += 1;
+        }
+        net.frames_sent.fetch_add(done, Ordering::Relaxed);
+        if self.written == self.buf.len() {
+            self.written = 0;
+            self.buf.clear();
+            if self.buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Drops every unwritten frame (the connection they were meant for is gone), counting them.
+    fn discard(&mut self, net: &NetStats) {
+        net.outbound_dropped.fetch_add(self.ends.len() as u64, Ordering::Relaxed);
+        self.ends.clear();
+        self.buf.clear();
+        self.written = 0;
+    }
+}
+
+impl PeerLink {
+    /// A link to `peer`, not connected yet: [`run_link`] connects it.
+    pub fn new(ctx: Arc<PeerContext>, peer: NodeId) -> PeerLink {
+        PeerLink { ctx, peer, state: Mutex::new(LinkState::default()), wake: Notify::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // A panic while holding the lock cannot leave the buffer worse than torn frames, which
+        // the next connection never sees (a broken connection's buffer is discarded).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msgs` in order behind what is buffered, encoded; [`PeerLink::flush`] writes them.
+    /// Messages over the frame bound, or that find the buffer full, are dropped and counted.
+    pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
+        let net = &self.ctx.net;
+        let mut st = self.lock();
+        for msg in msgs {
+            if !st.ends.is_empty()
+                && (st.ends.len() >= OUTBOUND_QUEUE_MAX || st.buf.len() >= OUTBOUND_BYTES_MAX)
+            {
+                net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // Each message straight behind its 4-byte big-endian length: the framing the
+            // reader's `LengthDelimitedCodec` expects.
+            let start = st.buf.len();
+            let mut buf = std::mem::take(&mut st.buf);
+            buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+            buf = match postcard::to_extend(&msg, buf) {
+                Ok(b) => b,
+                Err(_) => {
+                    // Never expected (every message type encodes); the buffer was consumed,
+                    // and the frames it held with it.
+                    st.discard(net);
+                    net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let len = buf.len() - start - FRAME_HEADER_BYTES;
+            match u32::try_from(len) {
+                Ok(l) if len <= self.ctx.frame_bytes_max => {
+                    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
+                    let end = buf.len();
+                    st.ends.push_back(end);
+                }
+                _ => {
+                    buf.truncate(start);
+                    net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            st.buf = buf;
+        }
+    }
+
+    /// Writes what is queued as far as the socket takes it without blocking; the connection task
+    /// writes the rest when the socket has room (or once connected, if it is not).
+    pub fn flush(&self) {
+        let mut st = self.lock();
+        if st.stream.is_none() || st.broken.is_some() || st.ends.is_empty() {
+            return;
+        }
+        match st.flush(&self.ctx.net) {
+            Flushed::Done => {}
+            Flushed::Blocked => self.wake.notify_one(),
+            Flushed::Failed(why) => {
+                st.broken = Some(why);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Messages waiting for the connection.
+    pub fn queued(&self) -> usize {
+        self.lock().ends.len()
+    }
+
+    /// Serves `stream` (connected and past its handshake) until it breaks or shutdown: writes
+    /// what the driver left over whenever the socket can take it.
+    async fn serve(
+        &self,
+        stream: Arc<TcpStream>,
+        down: &mut (impl Future<Output = ()> + Unpin),
+    ) -> WriteEnd {
+        {
+            let mut st = self.lock();
+            st.stream = Some(stream.clone());
+            st.broken = None;
+        }
+        loop {
+            // Registered before the buffer is looked at, so a wake-up the driver gives after
+            // the look is not missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let flushed = {
+                let mut st = self.lock();
+                match st.broken.take() {
+                    Some(why) => Flushed::Failed(why),
+                    None => st.flush(&self.ctx.net),
+                }
+            };
+            match flushed {
+                Flushed::Done => tokio::select! {
+                    biased;
+                    _ = &mut woken => {}
+                    _ = &mut *down => return WriteEnd::Stop,
+                },
+                Flushed::Blocked => tokio::select! {
+                    biased;
+                    r = stream.writable() => {
+                        if let Err(e) = r {
+                            return WriteEnd::Broken(e.to_string());
+                        }
+                    }
+                    _ = &mut *down => return WriteEnd::Stop,
+                },
+                Flushed::Failed(why) => return WriteEnd::Broken(why),
+            }
+        }
+    }
+
+    /// Forgets the connection and the frames that were meant for it.
+    fn disconnect(&self) {
+        let mut st = self.lock();
+        st.stream = None;
+        st.broken = None;
+        st.discard(&self.ctx.net);
+    }
+}
+
+/// Forgets the link's connection when the connection task ends, however it ends (aborted too).
+struct Disconnect<'a>(&'a PeerLink);
+
+impl Drop for Disconnect<'_> {
+    fn drop(&mut self) {
+        self.0.disconnect();
+    }
+}
+
+enum WriteEnd {
+    Stop,
+    Broken(String),
+}
+
+/// Keeps `link` connected to its peer at `addr`, redialling with backoff, and writes what the
+/// driver could not. Ends on shutdown.
+pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: ShutdownRx) {
+    let ctx = link.ctx.clone();
+    let peer = link.peer;
+    let _disconnect = Disconnect(&link);
+    let down = shutdown.wait();
+    tokio::pin!(down);
     let mut backoff_ms = BACKOFF_MIN_MS;
     let mut logged_down = false;
     loop {
@@ -219,9 +451,9 @@ pub async fn run_outbound(
         );
         let conn = tokio::select! {
             c = attempt => c,
-            _ = shutdown.wait() => return,
+            _ = &mut down => return,
         };
-        let mut f = match conn {
+        let f = match conn {
             Ok(Ok(f)) => f,
             failed => {
                 let why = match failed {
@@ -235,7 +467,7 @@ pub async fn run_outbound(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
-                    _ = shutdown.wait() => return,
+                    _ = &mut down => return,
                 }
                 backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
                 continue;
@@ -245,7 +477,11 @@ pub async fn run_outbound(
         tracing::debug!(node = %ctx.me, %peer, "outbound peer connected");
         backoff_ms = BACKOFF_MIN_MS;
         logged_down = false;
-        match write_loop(&ctx, &mut f, &mut rx, &mut shutdown).await {
+        // The accepting side sends nothing after its hello, so the codec holds no bytes of ours.
+        let stream = Arc::new(f.into_inner());
+        let end = link.serve(stream, &mut down).await;
+        link.disconnect();
+        match end {
             WriteEnd::Stop => return,
             WriteEnd::Broken(e) => {
                 tracing::info!(node = %ctx.me, %peer, "peer connection lost: {e}");
@@ -254,80 +490,153 @@ pub async fn run_outbound(
     }
 }
 
-enum WriteEnd {
-    Stop,
-    Broken(String),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown::Shutdown;
+    use dynamo_model::{ClientOp, Key, OpId, RequestId};
+    use tokio::net::{TcpListener, TcpSocket};
 
-async fn write_loop(
-    ctx: &PeerContext,
-    f: &mut PeerFramed,
-    rx: &mut mpsc::Receiver<Msg>,
-    shutdown: &mut ShutdownRx,
-) -> WriteEnd {
-    let mut batch = Vec::with_capacity(WRITE_BATCH_MAX);
-    // The whole batch is encoded into one buffer, each message straight behind its 4-byte big
-    // endian length (the framing the reader's `LengthDelimitedCodec` expects), and written with
-    // one call: no per-message allocation or copy besides the encoding itself.
-    let mut out: Vec<u8> = Vec::new();
-    // As in `serve_inbound`: one shutdown wait, polled only when the queue is empty (it closes
-    // when the driver stops, which ends the loop too).
-    let down = shutdown.wait();
-    tokio::pin!(down);
-    loop {
-        let n = tokio::select! {
-            biased;
-            n = rx.recv_many(&mut batch, WRITE_BATCH_MAX) => n,
-            _ = &mut down => return WriteEnd::Stop,
+    fn ack(i: u64) -> Msg {
+        Msg::StoreAck { op: OpId { origin: NodeId(1), req: RequestId(i) } }
+    }
+
+    fn link(frame_bytes_max: usize) -> Arc<PeerLink> {
+        let ctx = Arc::new(PeerContext {
+            cluster: "test".into(),
+            me: NodeId(1),
+            peers: [NodeId(2)].into(),
+            frame_bytes_max,
+            net: Arc::new(NetStats::default()),
+        });
+        Arc::new(PeerLink::new(ctx, NodeId(2)))
+    }
+
+    /// A connected pair with small kernel buffers, so that a few hundred kilobytes fill them.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let server = TcpSocket::new_v4().expect("socket");
+        server.set_recv_buffer_size(4096).expect("rcvbuf");
+        server.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let listener: TcpListener = server.listen(1).expect("listen");
+        let client = TcpSocket::new_v4().expect("socket");
+        client.set_send_buffer_size(4096).expect("sndbuf");
+        let addr = listener.local_addr().expect("addr");
+        let (c, s) = tokio::join!(client.connect(addr), listener.accept());
+        (c.expect("connect"), s.expect("accept").0)
+    }
+
+    /// What the driver does: queue, then write.
+    fn send(link: &PeerLink, msgs: impl IntoIterator<Item = Msg>) {
+        link.push(msgs);
+        link.flush();
+    }
+
+    fn count(link: &PeerLink) -> (u64, u64) {
+        let net = &link.ctx.net;
+        (net.frames_sent.load(Ordering::Relaxed), net.outbound_dropped.load(Ordering::Relaxed))
+    }
+
+    /// Frames the socket would not take wait in the link, in order, up to its bound; the rest are
+    /// dropped and counted, and every frame the link counts as sent arrives whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_socket_buffers_in_order_then_drops_and_counts() {
+        let (client, server) = pair().await;
+        let link = link(1 << 20);
+        let (shutdown, _) = Shutdown::new();
+        let mut rx = shutdown.subscribe();
+        let serving = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let down = rx.wait();
+                tokio::pin!(down);
+                link.serve(Arc::new(client), &mut down).await
+            })
         };
-        if n == 0 {
-            return WriteEnd::Stop;
-        }
-        // Let the tasks that are ready run once before writing (the driver finishing a batch,
-        // other connections' messages reaching it), then take what they queued too: one write
-        // then carries the messages of several client operations. At the cluster's peak this
-        // cut writes per operation from 1.2 to 0.4 and raised its rate by about a tenth; the
-        // cost is one pass of the scheduler's queue before a message leaves.
-        if batch.len() < WRITE_BATCH_MAX {
+        // Wait until the connection task has installed the stream.
+        while link.lock().stream.is_none() {
             tokio::task::yield_now().await;
-            while batch.len() < WRITE_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
         }
-        out.clear();
-        let mut frames = 0u64;
-        for msg in batch.drain(..) {
-            let start = out.len();
-            out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-            out = match postcard::to_extend(&msg, std::mem::take(&mut out)) {
-                Ok(o) => o,
-                Err(_) => {
-                    // Never expected (every message type encodes); the buffer was consumed.
-                    ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                    return WriteEnd::Broken("encoding a message failed".into());
-                }
+        let total = 3 * OUTBOUND_QUEUE_MAX as u64;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+            send(&link, chunk.iter().map(|&i| ack(i)));
+        }
+        let (_, dropped) = count(&link);
+        assert!(dropped > 0, "nobody reads: the bound must have been reached");
+        assert!(link.queued() <= OUTBOUND_QUEUE_MAX);
+
+        let mut frames = Framed::new(server, LengthDelimitedCodec::new());
+        let mut last = None;
+        let mut received = 0u64;
+        while received + dropped < total {
+            let frame = tokio::time::timeout(Duration::from_secs(10), frames.next())
+                .await
+                .expect("frames keep coming")
+                .expect("open")
+                .expect("frame");
+            let Msg::StoreAck { op } = postcard::from_bytes::<Msg>(&frame).expect("decodes") else {
+                panic!("another message arrived");
             };
-            let len = out.len() - start - FRAME_HEADER_BYTES;
-            match u32::try_from(len) {
-                Ok(l) if len <= ctx.frame_bytes_max => {
-                    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
-                    frames += 1;
-                }
-                _ => {
-                    out.truncate(start);
-                    ctx.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            assert!(last < Some(op.req.0), "frames in order: {:?} after {last:?}", op.req.0);
+            last = Some(op.req.0);
+            received += 1;
+        }
+        assert_eq!(received + dropped, total);
+        assert_eq!(count(&link), (received, dropped));
+        assert_eq!(link.queued(), 0);
+        shutdown.trigger();
+        assert!(matches!(serving.await.expect("task"), WriteEnd::Stop));
+    }
+
+    /// A message over the frame bound is dropped and counted; the ones around it go.
+    #[tokio::test]
+    async fn an_oversized_message_is_dropped_and_the_rest_go() {
+        let (client, server) = pair().await;
+        let link = link(64);
+        link.lock().stream = Some(Arc::new(client));
+        let big = Msg::Forward { req: RequestId(7), op: ClientOp::get(Key(vec![b'k'; 100])) };
+        send(&link, [ack(1), big, ack(2)]);
+        let mut frames = Framed::new(server, LengthDelimitedCodec::new());
+        for want in [1, 2] {
+            let frame = frames.next().await.expect("open").expect("frame");
+            assert_eq!(postcard::from_bytes::<Msg>(&frame).expect("decodes"), ack(want));
+        }
+        assert_eq!(count(&link), (2, 1));
+    }
+
+    /// When the peer goes away the driver's next writes fail; the connection task gives the
+    /// connection up (to redial) and the frames meant for it are dropped and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_connection_ends_the_connection_task() {
+        let (client, server) = pair().await;
+        let link = link(1 << 20);
+        let (shutdown, _) = Shutdown::new();
+        let mut rx = shutdown.subscribe();
+        let serving = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let down = rx.wait();
+                tokio::pin!(down);
+                link.serve(Arc::new(client), &mut down).await
+            })
+        };
+        while link.lock().stream.is_none() {
+            tokio::task::yield_now().await;
+        }
+        drop(server);
+        let mut i = 0;
+        let end = loop {
+            send(&link, [ack(i)]);
+            i += 1;
+            if serving.is_finished() {
+                break serving.await.expect("task");
             }
-        }
-        if let Err(e) = f.get_mut().write_all(&out).await {
-            return WriteEnd::Broken(e.to_string());
-        }
-        ctx.net.frames_sent.fetch_add(frames, Ordering::Relaxed);
-        if out.capacity() > WRITE_BUFFER_KEEP_BYTES {
-            out = Vec::new();
-        }
+            assert!(i < 100_000, "the broken connection was never noticed");
+            tokio::task::yield_now().await;
+        };
+        assert!(matches!(end, WriteEnd::Broken(_)));
+        link.disconnect();
+        let (sent, dropped) = count(&link);
+        assert_eq!(link.queued(), 0);
+        assert_eq!(sent + dropped, i, "every frame is either sent or counted as dropped");
     }
 }

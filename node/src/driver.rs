@@ -4,8 +4,10 @@
 //! HTTP API, peer messages from the transport, status queries). The driver takes a batch of up to
 //! [`BATCH_MAX`] inputs, fires the timers that are due, feeds all of it to
 //! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
-//! (one fsync for the whole batch: group commit), and only then lets the effects out: peer sends go
-//! to the transport's queues, replies to the waiting HTTP handlers, timers into the timer table.
+//! (one fsync for the whole batch: group commit), and only then lets the effects out: peer sends are
+//! queued on the peers' links (and written by the driver itself once it runs out of input: see
+//! [`crate::connection::PeerLink`]), replies go to the waiting HTTP handlers, timers into the
+//! timer table.
 //!
 //! It is a tokio task, so that handing work to it and back costs a task wake-up rather than an OS
 //! thread switch (a dedicated thread measured about 30% slower). sled reads and writes take
@@ -20,6 +22,7 @@
 //! once.
 
 use crate::config::SyncPolicy;
+use crate::connection::PeerLink;
 use crate::metrics::{new_histogram, NetStats};
 use crate::storage::{Flusher, SledStore};
 use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
@@ -202,8 +205,8 @@ impl Timers {
     }
 }
 
-/// Peer queues the driver sends into: one bounded queue per peer, drained by its connection task.
-pub type Outbound = BTreeMap<NodeId, tmpsc::Sender<Msg>>;
+/// The links the driver sends on, one per peer.
+pub type Outbound = BTreeMap<NodeId, Arc<PeerLink>>;
 
 /// An fsync in progress and the effects waiting for it.
 #[derive(Debug)]
@@ -230,6 +233,10 @@ pub struct Driver {
     node: Node<SledStore>,
     rx: tmpsc::Receiver<DriverInput>,
     outbound: Outbound,
+    /// Each peer's messages of the effects being released (kept to reuse the allocations).
+    sends: BTreeMap<NodeId, Vec<Msg>>,
+    /// Links with messages queued since the last flush.
+    unflushed: BTreeSet<NodeId>,
     net: Arc<NetStats>,
     sync: SyncPolicy,
     sync_interval: Duration,
@@ -278,6 +285,8 @@ impl Driver {
             node,
             rx,
             outbound,
+            sends: BTreeMap::new(),
+            unflushed: BTreeSet::new(),
             net: net.clone(),
             sync,
             sync_interval: Duration::from_millis(sync_interval_ms),
@@ -309,11 +318,30 @@ impl Driver {
         let mut statuses: Vec<oneshot::Sender<NodeStatus>> = Vec::new();
         let mut last_sweep = Instant::now();
         let mut stop = false;
+        // Whether the links' flush was put off for one batch (see the loop).
+        let mut deferred = false;
         self.node.handle(wall_ms(), Input::Start, &mut effects);
         self.finish_batch(&mut effects);
         let sleep = tokio::time::sleep_until(self.next_wake().into());
         tokio::pin!(sleep);
         while !stop {
+            if !self.unflushed.is_empty() {
+                // Before writing, let the tasks that are ready run once (other connections'
+                // messages and clients' requests reaching this driver), and if that brought
+                // input, handle one more batch first: then one write per peer carries the
+                // messages of several. At the cluster's peak, where batches are small, this is
+                // what keeps peer writes near 0.4 per operation instead of 1.8; the cost is one
+                // pass of the scheduler's queue before a message leaves.
+                if !deferred && self.rx.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                if deferred || self.rx.is_empty() {
+                    self.flush_links();
+                    deferred = false;
+                } else {
+                    deferred = true;
+                }
+            }
             sleep.as_mut().reset(self.next_wake().into());
             tokio::select! {
                 biased;
@@ -380,6 +408,7 @@ impl Driver {
             }
             Err(e) => tracing::error!(node = %self.node.id(), "final sync failed: {e}"),
         }
+        self.flush_links();
         tracing::info!(node = %self.node.id(), "driver stopped");
     }
 
@@ -482,10 +511,18 @@ impl Driver {
         }
     }
 
+    /// Lets `effects` out: each peer's messages go to its link together, in order, so that one
+    /// write carries them all; replies go to their waiting handlers.
     fn release(&mut self, effects: Vec<Effect>) {
+        let mut sends = std::mem::take(&mut self.sends);
         for effect in effects {
             match effect {
-                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::Send { to, msg } => match self.outbound.get(&to) {
+                    Some(_) => sends.entry(to).or_default().push(msg),
+                    None => {
+                        self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
                 Effect::Reply { req, reply } => {
                     if let Some(tx) = self.pending.remove(&req) {
                         let _ = tx.send(reply);
@@ -494,18 +531,22 @@ impl Driver {
                 Effect::SetTimer { .. } | Effect::CancelTimer(_) => {}
             }
         }
+        for (to, msgs) in sends.iter_mut() {
+            if let Some(link) = self.outbound.get(to) {
+                if !msgs.is_empty() {
+                    link.push(msgs.drain(..));
+                    self.unflushed.insert(*to);
+                }
+            }
+        }
+        self.sends = sends;
     }
 
-    fn send(&self, to: NodeId, msg: Msg) {
-        match self.outbound.get(&to) {
-            Some(q) => match q.try_send(msg) {
-                Ok(()) => {}
-                Err(_) => {
-                    self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            None => {
-                self.net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+    /// Writes the messages queued on the links since the last flush.
+    fn flush_links(&mut self) {
+        for to in std::mem::take(&mut self.unflushed) {
+            if let Some(link) = self.outbound.get(&to) {
+                link.flush();
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::api::{self, ApiState};
 use crate::config::{NodeConfig, SyncPolicy};
-use crate::connection::{self, PeerContext, OUTBOUND_QUEUE_MAX};
+use crate::connection::{self, PeerContext, PeerLink};
 use crate::driver::{Driver, DriverHandle, Outbound};
 use crate::error::NodeError;
 use crate::metrics::{Metrics, NetStats};
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A node that is running.
@@ -142,9 +142,9 @@ async fn start_here(
     let mut outbound = Outbound::new();
     let mut peer_tasks = Vec::new();
     for (&peer, &addr) in &cfg.peers {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_MAX);
-        outbound.insert(peer, tx);
-        let task = connection::run_outbound(ctx.clone(), peer, addr, rx, shutdown.subscribe());
+        let link = Arc::new(PeerLink::new(ctx.clone(), peer));
+        outbound.insert(peer, link.clone());
+        let task = connection::run_link(link, addr, shutdown.subscribe());
         peer_tasks.push(tokio::spawn(task));
     }
 
