@@ -163,7 +163,7 @@ redis_tail() {
   cpu_use "$snap" "$(cpu_snapshot "$REDIS_PID")" | sed 's/cluster_cpus/redis_cpus/' >>"$file"
   stop_redis
   echo "round $round redis ($mode) at $rate ops/s: p99.9 $(field "$file" p999_ms) ms;" \
-    "$(grep '^CPU' "$file")" >&2
+    "$(grep '^CPU' "$file"); pacer woke late by p99.9 $(field "$file" wakeup_late_p999_ms) ms" >&2
 }
 
 # --- The cluster, per sync policy -----------------------------------------------------------
@@ -264,6 +264,9 @@ for sync in $POLICIES; do
     python3 -c "print($(field "$OUT/bench-$sync-peak-$r.txt" ops_per_s)/$mix)"
   done)
   redis_tails=$(for r in $(seq "$ROUNDS"); do field "$OUT/redis-tail-$sync-$r.txt" p999_ms; done)
+  redis_late=$(for r in $(seq "$ROUNDS"); do
+    field "$OUT/redis-tail-$sync-$r.txt" wakeup_late_p999_ms
+  done)
   half_field() { for r in $(seq "$ROUNDS"); do
     awk -v k="$1" '/^(SERVER|CPU|RESULT)/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' \
       "$OUT/bench-$sync-half-$r.txt"
@@ -271,7 +274,8 @@ for sync in $POLICIES; do
   echo "sync=$sync: peak $(median $peaks) ops/s, cluster/redis = $(median $ratios) (goal >= 0.3)" \
     "(against Redis with appendfsync always: $(median $durable)), p99.9 at half peak =" \
     "$(median $tails) ms (goal < 5; rounds: $(echo $tails)), against $(median $redis_tails) ms for" \
-    "Redis at the same rate with the same load generator (rounds: $(echo $redis_tails))." \
+    "Redis at the same rate with the same load generator (rounds: $(echo $redis_tails); its" \
+    "pacer woke late by p99.9 $(echo $redis_late) ms)." \
     "Meanwhile: served in > 5 ms by the" \
     "nodes themselves $(echo $over5) % of requests; the cluster used $(echo $(half_field cluster_cpus))" \
     "CPUs, the machine ($(nproc) CPUs) was $(echo $(half_field machine_busy_pct)) % busy (the host" \
