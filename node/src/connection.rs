@@ -531,6 +531,31 @@ mod tests {
         link.flush();
     }
 
+    /// Runs the connection task's part on `client` until `Shutdown` is triggered, and returns once
+    /// the link has the connection.
+    async fn serve(
+        link: &Arc<PeerLink>,
+        client: TcpStream,
+    ) -> (Shutdown, tokio::task::JoinHandle<WriteEnd>) {
+        let (shutdown, _) = Shutdown::new();
+        let mut rx = shutdown.subscribe();
+        let task = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let down = rx.wait();
+                tokio::pin!(down);
+                link.serve(Arc::new(client), &mut down).await
+            })
+        };
+        for _ in 0..10_000 {
+            if link.lock().stream.is_some() {
+                return (shutdown, task);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the connection task never took the connection");
+    }
+
     fn count(link: &PeerLink) -> (u64, u64) {
         let net = &link.ctx.net;
         (net.frames_sent.load(Ordering::Relaxed), net.outbound_dropped.load(Ordering::Relaxed))
@@ -542,20 +567,7 @@ mod tests {
     async fn a_full_socket_buffers_in_order_then_drops_and_counts() {
         let (client, server) = pair().await;
         let link = link(1 << 20);
-        let (shutdown, _) = Shutdown::new();
-        let mut rx = shutdown.subscribe();
-        let serving = {
-            let link = link.clone();
-            tokio::spawn(async move {
-                let down = rx.wait();
-                tokio::pin!(down);
-                link.serve(Arc::new(client), &mut down).await
-            })
-        };
-        // Wait until the connection task has installed the stream.
-        while link.lock().stream.is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (shutdown, serving) = serve(&link, client).await;
         let total = 3 * OUTBOUND_QUEUE_MAX as u64;
         for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
             send(&link, chunk.iter().map(|&i| ack(i)));
@@ -609,19 +621,7 @@ mod tests {
     async fn a_broken_connection_ends_the_connection_task() {
         let (client, server) = pair().await;
         let link = link(1 << 20);
-        let (shutdown, _) = Shutdown::new();
-        let mut rx = shutdown.subscribe();
-        let serving = {
-            let link = link.clone();
-            tokio::spawn(async move {
-                let down = rx.wait();
-                tokio::pin!(down);
-                link.serve(Arc::new(client), &mut down).await
-            })
-        };
-        while link.lock().stream.is_none() {
-            tokio::task::yield_now().await;
-        }
+        let (_shutdown, serving) = serve(&link, client).await;
         drop(server);
         let mut i = 0;
         let end = loop {
