@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test tier, as CI runs it: formatting, lints, the protocol core's dependency rule, then all
 # tests in release mode (unit and quickcheck laws, paper scenarios, 1,000-seed simulations per
-# quorum mode, model checks and mutants, history checkers, loopback clusters with kill -9) and the
-# doc tests.
+# quorum mode, model checks and mutants, history checkers, loopback clusters with kill -9), the
+# doc tests, and the loom model tests of the node's shared send buffer.
 set -euxo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
@@ -22,3 +22,9 @@ cargo test --workspace --release
 for mode in --sloppy --strict; do
   cargo run --release -q -p dynamo-checker --bin dynamo-check -- model --config tiny "$mode"
 done
+# The loom tests: every interleaving of the driver and a peer link's connection task over the
+# link's send buffer (node/src/outbox.rs). `--cfg dynamo_loom` changes every crate's build, so
+# they get a target directory of their own and leave the main build's cache alone.
+export RUSTFLAGS="--cfg dynamo_loom" CARGO_TARGET_DIR=target/loom
+cargo clippy -p dynamo-node --tests -- -D warnings
+cargo test -p dynamo-node --release --test loom_outbox -- --nocapture

@@ -21,17 +21,18 @@
 
 use crate::driver::DriverHandle;
 use crate::metrics::NetStats;
+use crate::outbox::{Bounds, Flushed, Outbox};
+pub use crate::outbox::{OUTBOUND_BYTES_MAX, OUTBOUND_QUEUE_MAX};
 use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
 use dynamo_model::{Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -39,15 +40,6 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused.
 pub const PROTOCOL_VERSION: u32 = 2;
-/// Frames buffered per peer (unwritten) before the driver starts dropping.
-pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
-/// Bytes buffered per peer before the driver starts dropping (one frame, however large, is
-/// always taken into an empty buffer).
-pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
-/// Bytes of a frame's length prefix.
-const FRAME_HEADER_BYTES: usize = 4;
-/// A write buffer grown past this by a burst of large messages is released once empty.
-const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -212,158 +204,41 @@ async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerF
 }
 
 /// The sending side of the link to one peer, shared by the driver and the link's connection task
-/// (see the module's introduction). Every write to the socket happens under the link's lock, so
-/// frames never interleave.
+/// (see the module's introduction): its [`Outbox`], and the wake-up the driver gives the
+/// connection task when it leaves bytes behind.
 #[derive(Debug)]
 pub struct PeerLink {
     ctx: Arc<PeerContext>,
     peer: NodeId,
-    state: Mutex<LinkState>,
+    outbox: Outbox<TcpStream>,
     /// Signalled when the driver left bytes unwritten or found the connection broken.
     wake: Notify,
-}
-
-#[derive(Debug, Default)]
-struct LinkState {
-    /// The connection, while one is up and past its handshake.
-    stream: Option<Arc<TcpStream>>,
-    /// Encoded frames; `buf[written..]` is still to be written.
-    buf: Vec<u8>,
-    written: usize,
-    /// Where each unwritten (or partly written) frame ends in `buf`.
-    ends: VecDeque<usize>,
-    /// Why the driver's last write failed, for the connection task to redial.
-    broken: Option<String>,
-}
-
-/// What writing the buffer came to.
-enum Flushed {
-    /// Nothing is left (or there is no connection to write to).
-    Done,
-    /// The socket would take no more for now.
-    Blocked,
-    /// The connection is broken.
-    Failed(String),
-}
-
-impl LinkState {
-    /// Writes as much of the buffer as the socket takes without blocking.
-    fn flush(&mut self, net: &NetStats) -> Flushed {
-        let Some(stream) = self.stream.clone() else { return Flushed::Done };
-        while self.written < self.buf.len() {
-            match stream.try_write(&self.buf[self.written..]) {
-                Ok(0) => return Flushed::Failed("the connection wrote nothing".into()),
-                Ok(n) => self.advance(n, net),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flushed::Blocked,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Flushed::Failed(e.to_string()),
-            }
-        }
-        Flushed::Done
-    }
-
-    /// Counts the frames `n` more written bytes complete, and empties the buffer once all is out.
-    fn advance(&mut self, n: usize, net: &NetStats) {
-        self.written += n;
-        let mut done = 0u64;
-        while self.ends.front().is_some_and(|&end| end <= self.written) {
-            self.ends.pop_front();
-            done += 1;
-        }
-        net.frames_sent.fetch_add(done, Ordering::Relaxed);
-        if self.written == self.buf.len() {
-            self.written = 0;
-            self.buf.clear();
-            if self.buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
-                self.buf = Vec::new();
-            }
-        }
-    }
-
-    /// Drops every unwritten frame (the connection they were meant for is gone), counting them.
-    fn discard(&mut self, net: &NetStats) {
-        net.outbound_dropped.fetch_add(self.ends.len() as u64, Ordering::Relaxed);
-        self.ends.clear();
-        self.buf.clear();
-        self.written = 0;
-    }
 }
 
 impl PeerLink {
     /// A link to `peer`, not connected yet: [`run_link`] connects it.
     pub fn new(ctx: Arc<PeerContext>, peer: NodeId) -> PeerLink {
-        PeerLink { ctx, peer, state: Mutex::new(LinkState::default()), wake: Notify::new() }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, LinkState> {
-        // A panic while holding the lock cannot leave the buffer worse than torn frames, which
-        // the next connection never sees (a broken connection's buffer is discarded).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let outbox = Outbox::new(Bounds::new(ctx.frame_bytes_max), ctx.net.clone());
+        PeerLink { ctx, peer, outbox, wake: Notify::new() }
     }
 
     /// Queues `msgs` in order behind what is buffered, encoded; [`PeerLink::flush`] writes them.
     /// Messages over the frame bound, or that find the buffer full, are dropped and counted.
     pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
-        let net = &self.ctx.net;
-        let mut st = self.lock();
-        for msg in msgs {
-            if !st.ends.is_empty()
-                && (st.ends.len() >= OUTBOUND_QUEUE_MAX || st.buf.len() >= OUTBOUND_BYTES_MAX)
-            {
-                net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            // Each message straight behind its 4-byte big-endian length: the framing the
-            // reader's `LengthDelimitedCodec` expects.
-            let start = st.buf.len();
-            let mut buf = std::mem::take(&mut st.buf);
-            buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-            buf = match postcard::to_extend(&msg, buf) {
-                Ok(b) => b,
-                Err(_) => {
-                    // Never expected (every message type encodes); the buffer was consumed,
-                    // and the frames it held with it.
-                    st.discard(net);
-                    net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let len = buf.len() - start - FRAME_HEADER_BYTES;
-            match u32::try_from(len) {
-                Ok(l) if len <= self.ctx.frame_bytes_max => {
-                    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
-                    let end = buf.len();
-                    st.ends.push_back(end);
-                }
-                _ => {
-                    buf.truncate(start);
-                    net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            st.buf = buf;
-        }
+        self.outbox.push(msgs);
     }
 
     /// Writes what is queued as far as the socket takes it without blocking; the connection task
     /// writes the rest when the socket has room (or once connected, if it is not).
     pub fn flush(&self) {
-        let mut st = self.lock();
-        if st.stream.is_none() || st.broken.is_some() || st.ends.is_empty() {
-            return;
-        }
-        match st.flush(&self.ctx.net) {
-            Flushed::Done => {}
-            Flushed::Blocked => self.wake.notify_one(),
-            Flushed::Failed(why) => {
-                st.broken = Some(why);
-                self.wake.notify_one();
-            }
+        if self.outbox.flush() {
+            self.wake.notify_one();
         }
     }
 
     /// Messages waiting for the connection.
     pub fn queued(&self) -> usize {
-        self.lock().ends.len()
+        self.outbox.queued()
     }
 
     /// Serves `stream` (connected and past its handshake) until it breaks or shutdown: writes
@@ -373,28 +248,14 @@ impl PeerLink {
         stream: Arc<TcpStream>,
         down: &mut (impl Future<Output = ()> + Unpin),
     ) -> WriteEnd {
-        {
-            let mut st = self.lock();
-            st.stream = Some(stream.clone());
-            st.broken = None;
-        }
+        self.outbox.attach(stream.clone());
         loop {
-            // Registered before the buffer is looked at, so a wake-up the driver gives after
-            // the look is not missed.
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let flushed = {
-                let mut st = self.lock();
-                match st.broken.take() {
-                    Some(why) => Flushed::Failed(why),
-                    None => st.flush(&self.ctx.net),
-                }
-            };
-            match flushed {
+            // `notify_one` keeps a permit when nobody waits, so a wake-up the driver gives
+            // between this write and the wait below is not lost.
+            match self.outbox.serve() {
                 Flushed::Done => tokio::select! {
                     biased;
-                    _ = &mut woken => {}
+                    _ = self.wake.notified() => {}
                     _ = &mut *down => return WriteEnd::Stop,
                 },
                 Flushed::Blocked => tokio::select! {
@@ -413,10 +274,7 @@ impl PeerLink {
 
     /// Forgets the connection and the frames that were meant for it.
     fn disconnect(&self) {
-        let mut st = self.lock();
-        st.stream = None;
-        st.broken = None;
-        st.discard(&self.ctx.net);
+        self.outbox.detach();
     }
 }
 
@@ -548,7 +406,7 @@ mod tests {
             })
         };
         for _ in 0..10_000 {
-            if link.lock().stream.is_some() {
+            if link.outbox.is_attached() {
                 return (shutdown, task);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -604,7 +462,7 @@ mod tests {
     async fn an_oversized_message_is_dropped_and_the_rest_go() {
         let (client, server) = pair().await;
         let link = link(64);
-        link.lock().stream = Some(Arc::new(client));
+        link.outbox.attach(Arc::new(client));
         let big = Msg::Forward { req: RequestId(7), op: ClientOp::get(Key(vec![b'k'; 100])) };
         send(&link, [ack(1), big, ack(2)]);
         let mut frames = Framed::new(server, LengthDelimitedCodec::new());

@@ -5,6 +5,7 @@
 //!
 //! - [`server`]: start and stop a node (accept loops, tasks, shutdown order);
 //! - [`connection`]: framed peer connections with a handshake, reconnect and bounded queues;
+//! - [`outbox`]: the send buffer of a peer link that the driver and the link's task share;
 //! - [`driver`]: the one task that owns the core, batches inputs, group-commits, runs effects;
 //! - [`storage`]: the sled [`dynamo_model::Store`] (the only module that names sled);
 //! - [`api`]: the Riak-shaped HTTP API; [`metrics`]: Prometheus text;
@@ -21,6 +22,7 @@ pub mod dev;
 pub mod driver;
 pub mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod storage;

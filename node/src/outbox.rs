@@ -1,0 +1,271 @@
+//! The send buffer of one peer link: the part of the transport that two threads share.
+//!
+//! The driver encodes its messages for a peer into the link's [`Outbox`] and writes them to the
+//! socket itself with one non-blocking call ([`Outbox::flush`]); the link's connection task
+//! attaches each new connection ([`Outbox::attach`]), writes what the socket would not take at
+//! once ([`Outbox::serve`]) and detaches a connection that broke ([`Outbox::detach`]). On a
+//! multi-threaded runtime the two run at the same time, so everything here happens under one
+//! lock, which is what keeps frames whole and in order on the wire; the waking (a tokio `Notify`)
+//! and the waiting for the socket stay with the caller, [`crate::connection::PeerLink`].
+//!
+//! What the lock protects, and what the loom tests (`tests/loom_outbox.rs`, run with
+//! `--cfg dynamo_loom`) check over every interleaving of the two sides:
+//!
+//! - each connection receives whole frames, in the order they were pushed, and only a
+//!   connection that then breaks may end with part of one;
+//! - no message is written twice, or on two connections;
+//! - every pushed message ends counted once: sent (written whole), dropped (over a bound, or
+//!   unwritten when its connection broke), or still queued;
+//! - whenever the driver leaves bytes behind on a connection (the socket was full, or it broke),
+//!   it asks for the connection task to be woken, so nothing is left waiting for nobody.
+//!
+//! The buffer is bounded in frames and in bytes; past either bound a push drops and counts the
+//! message (one frame, however large, is always taken into an empty buffer).
+
+use crate::metrics::NetStats;
+use dynamo_model::Msg;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[cfg(dynamo_loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(dynamo_loom))]
+use std::sync::{Mutex, MutexGuard};
+
+/// Frames buffered per peer (unwritten) before the driver starts dropping.
+pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
+/// Bytes buffered per peer before the driver starts dropping.
+pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
+/// Bytes of a frame's length prefix.
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// A write buffer grown past this by a burst of large messages is released once empty.
+const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
+
+/// A socket that can be written without blocking.
+pub trait TryWrite {
+    /// Writes some of `buf`, or fails with `WouldBlock` when the socket has no room now.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::TcpStream {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_write(self, buf)
+    }
+}
+
+/// How far writing the buffer got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing is left (or there is no connection to write to).
+    Done,
+    /// The socket would take no more for now.
+    Blocked,
+    /// The connection is broken.
+    Failed(String),
+}
+
+/// Bounds of one outbox.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Largest frame sent; a larger message is dropped.
+    pub frame_bytes_max: usize,
+    /// Unwritten frames held at most.
+    pub queue_max: usize,
+    /// Unwritten bytes held at most (checked before each push).
+    pub bytes_max: usize,
+}
+
+impl Bounds {
+    /// The production bounds for frames of at most `frame_bytes_max` bytes.
+    pub fn new(frame_bytes_max: usize) -> Bounds {
+        Bounds { frame_bytes_max, queue_max: OUTBOUND_QUEUE_MAX, bytes_max: OUTBOUND_BYTES_MAX }
+    }
+}
+
+/// The encoded, unwritten frames for one peer and the connection they go out on.
+#[derive(Debug)]
+pub struct Outbox<S> {
+    bounds: Bounds,
+    net: Arc<NetStats>,
+    state: Mutex<State<S>>,
+}
+
+#[derive(Debug)]
+struct State<S> {
+    /// The connection, while one is up and past its handshake.
+    stream: Option<Arc<S>>,
+    /// Encoded frames; `buf[written..]` is still to be written.
+    buf: Vec<u8>,
+    written: usize,
+    /// Where each unwritten (or partly written) frame ends in `buf`.
+    ends: VecDeque<usize>,
+    /// Why the driver's last write failed, for the connection task to give the connection up.
+    broken: Option<String>,
+}
+
+impl<S: TryWrite> State<S> {
+    /// Writes as much of the buffer as the socket takes without blocking.
+    fn flush(&mut self, net: &NetStats) -> Flushed {
+        let Some(stream) = self.stream.clone() else { return Flushed::Done };
+        while self.written < self.buf.len() {
+            match stream.try_write(&self.buf[self.written..]) {
+                Ok(0) => return Flushed::Failed("the connection wrote nothing".into()),
+                Ok(n) => self.advance(n, net),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Flushed::Failed(e.to_string()),
+            }
+        }
+        Flushed::Done
+    }
+
+    /// Counts the frames `n` more written bytes complete, and empties the buffer once all is out.
+    fn advance(&mut self, n: usize, net: &NetStats) {
+        self.written = (self.written + n).min(self.buf.len());
+        let mut done = 0u64;
+        while self.ends.front().is_some_and(|&end| end <= self.written) {
+            self.ends.pop_front();
+            done += 1;
+        }
+        net.frames_sent.fetch_add(done, Ordering::Relaxed);
+        if self.written == self.buf.len() {
+            self.written = 0;
+            self.buf.clear();
+            if self.buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// Drops every unwritten frame (the connection they were meant for is gone), counting them.
+    fn discard(&mut self, net: &NetStats) {
+        net.outbound_dropped.fetch_add(self.ends.len() as u64, Ordering::Relaxed);
+        self.ends.clear();
+        self.buf.clear();
+        self.written = 0;
+    }
+
+    /// Appends `msg` as one frame: its 4-byte big-endian length, then its postcard encoding (the
+    /// framing the reader's `LengthDelimitedCodec` expects). False if it was dropped.
+    fn encode(&mut self, msg: &Msg, bounds: &Bounds, net: &NetStats) -> bool {
+        let start = self.buf.len();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        buf = match postcard::to_extend(msg, buf) {
+            Ok(b) => b,
+            Err(_) => {
+                // Never expected (every message type encodes); the buffer was consumed, and
+                // the frames it held with it.
+                self.discard(net);
+                return false;
+            }
+        };
+        let len = buf.len() - start - FRAME_HEADER_BYTES;
+        let fits = match u32::try_from(len) {
+            Ok(l) if len <= bounds.frame_bytes_max => {
+                buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
+                self.ends.push_back(buf.len());
+                true
+            }
+            _ => {
+                buf.truncate(start);
+                false
+            }
+        };
+        self.buf = buf;
+        fits
+    }
+}
+
+impl<S: TryWrite> Outbox<S> {
+    /// An empty outbox with no connection.
+    pub fn new(bounds: Bounds, net: Arc<NetStats>) -> Outbox<S> {
+        let state = State {
+            stream: None,
+            buf: Vec::new(),
+            written: 0,
+            ends: VecDeque::new(),
+            broken: None,
+        };
+        Outbox { bounds, net, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
+        // A panic while holding the lock cannot leave the buffer worse than torn frames, which
+        // the next connection never sees (a broken connection's buffer is discarded).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `msgs` in order behind what is buffered, encoded; [`Outbox::flush`] writes them.
+    /// Messages over the frame bound, or that find the buffer full, are dropped and counted.
+    pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
+        let net = &self.net;
+        let mut st = self.lock();
+        for msg in msgs {
+            let full = !st.ends.is_empty()
+                && (st.ends.len() >= self.bounds.queue_max
+                    || st.buf.len() >= self.bounds.bytes_max);
+            if full || !st.encode(&msg, &self.bounds, net) {
+                net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The driver's write: as much of the queue as the socket takes without blocking. True when
+    /// the connection task must be woken, because bytes were left behind on a connection that
+    /// is full or broken. Without a connection it writes nothing and asks for nothing: the
+    /// connection task writes the queue once it has attached one.
+    #[must_use = "the connection task must be woken when this says so"]
+    pub fn flush(&self) -> bool {
+        let mut st = self.lock();
+        if st.stream.is_none() || st.broken.is_some() || st.ends.is_empty() {
+            return false;
+        }
+        match st.flush(&self.net) {
+            Flushed::Done => false,
+            Flushed::Blocked => true,
+            Flushed::Failed(why) => {
+                st.broken = Some(why);
+                true
+            }
+        }
+    }
+
+    /// The connection task's write, each time it is woken or the socket has room: `Failed` if
+    /// the driver found the connection broken, else as much as the socket takes.
+    pub fn serve(&self) -> Flushed {
+        let mut st = self.lock();
+        match st.broken.take() {
+            Some(why) => Flushed::Failed(why),
+            None => st.flush(&self.net),
+        }
+    }
+
+    /// Takes `stream` (connected and past its handshake) as the connection to write to. What is
+    /// queued goes on it from the start of a frame.
+    pub fn attach(&self, stream: Arc<S>) {
+        let mut st = self.lock();
+        st.stream = Some(stream);
+        st.broken = None;
+    }
+
+    /// Forgets the connection and the frames that were meant for it, counting them as dropped.
+    pub fn detach(&self) {
+        let mut st = self.lock();
+        st.stream = None;
+        st.broken = None;
+        st.discard(&self.net);
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_attached(&self) -> bool {
+        self.lock().stream.is_some()
+    }
+
+    /// Messages waiting for the connection.
+    pub fn queued(&self) -> usize {
+        self.lock().ends.len()
+    }
+}

@@ -1,0 +1,270 @@
+//! Model tests of a peer link's send buffer ([`dynamo_node::outbox`]) under loom: the driver's
+//! pushes and writes against the connection task's writes, connection changes and breakages, in
+//! every interleaving loom can produce. The sockets are stand-ins whose room and breakage each
+//! test sets; the waking between the two sides is a count of permits, the semantics of the
+//! tokio `Notify::notify_one` the node uses (a wake-up given while nobody waits is kept).
+//!
+//! Run with `RUSTFLAGS="--cfg dynamo_loom" cargo test -p dynamo-node --release --test
+//! loom_outbox` (`scripts/test-all.sh` does, in a target directory of its own).
+#![cfg(dynamo_loom)]
+
+use dynamo_model::{Msg, NodeId, OpId, RequestId};
+use dynamo_node::metrics::NetStats;
+use dynamo_node::outbox::{Bounds, Flushed, Outbox, TryWrite, FRAME_HEADER_BYTES};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+/// Runs `f` under loom over every interleaving, and checks that there was more than one to run
+/// (a model that ran once would prove nothing about concurrency).
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    loom::model(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{name}: {runs} interleavings");
+    assert!(runs > 1, "{name}: loom explored one interleaving only");
+}
+
+/// Steps the modelled connection task takes at most before it must have settled.
+const TASK_STEPS_MAX: usize = 16;
+
+fn msg(i: u64) -> Msg {
+    Msg::StoreAck { op: OpId { origin: NodeId(1), req: RequestId(i) } }
+}
+
+fn frame_bytes(i: u64) -> usize {
+    FRAME_HEADER_BYTES + postcard::to_stdvec(&msg(i)).expect("encodes").len()
+}
+
+/// A socket that takes `room` bytes, then blocks, or fails if it is set to break.
+#[derive(Debug, Default)]
+struct Socket {
+    // A plain mutex: it is only ever taken under the outbox's lock or after the threads are
+    // joined, so it adds no interleaving loom would need to explore.
+    wire: Mutex<Wire>,
+}
+
+#[derive(Debug, Default)]
+struct Wire {
+    bytes: Vec<u8>,
+    room: usize,
+    breaks: bool,
+}
+
+impl Socket {
+    fn new(room: usize, breaks: bool) -> Arc<Socket> {
+        Arc::new(Socket { wire: Mutex::new(Wire { bytes: Vec::new(), room, breaks }) })
+    }
+
+    /// The reader drained the socket: it has room again (what `writable()` waits for).
+    fn drain(&self) {
+        self.wire.lock().expect("wire").room = usize::MAX;
+    }
+
+    /// The whole frames received, and whether a part of one follows them.
+    fn frames(&self) -> (Vec<Msg>, bool) {
+        let wire = self.wire.lock().expect("wire");
+        let mut rest = &wire.bytes[..];
+        let mut frames = Vec::new();
+        while rest.len() >= FRAME_HEADER_BYTES {
+            let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            let Some(body) = rest.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else { break };
+            frames.push(postcard::from_bytes(body).expect("a whole frame decodes"));
+            rest = &rest[FRAME_HEADER_BYTES + len..];
+        }
+        (frames, !rest.is_empty())
+    }
+}
+
+impl TryWrite for Socket {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut wire = self.wire.lock().expect("wire");
+        if wire.room == 0 {
+            return Err(if wire.breaks {
+                io::ErrorKind::BrokenPipe.into()
+            } else {
+                io::ErrorKind::WouldBlock.into()
+            });
+        }
+        let n = wire.room.min(buf.len());
+        wire.bytes.extend_from_slice(&buf[..n]);
+        wire.room -= n;
+        Ok(n)
+    }
+}
+
+/// One link: the outbox, the wake-up permits, and the connections its task will attach in turn.
+struct Link {
+    outbox: Outbox<Socket>,
+    net: Arc<NetStats>,
+    permits: AtomicUsize,
+    sockets: Vec<Arc<Socket>>,
+    next: AtomicUsize,
+}
+
+impl Link {
+    fn new(bounds: Bounds, sockets: Vec<Arc<Socket>>) -> loom::sync::Arc<Link> {
+        let net = Arc::new(NetStats::default());
+        loom::sync::Arc::new(Link {
+            outbox: Outbox::new(bounds, net.clone()),
+            net,
+            permits: AtomicUsize::new(0),
+            sockets,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// What the driver does after each batch: queue, write, and wake the task if told to.
+    fn send(&self, msgs: impl IntoIterator<Item = Msg>) {
+        self.outbox.push(msgs);
+        if self.outbox.flush() {
+            self.permits.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Attaches the next connection; false when there are no more.
+    fn connect(&self) -> bool {
+        let i = self.next.fetch_add(1, Ordering::SeqCst);
+        match self.sockets.get(i) {
+            Some(s) => {
+                self.outbox.attach(s.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The connection task from where it waits for a wake-up (`waiting`) or has just attached a
+    /// connection, until it waits with no wake-up given: it writes, waits for room when the
+    /// socket is full, and gives a broken connection up for the next one.
+    fn task(&self, mut waiting: bool) {
+        for _ in 0..TASK_STEPS_MAX {
+            if waiting {
+                let taken = self
+                    .permits
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
+                if taken.is_err() {
+                    return;
+                }
+            }
+            match self.outbox.serve() {
+                Flushed::Done => waiting = true,
+                Flushed::Blocked => {
+                    let current = self.next.load(Ordering::SeqCst) - 1;
+                    self.sockets[current].drain();
+                    waiting = false;
+                }
+                Flushed::Failed(_) => {
+                    self.outbox.detach();
+                    if !self.connect() {
+                        return;
+                    }
+                    waiting = false;
+                }
+            }
+        }
+        panic!("the connection task did not settle in {TASK_STEPS_MAX} steps");
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        let sent = self.net.frames_sent.load(std::sync::atomic::Ordering::Relaxed);
+        let dropped = self.net.outbound_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        (sent, dropped)
+    }
+}
+
+/// Runs the driver's `batches` against the connection task, lets the task finish what it was
+/// woken for, and returns the link to be judged.
+fn run(link: loom::sync::Arc<Link>, batches: Vec<Vec<u64>>) -> loom::sync::Arc<Link> {
+    let driver = {
+        let link = link.clone();
+        loom::thread::spawn(move || {
+            for batch in batches {
+                link.send(batch.into_iter().map(msg));
+            }
+        })
+    };
+    let task = {
+        let link = link.clone();
+        loom::thread::spawn(move || {
+            assert!(link.connect());
+            link.task(false);
+        })
+    };
+    driver.join().expect("driver");
+    task.join().expect("task");
+    // Whatever the driver asked for after the task last looked is still owed to it.
+    link.task(true);
+    link
+}
+
+/// The messages with these request ids, in this order.
+fn msgs(ids: &[u64]) -> Vec<Msg> {
+    ids.iter().map(|&i| msg(i)).collect()
+}
+
+/// With a socket that fills up in the middle of a frame, the driver's and the task's writes
+/// still put every frame on the wire whole, once, in order, and all are counted as sent.
+#[test]
+fn frames_stay_whole_and_in_order_while_both_sides_write() {
+    model("frames_stay_whole_and_in_order_while_both_sides_write", || {
+        let room = frame_bytes(0) + frame_bytes(1) / 2;
+        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, false)]);
+        let link = run(link, vec![vec![0, 1], vec![2]]);
+        let (frames, torn) = link.sockets[0].frames();
+        assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
+        assert!(!torn);
+        assert_eq!(link.counts(), (3, 0));
+        assert_eq!(link.outbox.queued(), 0);
+    });
+}
+
+/// A connection that breaks in the middle of a frame: what it received is whole frames then at
+/// most part of one; the next connection starts at a frame boundary; nothing arrives twice or
+/// out of order; every message is counted once, as sent or as dropped.
+#[test]
+fn a_broken_connection_loses_only_what_was_meant_for_it() {
+    model("a_broken_connection_loses_only_what_was_meant_for_it", || {
+        let room = frame_bytes(0) + frame_bytes(1) / 2;
+        let sockets = vec![Socket::new(room, true), Socket::new(usize::MAX, false)];
+        let link = run(Link::new(Bounds::new(1 << 10), sockets), vec![vec![0, 1], vec![2]]);
+        let (first, _) = link.sockets[0].frames();
+        let (second, torn) = link.sockets[1].frames();
+        assert!(!torn, "the second connection never breaks, so it ends on a frame boundary");
+        let mut arrived = first.clone();
+        arrived.extend(second.iter().cloned());
+        let all = msgs(&[0, 1, 2]);
+        let mut rest = all.iter();
+        for m in &arrived {
+            assert!(rest.any(|x| x == m), "{m:?} arrived twice or out of order: {arrived:?}");
+        }
+        let (sent, dropped) = link.counts();
+        assert_eq!(sent as usize, arrived.len(), "sent counts exactly the whole frames written");
+        assert_eq!(sent + dropped, 3, "every message is sent or dropped, once");
+        assert_eq!(link.outbox.queued(), 0);
+    });
+}
+
+/// A queue bounded at two frames, in front of a socket with no room: the push that overflows it
+/// drops and counts; what was taken arrives in order once the socket drains.
+#[test]
+fn a_full_queue_drops_and_counts_and_the_rest_arrive() {
+    model("a_full_queue_drops_and_counts_and_the_rest_arrive", || {
+        let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
+        let link =
+            run(Link::new(bounds, vec![Socket::new(0, false)]), vec![vec![0, 1, 2], vec![3]]);
+        let (frames, torn) = link.sockets[0].frames();
+        assert!(!torn);
+        let (sent, dropped) = link.counts();
+        assert!(dropped >= 1, "three frames into a queue of two, with nothing written yet");
+        assert_eq!(sent as usize, frames.len());
+        assert_eq!(sent + dropped, 4);
+        assert_eq!(&frames[..2], &msgs(&[0, 1])[..], "the first two were taken");
+        assert!(frames.len() == 2 || frames[2] == msg(3), "then 3, if it found room");
+        assert_eq!(link.outbox.queued(), 0);
+    });
+}
