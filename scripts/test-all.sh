@@ -27,4 +27,4 @@ done
 # they get a target directory of their own and leave the main build's cache alone.
 export RUSTFLAGS="--cfg dynamo_loom" CARGO_TARGET_DIR=target/loom
 cargo clippy -p dynamo-node --tests -- -D warnings
-cargo test -p dynamo-node --release --test loom_outbox -- --nocapture
+cargo test -p dynamo-node --release --test loom_outbox -- --nocapture --test-threads 1

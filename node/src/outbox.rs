@@ -19,6 +19,9 @@
 //! - whenever the driver leaves bytes behind on a connection (the socket was full, or it broke),
 //!   it asks for the connection task to be woken, so nothing is left waiting for nobody.
 //!
+//! The loom tests also run each seeded fault of [`Mutant`] (which only a `--cfg dynamo_loom` build
+//! can turn on) and require every one to be caught.
+//!
 //! The buffer is bounded in frames and in bytes; past either bound a push drops and counts the
 //! message (one frame, however large, is always taken into an empty buffer).
 
@@ -66,6 +69,30 @@ pub enum Flushed {
     Failed(String),
 }
 
+/// Seeded faults, each of which the loom tests must catch. Only a `--cfg dynamo_loom` build can
+/// turn one on ([`Outbox::with_mutant`]); elsewhere none is ever active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    /// The driver leaves bytes on a full socket without waking the connection task.
+    NoWakeWhenFull,
+    /// A broken connection's partly written buffer is kept for the next connection.
+    DetachKeepsOffset,
+    /// The driver copies what is queued and writes it after letting the lock go.
+    WriteOutsideLock,
+    /// A new connection inherits the broken mark of the one before.
+    AttachKeepsBroken,
+}
+
+impl Mutant {
+    /// Every seeded fault.
+    pub const ALL: [Mutant; 4] = [
+        Mutant::NoWakeWhenFull,
+        Mutant::DetachKeepsOffset,
+        Mutant::WriteOutsideLock,
+        Mutant::AttachKeepsBroken,
+    ];
+}
+
 /// Bounds of one outbox.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
@@ -90,6 +117,8 @@ pub struct Outbox<S> {
     bounds: Bounds,
     net: Arc<NetStats>,
     state: Mutex<State<S>>,
+    #[cfg(dynamo_loom)]
+    mutant: Option<Mutant>,
 }
 
 #[derive(Debug)]
@@ -189,7 +218,31 @@ impl<S: TryWrite> Outbox<S> {
             ends: VecDeque::new(),
             broken: None,
         };
-        Outbox { bounds, net, state: Mutex::new(state) }
+        Outbox {
+            bounds,
+            net,
+            state: Mutex::new(state),
+            #[cfg(dynamo_loom)]
+            mutant: None,
+        }
+    }
+
+    /// This outbox with the seeded fault `mutant` (loom tests only).
+    #[cfg(dynamo_loom)]
+    pub fn with_mutant(mut self, mutant: Option<Mutant>) -> Outbox<S> {
+        self.mutant = mutant;
+        self
+    }
+
+    /// Whether the seeded fault `m` is on: never, outside a loom build.
+    fn mutant(&self, m: Mutant) -> bool {
+        #[cfg(dynamo_loom)]
+        return self.mutant == Some(m);
+        #[cfg(not(dynamo_loom))]
+        {
+            let _ = m;
+            false
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<S>> {
@@ -223,9 +276,18 @@ impl<S: TryWrite> Outbox<S> {
         if st.stream.is_none() || st.broken.is_some() || st.ends.is_empty() {
             return false;
         }
+        if self.mutant(Mutant::WriteOutsideLock) {
+            let (stream, pending) = (st.stream.clone(), st.buf[st.written..].to_vec());
+            drop(st);
+            let n = stream.map_or(0, |s| s.try_write(&pending).unwrap_or(0));
+            st = self.lock();
+            if n > 0 && st.written + n <= st.buf.len() {
+                st.advance(n, &self.net);
+            }
+        }
         match st.flush(&self.net) {
             Flushed::Done => false,
-            Flushed::Blocked => true,
+            Flushed::Blocked => !self.mutant(Mutant::NoWakeWhenFull),
             Flushed::Failed(why) => {
                 st.broken = Some(why);
                 true
@@ -248,15 +310,21 @@ impl<S: TryWrite> Outbox<S> {
     pub fn attach(&self, stream: Arc<S>) {
         let mut st = self.lock();
         st.stream = Some(stream);
-        st.broken = None;
+        if !self.mutant(Mutant::AttachKeepsBroken) {
+            st.broken = None;
+        }
     }
 
     /// Forgets the connection and the frames that were meant for it, counting them as dropped.
     pub fn detach(&self) {
         let mut st = self.lock();
         st.stream = None;
-        st.broken = None;
-        st.discard(&self.net);
+        if !self.mutant(Mutant::AttachKeepsBroken) {
+            st.broken = None;
+        }
+        if !self.mutant(Mutant::DetachKeepsOffset) {
+            st.discard(&self.net);
+        }
     }
 
     /// Whether a connection is attached.

@@ -10,7 +10,7 @@
 
 use dynamo_model::{Msg, NodeId, OpId, RequestId};
 use dynamo_node::metrics::NetStats;
-use dynamo_node::outbox::{Bounds, Flushed, Outbox, TryWrite, FRAME_HEADER_BYTES};
+use dynamo_node::outbox::{Bounds, Flushed, Mutant, Outbox, TryWrite, FRAME_HEADER_BYTES};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -107,10 +107,10 @@ struct Link {
 }
 
 impl Link {
-    fn new(bounds: Bounds, sockets: Vec<Arc<Socket>>) -> loom::sync::Arc<Link> {
+    fn new(bounds: Bounds, sockets: Vec<Arc<Socket>>, m: Option<Mutant>) -> loom::sync::Arc<Link> {
         let net = Arc::new(NetStats::default());
         loom::sync::Arc::new(Link {
-            outbox: Outbox::new(bounds, net.clone()),
+            outbox: Outbox::new(bounds, net.clone()).with_mutant(m),
             net,
             permits: AtomicUsize::new(0),
             sockets,
@@ -209,11 +209,10 @@ fn msgs(ids: &[u64]) -> Vec<Msg> {
 
 /// With a socket that fills up in the middle of a frame, the driver's and the task's writes
 /// still put every frame on the wire whole, once, in order, and all are counted as sent.
-#[test]
-fn frames_stay_whole_and_in_order_while_both_sides_write() {
-    model("frames_stay_whole_and_in_order_while_both_sides_write", || {
+fn both_sides_write(m: Option<Mutant>) {
+    model("both sides write", move || {
         let room = frame_bytes(0) + frame_bytes(1) / 2;
-        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, false)]);
+        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, false)], m);
         let link = run(link, vec![vec![0, 1], vec![2]]);
         let (frames, torn) = link.sockets[0].frames();
         assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
@@ -226,12 +225,11 @@ fn frames_stay_whole_and_in_order_while_both_sides_write() {
 /// A connection that breaks in the middle of a frame: what it received is whole frames then at
 /// most part of one; the next connection starts at a frame boundary; nothing arrives twice or
 /// out of order; every message is counted once, as sent or as dropped.
-#[test]
-fn a_broken_connection_loses_only_what_was_meant_for_it() {
-    model("a_broken_connection_loses_only_what_was_meant_for_it", || {
+fn connection_breaks(m: Option<Mutant>) {
+    model("a connection breaks", move || {
         let room = frame_bytes(0) + frame_bytes(1) / 2;
         let sockets = vec![Socket::new(room, true), Socket::new(usize::MAX, false)];
-        let link = run(Link::new(Bounds::new(1 << 10), sockets), vec![vec![0, 1], vec![2]]);
+        let link = run(Link::new(Bounds::new(1 << 10), sockets, m), vec![vec![0, 1], vec![2]]);
         let (first, _) = link.sockets[0].frames();
         let (second, torn) = link.sockets[1].frames();
         assert!(!torn, "the second connection never breaks, so it ends on a frame boundary");
@@ -251,12 +249,11 @@ fn a_broken_connection_loses_only_what_was_meant_for_it() {
 
 /// A queue bounded at two frames, in front of a socket with no room: the push that overflows it
 /// drops and counts; what was taken arrives in order once the socket drains.
-#[test]
-fn a_full_queue_drops_and_counts_and_the_rest_arrive() {
-    model("a_full_queue_drops_and_counts_and_the_rest_arrive", || {
+fn queue_fills(m: Option<Mutant>) {
+    model("the queue fills", move || {
         let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
-        let link =
-            run(Link::new(bounds, vec![Socket::new(0, false)]), vec![vec![0, 1, 2], vec![3]]);
+        let link = Link::new(bounds, vec![Socket::new(0, false)], m);
+        let link = run(link, vec![vec![0, 1, 2], vec![3]]);
         let (frames, torn) = link.sockets[0].frames();
         assert!(!torn);
         let (sent, dropped) = link.counts();
@@ -267,4 +264,54 @@ fn a_full_queue_drops_and_counts_and_the_rest_arrive() {
         assert!(frames.len() == 2 || frames[2] == msg(3), "then 3, if it found room");
         assert_eq!(link.outbox.queued(), 0);
     });
+}
+
+/// A model, run with or without a seeded fault.
+type Model = fn(Option<Mutant>);
+
+/// Every model, named.
+const MODELS: [(&str, Model); 3] = [
+    ("both sides write", both_sides_write),
+    ("a connection breaks", connection_breaks),
+    ("the queue fills", queue_fills),
+];
+
+#[test]
+fn frames_stay_whole_and_in_order_while_both_sides_write() {
+    both_sides_write(None);
+}
+
+#[test]
+fn a_broken_connection_loses_only_what_was_meant_for_it() {
+    connection_breaks(None);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_the_rest_arrive() {
+    queue_fills(None);
+}
+
+/// Each seeded fault of the outbox fails at least one model: the models have teeth. (Run with
+/// one test thread: the failures' panic messages are silenced while this runs.)
+#[test]
+fn every_seeded_fault_is_caught() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught: Vec<(Mutant, Vec<&str>)> = Mutant::ALL
+        .iter()
+        .map(|&m| {
+            let by = MODELS
+                .iter()
+                .filter(|(_, f)| std::panic::catch_unwind(|| f(Some(m))).is_err())
+                .map(|(name, _)| *name)
+                .collect();
+            (m, by)
+        })
+        .collect();
+    std::panic::set_hook(hook);
+    for (m, by) in &caught {
+        println!("{m:?}: caught by {by:?}");
+    }
+    let missed: Vec<_> = caught.iter().filter(|(_, by)| by.is_empty()).map(|(m, _)| m).collect();
+    assert!(missed.is_empty(), "seeded faults no model caught: {missed:?}");
 }
