@@ -3,14 +3,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dynamo-check"))
 }
 
-fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dynamo-check-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+/// Writes `text` to `name` in `dir`, a directory the test removes when it ends.
+fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
     std::fs::write(&path, text).expect("write temp file");
     path
 }
@@ -35,8 +38,9 @@ const STALE: &str = "\
 
 #[test]
 fn valid_history_exits_zero() {
+    let dir = temp_dir();
     let text = STALE.replace(":value 1, :process 1", ":value 2, :process 1");
-    let path = write_temp("valid.edn", &text);
+    let path = write_temp(&dir, "valid.edn", &text);
     let (code, out, _) =
         run(&["history", path.to_str().expect("utf-8"), "--model", "cas-register"]);
     assert_eq!(code, 0, "{out}");
@@ -45,7 +49,8 @@ fn valid_history_exits_zero() {
 
 #[test]
 fn invalid_history_exits_one_and_writes_html() {
-    let path = write_temp("stale.edn", STALE);
+    let dir = temp_dir();
+    let path = write_temp(&dir, "stale.edn", STALE);
     let html = path.with_extension("html");
     let (code, out, _) = run(&[
         "history",
@@ -63,6 +68,7 @@ fn invalid_history_exits_one_and_writes_html() {
 
 #[test]
 fn budget_exhaustion_exits_two() {
+    let dir = temp_dir();
     let mut text = String::new();
     for p in 0..8 {
         text.push_str(&format!(
@@ -76,7 +82,7 @@ fn budget_exhaustion_exits_two() {
     }
     text.push_str("{\"type\":\"invoke\",\"f\":\"read\",\"value\":null,\"process\":0}\n");
     text.push_str("{\"type\":\"ok\",\"f\":\"read\",\"value\":99,\"process\":0}\n");
-    let path = write_temp("budget.jsonl", &text);
+    let path = write_temp(&dir, "budget.jsonl", &text);
     let p = path.to_str().expect("utf-8");
     let (code, out, _) = run(&["history", p, "--model", "register", "--configurations-max", "10"]);
     assert_eq!(code, 2, "{out}");
@@ -88,6 +94,7 @@ fn budget_exhaustion_exits_two() {
 
 #[test]
 fn bad_input_exits_254_with_line_number() {
+    let dir = temp_dir();
     let cases = [
         ("trunc.edn", "{:type :invoke, :f :read, :value nil, :process 0}\n{:type :ok, :f :read, :value [1 2\n", "line 2"),
         ("type.edn", "{:type :invoke, :f :read, :value nil, :process 0}\n{:type :done, :f :read, :process 0}\n", "line 2"),
@@ -95,7 +102,7 @@ fn bad_input_exits_254_with_line_number() {
         ("garbage.jsonl", "\u{0}\u{1}not json at all", "line 1"),
     ];
     for (name, text, needle) in cases {
-        let path = write_temp(name, text);
+        let path = write_temp(&dir, name, text);
         let (code, _, err) =
             run(&["history", path.to_str().expect("utf-8"), "--model", "register"]);
         assert_eq!(code, 254, "{name}: {err}");
