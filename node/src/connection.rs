@@ -17,7 +17,8 @@
 //! So a message leaves without a hand-off to another task. The buffer is bounded
 //! ([`OUTBOUND_QUEUE_MAX`] frames, [`OUTBOUND_BYTES_MAX`] bytes); past that the driver drops and
 //! counts messages, as it does while the peer is unreachable for long: the protocol tolerates
-//! loss. Frames still unwritten when a connection breaks are dropped and counted too.
+//! loss. Frames still unwritten when a connection breaks are dropped and counted too. The buffer
+//! and the writing under its lock are [`crate::outbox`], which the loom tests model-check.
 
 use crate::driver::DriverHandle;
 use crate::metrics::NetStats;
