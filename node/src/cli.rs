@@ -129,8 +129,9 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Target {
-    /// Base URL of any node.
-    #[arg(long, env = "DYNAMO_NODE", default_value = "http://127.0.0.1:8081")]
+    /// Any node: its base URL, `http://HOST:PORT`, or just `HOST:PORT`.
+    #[arg(long, env = "DYNAMO_NODE", default_value = "http://127.0.0.1:8081",
+          value_parser = crate::client::node_base_url)]
     node: String,
 }
 

@@ -103,6 +103,48 @@ impl Overrides {
     }
 }
 
+/// The base URL of a node from what a user gave: `http://HOST:PORT` (a trailing `/` is dropped)
+/// or just `HOST:PORT`, which means the same. Anything else is refused with the reason.
+///
+/// ```
+/// use dynamo_node::client::node_base_url;
+/// assert_eq!(node_base_url("127.0.0.1:8082").as_deref(), Ok("http://127.0.0.1:8082"));
+/// assert_eq!(node_base_url("http://db1:8080/").as_deref(), Ok("http://db1:8080"));
+/// assert!(node_base_url("https://db1:8080").is_err());
+/// assert!(node_base_url("http://db1:8080/kv/x").is_err());
+/// ```
+pub fn node_base_url(given: &str) -> Result<String, String> {
+    let expected = "expected http://HOST:PORT or HOST:PORT";
+    let trimmed = given.trim().trim_end_matches('/');
+    let base =
+        if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let uri: hyper::Uri =
+        base.parse().map_err(|e| format!("{given:?} is not a URL ({e}); {expected}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("{given:?}: the node speaks plain HTTP, not https")),
+        _ => return Err(format!("{given:?}: {expected}")),
+    }
+    let host_given = uri.authority().is_some_and(|a| !a.host().is_empty());
+    if !host_given || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{given:?}: {expected}, with no path or query"));
+    }
+    Ok(base)
+}
+
+/// An error and what caused it, outermost first: hyper's own messages ("client error
+/// (Connect)") name the step, their causes say what went wrong.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Percent-encodes a key for use as one path segment.
 ///
 /// ```
@@ -157,8 +199,11 @@ impl HttpClient {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body)).map_err(|e| ClientError::Build(e.to_string()))?;
-        let resp =
-            self.inner.request(req).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Transport(format!("{url}: {}", with_causes(&e))))?;
         let status = resp.status().as_u16();
         let context =
             resp.headers().get(CONTEXT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
