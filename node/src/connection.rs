@@ -259,6 +259,8 @@ impl PeerLink {
                     _ = self.wake.notified() => {}
                     _ = &mut *down => return WriteEnd::Stop,
                 },
+                // The driver's wake-up counts here too: it may have found the connection
+                // broken, which a socket need not signal as writable.
                 Flushed::Blocked => tokio::select! {
                     biased;
                     r = stream.writable() => {
@@ -266,6 +268,7 @@ impl PeerLink {
                             return WriteEnd::Broken(e.to_string());
                         }
                     }
+                    _ = self.wake.notified() => {}
                     _ = &mut *down => return WriteEnd::Stop,
                 },
                 Flushed::Failed(why) => return WriteEnd::Broken(why),

@@ -79,7 +79,8 @@ pub enum Mutant {
     DetachKeepsOffset,
     /// The driver copies what is queued and writes it after letting the lock go.
     WriteOutsideLock,
-    /// A new connection inherits the broken mark of the one before.
+    /// A new connection inherits the broken mark of the one before (neither detaching nor
+    /// attaching clears it).
     AttachKeepsBroken,
 }
 
@@ -152,6 +153,9 @@ impl<S: TryWrite> State<S> {
 
     /// Counts the frames `n` more written bytes complete, and empties the buffer once all is out.
     fn advance(&mut self, n: usize, net: &NetStats) {
+        // A socket never reports more than it was given; if one did, what it claims beyond the
+        // buffer is not counted as sent.
+        debug_assert!(self.written + n <= self.buf.len(), "wrote more than was given");
         self.written = (self.written + n).min(self.buf.len());
         let mut done = 0u64;
         while self.ends.front().is_some_and(|&end| end <= self.written) {
@@ -178,33 +182,24 @@ impl<S: TryWrite> State<S> {
 
     /// Appends `msg` as one frame: its 4-byte big-endian length, then its postcard encoding (the
     /// framing the reader's `LengthDelimitedCodec` expects). False if it was dropped.
-    fn encode(&mut self, msg: &Msg, bounds: &Bounds, net: &NetStats) -> bool {
+    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> bool {
         let start = self.buf.len();
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-        buf = match postcard::to_extend(msg, buf) {
-            Ok(b) => b,
-            Err(_) => {
-                // Never expected (every message type encodes); the buffer was consumed, and
-                // the frames it held with it.
-                self.discard(net);
-                return false;
-            }
-        };
-        let len = buf.len() - start - FRAME_HEADER_BYTES;
-        let fits = match u32::try_from(len) {
-            Ok(l) if len <= bounds.frame_bytes_max => {
-                buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
-                self.ends.push_back(buf.len());
+        self.buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        // Encoded in place, so that a failure (never expected: every message type encodes)
+        // takes back only this frame's bytes and leaves the frames before it intact.
+        let encoded = postcard::to_io(msg, &mut self.buf).is_ok();
+        let len = self.buf.len() - start - FRAME_HEADER_BYTES;
+        match u32::try_from(len) {
+            Ok(l) if encoded && len <= bounds.frame_bytes_max => {
+                self.buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
+                self.ends.push_back(self.buf.len());
                 true
             }
             _ => {
-                buf.truncate(start);
+                self.buf.truncate(start);
                 false
             }
-        };
-        self.buf = buf;
-        fits
+        }
     }
 }
 
@@ -260,7 +255,7 @@ impl<S: TryWrite> Outbox<S> {
             let full = !st.ends.is_empty()
                 && (st.ends.len() >= self.bounds.queue_max
                     || st.buf.len() >= self.bounds.bytes_max);
-            if full || !st.encode(&msg, &self.bounds, net) {
+            if full || !st.encode(&msg, &self.bounds) {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -309,6 +304,8 @@ impl<S: TryWrite> Outbox<S> {
     /// queued goes on it from the start of a frame.
     pub fn attach(&self, stream: Arc<S>) {
         let mut st = self.lock();
+        // The connection before, if any, was detached, and its partly written frame with it.
+        debug_assert_eq!(st.written, 0, "a new connection starts on a frame boundary");
         st.stream = Some(stream);
         if !self.mutant(Mutant::AttachKeepsBroken) {
             st.broken = None;
