@@ -44,7 +44,20 @@ fn frame_bytes(i: u64) -> usize {
     FRAME_HEADER_BYTES + postcard::to_stdvec(&msg(i)).expect("encodes").len()
 }
 
-/// A socket that takes `room` bytes, then blocks, or fails if it is set to break.
+/// How a socket's connection ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Ends {
+    /// It does not: a full socket blocks until its reader drains it.
+    #[default]
+    Never,
+    /// The peer is gone by the time the socket fills: the write that finds it full fails.
+    WhenFull,
+    /// The peer goes while the task waits for room: the socket blocks, and once "writable" its
+    /// writes fail.
+    WhileWaiting,
+}
+
+/// A socket that takes `room` bytes, then blocks (or fails, as `ends` says).
 #[derive(Debug, Default)]
 struct Socket {
     // A plain mutex: no loom operation happens while it is held, so it never blocks a loom
@@ -56,18 +69,24 @@ struct Socket {
 struct Wire {
     bytes: Vec<u8>,
     room: usize,
-    breaks: bool,
+    ends: Ends,
+    broken: bool,
 }
 
 impl Socket {
-    fn new(room: usize, breaks: bool) -> Arc<Socket> {
-        Arc::new(Socket { wire: Mutex::new(Wire { bytes: Vec::new(), room, breaks }) })
+    fn new(room: usize, ends: Ends) -> Arc<Socket> {
+        let wire = Wire { bytes: Vec::new(), room, ends, broken: false };
+        Arc::new(Socket { wire: Mutex::new(wire) })
     }
 
-    /// The reader drained some of the socket: it has room again (what `writable()` waits for).
+    /// What ends the task's wait for room (`writable()`): the reader drained some of the
+    /// socket, or the connection broke.
     fn drain(&self) {
         let mut wire = self.wire.lock().expect("wire");
-        wire.room = wire.room.saturating_add(DRAIN_BYTES);
+        match wire.ends {
+            Ends::WhileWaiting => wire.broken = true,
+            _ => wire.room = wire.room.saturating_add(DRAIN_BYTES),
+        }
     }
 
     /// The whole frames received, and whether a part of one follows them.
@@ -89,8 +108,11 @@ impl Socket {
 impl TryWrite for Socket {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut wire = self.wire.lock().expect("wire");
+        if wire.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         if wire.room == 0 {
-            return Err(if wire.breaks {
+            return Err(if wire.ends == Ends::WhenFull {
                 io::ErrorKind::BrokenPipe.into()
             } else {
                 io::ErrorKind::WouldBlock.into()
@@ -226,7 +248,7 @@ fn msgs(ids: &[u64]) -> Vec<Msg> {
 fn both_sides_write(m: Option<Mutant>) {
     model("both sides write", move || {
         let room = frame_bytes(0) + frame_bytes(1) / 2;
-        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, false)], m);
+        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, Ends::Never)], m);
         let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
         let (frames, torn) = link.sockets[0].frames();
         assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
@@ -236,13 +258,22 @@ fn both_sides_write(m: Option<Mutant>) {
     });
 }
 
-/// A connection that breaks in the middle of a frame: what it received is whole frames then at
-/// most part of one; the next connection starts at a frame boundary; nothing arrives twice or
-/// out of order; every message is counted once, as sent or as dropped.
+/// A connection that breaks in the middle of a frame, as it fills up: what it received is whole
+/// frames then at most part of one; the next connection starts at a frame boundary; nothing
+/// arrives twice or out of order; every message is counted once, as sent or as dropped.
 fn connection_breaks(m: Option<Mutant>) {
-    model("a connection breaks", move || {
+    breaks("a connection breaks", Ends::WhenFull, m);
+}
+
+/// The same, for a connection that breaks while the task waits for it to have room.
+fn connection_breaks_while_waiting(m: Option<Mutant>) {
+    breaks("a connection breaks while the task waits", Ends::WhileWaiting, m);
+}
+
+fn breaks(name: &'static str, ends: Ends, m: Option<Mutant>) {
+    model(name, move || {
         let room = frame_bytes(0) + frame_bytes(1) / 2;
-        let sockets = vec![Socket::new(room, true), Socket::new(usize::MAX, false)];
+        let sockets = vec![Socket::new(room, ends), Socket::new(usize::MAX, Ends::Never)];
         let link = Link::new(Bounds::new(1 << 10), sockets, m);
         let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
         let (first, _) = link.sockets[0].frames();
@@ -267,7 +298,7 @@ fn connection_breaks(m: Option<Mutant>) {
 fn queue_fills(m: Option<Mutant>) {
     model("the queue fills", move || {
         let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
-        let link = Link::new(bounds, vec![Socket::new(0, false)], m);
+        let link = Link::new(bounds, vec![Socket::new(0, Ends::Never)], m);
         let link = run(link, vec![vec![vec![0, 1, 2]], vec![vec![3]]]);
         let (frames, torn) = link.sockets[0].frames();
         assert!(!torn);
@@ -286,9 +317,10 @@ fn queue_fills(m: Option<Mutant>) {
 type Model = fn(Option<Mutant>);
 
 /// Every model, named.
-const MODELS: [(&str, Model); 3] = [
+const MODELS: [(&str, Model); 4] = [
     ("both sides write", both_sides_write),
     ("a connection breaks", connection_breaks),
+    ("a connection breaks while the task waits", connection_breaks_while_waiting),
     ("the queue fills", queue_fills),
 ];
 
@@ -300,6 +332,11 @@ fn frames_stay_whole_and_in_order_while_both_sides_write() {
 #[test]
 fn a_broken_connection_loses_only_what_was_meant_for_it() {
     connection_breaks(None);
+}
+
+#[test]
+fn a_connection_that_breaks_while_the_task_waits_for_room_is_given_up() {
+    connection_breaks_while_waiting(None);
 }
 
 #[test]
