@@ -16,14 +16,16 @@ use dynamo_node::outbox::{Bounds, Flushed, Mutant, Outbox, TryWrite, FRAME_HEADE
 use std::io;
 use std::sync::{Arc, Mutex};
 
-/// Runs `f` under loom over every interleaving, and checks that there was more than one to run
-/// (a model that ran once would prove nothing about concurrency).
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+/// Runs the model named `name` (in [`MODELS`]), with the seeded fault `m` if any, under loom
+/// over every interleaving, and checks that there was more than one to run (a model that ran
+/// once would prove nothing about concurrency).
+fn check(name: &str, m: Option<Mutant>) {
+    let (_, f) = *MODELS.iter().find(|(n, _)| *n == name).expect("a model of that name");
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = runs.clone();
     loom::model(move || {
         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
+        f(m);
     });
     let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
     println!("{name}: {runs} interleavings");
@@ -45,10 +47,9 @@ fn frame_bytes(i: u64) -> usize {
 }
 
 /// How a socket's connection ends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ends {
     /// It does not: a full socket blocks until its reader drains it.
-    #[default]
     Never,
     /// The peer is gone by the time the socket fills: the write that finds it full fails.
     WhenFull,
@@ -58,14 +59,14 @@ enum Ends {
 }
 
 /// A socket that takes `room` bytes, then blocks (or fails, as `ends` says).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Socket {
     // A plain mutex: no loom operation happens while it is held, so it never blocks a loom
     // thread and adds no interleaving loom would need to explore.
     wire: Mutex<Wire>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Wire {
     bytes: Vec<u8>,
     room: usize,
@@ -246,74 +247,67 @@ fn msgs(ids: &[u64]) -> Vec<Msg> {
 /// With a socket that fills up in the middle of a frame, the driver's and the task's writes
 /// still put every frame on the wire whole, once, in order, and all are counted as sent.
 fn both_sides_write(m: Option<Mutant>) {
-    model("both sides write", move || {
-        let room = frame_bytes(0) + frame_bytes(1) / 2;
-        let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, Ends::Never)], m);
-        let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
-        let (frames, torn) = link.sockets[0].frames();
-        assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
-        assert!(!torn);
-        assert_eq!(link.counts(), (3, 0));
-        assert_eq!(link.outbox.queued(), 0);
-    });
+    let room = frame_bytes(0) + frame_bytes(1) / 2;
+    let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, Ends::Never)], m);
+    let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
+    let (frames, torn) = link.sockets[0].frames();
+    assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
+    assert!(!torn);
+    assert_eq!(link.counts(), (3, 0));
+    assert_eq!(link.outbox.queued(), 0);
 }
 
 /// A connection that breaks in the middle of a frame, as it fills up: what it received is whole
 /// frames then at most part of one; the next connection starts at a frame boundary; nothing
 /// arrives twice or out of order; every message is counted once, as sent or as dropped.
 fn connection_breaks(m: Option<Mutant>) {
-    breaks("a connection breaks", Ends::WhenFull, m);
+    breaks(Ends::WhenFull, m);
 }
 
 /// The same, for a connection that breaks while the task waits for it to have room.
 fn connection_breaks_while_waiting(m: Option<Mutant>) {
-    breaks("a connection breaks while the task waits", Ends::WhileWaiting, m);
+    breaks(Ends::WhileWaiting, m);
 }
 
-fn breaks(name: &'static str, ends: Ends, m: Option<Mutant>) {
-    model(name, move || {
-        let room = frame_bytes(0) + frame_bytes(1) / 2;
-        let sockets = vec![Socket::new(room, ends), Socket::new(usize::MAX, Ends::Never)];
-        let link = Link::new(Bounds::new(1 << 10), sockets, m);
-        let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
-        let (first, _) = link.sockets[0].frames();
-        let (second, torn) = link.sockets[1].frames();
-        assert!(!torn, "the second connection never breaks, so it ends on a frame boundary");
-        let mut arrived = first.clone();
-        arrived.extend(second.iter().cloned());
-        let all = msgs(&[0, 1, 2]);
-        let mut rest = all.iter();
-        for m in &arrived {
-            assert!(rest.any(|x| x == m), "{m:?} arrived twice or out of order: {arrived:?}");
-        }
-        let (sent, dropped) = link.counts();
-        assert_eq!(sent as usize, arrived.len(), "sent counts exactly the whole frames written");
-        assert_eq!(sent + dropped, 3, "every message is sent or dropped, once");
-        assert_eq!(link.outbox.queued(), 0);
-    });
+fn breaks(ends: Ends, m: Option<Mutant>) {
+    let room = frame_bytes(0) + frame_bytes(1) / 2;
+    let sockets = vec![Socket::new(room, ends), Socket::new(usize::MAX, Ends::Never)];
+    let link = Link::new(Bounds::new(1 << 10), sockets, m);
+    let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
+    let (mut arrived, _) = link.sockets[0].frames();
+    let (second, torn) = link.sockets[1].frames();
+    assert!(!torn, "the second connection never breaks, so it ends on a frame boundary");
+    arrived.extend(second);
+    let all = msgs(&[0, 1, 2]);
+    let mut rest = all.iter();
+    for m in &arrived {
+        assert!(rest.any(|x| x == m), "{m:?} arrived twice or out of order: {arrived:?}");
+    }
+    let (sent, dropped) = link.counts();
+    assert_eq!(sent as usize, arrived.len(), "sent counts exactly the whole frames written");
+    assert_eq!(sent + dropped, 3, "every message is sent or dropped, once");
+    assert_eq!(link.outbox.queued(), 0);
 }
 
 /// A queue bounded at two frames, in front of a socket with no room: the push that overflows it
 /// drops and counts; what was taken arrives in order once the socket drains.
 fn queue_fills(m: Option<Mutant>) {
-    model("the queue fills", move || {
-        let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
-        let link = Link::new(bounds, vec![Socket::new(0, Ends::Never)], m);
-        let link = run(link, vec![vec![vec![0, 1, 2]], vec![vec![3]]]);
-        let (frames, torn) = link.sockets[0].frames();
-        assert!(!torn);
-        let (sent, dropped) = link.counts();
-        // The first push meets an empty socket: the bound alone decides, in every interleaving.
-        assert!(dropped >= 1, "three frames into a queue of two, with nothing written yet");
-        assert_eq!(sent as usize, frames.len());
-        assert_eq!(sent + dropped, 4);
-        assert_eq!(&frames[..2], &msgs(&[0, 1])[..], "the first two were taken");
-        assert!(frames.len() == 2 || frames[2] == msg(3), "then 3, if it found room");
-        assert_eq!(link.outbox.queued(), 0);
-    });
+    let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
+    let link = Link::new(bounds, vec![Socket::new(0, Ends::Never)], m);
+    let link = run(link, vec![vec![vec![0, 1, 2]], vec![vec![3]]]);
+    let (frames, torn) = link.sockets[0].frames();
+    assert!(!torn);
+    let (sent, dropped) = link.counts();
+    // The first push meets an empty socket: the bound alone decides, in every interleaving.
+    assert!(dropped >= 1, "three frames into a queue of two, with nothing written yet");
+    assert_eq!(sent as usize, frames.len());
+    assert_eq!(sent + dropped, 4);
+    assert_eq!(&frames[..2], &msgs(&[0, 1])[..], "the first two were taken");
+    assert!(frames.len() == 2 || frames[2] == msg(3), "then 3, if it found room");
+    assert_eq!(link.outbox.queued(), 0);
 }
 
-/// A model, run with or without a seeded fault.
+/// A model: one interleaving's run and checks, with or without a seeded fault.
 type Model = fn(Option<Mutant>);
 
 /// Every model, named.
@@ -326,22 +320,22 @@ const MODELS: [(&str, Model); 4] = [
 
 #[test]
 fn frames_stay_whole_and_in_order_while_both_sides_write() {
-    both_sides_write(None);
+    check("both sides write", None);
 }
 
 #[test]
 fn a_broken_connection_loses_only_what_was_meant_for_it() {
-    connection_breaks(None);
+    check("a connection breaks", None);
 }
 
 #[test]
 fn a_connection_that_breaks_while_the_task_waits_for_room_is_given_up() {
-    connection_breaks_while_waiting(None);
+    check("a connection breaks while the task waits", None);
 }
 
 #[test]
 fn a_full_queue_drops_and_counts_and_the_rest_arrive() {
-    queue_fills(None);
+    check("the queue fills", None);
 }
 
 /// Each seeded fault of the outbox fails at least one model: the models have teeth. (Run with
@@ -355,8 +349,8 @@ fn every_seeded_fault_is_caught() {
         .map(|&m| {
             let by = MODELS
                 .iter()
-                .filter_map(|(name, f)| {
-                    let failed = std::panic::catch_unwind(|| f(Some(m))).err()?;
+                .filter_map(|(name, _)| {
+                    let failed = std::panic::catch_unwind(|| check(name, Some(m))).err()?;
                     let why = failed
                         .downcast_ref::<String>()
                         .map(String::as_str)
