@@ -3,8 +3,8 @@
 # (ops/s, or `peak` for the closed loop), a fresh cluster, one `dynamo bench` run (N=3 R=2 W=2,
 # 1 KiB values, 50% reads, concurrency 32), and the CPU time the cluster process used over a 5 s
 # window inside the run (utime + stime from /proc, which the kernel keeps from the scheduler's own
-# clock) divided by the requests the nodes answered in that same window (their /metrics). Prints
-# one line per rate.
+# clock) divided by the requests the nodes answered in that same window (their /metrics), and the
+# fsyncs the nodes made per request in it. Prints one line per rate.
 #
 #   scripts/cpu-per-op.sh peak 7000 3500 1000
 #
@@ -29,8 +29,15 @@ dev=""
 cleanup() { [ -n "$dev" ] && kill "$dev" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# snapshot: the cluster's CPU ticks, the requests it has answered, and the time.
-snapshot() { echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)"; }
+# syncs: the fsyncs the dev cluster's nodes have made so far (the `always` and `interval` policies).
+syncs() {
+  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
+    | awk '/^dynamo_syncs_total/{n+=$NF} END{printf "%d\n", n}'
+}
+# snapshot: the cluster's CPU ticks, the requests it has answered, the time, and its fsyncs.
+snapshot() {
+  echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)" "$(syncs)"
+}
 
 for rate in "$@"; do
   rate_args=()
@@ -61,6 +68,6 @@ wall = b[2] - a[2]
 ops = (b[1] - a[1]) / wall
 cpus = (b[0] - a[0]) / tck / wall
 print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / max(ops, 1e-9) * 1e6:5.0f} us/op  "
-      f"p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
+      f"{(b[3] - a[3]) / max(b[1] - a[1], 1):.3f} fsyncs/op  p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
 PY
 done
