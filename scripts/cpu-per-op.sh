@@ -9,7 +9,8 @@
 #   scripts/cpu-per-op.sh peak 7000 3500 1000
 #
 # Settings (environment): SYNC (default none), DURATION_S (default 8, of which the middle 5 s are
-# measured), BIN (default target/dist/dynamo, built if missing), OUT (default target/cpu-per-op).
+# measured), BIN (default target/dist/dynamo, built if missing), OUT (default target/cpu-per-op),
+# DEV_ARGS (more flags for `dynamo dev`, for example `--threads 1`).
 # Everything runs on 127.0.0.1 ports 8081-8083 and 9081-9083.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ for rate in "$@"; do
   rate_args=()
   [ "$rate" = peak ] || rate_args=(--rate "$rate")
   rm -rf "$OUT/data"
-  "$BIN" dev --fresh --data-dir "$OUT/data" --sync "$SYNC" >"$OUT/dev.log" 2>&1 &
+  "$BIN" dev --fresh --data-dir "$OUT/data" --sync "$SYNC" ${DEV_ARGS:-} >"$OUT/dev.log" 2>&1 &
   dev=$!
   wait_for_dev
   "$BIN" bench --concurrency 32 --keys 10000 --value-bytes 1024 --read-ratio 0.5 \
