@@ -4,10 +4,10 @@
 //! HTTP API, peer messages from the transport, status queries). The driver takes a batch of up to
 //! [`BATCH_MAX`] inputs, fires the timers that are due, feeds all of it to
 //! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
-//! (one fsync for the whole batch: group commit), and only then lets the effects out: peer sends are
-//! queued on the peers' links (and written by the driver itself once it runs out of input: see
-//! [`crate::connection::PeerLink`]), replies go to the waiting HTTP handlers, timers into the
-//! timer table.
+//! (one fsync for the whole batch, or for several: group commit), and only then lets the effects
+//! out: peer sends are queued on the peers' links (and written by the driver itself once it runs
+//! out of input: see [`crate::connection::PeerLink`]), replies go to the waiting HTTP handlers,
+//! timers into the timer table.
 //!
 //! It is a tokio task, so that handing work to it and back costs a task wake-up rather than an OS
 //! thread switch (a dedicated thread measured about 30% slower). sled reads and writes take
@@ -469,15 +469,16 @@ impl Driver {
         }
     }
 
-    /// Whether, under `always`, an fsync should start: none is running, and effects wait for
-    /// one or writes are not yet durable.
+    /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running, and
+    /// effects are held or writes are not yet durable.
     fn fsync_wanted(&self) -> bool {
         self.sync == SyncPolicy::Always
             && self.inflight.is_none()
             && (!self.held.is_empty() || self.node.store().is_dirty())
     }
 
-    /// Starts an fsync for the held effects, unless one is running (they wait for the next).
+    /// Starts an fsync for the held effects, unless one is running (they wait for the next); if
+    /// every write is durable already, lets them out without one.
     fn start_flush(&mut self) {
         if !self.fsync_wanted() {
             return;
