@@ -48,6 +48,12 @@ pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
 pub const SWEEP_EVERY_MS: u64 = 1_000;
 /// Longest the driver sleeps with nothing to do (it re-checks shutdown and timers).
 pub const IDLE_WAKE_MS: u64 = 1_000;
+/// After a failed fsync under `always`, the wait before the next try; it doubles with each
+/// failure in a row, up to [`SYNC_RETRY_MAX_MS`], so that a disk that keeps failing is not
+/// retried (and logged) as fast as the driver can loop.
+const SYNC_RETRY_MIN_MS: u64 = 10;
+/// The longest wait between two tries of a failing fsync.
+const SYNC_RETRY_MAX_MS: u64 = 1_000;
 /// Bits of a request id taken by the per-boot random prefix; the rest count requests.
 const REQUEST_PREFIX_BITS: u32 = 24;
 
@@ -245,6 +251,8 @@ pub struct Driver {
     pending: HashMap<RequestId, oneshot::Sender<ClientReply>>,
     flusher: Flusher,
     inflight: Option<Inflight>,
+    /// After failed fsyncs: when the next may start, and the wait that led to it.
+    sync_retry: Option<(Instant, Duration)>,
     held: Vec<Effect>,
     prefix: u64,
     next_req: u64,
@@ -294,6 +302,7 @@ impl Driver {
             timers: Timers::default(),
             pending: HashMap::new(),
             inflight: None,
+            sync_retry: None,
             held: Vec::new(),
             prefix: prefix << (64 - REQUEST_PREFIX_BITS),
             next_req: 0,
@@ -424,6 +433,9 @@ impl Driver {
         if self.sync == SyncPolicy::Interval && self.node.store().is_dirty() {
             at = at.min(self.last_sync + self.sync_interval);
         }
+        if let (Some((retry_at, _)), None) = (self.sync_retry, &self.inflight) {
+            at = at.min(retry_at);
+        }
         at
     }
 
@@ -469,11 +481,12 @@ impl Driver {
         }
     }
 
-    /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running, and
-    /// effects are held or writes are not yet durable.
+    /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running (nor
+    /// waiting to be retried), and effects are held or writes are not yet durable.
     fn fsync_wanted(&self) -> bool {
         self.sync == SyncPolicy::Always
             && self.inflight.is_none()
+            && self.sync_retry.is_none_or(|(at, _)| Instant::now() >= at)
             && (!self.held.is_empty() || self.node.store().is_dirty())
     }
 
@@ -509,16 +522,21 @@ impl Driver {
         let Some(done) = self.inflight.take() else { return };
         match res {
             Ok(()) => {
+                self.sync_retry = None;
                 self.synced(done.started);
                 self.release(done.held);
             }
             Err(e) => {
+                let wait = self.sync_retry.map_or(Duration::from_millis(SYNC_RETRY_MIN_MS), |r| {
+                    (r.1 * 2).min(Duration::from_millis(SYNC_RETRY_MAX_MS))
+                });
+                self.sync_retry = Some((Instant::now() + wait, wait));
                 // The batch's writes are not known to be durable, so nothing it said may leave:
                 // clients time out as indeterminate, peers retry or give up, as the protocol
                 // allows. The writes stay and the next fsync covers them.
                 self.sync_failures += 1;
                 self.node.store_mut().mark_dirty();
-                tracing::error!(node = %self.node.id(), "sync failed: {e}");
+                tracing::error!(node = %self.node.id(), "sync failed: {e}; next try in {wait:?}");
             }
         }
     }
@@ -588,6 +606,63 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dynamo_model::{Config, ConfigParams, Context, Key, Ring};
+    use std::sync::atomic::AtomicBool;
+
+    /// A one-node driver under `always` on a fresh directory, and the switch that makes its
+    /// fsyncs fail.
+    fn one_node(dir: &std::path::Path) -> (Driver, DriverHandle, Arc<AtomicBool>) {
+        let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
+        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+        let (store, incarnation) = SledStore::open(dir, NodeId(1), false, true).expect("opens");
+        let fault = store.sync_fault();
+        let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
+        let net = Arc::new(NetStats::default());
+        let (driver, handle) = Driver::new(node, Outbound::new(), net, SyncPolicy::Always, 1_000);
+        (driver, handle, fault)
+    }
+
+    fn put(value: &str) -> ClientOp {
+        ClientOp::put(Key(b"k".to_vec()), Context::default(), value.as_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_failing_fsync_is_retried_with_backoff_and_nothing_leaves_until_one_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (driver, handle, fault) = one_node(dir.path());
+        fault.store(true, Ordering::SeqCst);
+        let task = tokio::spawn(driver.run());
+        let first = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.request(put("v1")).await }
+        });
+        // Tries at about 0, 10, 30, 70, 150 and 310 ms: retried, but not as fast as the loop
+        // turns (without the backoff this counted thousands).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let failing = handle.status().await.expect("status");
+        assert!(
+            (2..=12).contains(&failing.sync_failures),
+            "{} failed syncs in 300 ms",
+            failing.sync_failures
+        );
+        assert_eq!(failing.syncs, 0);
+        assert!(!first.is_finished(), "a put was answered before any fsync succeeded");
+
+        fault.store(false, Ordering::SeqCst);
+        let second = tokio::time::timeout(Duration::from_secs(10), handle.request(put("v2")))
+            .await
+            .expect("answered once fsyncs succeed again")
+            .expect("taken");
+        assert!(matches!(second, ClientReply::Written { .. }), "{second:?}");
+        let recovered = handle.status().await.expect("status");
+        assert!(recovered.syncs >= 1);
+        // The first put's answer was withheld for good (its fsync failed): never a success.
+        handle.shutdown().await;
+        task.await.expect("driver ends");
+        if let Ok(reply) = first.await.expect("joined") {
+            assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+        }
+    }
 
     #[test]
     fn timers_rearm_and_fire_in_order() {

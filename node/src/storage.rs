@@ -70,11 +70,18 @@ fn fresh_incarnation(previous: u32) -> u32 {
 #[derive(Clone, Debug)]
 pub struct Flusher {
     db: sled::Db,
+    /// The driver's unit tests make every flush fail while this is set.
+    #[cfg(test)]
+    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Flusher {
     /// Flushes and fsyncs.
     pub fn flush(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io("injected sync failure".into()));
+        }
         self.db.flush().map(|_| ()).map_err(io)
     }
 }
@@ -101,6 +108,8 @@ pub struct SledStore {
     meta: sled::Tree,
     hint_count: usize,
     dirty: bool,
+    #[cfg(test)]
+    sync_fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the data directory could not be opened.
@@ -348,7 +357,18 @@ impl SledStore {
         }
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
-        let store = SledStore { dir, db, data, cache, hints, meta, hint_count, dirty: false };
+        let store = SledStore {
+            dir,
+            db,
+            data,
+            cache,
+            hints,
+            meta,
+            hint_count,
+            dirty: false,
+            #[cfg(test)]
+            sync_fault: Default::default(),
+        };
         Ok((store, incarnation))
     }
 
@@ -390,7 +410,17 @@ impl SledStore {
 
     /// A handle that flushes this store from another thread.
     pub fn flusher(&self) -> Flusher {
-        Flusher { db: self.db.clone() }
+        Flusher {
+            db: self.db.clone(),
+            #[cfg(test)]
+            fault: self.sync_fault.clone(),
+        }
+    }
+
+    /// While the returned flag is set, every flush through [`SledStore::flusher`] fails.
+    #[cfg(test)]
+    pub(crate) fn sync_fault(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.sync_fault.clone()
     }
 
     /// Number of primary keys (a scan: for status, not hot paths).
