@@ -8,9 +8,13 @@ wait_for_dev() {
   for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && return 0; sleep 0.1; done
 }
 
+# metric_total NAME: the sum over the dev cluster's nodes of every /metrics sample whose name
+# starts with NAME (all its label sets).
+metric_total() {
+  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
+    | awk -v name="$1" 'index($0, name) == 1 {n += $NF} END {printf "%d\n", n}'
+}
+
 # served_requests: the client requests the dev cluster's nodes have answered so far (the count of
 # their request-duration histograms, over every operation and outcome).
-served_requests() {
-  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
-    | awk '/^dynamo_request_duration_seconds_count/{n+=$NF} END{printf "%d\n", n}'
-}
+served_requests() { metric_total dynamo_request_duration_seconds_count; }

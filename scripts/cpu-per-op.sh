@@ -30,14 +30,11 @@ dev=""
 cleanup() { [ -n "$dev" ] && kill "$dev" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# syncs: the fsyncs the dev cluster's nodes have made so far (the `always` and `interval` policies).
-syncs() {
-  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
-    | awk '/^dynamo_syncs_total/{n+=$NF} END{printf "%d\n", n}'
-}
-# snapshot: the cluster's CPU ticks, the requests it has answered, the time, and its fsyncs.
+# snapshot: the cluster's CPU ticks, the requests it has answered, the time, and its fsyncs (the
+# `always` and `interval` policies).
 snapshot() {
-  echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)" "$(syncs)"
+  echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)" \
+    "$(metric_total dynamo_syncs_total)"
 }
 
 for rate in "$@"; do

@@ -346,9 +346,7 @@ impl Driver {
                     tokio::task::yield_now().await;
                 }
                 if deferred || self.rx.is_empty() {
-                    if self.sync == SyncPolicy::Always {
-                        self.start_flush();
-                    }
+                    self.start_flush();
                     self.flush_links();
                     deferred = false;
                 } else {
@@ -490,8 +488,9 @@ impl Driver {
             && (!self.held.is_empty() || self.node.store().is_dirty())
     }
 
-    /// Starts an fsync for the held effects, unless one is running (they wait for the next); if
-    /// every write is durable already, lets them out without one.
+    /// Under `always`, starts an fsync for the held effects, unless one is running or a failed
+    /// one waits to be retried (they wait for the next); if every write is durable already, lets
+    /// them out without one. Under the other policies, does nothing.
     fn start_flush(&mut self) {
         if !self.fsync_wanted() {
             return;
@@ -615,10 +614,10 @@ mod tests {
         let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let (store, incarnation) = SledStore::open(dir, NodeId(1), false, true).expect("opens");
-        let fault = store.sync_fault();
         let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
         let net = Arc::new(NetStats::default());
         let (driver, handle) = Driver::new(node, Outbound::new(), net, SyncPolicy::Always, 1_000);
+        let fault = driver.flusher.fault.clone();
         (driver, handle, fault)
     }
 

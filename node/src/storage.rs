@@ -72,7 +72,7 @@ pub struct Flusher {
     db: sled::Db,
     /// The driver's unit tests make every flush fail while this is set.
     #[cfg(test)]
-    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Flusher {
@@ -108,8 +108,6 @@ pub struct SledStore {
     meta: sled::Tree,
     hint_count: usize,
     dirty: bool,
-    #[cfg(test)]
-    sync_fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the data directory could not be opened.
@@ -357,18 +355,7 @@ impl SledStore {
         }
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
-        let store = SledStore {
-            dir,
-            db,
-            data,
-            cache,
-            hints,
-            meta,
-            hint_count,
-            dirty: false,
-            #[cfg(test)]
-            sync_fault: Default::default(),
-        };
+        let store = SledStore { dir, db, data, cache, hints, meta, hint_count, dirty: false };
         Ok((store, incarnation))
     }
 
@@ -413,14 +400,8 @@ impl SledStore {
         Flusher {
             db: self.db.clone(),
             #[cfg(test)]
-            fault: self.sync_fault.clone(),
+            fault: Default::default(),
         }
-    }
-
-    /// While the returned flag is set, every flush through [`SledStore::flusher`] fails.
-    #[cfg(test)]
-    pub(crate) fn sync_fault(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-        self.sync_fault.clone()
     }
 
     /// Number of primary keys (a scan: for status, not hot paths).
