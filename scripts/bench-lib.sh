@@ -3,9 +3,12 @@
 # field FILE KEY: a value from the RESULT line of a `dynamo bench` report.
 field() { awk -v k="$2" '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); if(a[1]==k) print a[2]}}' "$1"; }
 
-# wait_for_dev: until the `dynamo dev` cluster's last node answers (at most 10 s).
+# wait_for_dev: until the `dynamo dev` cluster's last node answers; fails after 10 s (a cluster
+# that did not start, for example on a port already taken, must not be benchmarked).
 wait_for_dev() {
   for _ in $(seq 100); do curl -sf http://127.0.0.1:8083/status >/dev/null && return 0; sleep 0.1; done
+  echo "the dev cluster did not answer on 127.0.0.1:8083 within 10 s" >&2
+  return 1
 }
 
 # metric_total NAME: the sum over the dev cluster's nodes of every /metrics sample whose name

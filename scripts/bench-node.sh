@@ -39,10 +39,15 @@ mkdir -p "$OUT"
 rm -f "$OUT"/redis-*.txt "$OUT"/bench-*.txt
 CLK_TCK=$(getconf CLK_TCK)
 
+for tool in curl python3; do
+  command -v "$tool" >/dev/null || { echo "$0 needs $tool" >&2; exit 1; }
+done
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
 # The `dist` profile: the release build with whole-program optimisation, the binary operators run

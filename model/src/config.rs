@@ -133,9 +133,11 @@ pub enum ConfigError {
         /// N.
         n: usize,
     },
-    /// Q must be a power of two, at least the node count.
+    /// Q must be a power of two, at least the node count and at most [`PARTITIONS_MAX`].
     #[error(
-        "partitions = {partitions} must be a power of two and at least the node count {nodes}"
+        "partitions = {partitions} must be a power of two, at least the node count {nodes} \
+         and at most {max}",
+        max = PARTITIONS_MAX
     )]
     BadPartitions {
         /// The Q asked for.
@@ -143,7 +145,8 @@ pub enum ConfigError {
         /// The node count.
         nodes: usize,
     },
-    /// Every timeout must be positive, and the sloppy retry no longer than the request timeout.
+    /// Every timeout must be in 1..=[`TIMEOUT_MS_MAX`] ms, and the sloppy retry no longer than the
+    /// request timeout.
     #[error("timeout {which} = {value_ms} ms is invalid: {why}")]
     BadTimeout {
         /// Which timeout.
@@ -161,6 +164,11 @@ pub enum ConfigError {
     },
 }
 
+/// The most partitions (Q) a ring may have: the ring keeps a preference list per partition.
+pub const PARTITIONS_MAX: u32 = 1 << 16;
+/// The longest configured timeout: the longest a single request may ask for.
+pub const TIMEOUT_MS_MAX: u64 = crate::node::REQUEST_TIMEOUT_MS_MAX;
+
 /// A validated configuration. Construct with [`Config::new`]; read through the accessors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Config {
@@ -170,7 +178,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks `params`: 1 ≤ R, W ≤ N ≤ nodes; Q a power of two ≥ nodes; timeouts and limits > 0.
+    /// Checks `params`: 1 ≤ R, W ≤ N ≤ nodes; Q a power of two, nodes ≤ Q ≤ [`PARTITIONS_MAX`];
+    /// timeouts in 1..=[`TIMEOUT_MS_MAX`] ms; limits > 0.
     pub fn new(params: ConfigParams) -> Result<Config, ConfigError> {
         let nodes = params.nodes.len();
         if nodes == 0 {
@@ -184,7 +193,10 @@ impl Config {
                 return Err(ConfigError::BadQuorum { which, value, n: params.n });
             }
         }
-        if !params.partitions.is_power_of_two() || (params.partitions as usize) < nodes {
+        if !params.partitions.is_power_of_two()
+            || (params.partitions as usize) < nodes
+            || params.partitions > PARTITIONS_MAX
+        {
             return Err(ConfigError::BadPartitions { partitions: params.partitions, nodes });
         }
         let t = &params.timeouts;
@@ -195,6 +207,13 @@ impl Config {
         ] {
             if value_ms == 0 {
                 return Err(ConfigError::BadTimeout { which, value_ms, why: "must be > 0" });
+            }
+            if value_ms > TIMEOUT_MS_MAX {
+                return Err(ConfigError::BadTimeout {
+                    which,
+                    value_ms,
+                    why: "must not exceed TIMEOUT_MS_MAX = 60000 ms",
+                });
             }
         }
         if t.sloppy_retry_ms > t.request_ms {

@@ -44,7 +44,9 @@ pub mod store;
 pub mod versioned;
 
 pub use clock::{CausalOrder, ClockError, Context, Dot, DotRun, VClock};
-pub use config::{Config, ConfigError, ConfigParams, Limits, Timeouts};
+pub use config::{
+    Config, ConfigError, ConfigParams, Limits, Timeouts, PARTITIONS_MAX, TIMEOUT_MS_MAX,
+};
 pub use ids::{ActorId, Key, NodeId, OpId, PartitionId, RequestId};
 pub use msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 pub use node::{Effect, Input, Node, Stats, Timer};

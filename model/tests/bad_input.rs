@@ -1,7 +1,7 @@
 //! Bad input gets a typed error or is dropped and counted; nothing panics and nothing changes.
 
 use dynamo_model::clock::{ClockError, Context};
-use dynamo_model::config::{Config, ConfigError, ConfigParams};
+use dynamo_model::config::{Config, ConfigError, ConfigParams, PARTITIONS_MAX, TIMEOUT_MS_MAX};
 use dynamo_model::ids::{ActorId, Key, NodeId, OpId, RequestId};
 use dynamo_model::msg::{ClientOp, ClientReply, Msg, RequestError};
 use dynamo_model::node::{Effect, Input, Node};
@@ -53,6 +53,18 @@ fn invalid_configs_are_typed_errors() {
         Config::new(p),
         Err(ConfigError::BadTimeout { which: "sloppy_retry_ms", .. })
     ));
+    let mut p = params();
+    p.timeouts.tick_ms = TIMEOUT_MS_MAX + 1;
+    assert!(matches!(Config::new(p), Err(ConfigError::BadTimeout { which: "tick_ms", .. })));
+    let mut p = params();
+    p.timeouts.request_ms = TIMEOUT_MS_MAX;
+    assert!(Config::new(p).is_ok(), "the longest timeout is allowed");
+    let mut p = params();
+    p.partitions = PARTITIONS_MAX * 2;
+    assert!(matches!(Config::new(p), Err(ConfigError::BadPartitions { .. })));
+    let mut p = params();
+    p.partitions = PARTITIONS_MAX;
+    assert!(Config::new(p).is_ok(), "the most partitions are allowed");
     let mut p = params();
     p.limits.siblings_max = 0;
     assert!(matches!(Config::new(p), Err(ConfigError::BadLimit { which: "siblings_max" })));

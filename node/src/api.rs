@@ -5,12 +5,15 @@
 //!   404. The response carries the key's context in [`CONTEXT_HEADER`] (base64).
 //! - `PUT /kv/{key}` (body = value) and `DELETE /kv/{key}`: send back the context of the read the
 //!   write supersedes; 204 with the new version's context when W replicas acknowledged, 503 when
-//!   the outcome is indeterminate (the write may or may not have happened).
+//!   the outcome is indeterminate (the write may or may not have happened). A PUT without a
+//!   context adds a sibling; a DELETE without one is refused (it would remove nothing).
 //! - Query parameters `r`, `w`, `timeout_ms` override the configured quorums and timeout.
 //! - `/status` (JSON), `/ring` (JSON; `?key=K` shows a key's preference list), `/metrics`
 //!   (Prometheus text).
 //!
-//! Bad input gets 400 (or 413 for a value over the limit) with a message, and changes nothing.
+//! Bad input gets 400 (413 for a value over the limit, 409 for a write that would make more
+//! siblings than the limit) with a message, and changes nothing; 500 means the node's store
+//! failed.
 //! Every decision about the data is the core's; this module only translates.
 
 use crate::driver::{DriverHandle, SubmitError};
@@ -20,7 +23,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -43,6 +46,9 @@ pub const BODY_SLACK_BYTES: usize = 4 * 1024;
 pub const REPLY_SLACK_MS: u64 = 2_000;
 /// Attempts at a multipart boundary that occurs in no value.
 const BOUNDARY_TRIES_MAX: u32 = 16;
+/// Why a DELETE without a context is refused.
+pub const BLIND_DELETE: &str = "a DELETE needs the x-dynamo-context header of a GET of the key: \
+     it removes only the versions that context covers, so without one it would remove nothing";
 /// Longest a metrics or status scrape waits for the driver.
 const STATUS_WAIT_MS: u64 = 2_000;
 
@@ -69,6 +75,8 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/kv/{key}", get(get_kv).put(put_kv).delete(delete_kv))
+        .route("/kv", any(empty_key))
+        .route("/kv/", any(empty_key))
         .route("/status", get(status))
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
@@ -219,8 +227,12 @@ fn rejected(e: &RequestError) -> (StatusCode, &'static str) {
 
 /// Sends `op` to the core and waits (bounded) for its answer.
 async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
-    let wait_ms =
-        op.timeout_ms.unwrap_or(st.config.timeouts().request_ms).saturating_mul(2) + REPLY_SLACK_MS;
+    // Saturating: a `timeout_ms` from the query is only range-checked by the core, after this.
+    let wait_ms = op
+        .timeout_ms
+        .unwrap_or(st.config.timeouts().request_ms)
+        .saturating_mul(2)
+        .saturating_add(REPLY_SLACK_MS);
     let is_write = op.is_write();
     let lost = if is_write {
         "node stopped before answering: the write may or may not have happened"
@@ -396,6 +408,9 @@ async fn write(
         };
     let op = match value {
         Some(v) => ClientOp::put(key, context, v.to_vec()),
+        // A delete removes only the versions its context covers: without one it would answer
+        // 204 and remove nothing (its tombstone would stand beside the value as a sibling).
+        None if context.is_empty() => return bad_request(BLIND_DELETE).into_response(),
         None => ClientOp::delete(key, context),
     };
     let op = match apply_params(op, p) {
@@ -422,6 +437,11 @@ async fn put_kv(
     };
     st.metrics.record("put", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
+}
+
+/// `/kv` and `/kv/`: a request that names no key.
+async fn empty_key() -> Response {
+    bad_request("the key is empty: use /kv/{key}").into_response()
 }
 
 async fn delete_kv(

@@ -182,12 +182,10 @@ struct PutArgs {
 #[derive(Args, Debug)]
 struct DeleteArgs {
     key: String,
-    /// Context to supersede (default: the one remembered from the last get or write of the key).
+    /// Context to supersede (default: the one remembered from the last get or write of the key,
+    /// or, with none remembered, the context of a read made first).
     #[arg(long)]
     context: Option<String>,
-    /// Send no context.
-    #[arg(long, conflicts_with = "context")]
-    blind: bool,
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
@@ -292,7 +290,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(write_outcome(&a.key, r))
         }
         Command::Delete(a) => {
-            let context = context_for(&a.key, a.context, a.blind);
+            // A delete removes only what its context covers (the API refuses one without): with
+            // none given or remembered, read the key for its context first.
+            let mut context = context_for(&a.key, a.context, false);
+            if context.is_none() {
+                let r = client.get(&a.target.node, a.key.as_bytes(), a.q.overrides()).await?;
+                match (r.status, r.context) {
+                    (200 | 300, Some(c)) => context = Some(c),
+                    (404, _) => {
+                        outln!("not found");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    (s, _) => {
+                        eprintln!("{s}: reading the key for its context: {}", r.message);
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
             let r = client
                 .delete(&a.target.node, a.key.as_bytes(), context.as_deref(), a.q.overrides())
                 .await?;

@@ -3,9 +3,10 @@
 //! Precedence is flag > file > default. [`NodeConfig::protocol`] turns the result into the core's
 //! validated [`dynamo_model::Config`], so every protocol bound is checked in one place.
 
+use crate::connection::{FRAME_BYTES_CAP, FRAME_SLACK_BYTES};
 use crate::error::NodeError;
 use clap::{Args, ValueEnum};
-use dynamo_model::{Config, ConfigParams, Limits, NodeId, Timeouts};
+use dynamo_model::{Config, ConfigParams, Limits, NodeId, Timeouts, TIMEOUT_MS_MAX};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -208,8 +209,10 @@ impl NodeConfig {
         let mut params = ConfigParams::for_nodes(nodes);
         let pick = |a: Option<usize>, b: Option<usize>, d: usize| a.or(b).unwrap_or(d);
         params.n = pick(args.n, file.n, params.n);
-        params.r = pick(args.r, file.r, params.r);
-        params.w = pick(args.w, file.w, params.w);
+        // Unset quorums are a majority of N, the N given or the default one.
+        let majority = params.n / 2 + 1;
+        params.r = pick(args.r, file.r, majority);
+        params.w = pick(args.w, file.w, majority);
         params.partitions = args.partitions.or(file.partitions).unwrap_or(params.partitions);
         let t = Timeouts::default();
         params.timeouts = Timeouts {
@@ -224,7 +227,12 @@ impl NodeConfig {
         params.limits.value_bytes_max =
             pick(args.value_bytes_max, file.value_bytes_max, l.value_bytes_max);
         params.limits.key_bytes_max = pick(args.key_bytes_max, file.key_bytes_max, l.key_bytes_max);
-        let port = 9000 + id;
+        // The default ports are 9000 + id (peers) and 8000 + id (HTTP), for ids that leave room.
+        let default_port = |base: u16, what: &str| {
+            base.checked_add(id).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).ok_or_else(|| {
+                NodeError::Config(format!("node id {id} leaves no default {what} port: set it"))
+            })
+        };
         let cfg = NodeConfig {
             cluster: args
                 .cluster
@@ -232,14 +240,14 @@ impl NodeConfig {
                 .or(file.cluster)
                 .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
             id: NodeId(id),
-            peer_listen: args
-                .peer_listen
-                .or(file.peer_listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port))),
-            http_listen: args
-                .http_listen
-                .or(file.http_listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000 + id))),
+            peer_listen: match args.peer_listen.or(file.peer_listen) {
+                Some(a) => a,
+                None => default_port(9000, "peer")?,
+            },
+            http_listen: match args.http_listen.or(file.http_listen) {
+                Some(a) => a,
+                None => default_port(8000, "HTTP")?,
+            },
             data_dir: args
                 .data_dir
                 .clone()
@@ -258,8 +266,20 @@ impl NodeConfig {
             return Err(NodeError::Config(format!("threads must be 1..={THREADS_MAX}")));
         }
         cfg.protocol()?;
-        if cfg.sync_interval_ms == 0 {
-            return Err(NodeError::Config("sync_interval_ms must be > 0".into()));
+        let l = &cfg.params.limits;
+        let needed =
+            l.value_bytes_max.saturating_mul(l.siblings_max).saturating_add(FRAME_SLACK_BYTES);
+        if needed > FRAME_BYTES_CAP {
+            return Err(NodeError::Config(format!(
+                "value_bytes_max {} times siblings_max {} does not fit in a peer frame \
+                 ({FRAME_BYTES_CAP} bytes): a full sibling set could never be replicated",
+                l.value_bytes_max, l.siblings_max
+            )));
+        }
+        if !(1..=TIMEOUT_MS_MAX).contains(&cfg.sync_interval_ms) {
+            return Err(NodeError::Config(format!(
+                "sync_interval_ms must be 1..={TIMEOUT_MS_MAX}"
+            )));
         }
         Ok(cfg)
     }
@@ -305,5 +325,54 @@ mod tests {
         assert!(NodeConfig::from_args(&args).is_err(), "zero threads");
         let args = ServeArgs { id: Some(1), threads: Some(4), ..ServeArgs::default() };
         assert_eq!(NodeConfig::from_args(&args).map(|c| c.threads).ok(), Some(4));
+    }
+
+    fn five_nodes() -> ServeArgs {
+        let peers = (2..=5)
+            .map(|id| PeerSpec { id, addr: SocketAddr::from(([127, 0, 0, 1], 9000 + id)) })
+            .collect();
+        ServeArgs { id: Some(1), peers, ..ServeArgs::default() }
+    }
+
+    #[test]
+    fn unset_quorums_are_a_majority_of_the_n_given() {
+        let cfg = NodeConfig::from_args(&five_nodes()).expect("valid");
+        assert_eq!((cfg.params.n, cfg.params.r, cfg.params.w), (3, 2, 2));
+        let cfg = NodeConfig::from_args(&ServeArgs { n: Some(5), ..five_nodes() }).expect("valid");
+        assert_eq!((cfg.params.n, cfg.params.r, cfg.params.w), (5, 3, 3));
+        let cfg = NodeConfig::from_args(&ServeArgs { n: Some(1), ..five_nodes() }).expect("valid");
+        assert_eq!((cfg.params.n, cfg.params.r, cfg.params.w), (1, 1, 1));
+        let args = ServeArgs { n: Some(5), r: Some(1), ..five_nodes() };
+        let cfg = NodeConfig::from_args(&args).expect("valid");
+        assert_eq!((cfg.params.r, cfg.params.w), (1, 3), "a quorum given is kept");
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_with_the_reason() {
+        let refused = |args: ServeArgs| match NodeConfig::from_args(&args) {
+            Err(NodeError::Config(why)) => why,
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted: {args:?}"),
+        };
+        let why = refused(ServeArgs { id: Some(60_000), ..ServeArgs::default() });
+        assert!(why.contains("no default peer port"), "{why}");
+        let listen = |p: u16| Some(SocketAddr::from(([127, 0, 0, 1], p)));
+        let args = ServeArgs { id: Some(60_000), peer_listen: listen(1), ..ServeArgs::default() };
+        assert!(refused(args).contains("no default HTTP port"));
+        let args = ServeArgs {
+            id: Some(60_000),
+            peer_listen: listen(1),
+            http_listen: listen(2),
+            ..ServeArgs::default()
+        };
+        assert!(NodeConfig::from_args(&args).is_ok(), "an id past the default ports, ports given");
+        let why = refused(ServeArgs { value_bytes_max: Some(8 << 20), ..five_nodes() });
+        assert!(why.contains("does not fit in a peer frame"), "{why}");
+        let why = refused(ServeArgs { sync_interval_ms: Some(u64::MAX), ..five_nodes() });
+        assert!(why.contains("sync_interval_ms"), "{why}");
+        let why = refused(ServeArgs { request_timeout_ms: Some(u64::MAX), ..five_nodes() });
+        assert!(why.contains("request_ms"), "{why}");
+        let why = refused(ServeArgs { partitions: Some(1 << 31), ..five_nodes() });
+        assert!(why.contains("partitions"), "{why}");
     }
 }

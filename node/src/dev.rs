@@ -76,6 +76,15 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     if args.nodes == 0 || args.nodes > DEV_NODES_MAX {
         return Err(NodeError::Config(format!("--nodes must be 1..={DEV_NODES_MAX}")));
     }
+    for (what, first) in [("--http-port", args.http_port), ("--peer-port", args.peer_port)] {
+        if first.checked_add(args.nodes - 1).is_none() {
+            return Err(NodeError::Config(format!(
+                "{what} {first}: {} nodes need ports up to {}, past 65535",
+                args.nodes,
+                u32::from(first) + u32::from(args.nodes) - 1
+            )));
+        }
+    }
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;
     }
@@ -131,4 +140,35 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     }
     println!("stopped.");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> DevArgs {
+        DevArgs {
+            data_dir: PathBuf::from("never-created"),
+            nodes: 3,
+            http_port: 8081,
+            peer_port: 9081,
+            sync: SyncPolicy::None,
+            threads: 0,
+            fresh: false,
+        }
+    }
+
+    /// Ports past 65535 are refused before anything starts (they would overflow).
+    #[tokio::test]
+    async fn ports_past_the_range_are_refused() {
+        for a in
+            [DevArgs { http_port: 65_534, ..args() }, DevArgs { peer_port: u16::MAX, ..args() }]
+        {
+            match run(a).await {
+                Err(NodeError::Config(why)) => assert!(why.contains("past 65535"), "{why}"),
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+        assert!(!PathBuf::from("never-created").exists());
+    }
 }

@@ -17,6 +17,7 @@
 
 use dynamo_model::store::Hint;
 use dynamo_model::{Key, NodeId, Siblings, Store, StoreError};
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +109,10 @@ pub struct SledStore {
     meta: sled::Tree,
     hint_count: usize,
     dirty: bool,
+    /// Hint records that did not decode, each reported once: [`Store::hints`] walks past them
+    /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
+    /// of every other hint.
+    corrupt_hints: RefCell<BTreeSet<Vec<u8>>>,
 }
 
 /// Why the data directory could not be opened.
@@ -355,7 +360,18 @@ impl SledStore {
         }
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
-        let store = SledStore { dir, db, data, cache, hints, meta, hint_count, dirty: false };
+        let corrupt_hints = RefCell::default();
+        let store = SledStore {
+            dir,
+            db,
+            data,
+            cache,
+            hints,
+            meta,
+            hint_count,
+            dirty: false,
+            corrupt_hints,
+        };
         Ok((store, incarnation))
     }
 
@@ -407,6 +423,18 @@ impl SledStore {
     /// Number of primary keys (a scan: for status, not hot paths).
     pub fn key_count(&self) -> usize {
         self.data.len()
+    }
+}
+
+impl SledStore {
+    /// Notes (once per record) a hint that [`Store::hints`] walks past.
+    fn skip_corrupt_hint(&self, raw_key: &[u8], why: &str) {
+        if self.corrupt_hints.borrow_mut().insert(raw_key.to_vec()) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "skipping a hint record that does not decode ({why}); it stays on disk"
+            );
+        }
     }
 }
 
@@ -473,10 +501,8 @@ impl Store for SledStore {
             for item in self.hints.range(from.clone()..) {
                 let (k, v) = item.map_err(io)?;
                 let Some((node, key)) = split_hint_key(&k) else {
-                    return Err(StoreError::Corrupt {
-                        what: "hint key".into(),
-                        detail: format!("{} bytes, shorter than a node id", k.len()),
-                    });
+                    self.skip_corrupt_hint(&k, "its key is shorter than a node id");
+                    continue;
                 };
                 if skip.contains(&node) {
                     jump = node.0.checked_add(1);
@@ -485,8 +511,10 @@ impl Store for SledStore {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                let siblings = decode(|| format!("hint for {node} key {key}"), &v)?;
-                out.push((node, key, siblings));
+                match decode(|| format!("hint for {node} key {key}"), &v) {
+                    Ok(siblings) => out.push((node, key, siblings)),
+                    Err(e) => self.skip_corrupt_hint(&k, &e.to_string()),
+                }
             }
             match jump {
                 Some(next) => from = next.to_be_bytes().to_vec(),
@@ -678,5 +706,24 @@ mod tests {
         let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// A hint record that does not decode (or whose key is too short to name a node) is walked
+    /// past and left on disk; it cannot stop the handoff of the hints around it.
+    #[test]
+    fn corrupt_hints_are_skipped_and_the_rest_still_handed_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        s.save_hint(NodeId(2), &Key::from("a"), &sibs(b"1")).expect("hint");
+        s.save_hint(NodeId(3), &Key::from("c"), &sibs(b"3")).expect("hint");
+        s.hints.insert(hint_key(NodeId(2), &Key::from("b")), &[0xff, 0xff][..]).expect("raw");
+        s.hints.insert([7u8], &[0u8][..]).expect("raw");
+        for _ in 0..2 {
+            let got = s.hints(&BTreeSet::new(), 10).expect("hints");
+            let got: Vec<_> = got.into_iter().map(|(n, k, _)| (n, k)).collect();
+            assert_eq!(got, vec![(NodeId(2), Key::from("a")), (NodeId(3), Key::from("c"))]);
+        }
+        assert_eq!(s.corrupt_hints.borrow().len(), 2, "each reported once");
+        assert_eq!(s.hints.len(), 4, "the corrupt records stay on disk");
     }
 }

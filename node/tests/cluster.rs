@@ -10,6 +10,8 @@ use hyper::Method;
 
 /// A bad request: what it is, its URL, headers, body, and the status it must get.
 type Case = (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, u16);
+/// A refused request of any method: what it tests, the method, the URL and the headers.
+type MethodCase<'a> = (&'static str, Method, String, Vec<(&'static str, &'a str)>);
 
 const NO: Overrides = Overrides { r: None, w: None, timeout_ms: None };
 
@@ -209,12 +211,36 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             .expect("answer");
         assert_eq!(r.status, 400, "{what}: {}", r.text());
     }
-    let r = c
-        .client
-        .send(Method::DELETE, &format!("{u}/kv/b?w=0"), &[], Bytes::new())
-        .await
-        .expect("answer");
-    assert_eq!(r.status, 400);
+    let huge = format!("timeout_ms={}", u64::MAX);
+    // A real context (of another key), so that only the named fault is wrong.
+    let w = c.client.put(&u, b"other", None, Bytes::from_static(b"v"), NO).await.expect("put");
+    let good_ctx = w.context.expect("a write returns its context");
+    let good_ctx = good_ctx.as_str();
+    let other: Vec<MethodCase> = vec![
+        ("delete with w zero", Method::DELETE, format!("{u}/kv/b?w=0"), vec![(ctx, good_ctx)]),
+        ("delete without a context", Method::DELETE, format!("{u}/kv/b"), vec![]),
+        ("delete, context not base64", Method::DELETE, format!("{u}/kv/b"), vec![(ctx, "!!!")]),
+        (
+            "get, timeout past u64",
+            Method::GET,
+            format!("{u}/kv/b?timeout_ms=1{}", u64::MAX),
+            vec![],
+        ),
+        ("get, timeout u64::MAX", Method::GET, format!("{u}/kv/b?{huge}"), vec![]),
+        ("put, timeout u64::MAX", Method::PUT, format!("{u}/kv/b?{huge}"), vec![]),
+        ("get, key too long", Method::GET, format!("{u}/kv/{}", "k".repeat(65)), vec![]),
+        ("get, empty key", Method::GET, format!("{u}/kv/"), vec![]),
+        ("put, empty key", Method::PUT, format!("{u}/kv"), vec![]),
+        ("put, context not ASCII", Method::PUT, format!("{u}/kv/b"), vec![(ctx, "é")]),
+    ];
+    for (what, method, path, headers) in other {
+        let r = c.client.send(method, &path, &headers, Bytes::from_static(b"v")).await;
+        let r = r.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert!(!r.body.is_empty(), "{what}: a message explains the refusal");
+    }
+    let r = c.client.send(Method::DELETE, &format!("{u}/kv/b"), &[], Bytes::new()).await;
+    assert!(r.expect("answer").text().contains("needs the x-dynamo-context"));
     // A body refused for its size is left unread, so its 413 closes the connection and says so.
     let head = format!(
         "PUT /kv/b HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",

@@ -205,6 +205,15 @@ async fn cli_carries_the_context_from_get_to_put() {
     assert!(cli(&["get", "k"]).starts_with("d\n"));
     cli(&["delete", "k"]);
     assert!(cli(&["get", "k"]).starts_with("not found"));
+    // With no context remembered (a new jar), a delete reads the key first and removes what that
+    // read returned, both siblings; a key that is not there is reported and nothing is sent.
+    cli(&["put", "k2", "a"]);
+    cli(&["put", "k2", "b", "--blind"]);
+    std::fs::remove_file(&jar).expect("forget the contexts");
+    assert!(cli(&["delete", "k2"]).starts_with("ok\n"));
+    assert!(cli(&["get", "k2"]).starts_with("not found"));
+    std::fs::remove_file(&jar).expect("forget the contexts");
+    assert_eq!(cli(&["delete", "never-written"]), "not found\n");
     let status = cli(&["status"]);
     assert!(status.contains("\"members\""), "{status}");
 }
