@@ -1,8 +1,10 @@
 //! Starting and stopping a node: open storage, bind the listeners, start the driver task, the
 //! peer transport and the HTTP API, and tear them down in order on shutdown.
 //!
-//! Shutdown order: stop accepting (both listeners), let in-flight HTTP requests finish within
-//! [`crate::shutdown::GRACE_MS`], then stop the driver, which syncs the store before it exits.
+//! Shutdown order: stop accepting HTTP connections and let the requests in flight finish within
+//! [`crate::shutdown::GRACE_MS`], with the peer transport still up (their replicas answer on
+//! it; the node goes on serving its peers meanwhile); then stop the transport, then the driver,
+//! which syncs the store before it exits.
 
 use crate::api::{self, ApiState};
 use crate::config::{NodeConfig, SyncPolicy};
@@ -129,6 +131,9 @@ async fn start_here(
     let peer_addr = peer_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (shutdown, _) = Shutdown::new();
+    // The peer transport stops only once the HTTP requests in flight have their answers (or the
+    // grace period is over): the replicas' acknowledgements travel on it.
+    let (transport, _) = Shutdown::new();
     let net = Arc::new(NetStats::default());
     let limits = config.limits();
     let ctx = Arc::new(PeerContext {
@@ -144,7 +149,7 @@ async fn start_here(
     for (&peer, &addr) in &cfg.peers {
         let link = Arc::new(PeerLink::new(ctx.clone(), peer));
         outbound.insert(peer, link.clone());
-        let task = connection::run_link(link, addr, shutdown.subscribe());
+        let task = connection::run_link(link, addr, transport.subscribe());
         peer_tasks.push(tokio::spawn(task));
     }
 
@@ -157,7 +162,7 @@ async fn start_here(
         peer_listener,
         ctx.clone(),
         handle.clone(),
-        shutdown.subscribe(),
+        transport.subscribe(),
     ));
     let state = ApiState {
         driver: handle.clone(),
@@ -197,17 +202,21 @@ async fn start_here(
         if let Some(ended) = crashed {
             tracing::error!(node = %id, "driver stopped unexpectedly: {ended:?}; shutting down");
             trigger.trigger();
-            finish(http, accept, peer_tasks, handle, None).await?;
+            finish(http, transport, accept, peer_tasks, handle, None).await?;
             return Err(NodeError::Driver(format!("driver stopped unexpectedly: {ended:?}")));
         }
         tracing::info!(node = %id, "shutting down");
-        finish(http, accept, peer_tasks, handle, Some(driver_task)).await
+        finish(http, transport, accept, peer_tasks, handle, Some(driver_task)).await
     });
     Ok((RunningNode { id: cfg.id, incarnation, http_addr, peer_addr, shutdown, done }, task))
 }
 
+/// Stops a node whose shutdown was triggered, in order: the HTTP server answers what is in
+/// flight (bounded by [`GRACE_MS`]) while the peer transport still runs, then the transport
+/// stops, then the driver syncs and ends.
 async fn finish(
     http: JoinHandle<std::io::Result<()>>,
+    transport: Shutdown,
     accept: JoinHandle<()>,
     peer_tasks: Vec<JoinHandle<()>>,
     driver: DriverHandle,
@@ -220,6 +229,7 @@ async fn finish(
         Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
         Err(_) => tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms"),
     }
+    transport.trigger();
     accept.abort();
     for t in peer_tasks {
         t.abort();

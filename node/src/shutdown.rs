@@ -1,8 +1,9 @@
 //! Graceful shutdown: one signal that every task of a node watches.
 //!
-//! SIGINT or SIGTERM (or a test calling [`Shutdown::trigger`]) flips the signal; the accept loops
-//! stop taking connections, the HTTP server lets in-flight requests finish (bounded by
-//! [`GRACE_MS`]), and the driver syncs the store before it exits.
+//! SIGINT or SIGTERM (or a test calling [`Shutdown::trigger`]) flips the signal; the HTTP server
+//! stops taking connections and lets in-flight requests finish (bounded by [`GRACE_MS`]), then
+//! the peer transport stops (on a second signal: see `server`), and the driver syncs the store
+//! before it exits.
 
 use tokio::sync::watch;
 
