@@ -8,7 +8,8 @@
 //!
 //! Frames larger than the configured bound, or that do not decode, end the connection; nothing a
 //! peer sends can make the node panic. A lost connection is redialled with exponential backoff
-//! between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`].
+//! between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`]; one the peer closed (it stopped or
+//! restarted) is given up as soon as its close arrives, not at the next write.
 //!
 //! The sending side of each peer is a [`PeerLink`]: the driver encodes its messages for that peer
 //! into the link's buffer and, when it runs out of input, writes them to the socket itself with
@@ -254,9 +255,17 @@ impl PeerLink {
             // `notify_one` keeps a permit when nobody waits, so a wake-up the driver gives
             // between this write and the wait below is not lost.
             match self.outbox.serve() {
+                // The peer sends nothing after its hello, so the socket turns readable only when
+                // the peer has gone (its end closed): give the connection up at once rather than
+                // at the next write, which the kernel would take and the peer never read.
                 Flushed::Done => tokio::select! {
                     biased;
                     _ = self.wake.notified() => {}
+                    r = stream.readable() => {
+                        if let Some(end) = closed_by_peer(&stream, r) {
+                            return end;
+                        }
+                    }
                     _ = &mut *down => return WriteEnd::Stop,
                 },
                 // The driver's wake-up counts here too: it may have found the connection
@@ -279,6 +288,21 @@ impl PeerLink {
     /// Forgets the connection and the frames that were meant for it.
     fn disconnect(&self) {
         self.outbox.detach();
+    }
+}
+
+/// What a readable outbound connection means: the peer closed it, or broke the protocol by
+/// sending after its hello (either ends the connection); `None` for a spurious wake-up.
+fn closed_by_peer(stream: &TcpStream, readable: std::io::Result<()>) -> Option<WriteEnd> {
+    if let Err(e) = readable {
+        return Some(WriteEnd::Broken(e.to_string()));
+    }
+    let mut buf = [0u8; 64];
+    match stream.try_read(&mut buf) {
+        Ok(0) => Some(WriteEnd::Broken("closed by the peer".into())),
+        Ok(n) => Some(WriteEnd::Broken(format!("the peer sent {n} bytes after its hello"))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(WriteEnd::Broken(e.to_string())),
     }
 }
 
@@ -475,6 +499,24 @@ mod tests {
             assert_eq!(postcard::from_bytes::<Msg>(&frame).expect("decodes"), ack(want));
         }
         assert_eq!(count(&link), (2, 1));
+    }
+
+    /// When the peer closes its end, the connection task gives the connection up at once, with
+    /// nothing sent: no frame is handed to a socket that nobody reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_peer_closed_is_given_up_before_the_next_send() {
+        let (client, server) = pair().await;
+        let link = link(1 << 20);
+        let (_shutdown, serving) = serve(&link, client).await;
+        drop(server);
+        let end = tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("the closed connection was noticed without a send")
+            .expect("task");
+        assert!(matches!(end, WriteEnd::Broken(ref why) if why.contains("closed by the peer")));
+        link.disconnect();
+        assert!(!link.outbox.is_attached());
+        assert_eq!(count(&link), (0, 0));
     }
 
     /// When the peer goes away the driver's next writes fail; the connection task gives the
