@@ -196,12 +196,22 @@ pub async fn serve_inbound(
     }
 }
 
-async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerFramed, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+/// Why a dial did not give a connection.
+enum DialError {
+    /// No connection or no hello (the peer is down, or it refused us and closed).
+    Unreachable(String),
+    /// The peer answered with a hello this node refuses (cluster, version or node id).
+    Refused(String),
+}
+
+async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerFramed, DialError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
     let mut f = framed(stream, ctx.frame_bytes_max);
-    write_hello(&mut f, &ctx.hello()).await?;
-    let hello = read_hello(&mut f).await?;
-    ctx.check(&hello, Some(peer))?;
+    write_hello(&mut f, &ctx.hello()).await.map_err(DialError::Unreachable)?;
+    let hello = read_hello(&mut f).await.map_err(DialError::Unreachable)?;
+    ctx.check(&hello, Some(peer)).map_err(DialError::Refused)?;
     Ok(f)
 }
 
@@ -342,14 +352,22 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
         let f = match conn {
             Ok(Ok(f)) => f,
             failed => {
-                let why = match failed {
-                    Ok(Err(w)) => w,
-                    _ => "handshake timed out".to_string(),
-                };
                 ctx.net.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if !logged_down {
-                    tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
-                    logged_down = true;
+                match failed {
+                    // Counted and logged on every try, as the accepting side does.
+                    Ok(Err(DialError::Refused(why))) => {
+                        ctx.refuse(addr, &format!("node {peer} answered with {why}"));
+                    }
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(DialError::Unreachable(w))) => w,
+                            _ => "handshake timed out".to_string(),
+                        };
+                        if !logged_down {
+                            tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
+                            logged_down = true;
+                        }
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{eventually, Cluster};
+use common::{configs, eventually, Cluster};
 use dynamo_model::NodeId;
 use dynamo_node::connection::{Hello, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
@@ -65,5 +65,35 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         .await
         .expect("put");
     assert_eq!(w.status, 204);
+    c.shutdown().await;
+}
+
+/// The dialling side refuses, counts and logs a peer that answers as another node (or from
+/// another cluster), and keeps redialling with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    cfgs[0].peers.insert(NodeId(2), impostor.local_addr().expect("addr"));
+    let answers = tokio::spawn(async move {
+        // Answer every dial (bounded) as node 3 of this cluster.
+        for _ in 0..50 {
+            let Ok((s, _)) = impostor.accept().await else { return };
+            let mut f = Framed::new(s, LengthDelimitedCodec::new());
+            let _ = f.next().await;
+            let h = Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(3) };
+            hello(&mut f, &h).await;
+            let _ = f.next().await;
+        }
+    });
+    let node = dynamo_node::server::start_shared(cfgs[0].clone()).await.expect("node starts");
+    let c = Cluster { cfgs, nodes: vec![Some(node), None], client: Default::default(), dir };
+    eventually("the impostor refused and counted", || async {
+        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(c.metric(1, "dynamo_peer_connects_total").await, Some(0));
+    answers.abort();
     c.shutdown().await;
 }
