@@ -27,7 +27,7 @@ use crate::outbox::{Bounds, Flushed, Outbox};
 pub use crate::outbox::{OUTBOUND_BYTES_MAX, OUTBOUND_QUEUE_MAX};
 use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
-use dynamo_model::{Msg, NodeId};
+use dynamo_model::{Config, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -40,8 +40,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// Version of the peer protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version of the peer protocol; peers with another version are refused. (3: the hello carries
+/// the ring's shape.)
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -53,7 +54,8 @@ pub const BACKOFF_MIN_MS: u64 = 50;
 /// Longest redial delay.
 pub const BACKOFF_MAX_MS: u64 = 2_000;
 
-/// The first frame each way.
+/// The first frame each way. Its first three fields keep their place in every version, so that
+/// a peer of another version is refused for its version, whatever follows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The cluster's name.
@@ -62,6 +64,46 @@ pub struct Hello {
     pub version: u32,
     /// The sender.
     pub node: NodeId,
+    /// The sender's ring: nodes that disagree on it place keys differently, so they are refused.
+    pub ring: RingShape,
+}
+
+/// The leading fields of any version's [`Hello`].
+#[derive(Deserialize)]
+struct HelloHead {
+    cluster: String,
+    version: u32,
+    node: NodeId,
+}
+
+/// What two nodes must agree on to place every key on the same preference list: N, the partition
+/// count and the member set. (R and W may differ: they are each coordinator's own.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingShape {
+    /// Replicas per key.
+    pub n: u32,
+    /// Partitions of the ring.
+    pub partitions: u32,
+    /// The cluster's nodes, in order.
+    pub nodes: Vec<NodeId>,
+}
+
+impl RingShape {
+    /// The shape of `config`'s ring.
+    pub fn of(config: &Config) -> RingShape {
+        RingShape {
+            n: u32::try_from(config.n()).unwrap_or(u32::MAX),
+            partitions: config.partitions(),
+            nodes: config.nodes().iter().copied().collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for RingShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.0.to_string()).collect();
+        write!(f, "n = {}, {} partitions, nodes {}", self.n, self.partitions, nodes.join(","))
+    }
 }
 
 /// What both directions of the transport need to know.
@@ -73,6 +115,8 @@ pub struct PeerContext {
     pub me: NodeId,
     /// The other nodes of the cluster.
     pub peers: BTreeSet<NodeId>,
+    /// This node's ring, which peers must share.
+    pub ring: RingShape,
     /// Largest frame accepted or sent.
     pub frame_bytes_max: usize,
     /// Counters.
@@ -96,7 +140,12 @@ fn framed(stream: TcpStream, max: usize) -> PeerFramed {
 
 impl PeerContext {
     fn hello(&self) -> Hello {
-        Hello { cluster: self.cluster.clone(), version: PROTOCOL_VERSION, node: self.me }
+        Hello {
+            cluster: self.cluster.clone(),
+            version: PROTOCOL_VERSION,
+            node: self.me,
+            ring: self.ring.clone(),
+        }
     }
 
     /// Why `hello` is unacceptable, if it is. `expected` is the node we dialled, if we dialled.
@@ -112,6 +161,9 @@ impl PeerContext {
             _ if !self.peers.contains(&hello.node) => {
                 Err(format!("node {} is not a peer of this cluster", hello.node))
             }
+            _ if hello.ring != self.ring => {
+                Err(format!("a ring of {}, against this node's {}", hello.ring, self.ring))
+            }
             _ => Ok(()),
         }
     }
@@ -124,10 +176,22 @@ impl PeerContext {
 
 async fn read_hello(f: &mut PeerFramed) -> Result<Hello, String> {
     match f.next().await {
-        Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| format!("bad hello: {e}")),
+        Some(Ok(frame)) => decode_hello(&frame),
         Some(Err(e)) => Err(format!("reading hello: {e}")),
         None => Err("closed before hello".into()),
     }
+}
+
+/// A hello of any version: its leading fields, and the rest only if it is of this version (of
+/// another, [`PeerContext::check`] refuses it for its version number).
+fn decode_hello(frame: &[u8]) -> Result<Hello, String> {
+    let bad = |e: postcard::Error| format!("bad hello: {e}");
+    let (head, rest) = postcard::take_from_bytes::<HelloHead>(frame).map_err(bad)?;
+    let ring = match head.version {
+        PROTOCOL_VERSION => postcard::from_bytes(rest).map_err(bad)?,
+        _ => RingShape::default(),
+    };
+    Ok(Hello { cluster: head.cluster, version: head.version, node: head.node, ring })
 }
 
 async fn write_hello(f: &mut PeerFramed, hello: &Hello) -> Result<(), String> {
@@ -410,6 +474,7 @@ mod tests {
             cluster: "test".into(),
             me: NodeId(1),
             peers: [NodeId(2)].into(),
+            ring: RingShape::default(),
             frame_bytes_max,
             net: Arc::new(NetStats::default()),
         });
@@ -517,6 +582,31 @@ mod tests {
             assert_eq!(postcard::from_bytes::<Msg>(&frame).expect("decodes"), ack(want));
         }
         assert_eq!(count(&link), (2, 1));
+    }
+
+    /// A hello of an older version, which has no ring, is refused for its version; one of this
+    /// version without its ring is refused as unreadable.
+    #[test]
+    fn an_older_hello_is_refused_for_its_version() {
+        #[derive(Serialize)]
+        struct OldHello {
+            cluster: String,
+            version: u32,
+            node: NodeId,
+        }
+        let ctx = link(1 << 20).ctx.clone();
+        let old = |version| {
+            let h = OldHello { cluster: "test".into(), version, node: NodeId(2) };
+            postcard::to_stdvec(&h).expect("encode")
+        };
+        let hello = decode_hello(&old(2)).expect("an old hello decodes");
+        assert_eq!(ctx.check(&hello, None), Err("protocol version 2, expected 3".into()));
+        let cut = decode_hello(&old(PROTOCOL_VERSION)).expect_err("no ring");
+        assert!(cut.starts_with("bad hello"), "{cut}");
+        let now = postcard::to_stdvec(&ctx.hello()).expect("encode");
+        let mut mine = decode_hello(&now).expect("this version's hello decodes");
+        mine.node = NodeId(2);
+        assert_eq!(ctx.check(&mine, Some(NodeId(2))), Ok(()));
     }
 
     /// When the peer closes its end, the connection task gives the connection up at once, with

@@ -140,6 +140,7 @@ async fn start_here(
         cluster: cfg.cluster.clone(),
         me: cfg.id,
         peers: cfg.peers.keys().copied().collect(),
+        ring: connection::RingShape::of(&config),
         frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
         net: net.clone(),
     });

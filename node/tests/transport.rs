@@ -1,12 +1,12 @@
 //! The peer transport refuses what it must: a wrong cluster name, a wrong protocol version, an
-//! unknown node id, an oversized or undecodable frame. Each is counted and none disturbs the node.
+//! unknown node id, another ring (N, partitions or members), an oversized or undecodable frame. Each is counted and none disturbs the node.
 
 mod common;
 
 use bytes::Bytes;
 use common::{configs, eventually, Cluster};
 use dynamo_model::NodeId;
-use dynamo_node::connection::{Hello, PROTOCOL_VERSION};
+use dynamo_node::connection::{Hello, RingShape, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -24,10 +24,25 @@ async fn hello(f: &mut Framed<TcpStream, LengthDelimitedCodec>, h: &Hello) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     let c = Cluster::start(2, |cfg| cfg.params.limits.value_bytes_max = 1024).await;
+    let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
+    let hello_as = |cluster: &str, version, node| Hello {
+        cluster: cluster.into(),
+        version,
+        node: NodeId(node),
+        ring: ring.clone(),
+    };
+    let other_ring = |change: fn(&mut RingShape)| {
+        let mut h = hello_as("test", PROTOCOL_VERSION, 2);
+        change(&mut h.ring);
+        h
+    };
     let bad = [
-        Hello { cluster: "other".into(), version: PROTOCOL_VERSION, node: NodeId(2) },
-        Hello { cluster: "test".into(), version: PROTOCOL_VERSION + 1, node: NodeId(2) },
-        Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(99) },
+        hello_as("other", PROTOCOL_VERSION, 2),
+        hello_as("test", PROTOCOL_VERSION + 1, 2),
+        hello_as("test", PROTOCOL_VERSION, 99),
+        other_ring(|r| r.partitions *= 2),
+        other_ring(|r| r.n += 1),
+        other_ring(|r| r.nodes.push(NodeId(3))),
     ];
     for h in &bad {
         let mut f = connect(&c).await;
@@ -37,12 +52,12 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         assert!(matches!(next, Ok(None) | Ok(Some(Err(_)))), "{h:?} must be refused");
     }
     eventually("refusals counted", || async {
-        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 3).then_some(())
+        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 6).then_some(())
     })
     .await;
 
     // A good handshake, then garbage: the connection is dropped and counted.
-    let good = Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2) };
+    let good = hello_as("test", PROTOCOL_VERSION, 2);
     let mut f = connect(&c).await;
     hello(&mut f, &good).await;
     let answer = f.next().await.expect("answer").expect("frame");
@@ -76,13 +91,20 @@ async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
     let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
     let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     cfgs[0].peers.insert(NodeId(2), impostor.local_addr().expect("addr"));
+    let ring = RingShape::of(&cfgs[0].protocol().expect("config"));
     let answers = tokio::spawn(async move {
         // Answer every dial (bounded) as node 3 of this cluster.
         for _ in 0..50 {
             let Ok((s, _)) = impostor.accept().await else { return };
             let mut f = Framed::new(s, LengthDelimitedCodec::new());
             let _ = f.next().await;
-            let h = Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(3) };
+            let node = NodeId(3);
+            let h = Hello {
+                cluster: "test".into(),
+                version: PROTOCOL_VERSION,
+                node,
+                ring: ring.clone(),
+            };
             hello(&mut f, &h).await;
             let _ = f.next().await;
         }
