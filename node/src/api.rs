@@ -19,9 +19,10 @@
 use crate::driver::{DriverHandle, SubmitError};
 use crate::metrics::{Metrics, NetStats};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -269,14 +270,31 @@ fn outcome_of(status: StatusCode) -> &'static str {
     }
 }
 
+/// The key and the query parameters of a `/kv/{key}` request, or the 400 for a path that does
+/// not decode or an unknown parameter: taken as results so that those refusals are counted in
+/// the metrics too, not answered by the extractors unseen.
+type KvTarget = Result<(Path<String>, Query<KvParams>), BadRequest>;
+
+fn kv_target(
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<KvParams>, QueryRejection>,
+) -> KvTarget {
+    let key = key.map_err(|e| bad_request(e.body_text()))?;
+    let query = query.map_err(|e| bad_request(e.body_text()))?;
+    Ok((key, query))
+}
+
 async fn get_kv(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
-    Query(p): Query<KvParams>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<KvParams>, QueryRejection>,
     headers: KvHeaders,
 ) -> Response {
     let started = Instant::now();
-    let resp = get_inner(&st, key, &p, headers.json).await;
+    let resp = match kv_target(key, query) {
+        Ok((Path(key), Query(p))) => get_inner(&st, key, &p, headers.json).await,
+        Err(r) => r.into_response(),
+    };
     st.metrics.record("get", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
 }
@@ -425,33 +443,47 @@ async fn write(
 
 async fn put_kv(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
-    Query(p): Query<KvParams>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<KvParams>, QueryRejection>,
     headers: KvHeaders,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let resp = match read_body(body, body_max(st.config.limits())).await {
-        Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
-        Err(r) => r,
+    let resp = match kv_target(key, query) {
+        Ok((Path(key), Query(p))) => match read_body(body, body_max(st.config.limits())).await {
+            Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
+            Err(r) => r,
+        },
+        Err(r) => r.into_response(),
     };
     st.metrics.record("put", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
 }
 
 /// `/kv` and `/kv/`: a request that names no key.
-async fn empty_key() -> Response {
-    bad_request("the key is empty: use /kv/{key}").into_response()
+async fn empty_key(State(st): State<Arc<ApiState>>, method: Method) -> Response {
+    let resp = bad_request("the key is empty: use /kv/{key}").into_response();
+    let op = match method {
+        Method::GET => "get",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    st.metrics.record(op, outcome_of(resp.status()), 0);
+    resp
 }
 
 async fn delete_kv(
     State(st): State<Arc<ApiState>>,
-    Path(key): Path<String>,
-    Query(p): Query<KvParams>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<KvParams>, QueryRejection>,
     headers: KvHeaders,
 ) -> Response {
     let started = Instant::now();
-    let resp = write(&st, key, &p, &headers, None).await;
+    let resp = match kv_target(key, query) {
+        Ok((Path(key), Query(p))) => write(&st, key, &p, &headers, None).await,
+        Err(r) => r.into_response(),
+    };
     st.metrics.record("delete", outcome_of(resp.status()), started.elapsed().as_micros() as u64);
     resp
 }

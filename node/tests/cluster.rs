@@ -253,7 +253,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("value too large", format!("{u}/kv/b"), vec![], vec![b'v'; 1025], 413),
         ("body far too large", format!("{u}/kv/b"), vec![], vec![b'v'; 64 * 1024], 413),
     ];
+    // Every refused request is counted in the metrics, under its operation, as rejected.
+    let mut refused_puts = 0;
     for (what, path, headers, body, want) in cases {
+        refused_puts += 1;
         let r = put(path, headers, body).await;
         assert_eq!(r.status, want, "{what}: {}", r.text());
         assert!(!r.body.is_empty(), "{what}: a message explains the refusal");
@@ -289,6 +292,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("put, context not ASCII", Method::PUT, format!("{u}/kv/b"), vec![(ctx, "é")]),
     ];
     for (what, method, path, headers) in other {
+        refused_puts += u64::from(method == Method::PUT);
         let r = c.client.send(method, &path, &headers, Bytes::from_static(b"v")).await;
         let r = r.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
         assert_eq!(r.status, 400, "{what}: {}", r.text());
@@ -323,6 +327,9 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     .expect("raw exchange");
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
+    refused_puts += 1;
+    let rejected = "dynamo_request_duration_seconds_count{op=\"put\",outcome=\"rejected\"}";
+    assert_eq!(c.metric(1, rejected).await, Some(refused_puts), "every refused put counted");
     // Nothing was written by any refused request.
     let r = c.client.get(&u, b"b", NO).await.expect("get");
     assert_eq!(r.status, 404);
