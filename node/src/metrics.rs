@@ -114,6 +114,12 @@ impl Metrics {
         for (name, help, c) in counters {
             counter(&mut out, name, help, c.load(Ordering::Relaxed));
         }
+        // Whether the driver answered this scrape in time: without it every metric below is
+        // missing, which a dashboard would otherwise show as a quiet node rather than a stuck one.
+        let name = "dynamo_driver_answered";
+        let help = "1 if the driver answered this scrape in time (the metrics below need it).";
+        let up = u8::from(status.is_some());
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {up}");
         if let Some(s) = status {
             if let Some(h) = &s.sync_us {
                 let name = "dynamo_sync_duration_seconds";
@@ -226,6 +232,8 @@ mod tests {
         ));
         assert!(text.contains("dynamo_request_duration_seconds_count{op=\"get\",outcome=\"ok\"} 2"));
         assert!(text.contains("dynamo_read_siblings_bucket{le=\"2\"} 1"));
+        assert!(text.contains("\ndynamo_driver_answered 0\n"), "no status: the driver is stuck");
+        assert!(!text.contains("dynamo_syncs_total"), "{text}");
     }
 
     #[test]
@@ -253,5 +261,6 @@ mod tests {
         assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
         assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.01\"} 2"), "{text}");
         assert!(text.contains("dynamo_sync_duration_seconds_count 2"), "{text}");
+        assert!(text.contains("\ndynamo_driver_answered 1\n"), "{text}");
     }
 }
