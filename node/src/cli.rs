@@ -3,7 +3,8 @@
 //! The client commands carry the context between calls the way a library client would: `get`
 //! (and every successful `put` or `delete`) remembers the key's context in a small file, and a
 //! later `put` or `delete` of that key sends it back, so it supersedes what was read. `--context`
-//! overrides it; `--blind` sends none (the write then becomes a sibling of what is there).
+//! overrides it; `put --blind` sends none (the value then becomes a sibling of what is there). A
+//! `delete` with no context given or remembered reads the key first and sends that read's.
 
 /// `println!` that ends the process quietly when stdout is gone (`dynamo status | head`), as a
 /// command-line tool killed by SIGPIPE would, instead of panicking.

@@ -3,7 +3,7 @@
 //! Precedence is flag > file > default. [`NodeConfig::protocol`] turns the result into the core's
 //! validated [`dynamo_model::Config`], so every protocol bound is checked in one place.
 
-use crate::connection::{FRAME_BYTES_CAP, FRAME_SLACK_BYTES};
+use crate::connection::{frame_bytes_needed, FRAME_BYTES_CAP};
 use crate::error::NodeError;
 use clap::{Args, ValueEnum};
 use dynamo_model::{Config, ConfigParams, Limits, NodeId, Timeouts, TIMEOUT_MS_MAX};
@@ -267,9 +267,7 @@ impl NodeConfig {
         }
         cfg.protocol()?;
         let l = &cfg.params.limits;
-        let needed =
-            l.value_bytes_max.saturating_mul(l.siblings_max).saturating_add(FRAME_SLACK_BYTES);
-        if needed > FRAME_BYTES_CAP {
+        if frame_bytes_needed(l.value_bytes_max, l.siblings_max) > FRAME_BYTES_CAP {
             return Err(NodeError::Config(format!(
                 "value_bytes_max {} times siblings_max {} does not fit in a peer frame \
                  ({FRAME_BYTES_CAP} bytes): a full sibling set could never be replicated",

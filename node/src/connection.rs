@@ -123,12 +123,15 @@ pub struct PeerContext {
     pub net: Arc<NetStats>,
 }
 
-/// The largest frame a message can legitimately need: a whole sibling set of maximal values.
+/// The frame a whole sibling set of maximal values needs, unbounded (see [`frame_bytes_max`]).
+pub fn frame_bytes_needed(value_bytes_max: usize, siblings_max: usize) -> usize {
+    value_bytes_max.saturating_mul(siblings_max).saturating_add(FRAME_SLACK_BYTES)
+}
+
+/// The largest frame a message can legitimately need, bounded by [`FRAME_BYTES_CAP`] (the
+/// configuration is refused when it needs more: see `config`).
 pub fn frame_bytes_max(value_bytes_max: usize, siblings_max: usize) -> usize {
-    value_bytes_max
-        .saturating_mul(siblings_max)
-        .saturating_add(FRAME_SLACK_BYTES)
-        .min(FRAME_BYTES_CAP)
+    frame_bytes_needed(value_bytes_max, siblings_max).min(FRAME_BYTES_CAP)
 }
 
 type PeerFramed = Framed<TcpStream, LengthDelimitedCodec>;
@@ -215,10 +218,10 @@ pub async fn serve_inbound(
         Ok(Err(why)) => return ctx.refuse(addr, &why),
         Err(_) => return ctx.refuse(addr, "handshake timed out"),
     };
-    if let Err(why) = ctx.check(&hello, None) {
-        return ctx.refuse(addr, &why);
-    }
-    if let Err(why) = write_hello(&mut f, &ctx.hello()).await {
+    // Our hello goes back even to a peer we refuse, so that the dialler can tell why too (and
+    // log it) rather than only see the connection close.
+    let answered = write_hello(&mut f, &ctx.hello()).await;
+    if let Err(why) = ctx.check(&hello, None).and(answered) {
         return ctx.refuse(addr, &why);
     }
     let from = hello.node;
@@ -264,7 +267,9 @@ pub async fn serve_inbound(
 enum DialError {
     /// No connection or no hello (the peer is down, or it refused us and closed).
     Unreachable(String),
-    /// The peer answered with a hello this node refuses (cluster, version or node id).
+    /// The peer answered with a hello this node refuses (cluster, version, node id or ring). A
+    /// peer that refuses ours answers with its own hello first, so either side's mismatch ends
+    /// here.
     Refused(String),
 }
 

@@ -224,11 +224,16 @@ async fn finish(
     driver_task: Option<JoinHandle<()>>,
 ) -> Result<(), NodeError> {
     let grace = Duration::from_millis(GRACE_MS);
-    match tokio::time::timeout(grace, http).await {
+    let mut http = http;
+    match tokio::time::timeout(grace, &mut http).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with {e}"),
         Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
-        Err(_) => tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms"),
+        Err(_) => {
+            // Its connections would otherwise outlive the node (on a shared runtime, the process).
+            http.abort();
+            tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms");
+        }
     }
     transport.trigger();
     accept.abort();

@@ -47,8 +47,13 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     for h in &bad {
         let mut f = connect(&c).await;
         hello(&mut f, h).await;
-        // The node closes without answering.
-        let next = tokio::time::timeout(std::time::Duration::from_secs(5), f.next()).await;
+        // The node answers with its own hello (so that the dialler can tell why) and closes.
+        let wait = std::time::Duration::from_secs(5);
+        let answer = tokio::time::timeout(wait, f.next()).await.expect("answered in time");
+        let answer = answer.expect("a hello back").expect("a frame");
+        let back: Hello = postcard::from_bytes(&answer).expect("its hello");
+        assert_eq!(back.node, NodeId(1));
+        let next = tokio::time::timeout(wait, f.next()).await;
         assert!(matches!(next, Ok(None) | Ok(Some(Err(_)))), "{h:?} must be refused");
     }
     eventually("refusals counted", || async {
@@ -117,5 +122,27 @@ async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
     .await;
     assert_eq!(c.metric(1, "dynamo_peer_connects_total").await, Some(0));
     answers.abort();
+    c.shutdown().await;
+}
+
+/// Two nodes configured with different rings (here, partition counts) refuse each other, each
+/// counting the refusal and naming both rings in its log: neither places keys on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_rings_refuse_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
+    cfgs[1].params.partitions *= 2;
+    let mut nodes = Vec::new();
+    for cfg in &cfgs {
+        nodes.push(Some(dynamo_node::server::start_shared(cfg.clone()).await.expect("starts")));
+    }
+    let c = Cluster { cfgs, nodes, client: Default::default(), dir };
+    for i in 1..=2 {
+        eventually("both sides refuse", || async {
+            (c.metric(i, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())
+        })
+        .await;
+        assert_eq!(c.metric(i, "dynamo_peer_connects_total").await, Some(0), "node {i}");
+    }
     c.shutdown().await;
 }
