@@ -122,6 +122,7 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     println!("  dynamo get greeting         # every sibling, and the context (remembered)");
     println!("  dynamo put greeting world   # sends the remembered context: supersedes the get");
     println!("  dynamo put greeting x --blind  # no context: becomes a sibling");
+    println!("  dynamo delete greeting      # removes what the context covers");
     println!("Ctrl-C stops the cluster.");
     let any_stopping = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopping())));
     tokio::select! {
