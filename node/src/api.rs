@@ -48,7 +48,7 @@ pub const REPLY_SLACK_MS: u64 = 2_000;
 /// Attempts at a multipart boundary that occurs in no value.
 const BOUNDARY_TRIES_MAX: u32 = 16;
 /// Why a DELETE without a context is refused.
-pub const BLIND_DELETE: &str = "a DELETE needs the x-dynamo-context header of a GET of the key: \
+const BLIND_DELETE: &str = "a DELETE needs the x-dynamo-context header of a GET of the key: \
      it removes only the versions that context covers, so without one it would remove nothing";
 /// Longest a metrics or status scrape waits for the driver.
 const STATUS_WAIT_MS: u64 = 2_000;
@@ -427,7 +427,9 @@ async fn write(
     let op = match value {
         Some(v) => ClientOp::put(key, context, v.to_vec()),
         // A delete removes only the versions its context covers: without one it would answer
-        // 204 and remove nothing (its tombstone would stand beside the value as a sibling).
+        // 204 and remove nothing (its tombstone would stand beside the value as a sibling). The
+        // core accepts such a delete, as the harmless no-op it is (the simulator sends them);
+        // over HTTP a 204 for it would mislead, so this surface refuses it.
         None if context.is_empty() => return bad_request(BLIND_DELETE).into_response(),
         None => ClientOp::delete(key, context),
     };

@@ -265,7 +265,7 @@ pub async fn serve_inbound(
 
 /// Why a dial did not give a connection.
 enum DialError {
-    /// No connection or no hello (the peer is down, or it refused us and closed).
+    /// No connection, or no hello in time (the peer is down or not a node).
     Unreachable(String),
     /// The peer answered with a hello this node refuses (cluster, version, node id or ring). A
     /// peer that refuses ours answers with its own hello first, so either side's mismatch ends
@@ -418,25 +418,22 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
             c = attempt => c,
             _ = &mut down => return,
         };
+        let conn =
+            conn.unwrap_or_else(|_| Err(DialError::Unreachable("handshake timed out".into())));
         let f = match conn {
-            Ok(Ok(f)) => f,
-            failed => {
+            Ok(f) => f,
+            Err(failed) => {
                 ctx.net.connect_failures.fetch_add(1, Ordering::Relaxed);
                 match failed {
                     // Counted and logged on every try, as the accepting side does.
-                    Ok(Err(DialError::Refused(why))) => {
+                    DialError::Refused(why) => {
                         ctx.refuse(addr, &format!("node {peer} answered with {why}"));
                     }
-                    failed => {
-                        let why = match failed {
-                            Ok(Err(DialError::Unreachable(w))) => w,
-                            _ => "handshake timed out".to_string(),
-                        };
-                        if !logged_down {
-                            tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
-                            logged_down = true;
-                        }
+                    DialError::Unreachable(why) if !logged_down => {
+                        tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
+                        logged_down = true;
                     }
+                    DialError::Unreachable(_) => {}
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}

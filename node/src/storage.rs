@@ -360,7 +360,6 @@ impl SledStore {
         }
         let cache = ReadCache::with_weighter(READ_CACHE_KEYS, READ_CACHE_BYTES, SiblingsWeight);
         let dir = dir.to_path_buf();
-        let corrupt_hints = RefCell::default();
         let store = SledStore {
             dir,
             db,
@@ -370,7 +369,7 @@ impl SledStore {
             meta,
             hint_count,
             dirty: false,
-            corrupt_hints,
+            corrupt_hints: RefCell::default(),
         };
         Ok((store, incarnation))
     }
@@ -424,9 +423,7 @@ impl SledStore {
     pub fn key_count(&self) -> usize {
         self.data.len()
     }
-}
 
-impl SledStore {
     /// Notes (once per record) a hint that [`Store::hints`] walks past.
     fn skip_corrupt_hint(&self, raw_key: &[u8], why: &str) {
         if self.corrupt_hints.borrow_mut().insert(raw_key.to_vec()) {

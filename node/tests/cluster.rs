@@ -7,6 +7,8 @@ use bytes::Bytes;
 use common::{eventually, Cluster};
 use dynamo_node::client::Overrides;
 use hyper::Method;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// A bad request: what it is, its URL, headers, body, and the status it must get.
 type Case = (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, u16);
@@ -173,9 +175,10 @@ async fn writes_in_flight_at_shutdown_are_answered() {
     let mut c = Cluster::start(3, |_| {}).await;
     // Longer than any healthy write, shorter than the shutdown grace (5 s).
     let patient = Overrides { timeout_ms: Some(3_000), ..NO };
+    let answers = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for t in 0..16 {
-        let (client, url) = (c.client.clone(), c.url(1));
+        let (client, url, answers) = (c.client.clone(), c.url(1), answers.clone());
         writers.push(tokio::spawn(async move {
             let mut statuses = Vec::new();
             for i in 0..2_000 {
@@ -186,11 +189,16 @@ async fn writes_in_flight_at_shutdown_are_answered() {
                     // The node no longer takes connections.
                     Err(_) => break,
                 }
+                answers.fetch_add(1, Ordering::Relaxed);
             }
             statuses
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Stop once the writers are well under way (each has a write out at any moment).
+    eventually("writes under way", || async {
+        (answers.load(Ordering::Relaxed) >= 64).then_some(())
+    })
+    .await;
     c.stop(1).await;
     let mut answered = 0;
     for w in writers {
@@ -199,7 +207,7 @@ async fn writes_in_flight_at_shutdown_are_answered() {
             answered += 1;
         }
     }
-    assert!(answered > 16, "the writers ran before the stop ({answered} answers)");
+    assert!(answered >= 64, "the writers ran before the stop ({answered} answers)");
     c.shutdown().await;
 }
 

@@ -103,19 +103,13 @@ async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
             let Ok((s, _)) = impostor.accept().await else { return };
             let mut f = Framed::new(s, LengthDelimitedCodec::new());
             let _ = f.next().await;
-            let node = NodeId(3);
-            let h = Hello {
-                cluster: "test".into(),
-                version: PROTOCOL_VERSION,
-                node,
-                ring: ring.clone(),
-            };
+            let (cluster, node, ring) = ("test".into(), NodeId(3), ring.clone());
+            let h = Hello { cluster, version: PROTOCOL_VERSION, node, ring };
             hello(&mut f, &h).await;
             let _ = f.next().await;
         }
     });
-    let node = dynamo_node::server::start_shared(cfgs[0].clone()).await.expect("node starts");
-    let c = Cluster { cfgs, nodes: vec![Some(node), None], client: Default::default(), dir };
+    let c = Cluster::launch(cfgs, dir, 1).await;
     eventually("the impostor refused and counted", || async {
         (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())
     })
@@ -132,11 +126,7 @@ async fn nodes_with_different_rings_refuse_each_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
     cfgs[1].params.partitions *= 2;
-    let mut nodes = Vec::new();
-    for cfg in &cfgs {
-        nodes.push(Some(dynamo_node::server::start_shared(cfg.clone()).await.expect("starts")));
-    }
-    let c = Cluster { cfgs, nodes, client: Default::default(), dir };
+    let c = Cluster::launch(cfgs, dir, 2).await;
     for i in 1..=2 {
         eventually("both sides refuse", || async {
             (c.metric(i, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())

@@ -101,8 +101,21 @@ impl Cluster {
         for c in &mut cfgs {
             tweak(c);
         }
+        let up = cfgs.len();
+        let cluster = Cluster::launch(cfgs, dir, up).await;
+        cluster.wait_connected().await;
+        cluster
+    }
+
+    /// Starts the first `up` of `cfgs` (data under `dir`) without waiting for their peer links:
+    /// for configurations whose nodes are meant not to connect.
+    pub async fn launch(cfgs: Vec<NodeConfig>, dir: tempfile::TempDir, up: usize) -> Cluster {
         let mut nodes = Vec::new();
-        for c in &cfgs {
+        for (i, c) in cfgs.iter().enumerate() {
+            if i >= up {
+                nodes.push(None);
+                continue;
+            }
             // threads 0: on the test's runtime, as `dynamo dev` runs its nodes.
             let started = if c.threads == 0 {
                 dynamo_node::server::start_shared(c.clone()).await
@@ -111,9 +124,7 @@ impl Cluster {
             };
             nodes.push(Some(started.expect("node starts")));
         }
-        let cluster = Cluster { cfgs, nodes, client: HttpClient::new(), dir };
-        cluster.wait_connected().await;
-        cluster
+        Cluster { cfgs, nodes, client: HttpClient::new(), dir }
     }
 
     /// Base URL of node `i` (1-based).
