@@ -22,7 +22,8 @@
 # peak run into $OUT/profile-*.txt), PIN=1 (the cluster and Redis on every CPU but the last, the
 # load generators on the last one, so that neither takes the other's cores; the peak, and so the
 # half rate, are then those of the cluster on its share). Each load run starts with one second of
-# warm-up that is not counted (connections open, peers finish dialling each other).
+# warm-up that is not counted (connections open, peers finish dialling each other). PGO=0 (default
+# 1) measures the plain `dist` build rather than the profile-guided one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -50,10 +51,22 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
-# The `dist` profile: the release build with whole-program optimisation, the binary operators run
-# (the cluster and the load generator both run it).
-cargo build --profile dist -p dynamo-node >&2
-BIN=target/dist/dynamo
+# The binary operators run (the cluster and the load generator both run it): the `dist` profile,
+# the release build with whole-program optimisation, guided by a training profile
+# (scripts/build-pgo.sh; PGO=0 measures the plain `dist` build instead, and so does a machine
+# where the profile tool cannot be had).
+BIN=""
+if [ "${PGO:-1}" = 1 ]; then
+  BIN=$(scripts/build-pgo.sh | tail -n 1) || {
+    echo "the profile-guided build failed: measuring the plain dist build" >&2
+    BIN=""
+  }
+fi
+if [ -z "$BIN" ]; then
+  cargo build --profile dist -p dynamo-node >&2
+  BIN=target/dist/dynamo
+fi
+echo "measuring $BIN" >&2
 
 SERVER_PIN=() CLIENT_PIN=()
 if [ "${PIN:-0}" = 1 ]; then
@@ -225,7 +238,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "=== every round (concurrency $CONCURRENCY, ${VALUE_BYTES} B values, ${DURATION_S} s per run) ==="
+echo "=== every round ($BIN, concurrency $CONCURRENCY, ${VALUE_BYTES} B values, ${DURATION_S} s per run) ==="
 printf '%-6s %-31s %12s %9s %9s %9s %9s\n' round system "ops/s" "p50 ms" "p99 ms" "p99.9 ms" ratio
 for round in $(seq "$ROUNDS"); do
   mix=$(awk '/^MIX/{print $2}' "$OUT/redis-$round.txt")
