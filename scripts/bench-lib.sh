@@ -21,3 +21,11 @@ metric_total() {
 # served_requests: the client requests the dev cluster's nodes have answered so far (the count of
 # their request-duration histograms, over every operation and outcome).
 served_requests() { metric_total dynamo_request_duration_seconds_count; }
+
+# apt_install PACKAGE...: installs Debian packages (through sudo when not root).
+apt_install() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}

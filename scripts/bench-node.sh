@@ -45,10 +45,7 @@ for tool in curl python3; do
 done
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
-  sudo=()
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq >/dev/null
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  apt_install redis-server redis-tools
 fi
 
 # The binary operators run (the cluster and the load generator both run it): the `dist` profile,
@@ -56,11 +53,9 @@ fi
 # (scripts/build-pgo.sh; PGO=0 measures the plain `dist` build instead, and so does a machine
 # where the profile tool cannot be had).
 BIN=""
-if [ "${PGO:-1}" = 1 ]; then
-  BIN=$(scripts/build-pgo.sh | tail -n 1) || {
-    echo "the profile-guided build failed: measuring the plain dist build" >&2
-    BIN=""
-  }
+if [ "${PGO:-1}" = 1 ] && ! BIN=$(scripts/build-pgo.sh | tail -n 1); then
+  echo "the profile-guided build failed: measuring the plain dist build" >&2
+  BIN=""
 fi
 if [ -z "$BIN" ]; then
   cargo build --profile dist -p dynamo-node >&2

@@ -23,10 +23,7 @@ llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 profdata=$(command -v "llvm-profdata-$llvm" || true)
 if [ -z "$profdata" ]; then
   echo "installing llvm-$llvm for llvm-profdata-$llvm (rustc's LLVM)" >&2
-  sudo=()
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq >/dev/null
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "llvm-$llvm" >/dev/null
+  apt_install "llvm-$llvm"
   profdata=$(command -v "llvm-profdata-$llvm")
 fi
 
@@ -38,7 +35,7 @@ gen=target/pgo-gen/dist/dynamo
 
 if [ ! -s "$work/merged.profdata" ] || [ "$gen" -nt "$work/merged.profdata" ]; then
   echo "training the instrumented binary" >&2
-  rm -rf "$work/raw" "$work/data"
+  rm -rf "$work/raw"
   dev=""
   trap '[ -n "$dev" ] && kill "$dev" 2>/dev/null || true' EXIT
   for sync in none always; do
