@@ -36,6 +36,9 @@ REDIS_REQUESTS=${REDIS_REQUESTS:-200000}
 OUT=${OUT:-target/bench-node}
 VALUE_BYTES=1024
 POLICIES="always none"
+# The tail goal's bound: the half-rate runs also report when their requests over it were due
+# (`dynamo bench --slow-ms`), to tell a few stalls from steady queueing.
+SLOW_MS=5
 mkdir -p "$OUT"
 rm -f "$OUT"/redis-*.txt "$OUT"/bench-*.txt
 CLK_TCK=$(getconf CLK_TCK)
@@ -172,7 +175,7 @@ redis_tail() {
   snap=$(cpu_snapshot "$REDIS_PID")
   "${CLIENT_PIN[@]}" "$BIN" bench --protocol redis --targets "127.0.0.1:$REDIS_PORT" \
     --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" --read-ratio 0.5 \
-    --duration-s "$DURATION_S" --rate "$rate" >"$file" 2>&1
+    --duration-s "$DURATION_S" --rate "$rate" --slow-ms "$SLOW_MS" >"$file" 2>&1
   cpu_use "$snap" "$(cpu_snapshot "$REDIS_PID")" | sed 's/cluster_cpus/redis_cpus/' >>"$file"
   stop_redis
   echo "round $round redis ($mode) at $rate ops/s: p99.9 $(field "$file" p999_ms) ms;" \
@@ -211,7 +214,7 @@ run_cluster() {
   (sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt"; cpu_snapshot "$dev" >"$OUT/cpu-before.txt") &
   local snap=$!
   "${CLIENT_PIN[@]}" "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
-    --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" >"$half_file" 2>&1
+    --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" --slow-ms "$SLOW_MS" >"$half_file" 2>&1
   cpu_snapshot "$dev" >"$OUT/cpu-after.txt"
   wait "$snap" || true
   server_histograms >"$OUT/server-$sync-after.txt"
@@ -293,5 +296,9 @@ for sync in $POLICIES; do
     "nodes themselves $(echo $over5) % of requests; the cluster used $(echo $(half_field cluster_cpus))" \
     "CPUs, the machine ($(nproc) CPUs) was $(echo $(half_field machine_busy_pct)) % busy (the host" \
     "took $(echo $(half_field steal_pct)) % of it), and the" \
-    "pacer thread's wake-ups were late by p99.9 $(echo $(half_field wakeup_late_p999_ms)) ms"
+    "pacer thread's wake-ups were late by p99.9 $(echo $(half_field wakeup_late_p999_ms)) ms." \
+    "The requests over ${SLOW_MS} ms ($(echo $(half_field slow)) in the rounds) were due in" \
+    "$(echo $(half_field slow_windows)) windows of 100 ms, the three most crowded holding" \
+    "$(echo $(half_field slow_top3_pct)) % of them (per window, and how long they waited to be" \
+    "sent: $OUT/bench-$sync-half-*.txt)"
 done

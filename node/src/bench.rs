@@ -45,6 +45,10 @@ pub const PACE_QUANTUM_US_MAX: u64 = 100_000;
 pub const PRIME_S_MAX: u64 = 60;
 /// Highest latency recorded, microseconds.
 const LATENCY_US_MAX: u64 = 60_000_000;
+/// Width of the windows `--slow-ms` counts slow requests in, milliseconds.
+pub const SLOW_WINDOW_MS: u64 = 100;
+/// Most windows `--slow-ms` prints (the most crowded ones).
+const SLOW_WINDOWS_SHOWN: usize = 20;
 
 /// What the targets speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,6 +104,11 @@ pub struct BenchArgs {
     /// Seed of the key and operation choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also report when the requests slower than this many milliseconds were due, per
+    /// [`SLOW_WINDOW_MS`] window of the measured run (0: off): a tail made of a few stalls shows
+    /// as a few crowded windows, one made of steady queueing as many sparse ones.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_ms: f64,
 }
 
 /// What a run measured.
@@ -126,12 +135,53 @@ pub struct BenchReport {
     /// sees under this very load, a baseline taken in the same run: every request waits for
     /// several such wake-ups (generator, coordinator, replicas, coordinator, generator).
     pub wakeups: Option<Histogram<u64>>,
+    /// With `--slow-ms`: the successful requests that took longer, by the window of
+    /// [`SLOW_WINDOW_MS`] they were due in (numbered from the measured start).
+    pub slow: Slow,
 }
+
+/// Slow requests by window number (see [`BenchReport::slow`]).
+pub type Slow = BTreeMap<u64, SlowWindow>;
+
+/// The requests over `--slow-ms` that were due in one window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowWindow {
+    /// How many.
+    pub requests: u64,
+    /// The longest of them, microseconds.
+    pub longest_us: u64,
+    /// The longest any of them waited before it was written: for a free connection, and for the
+    /// load generator's own thread to run. The rest of its time was the system's answer.
+    pub longest_unsent_us: u64,
+}
+
+impl SlowWindow {
+    fn add(&mut self, other: SlowWindow) {
+        self.requests += other.requests;
+        self.longest_us = self.longest_us.max(other.longest_us);
+        self.longest_unsent_us = self.longest_unsent_us.max(other.longest_unsent_us);
+    }
+}
+
+/// How many of the most crowded windows the `RESULT` line's `slow_top3_pct` sums.
+const SLOW_TOP: usize = 3;
 
 impl BenchReport {
     /// Successful requests per second.
     pub fn ops_per_s(&self) -> f64 {
         self.all.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Requests over `--slow-ms`.
+    pub fn slow_requests(&self) -> u64 {
+        self.slow.values().map(|s| s.requests).sum()
+    }
+
+    /// The windows holding slow requests, the most crowded first (ties: the earlier first).
+    pub fn crowded_slow_windows(&self) -> Vec<(u64, SlowWindow)> {
+        let mut v: Vec<_> = self.slow.iter().map(|(w, s)| (*w, *s)).collect();
+        v.sort_by_key(|(w, s)| (std::cmp::Reverse(s.requests), *w));
+        v
     }
 }
 
@@ -183,6 +233,30 @@ impl fmt::Display for BenchReport {
                 w.max() as f64 / 1000.0
             )?;
         }
+        if a.slow_ms > 0.0 {
+            let mut crowded = self.crowded_slow_windows();
+            crowded.truncate(SLOW_WINDOWS_SHOWN);
+            crowded.sort_by_key(|(w, _)| *w);
+            writeln!(
+                f,
+                "  slower than {} ms: {} requests in {} windows of {SLOW_WINDOW_MS} ms{}",
+                a.slow_ms,
+                self.slow_requests(),
+                self.slow.len(),
+                if self.slow.len() > crowded.len() { " (the most crowded shown)" } else { "" }
+            )?;
+            for (w, s) in crowded {
+                let ms = |us: u64| us as f64 / 1000.0;
+                writeln!(
+                    f,
+                    "    at {:>6.1} s: {:>6} (longest {:.1} ms, of which before it was sent up to {:.1} ms)",
+                    (w * SLOW_WINDOW_MS) as f64 / 1000.0,
+                    s.requests,
+                    ms(s.longest_us),
+                    ms(s.longest_unsent_us)
+                )?;
+            }
+        }
         writeln!(f, "  reads answered with siblings {}", self.sibling_reads)?;
         let errs: u64 = self.errors.values().sum();
         write!(f, "  errors {errs}")?;
@@ -201,6 +275,17 @@ impl fmt::Display for BenchReport {
         if let Some(w) = &self.wakeups {
             write!(f, " wakeup_late_p999_ms={:.3}", w.value_at_quantile(0.999) as f64 / 1000.0)?;
         }
+        if a.slow_ms > 0.0 {
+            let top: u64 =
+                self.crowded_slow_windows().iter().take(SLOW_TOP).map(|(_, s)| s.requests).sum();
+            write!(
+                f,
+                " slow={} slow_windows={} slow_top3_pct={:.1}",
+                self.slow_requests(),
+                self.slow.len(),
+                100.0 * top as f64 / self.slow_requests().max(1) as f64
+            )?;
+        }
         Ok(())
     }
 }
@@ -211,6 +296,7 @@ struct WorkerResult {
     writes: Histogram<u64>,
     errors: BTreeMap<String, u64>,
     sibling_reads: u64,
+    slow: Slow,
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -233,6 +319,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if let Some(r) = args.rate {
         anyhow::ensure!(r > 0.0, "rate must be positive");
     }
+    anyhow::ensure!(
+        args.slow_ms.is_finite() && args.slow_ms >= 0.0,
+        "slow-ms must be 0 (off) or a positive number of milliseconds"
+    );
     anyhow::ensure!(
         args.pace_quantum_us <= PACE_QUANTUM_US_MAX,
         "pace quantum 0..={PACE_QUANTUM_US_MAX} us"
@@ -277,6 +367,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let mut writes = histogram()?;
     let mut errors = BTreeMap::new();
     let mut sibling_reads = 0;
+    let mut slow = Slow::new();
     for t in tasks {
         let r = t.await??;
         all.add(&r.all)?;
@@ -286,13 +377,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
             *errors.entry(k).or_insert(0) += v;
         }
         sibling_reads += r.sibling_reads;
+        for (w, s) in r.slow {
+            slow.entry(w).or_default().add(s);
+        }
     }
     let elapsed = Instant::now().saturating_duration_since(measured);
     let wakeups = match pacer {
         Some(w) => Some(w.await?),
         None => None,
     };
-    Ok(BenchReport { args, elapsed, all, reads, writes, errors, sibling_reads, wakeups })
+    Ok(BenchReport { args, elapsed, all, reads, writes, errors, sibling_reads, wakeups, slow })
 }
 
 /// Reads every key once, `concurrency` at a time, and keeps the contexts the reads return, so
@@ -447,7 +541,9 @@ async fn worker(
         writes: histogram()?,
         errors: BTreeMap::new(),
         sibling_reads: 0,
+        slow: Slow::new(),
     };
+    let slow_us = (args.slow_ms * 1000.0) as u64;
     let mut i = w;
     let hosts = hosts(&args);
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
@@ -481,6 +577,7 @@ async fn worker(
             )
         };
         let body: &[u8] = if is_read { &[] } else { &value };
+        let unsent = begin.elapsed().as_micros() as u64;
         let outcome =
             send(args.protocol, &mut conns[slot], &hosts[slot], request.as_bytes(), body).await;
         let us = begin.elapsed().as_micros() as u64;
@@ -493,6 +590,15 @@ async fn worker(
             Ok((200 | 204 | 300 | 404, _)) => {
                 let us = us.clamp(1, LATENCY_US_MAX);
                 res.all.saturating_record(us);
+                if args.slow_ms > 0.0 && us > slow_us {
+                    let window = begin.saturating_duration_since(measured).as_millis() as u64
+                        / SLOW_WINDOW_MS;
+                    res.slow.entry(window).or_default().add(SlowWindow {
+                        requests: 1,
+                        longest_us: us,
+                        longest_unsent_us: unsent,
+                    });
+                }
                 if is_read {
                     res.reads.saturating_record(us);
                     res.sibling_reads += u64::from(matches!(outcome, Ok((300, _))));
@@ -823,10 +929,18 @@ mod tests {
             no_prime: false,
             pace_quantum_us: DEFAULT_PACE_QUANTUM_US,
             seed: 3,
+            slow_ms: 0.0,
         };
+        // A slow threshold that is not a number of milliseconds is refused before any request.
+        for slow_ms in [-1.0, f64::NAN, f64::INFINITY] {
+            let bad = BenchArgs { slow_ms, ..args.clone() };
+            let err = run(bad).await.expect_err("a bad --slow-ms is refused");
+            assert!(err.to_string().contains("slow-ms"), "{err}");
+        }
         let report = run(args).await.expect("bench runs");
         assert!(report.errors.is_empty(), "{report}");
         assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
+        assert!(!report.to_string().contains("slow="), "--slow-ms off adds nothing: {report}");
         // Open loop at 300 ops/s for 1 s: one ticket per 1/rate, so some requests and never
         // more than 300, and a pacer histogram.
         let sent = report.all.len();

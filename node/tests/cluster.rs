@@ -415,6 +415,7 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
         pace_quantum_us: dynamo_node::bench::DEFAULT_PACE_QUANTUM_US,
         no_prime: false,
         seed: 7,
+        slow_ms: 0.0,
     };
     let report = dynamo_node::bench::run(args.clone()).await.expect("bench runs");
     assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
@@ -425,10 +426,24 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     assert!(r.values.len() <= 2, "{} siblings", r.values.len());
     // Open loop: the pacer hands out exactly one ticket per 1/rate, so a run never sends more
     // than rate x (warm-up + duration) requests, and it sends some.
+    assert!(report.slow.is_empty(), "--slow-ms off counts nothing");
     let args = dynamo_node::bench::BenchArgs { warmup_s: 0, rate: Some(200.0), ..args };
-    let report = dynamo_node::bench::run(args.clone()).await.expect("open-loop bench runs");
+    // Every request takes longer than a microsecond: each is counted once, in the window of
+    // the second's tenth it was due in.
+    let timed = dynamo_node::bench::BenchArgs { slow_ms: 0.001, ..args.clone() };
+    let report = dynamo_node::bench::run(timed).await.expect("open-loop bench runs");
     let sent = report.reads.len() + report.writes.len();
     assert!(sent > 0 && sent <= 200, "{sent} requests at 200 ops/s for 1 s: {report}");
+    assert_eq!(report.slow_requests(), sent, "{report}");
+    assert!(report.slow.keys().all(|w| *w < 10), "1 s is 10 windows of 100 ms: {report}");
+    assert!(report.slow.len() >= 5, "200 requests paced over 1 s fill most windows: {report}");
+    assert!(
+        report.slow.values().all(|s| s.requests > 0 && s.longest_unsent_us <= s.longest_us),
+        "{report}"
+    );
+    let crowded = report.crowded_slow_windows();
+    assert!(crowded.windows(2).all(|p| p[0].1.requests >= p[1].1.requests), "{report}");
+    assert!(report.to_string().contains(&format!(" slow={sent} ")), "{report}");
     // The pacer timed its own wake-ups: at most one sleep per ticket.
     let woke = report.wakeups.as_ref().map_or(0, |w| w.len());
     assert!(woke > 0 && woke <= 200, "{woke} pacer wake-ups for at most 200 tickets: {report}");
