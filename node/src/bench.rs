@@ -249,7 +249,7 @@ impl fmt::Display for BenchReport {
                 let ms = |us: u64| us as f64 / 1000.0;
                 writeln!(
                     f,
-                    "    at {:>6.1} s: {:>6} (longest {:.1} ms, of which before it was sent up to {:.1} ms)",
+                    "    at {:>6.1} s: {:>6} (longest {:.1} ms; longest wait before being written {:.1} ms)",
                     (w * SLOW_WINDOW_MS) as f64 / 1000.0,
                     s.requests,
                     ms(s.longest_us),
