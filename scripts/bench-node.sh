@@ -299,6 +299,6 @@ for sync in $POLICIES; do
     "pacer thread's wake-ups were late by p99.9 $(echo $(half_field wakeup_late_p999_ms)) ms." \
     "The requests over ${SLOW_MS} ms ($(echo $(half_field slow)) in the rounds) were due in" \
     "$(echo $(half_field slow_windows)) windows of 100 ms, the three most crowded holding" \
-    "$(echo $(half_field slow_top3_pct)) % of them (per window, and how long they waited to be" \
-    "sent: $OUT/bench-$sync-half-*.txt)"
+    "$(echo $(half_field slow_top3_pct)) % of them (per window, with the longest wait before" \
+    "being written: $OUT/bench-$sync-half-*.txt)"
 done

@@ -163,8 +163,9 @@ impl SlowWindow {
     }
 }
 
-/// How many of the most crowded windows the `RESULT` line's `slow_top3_pct` sums.
-const SLOW_TOP: usize = 3;
+/// How many of the most crowded windows [`BenchReport::slow_top_pct`] (the `RESULT` line's
+/// `slow_top3_pct`) sums.
+pub const SLOW_TOP: usize = 3;
 
 impl BenchReport {
     /// Successful requests per second.
@@ -182,6 +183,13 @@ impl BenchReport {
         let mut v: Vec<_> = self.slow.iter().map(|(w, s)| (*w, *s)).collect();
         v.sort_by_key(|(w, s)| (std::cmp::Reverse(s.requests), *w));
         v
+    }
+
+    /// The share of the slow requests (percent) that the [`SLOW_TOP`] most crowded windows hold.
+    pub fn slow_top_pct(&self) -> f64 {
+        let top: u64 =
+            self.crowded_slow_windows().iter().take(SLOW_TOP).map(|(_, s)| s.requests).sum();
+        100.0 * top as f64 / self.slow_requests().max(1) as f64
     }
 }
 
@@ -276,14 +284,12 @@ impl fmt::Display for BenchReport {
             write!(f, " wakeup_late_p999_ms={:.3}", w.value_at_quantile(0.999) as f64 / 1000.0)?;
         }
         if a.slow_ms > 0.0 {
-            let top: u64 =
-                self.crowded_slow_windows().iter().take(SLOW_TOP).map(|(_, s)| s.requests).sum();
             write!(
                 f,
                 " slow={} slow_windows={} slow_top3_pct={:.1}",
                 self.slow_requests(),
                 self.slow.len(),
-                100.0 * top as f64 / self.slow_requests().max(1) as f64
+                self.slow_top_pct()
             )?;
         }
         Ok(())
@@ -543,7 +549,8 @@ async fn worker(
         sibling_reads: 0,
         slow: Slow::new(),
     };
-    let slow_us = (args.slow_ms * 1000.0) as u64;
+    // `--slow-ms` in microseconds, when on (validated finite and non-negative in `run`).
+    let slow_us = (args.slow_ms > 0.0).then_some((args.slow_ms * 1000.0) as u64);
     let mut i = w;
     let hosts = hosts(&args);
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();
@@ -590,7 +597,7 @@ async fn worker(
             Ok((200 | 204 | 300 | 404, _)) => {
                 let us = us.clamp(1, LATENCY_US_MAX);
                 res.all.saturating_record(us);
-                if args.slow_ms > 0.0 && us > slow_us {
+                if slow_us.is_some_and(|t| us > t) {
                     let window = begin.saturating_duration_since(measured).as_millis() as u64
                         / SLOW_WINDOW_MS;
                     res.slow.entry(window).or_default().add(SlowWindow {

@@ -444,6 +444,9 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     let crowded = report.crowded_slow_windows();
     assert!(crowded.windows(2).all(|p| p[0].1.requests >= p[1].1.requests), "{report}");
     assert!(report.to_string().contains(&format!(" slow={sent} ")), "{report}");
+    let top: u64 = crowded.iter().take(dynamo_node::bench::SLOW_TOP).map(|(_, s)| s.requests).sum();
+    assert_eq!(report.slow_top_pct(), 100.0 * top as f64 / sent as f64, "{report}");
+    assert!(report.slow_top_pct() < 100.0, "10 windows, the top 3 cannot hold all: {report}");
     // The pacer timed its own wake-ups: at most one sleep per ticket.
     let woke = report.wakeups.as_ref().map_or(0, |w| w.len());
     assert!(woke > 0 && woke <= 200, "{woke} pacer wake-ups for at most 200 tickets: {report}");
