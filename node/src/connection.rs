@@ -409,6 +409,10 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
     tokio::pin!(down);
     let mut backoff_ms = BACKOFF_MIN_MS;
     let mut logged_down = false;
+    // Dials that failed since the last connection. A peer missed by the first dial only is not
+    // logged: the nodes of a cluster started together (`dynamo dev`) dial each other before all
+    // of them listen, and the redial BACKOFF_MIN_MS later reaches them.
+    let mut failed_dials = 0u32;
     loop {
         let attempt = tokio::time::timeout(
             Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
@@ -424,12 +428,13 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
             Ok(f) => f,
             Err(failed) => {
                 ctx.net.connect_failures.fetch_add(1, Ordering::Relaxed);
+                failed_dials = failed_dials.saturating_add(1);
                 match failed {
                     // Counted and logged on every try, as the accepting side does.
                     DialError::Refused(why) => {
                         ctx.refuse(addr, &format!("node {peer} answered with {why}"));
                     }
-                    DialError::Unreachable(why) if !logged_down => {
+                    DialError::Unreachable(why) if !logged_down && failed_dials > 1 => {
                         tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
                         logged_down = true;
                     }
@@ -447,6 +452,7 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
         tracing::debug!(node = %ctx.me, %peer, "outbound peer connected");
         backoff_ms = BACKOFF_MIN_MS;
         logged_down = false;
+        failed_dials = 0;
         // The accepting side sends nothing after its hello, so the codec holds no bytes of ours.
         let stream = Arc::new(f.into_inner());
         let end = link.serve(stream, &mut down).await;
