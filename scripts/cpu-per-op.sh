@@ -4,7 +4,8 @@
 # 1 KiB values, 50% reads, concurrency 32), and the CPU time the cluster process used over a 5 s
 # window inside the run (utime + stime from /proc, which the kernel keeps from the scheduler's own
 # clock) divided by the requests the nodes answered in that same window (their /metrics), and the
-# fsyncs the nodes made per request in it. Prints one line per rate.
+# fsyncs the nodes made per request in it, and what sled's I/O pool (its `sled-io` threads) did in
+# that window: the CPUs it used and its context switches per fsync. Prints one line per rate.
 #
 #   scripts/cpu-per-op.sh peak 7000 3500 1000
 #
@@ -30,11 +31,20 @@ dev=""
 cleanup() { [ -n "$dev" ] && kill "$dev" 2>/dev/null || true; }
 trap cleanup EXIT
 
-# snapshot: the cluster's CPU ticks, the requests it has answered, the time, and its fsyncs (the
-# `always` and `interval` policies).
+# snapshot: the cluster's CPU ticks, the requests it has answered, the time, its fsyncs (the
+# `always` and `interval` policies), and the CPU ticks and context switches of sled's I/O threads.
 snapshot() {
+  local ticks=0 switches=0 t
+  for t in /proc/"$dev"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in
+      sled-io*)
+        ticks=$((ticks + $(awk '{print $14 + $15}' "$t/stat" 2>/dev/null || echo 0)))
+        switches=$((switches + $(awk '/ctxt_switches/ {n += $2} END {print n + 0}' "$t/status" 2>/dev/null || echo 0)))
+        ;;
+    esac
+  done
   echo "$(awk '{print $14 + $15}' "/proc/$dev/stat")" "$(served_requests)" "$(date +%s.%N)" \
-    "$(metric_total dynamo_syncs_total)"
+    "$(metric_total dynamo_syncs_total)" "$ticks" "$switches"
 }
 
 for rate in "$@"; do
@@ -65,7 +75,11 @@ fields = dict(kv.split("=") for kv in result.split()[1:])
 wall = b[2] - a[2]
 ops = (b[1] - a[1]) / wall
 cpus = (b[0] - a[0]) / tck / wall
+fsyncs = b[3] - a[3]
+per_fsync = f"{(b[5] - a[5]) / fsyncs:.1f}" if fsyncs > 0 else "-"
 print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / max(ops, 1e-9) * 1e6:5.0f} us/op  "
-      f"{(b[3] - a[3]) / max(b[1] - a[1], 1):.3f} fsyncs/op  p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
+      f"{(b[3] - a[3]) / max(b[1] - a[1], 1):.3f} fsyncs/op  "
+      f"sled-io {(b[4] - a[4]) / tck / wall:.2f} CPUs {per_fsync} switches/fsync  "
+      f"p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
 PY
 done
