@@ -78,7 +78,7 @@ cpus = (b[0] - a[0]) / tck / wall
 fsyncs = b[3] - a[3]
 per_fsync = f"{(b[5] - a[5]) / fsyncs:.1f}" if fsyncs > 0 else "-"
 print(f"rate {rate:>6}: {ops:9.1f} ops/s  cluster {cpus:.2f} CPUs  {cpus / max(ops, 1e-9) * 1e6:5.0f} us/op  "
-      f"{(b[3] - a[3]) / max(b[1] - a[1], 1):.3f} fsyncs/op  "
+      f"{fsyncs / max(b[1] - a[1], 1):.3f} fsyncs/op  "
       f"sled-io {(b[4] - a[4]) / tck / wall:.2f} CPUs {per_fsync} switches/fsync  "
       f"p99 {fields['p99_ms']} ms  p99.9 {fields['p999_ms']} ms")
 PY

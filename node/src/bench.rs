@@ -111,6 +111,14 @@ pub struct BenchArgs {
     pub slow_ms: f64,
 }
 
+impl BenchArgs {
+    /// `--slow-ms` in microseconds, or `None` when it is off (0). [`run`] refuses a negative or
+    /// non-finite value before any request.
+    pub fn slow_threshold_us(&self) -> Option<u64> {
+        (self.slow_ms > 0.0).then_some((self.slow_ms * 1000.0) as u64)
+    }
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub struct BenchReport {
@@ -241,7 +249,7 @@ impl fmt::Display for BenchReport {
                 w.max() as f64 / 1000.0
             )?;
         }
-        if a.slow_ms > 0.0 {
+        if a.slow_threshold_us().is_some() {
             let mut crowded = self.crowded_slow_windows();
             crowded.truncate(SLOW_WINDOWS_SHOWN);
             crowded.sort_by_key(|(w, _)| *w);
@@ -283,7 +291,7 @@ impl fmt::Display for BenchReport {
         if let Some(w) = &self.wakeups {
             write!(f, " wakeup_late_p999_ms={:.3}", w.value_at_quantile(0.999) as f64 / 1000.0)?;
         }
-        if a.slow_ms > 0.0 {
+        if a.slow_threshold_us().is_some() {
             write!(
                 f,
                 " slow={} slow_windows={} slow_top3_pct={:.1}",
@@ -549,8 +557,7 @@ async fn worker(
         sibling_reads: 0,
         slow: Slow::new(),
     };
-    // `--slow-ms` in microseconds, when on (validated finite and non-negative in `run`).
-    let slow_us = (args.slow_ms > 0.0).then_some((args.slow_ms * 1000.0) as u64);
+    let slow_us = args.slow_threshold_us();
     let mut i = w;
     let hosts = hosts(&args);
     let mut conns: Vec<Option<RawConn>> = hosts.iter().map(|_| None).collect();

@@ -70,7 +70,8 @@ pub enum Flushed {
 }
 
 /// Seeded faults, each of which the loom tests must catch. Only a `--cfg dynamo_loom` build can
-/// turn one on ([`Outbox::with_mutant`]); elsewhere none is ever active.
+/// turn one on (`Outbox::with_mutant`, which exists only in that build); elsewhere none is ever
+/// active.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutant {
     /// The driver leaves bytes on a full socket without waking the connection task.
