@@ -320,8 +320,10 @@ impl Driver {
         RequestId(self.prefix | self.next_req)
     }
 
-    /// Runs until [`DriverInput::Shutdown`] or until every handle is gone; syncs before it returns.
-    pub async fn run(mut self) {
+    /// Runs until [`DriverInput::Shutdown`] or until every handle is gone; syncs before it
+    /// returns. `Err` says the final sync, or the record of the clean shutdown, failed: writes
+    /// acknowledged under a policy other than `always` may not be durable.
+    pub async fn run(mut self) -> Result<(), StoreError> {
         let mut batch: Vec<DriverInput> = Vec::with_capacity(BATCH_MAX);
         let mut effects: Vec<Effect> = Vec::new();
         let mut statuses: Vec<oneshot::Sender<NodeStatus>> = Vec::new();
@@ -409,18 +411,30 @@ impl Driver {
             let res = flushed(&mut self.inflight).await;
             self.flush_done(res);
         }
-        match blocking(|| self.node.store_mut().sync()) {
+        // Through the flusher, as every `always` fsync is (and its fault injection in tests).
+        let final_sync = if self.node.store_mut().take_dirty() {
+            let flusher = self.flusher.clone();
+            blocking(move || flusher.flush())
+        } else {
+            Ok(())
+        };
+        let ended = match final_sync {
             Ok(()) => {
                 let held = std::mem::take(&mut self.held);
                 self.release(held);
-                if let Err(e) = blocking(|| self.node.store_mut().mark_clean_shutdown()) {
+                blocking(|| self.node.store_mut().mark_clean_shutdown()).map_err(|e| {
                     tracing::error!(node = %self.node.id(), "recording the clean shutdown failed: {e}");
-                }
+                    StoreError::Io(format!("recording the clean shutdown: {e}"))
+                })
             }
-            Err(e) => tracing::error!(node = %self.node.id(), "final sync failed: {e}"),
-        }
+            Err(e) => {
+                tracing::error!(node = %self.node.id(), "final sync failed: {e}");
+                Err(StoreError::Io(format!("final sync: {e}")))
+            }
+        };
         self.flush_links();
         tracing::info!(node = %self.node.id(), "driver stopped");
+        ended
     }
 
     fn next_wake(&self) -> Instant {
@@ -657,8 +671,34 @@ mod tests {
         assert!(recovered.syncs >= 1);
         // The first put's answer was withheld for good (its fsync failed): never a success.
         handle.shutdown().await;
-        task.await.expect("driver ends");
+        task.await.expect("driver ends").expect("the final sync succeeds");
         if let Ok(reply) = first.await.expect("joined") {
+            assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_sync_that_fails_fails_the_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (driver, handle, fault) = one_node(dir.path());
+        fault.store(true, Ordering::SeqCst);
+        let task = tokio::spawn(driver.run());
+        // A write the store holds but no fsync has covered: the stop cannot make it durable.
+        let put = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.request(put("v")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle.shutdown().await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the driver stops")
+            .expect("joined");
+        assert!(
+            matches!(&ended, Err(StoreError::Io(why)) if why.contains("final sync")),
+            "{ended:?}"
+        );
+        if let Ok(reply) = put.await.expect("joined") {
             assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
         }
     }

@@ -14,7 +14,7 @@ use crate::error::NodeError;
 use crate::metrics::{Metrics, NetStats};
 use crate::shutdown::{Shutdown, ShutdownRx, GRACE_MS};
 use crate::storage::SledStore;
-use dynamo_model::{ActorId, Node, NodeId, Ring};
+use dynamo_model::{ActorId, Node, NodeId, Ring, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,7 +221,7 @@ async fn finish(
     accept: JoinHandle<()>,
     peer_tasks: Vec<JoinHandle<()>>,
     driver: DriverHandle,
-    driver_task: Option<JoinHandle<()>>,
+    driver_task: Option<JoinHandle<Result<(), StoreError>>>,
 ) -> Result<(), NodeError> {
     let grace = Duration::from_millis(GRACE_MS);
     let mut http = http;
@@ -242,7 +242,11 @@ async fn finish(
     }
     if let Some(task) = driver_task {
         driver.shutdown().await;
-        task.await.map_err(|e| NodeError::Driver(e.to_string()))?;
+        // A final sync that failed fails the stop (a non-zero exit): under `none` and `interval`
+        // acknowledged writes may not be durable, and the operator must hear of it.
+        task.await
+            .map_err(|e| NodeError::Driver(e.to_string()))?
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
     }
     Ok(())
 }

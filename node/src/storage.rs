@@ -449,13 +449,16 @@ impl Store for SledStore {
     }
 
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
-        if let Err(e) = self.data.insert(&key.0, encode(siblings)?) {
+        let encoded = encode(siblings)?;
+        // Set before the write: a write that fails may still have been applied, and until a
+        // sync covers it nothing that could have read it may be let out as settled.
+        self.dirty = true;
+        if let Err(e) = self.data.insert(&key.0, encoded) {
             // Whether sled kept the write is unknown: the next load asks sled.
             self.cache.remove(&key.0);
             return Err(io(e));
         }
         self.cache.insert(key.0.clone(), siblings.clone());
-        self.dirty = true;
         Ok(())
     }
 
@@ -472,19 +475,20 @@ impl Store for SledStore {
         key: &Key,
         siblings: &Siblings,
     ) -> Result<(), StoreError> {
-        let old = self.hints.insert(hint_key(intended, key), encode(siblings)?).map_err(io)?;
+        let encoded = encode(siblings)?;
+        self.dirty = true; // before the write, as in `save`
+        let old = self.hints.insert(hint_key(intended, key), encoded).map_err(io)?;
         if old.is_none() {
             self.hint_count += 1;
         }
-        self.dirty = true;
         Ok(())
     }
 
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
+        self.dirty = true; // before the write, as in `save`
         if self.hints.remove(hint_key(intended, key)).map_err(io)?.is_some() {
             self.hint_count = self.hint_count.saturating_sub(1);
         }
-        self.dirty = true;
         Ok(())
     }
 
