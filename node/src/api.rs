@@ -70,6 +70,8 @@ pub struct ApiState {
     pub ring: Arc<Ring>,
     /// Peers' addresses, for `/status`.
     pub peers: Arc<BTreeMap<NodeId, SocketAddr>>,
+    /// How long a put's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The router of the API.
@@ -95,8 +97,31 @@ fn body_max(limits: &Limits) -> usize {
 /// client that pools connections would send its next request into a connection the server is
 /// closing. (Read here rather than by a body-limit layer and a response-rewriting layer around
 /// every route: each layer cost every request a clone of the boxed route.)
-async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
-    match Limited::new(body, max).collect().await {
+///
+/// A body that has not arrived within `timeout` is refused with 408, and the connection closes
+/// for the same reason: a client that announces a body and sends it slowly, or not at all,
+/// would otherwise hold its connection (and a connection slot) for good.
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Response> {
+    let read = match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(read) => read,
+        Err(_) => {
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} ms; nothing was written and the \
+                     connection closes",
+                    timeout.as_millis()
+                ),
+            );
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(r);
+        }
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             let mut r = text(
@@ -452,10 +477,12 @@ async fn put_kv(
 ) -> Response {
     let started = Instant::now();
     let resp = match kv_target(key, query) {
-        Ok((Path(key), Query(p))) => match read_body(body, body_max(st.config.limits())).await {
-            Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
-            Err(r) => r,
-        },
+        Ok((Path(key), Query(p))) => {
+            match read_body(body, body_max(st.config.limits()), st.body_timeout).await {
+                Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
+                Err(r) => r,
+            }
+        }
         Err(r) => r.into_response(),
     };
     st.metrics.record("put", outcome_of(resp.status()), started.elapsed().as_micros() as u64);

@@ -20,6 +20,9 @@ pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_THREADS: usize = 1;
 /// Most threads a node may be given.
 pub const THREADS_MAX: usize = 256;
+/// Default time an HTTP client has to send a request's head, and its body (see
+/// [`NodeConfig::http_idle_timeout_ms`]).
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_MS: u64 = 30_000;
 
 /// When the driver makes store writes durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ValueEnum, Default)]
@@ -109,6 +112,11 @@ pub struct ServeArgs {
     /// Threads the node runs on (1: driver, transport and HTTP share one thread).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Time an HTTP client has to send a request's head (from when its connection opens or
+    /// its previous answer was written) and, separately, its body; an idle keep-alive
+    /// connection closes after it.
+    #[arg(long)]
+    pub http_idle_timeout_ms: Option<u64>,
     /// Default request timeout.
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
@@ -144,6 +152,7 @@ pub struct FileConfig {
     sync: Option<SyncPolicy>,
     sync_interval_ms: Option<u64>,
     threads: Option<usize>,
+    http_idle_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     sloppy_retry_ms: Option<u64>,
     tick_ms: Option<u64>,
@@ -174,6 +183,9 @@ pub struct NodeConfig {
     /// the HTTP API are tasks of one thread and hand work to each other without waking another
     /// thread; more threads parse HTTP in parallel but pay a cross-thread wake-up per hand-off.
     pub threads: usize,
+    /// Time an HTTP client has to send a request's head, and its body; an idle keep-alive
+    /// connection closes after it.
+    pub http_idle_timeout_ms: u64,
     /// The protocol parameters (node set, N/R/W, Q, timeouts, limits).
     pub params: ConfigParams,
 }
@@ -260,6 +272,10 @@ impl NodeConfig {
                 .or(file.sync_interval_ms)
                 .unwrap_or(DEFAULT_SYNC_INTERVAL_MS),
             threads: args.threads.or(file.threads).unwrap_or(DEFAULT_THREADS),
+            http_idle_timeout_ms: args
+                .http_idle_timeout_ms
+                .or(file.http_idle_timeout_ms)
+                .unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT_MS),
             params,
         };
         if !(1..=THREADS_MAX).contains(&cfg.threads) {
@@ -272,6 +288,11 @@ impl NodeConfig {
                 "value_bytes_max {} times siblings_max {} does not fit in a peer frame \
                  ({FRAME_BYTES_CAP} bytes): a full sibling set could never be replicated",
                 l.value_bytes_max, l.siblings_max
+            )));
+        }
+        if !(1..=TIMEOUT_MS_MAX).contains(&cfg.http_idle_timeout_ms) {
+            return Err(NodeError::Config(format!(
+                "http_idle_timeout_ms must be 1..={TIMEOUT_MS_MAX}"
             )));
         }
         if !(1..=TIMEOUT_MS_MAX).contains(&cfg.sync_interval_ms) {

@@ -61,6 +61,7 @@ pub fn node_config(args: &DevArgs, id: u16) -> NodeConfig {
         sync: args.sync,
         sync_interval_ms: crate::config::DEFAULT_SYNC_INTERVAL_MS,
         threads: args.threads.max(1),
+        http_idle_timeout_ms: crate::config::DEFAULT_HTTP_IDLE_TIMEOUT_MS,
         params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
     }
 }

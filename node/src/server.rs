@@ -18,10 +18,8 @@ use dynamo_model::{ActorId, Node, NodeId, Ring, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A node that is running.
@@ -172,18 +170,12 @@ async fn start_here(
         config,
         ring,
         peers: Arc::new(cfg.peers.clone()),
+        body_timeout: Duration::from_millis(cfg.http_idle_timeout_ms),
     };
     let app = api::router(state);
-    let mut http_down = shutdown.subscribe();
-    let http = tokio::spawn(async move {
-        let http_listener = BoundedListener {
-            inner: http_listener,
-            permits: Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX)),
-        };
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_down.wait().await })
-            .await
-    });
+    let http_down = shutdown.subscribe();
+    let idle = Duration::from_millis(cfg.http_idle_timeout_ms);
+    let http = tokio::spawn(serve_http(http_listener, app, idle, http_down));
     tracing::info!(
         node = %cfg.id, incarnation, %http_addr, %peer_addr, sync = %cfg.sync,
         data_dir = %cfg.data_dir.display(), "node started"
@@ -216,7 +208,7 @@ async fn start_here(
 /// flight (bounded by [`GRACE_MS`]) while the peer transport still runs, then the transport
 /// stops, then the driver syncs and ends.
 async fn finish(
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     transport: Shutdown,
     accept: JoinHandle<()>,
     peer_tasks: Vec<JoinHandle<()>>,
@@ -226,8 +218,7 @@ async fn finish(
     let grace = Duration::from_millis(GRACE_MS);
     let mut http = http;
     match tokio::time::timeout(grace, &mut http).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("HTTP server ended with {e}"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("HTTP task failed: {e}"),
         Err(_) => {
             // Its connections would otherwise outlive the node (on a shared runtime, the process).
@@ -286,88 +277,59 @@ async fn accept_peers(
 /// HTTP connections open at once; further clients wait in the kernel backlog until one closes.
 pub const HTTP_CONNECTIONS_MAX: usize = 4096;
 
-/// The HTTP listener: at most [`HTTP_CONNECTIONS_MAX`] connections, each with `TCP_NODELAY` (small
-/// request/response exchanges: Nagle must never hold a reply back).
-#[derive(Debug)]
-struct BoundedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
-
-/// A connection holding its slot until it is dropped.
-#[derive(Debug)]
-struct Permitted {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = Permitted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Permitted, SocketAddr) {
-        loop {
-            let permit = match self.permits.clone().acquire_owned().await {
+/// Serves the HTTP API on `listener` until `down`: at most [`HTTP_CONNECTIONS_MAX`] connections,
+/// each with `TCP_NODELAY` (small request/response exchanges: Nagle must never hold a reply back)
+/// and each given `idle` to send a request's head, counted from when the connection opens or
+/// its previous answer was written. So a connection that sends nothing, or half a head, closes
+/// instead of holding its slot for good; the body has the same bound (see `api::read_body`). On
+/// shutdown: stops accepting, lets the requests in flight finish, closes idle connections, and
+/// returns once every connection has ended.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    idle: Duration,
+    mut shutdown: ShutdownRx,
+) {
+    let permits = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
+    // The connections' tasks: aborting this task (the grace period is over) aborts them too.
+    let mut conns = tokio::task::JoinSet::new();
+    let down = shutdown.wait();
+    tokio::pin!(down);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
-                // The semaphore is never closed; should it be, wait instead of spinning.
-                Err(_) => std::future::pending().await,
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (Permitted { stream, _permit: permit }, addr);
-                }
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+            _ = &mut down => break,
+        };
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!("HTTP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(connection::BACKOFF_MIN_MS)).await;
+                    continue;
                 }
-            }
-        }
+            },
+            _ = &mut down => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        while conns.try_join_next().is_some() {}
+        conns.spawn(async move {
+            // Errors here are the client's (it closed, sent garbage, or was too slow): hyper
+            // has answered or closed already.
+            let _ = conn.await;
+            drop(permit);
+        });
     }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl AsyncRead for Permitted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Permitted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    drop(listener);
+    graceful.shutdown().await;
 }

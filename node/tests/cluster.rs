@@ -491,3 +491,51 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_http_clients_are_cut_off_and_change_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(3, |cfg| cfg.http_idle_timeout_ms = 300).await;
+    let addr = c.cfgs[0].http_listen;
+    // Reads what the server sends until it closes the connection; panics if it has not closed
+    // within 5 s (the bound is 300 ms).
+    let until_closed = |mut s: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("the server closed the connection")
+            .expect("read");
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    // A connection that never sends anything.
+    let silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Half a request head.
+    let mut half = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /kv/k HTTP/1.1\r\nhost: x\r\n").await.expect("write");
+    // A complete head whose announced body never arrives in full.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"PUT /kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly part")
+        .await
+        .expect("write");
+    // A keep-alive connection left idle after one answered request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    let (silent, half, slow, idle) = tokio::join!(
+        until_closed(silent),
+        until_closed(half),
+        until_closed(slow),
+        until_closed(idle)
+    );
+    assert_eq!(silent, "", "nothing is owed to a client that sent nothing");
+    assert!(!half.starts_with("HTTP/1.1 2"), "{half}");
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    assert!(slow.contains("nothing was written"), "{slow}");
+    assert!(
+        idle.starts_with("HTTP/1.1 200"),
+        "the request before the idle time was answered: {idle}"
+    );
+    // The refused put wrote nothing, and the node still serves.
+    let r = c.client.get(&c.url(2), b"slow", NO).await.expect("answer");
+    assert_eq!(r.status, 404, "{r:?}");
+    c.shutdown().await;
+}

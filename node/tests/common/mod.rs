@@ -79,6 +79,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 sync,
                 sync_interval_ms: 50,
                 threads: 1,
+                http_idle_timeout_ms: dynamo_node::config::DEFAULT_HTTP_IDLE_TIMEOUT_MS,
                 params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
             }
         })
