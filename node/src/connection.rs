@@ -7,7 +7,9 @@
 //! and the dialling side refuses an answer from a node other than the one it meant to reach.
 //!
 //! Frames larger than the configured bound, or that do not decode, end the connection; nothing a
-//! peer sends can make the node panic. A lost connection is redialled with exponential backoff
+//! peer sends can make the node panic. Until the handshake is done the bound is that of a hello
+//! ([`HELLO_BYTES_MAX`]). A node keeps one inbound connection per peer: a newer one from the same
+//! peer replaces the older, so inbound connections hold at most one frame per peer. A lost connection is redialled with exponential backoff
 //! between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`]; one the peer closed (it stopped or
 //! restarted) is given up as soon as its close arrives, not at the next write.
 //!
@@ -30,7 +32,7 @@ use bytes::Bytes;
 use dynamo_model::{Config, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -47,6 +49,12 @@ pub const PROTOCOL_VERSION: u32 = 3;
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
 pub const FRAME_BYTES_CAP: usize = 256 << 20;
+/// Largest hello accepted or sent. A hello is a few hundred bytes in practice; its ring's member
+/// list, its only part that grows, takes at most three bytes a node, so this fits every one of
+/// the 65,536 node ids with room for the cluster's name. Frames of the full size are allowed
+/// only once the handshake has shown a peer of this cluster: an unknown dialler cannot make the
+/// node hold a frame of up to [`FRAME_BYTES_CAP`] for it.
+pub const HELLO_BYTES_MAX: usize = 256 * 1024;
 /// Time allowed to connect and exchange hellos.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 /// First redial delay.
@@ -121,6 +129,9 @@ pub struct PeerContext {
     pub frame_bytes_max: usize,
     /// Counters.
     pub net: Arc<NetStats>,
+    /// The inbound connection serving each peer, as the signal that ends it: a newer connection
+    /// from the same peer replaces it (see [`serve_inbound`]).
+    pub inbound: std::sync::Mutex<BTreeMap<NodeId, Arc<Notify>>>,
 }
 
 /// The frame a whole sibling set of maximal values needs, unbounded (see [`frame_bytes_max`]).
@@ -136,9 +147,11 @@ pub fn frame_bytes_max(value_bytes_max: usize, siblings_max: usize) -> usize {
 
 type PeerFramed = Framed<TcpStream, LengthDelimitedCodec>;
 
-fn framed(stream: TcpStream, max: usize) -> PeerFramed {
+/// A connection's frames, bounded by [`HELLO_BYTES_MAX`] until the handshake is done.
+fn framed(stream: TcpStream) -> PeerFramed {
     let _ = stream.set_nodelay(true);
-    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max).new_codec())
+    let codec = LengthDelimitedCodec::builder().max_frame_length(HELLO_BYTES_MAX).new_codec();
+    Framed::new(stream, codec)
 }
 
 impl PeerContext {
@@ -211,7 +224,7 @@ pub async fn serve_inbound(
     driver: DriverHandle,
     mut shutdown: ShutdownRx,
 ) {
-    let mut f = framed(stream, ctx.frame_bytes_max);
+    let mut f = framed(stream);
     let hs = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), read_hello(&mut f));
     let hello = match hs.await {
         Ok(Ok(h)) => h,
@@ -225,7 +238,23 @@ pub async fn serve_inbound(
         return ctx.refuse(addr, &why);
     }
     let from = hello.node;
+    f.codec_mut().set_max_frame_length(ctx.frame_bytes_max);
     tracing::debug!(node = %ctx.me, peer = %from, "inbound peer connected");
+    // One connection per peer: a newer one from the same node replaces this one. A peer redials
+    // only when its connection broke, so the older one is dead or about to be; replacing it
+    // also bounds what inbound connections hold to one frame per peer, and frees the slot of a
+    // connection whose peer vanished without closing it.
+    let replaced = Arc::new(Notify::new());
+    let older = match ctx.inbound.lock() {
+        Ok(mut by_peer) => by_peer.insert(from, replaced.clone()),
+        Err(poisoned) => poisoned.into_inner().insert(from, replaced.clone()),
+    };
+    if let Some(older) = older {
+        older.notify_one();
+    }
+    let _forget = ForgetInbound { ctx: &ctx, from, mine: replaced.clone() };
+    let replaced = replaced.notified();
+    tokio::pin!(replaced);
     // One wait for the whole connection, polled only when no frame is ready: a fresh wait per
     // frame registered with (and deregistered from) the shutdown signal's shared waiter list,
     // under its lock, for every frame. Frames first cannot hold shutdown off: once the driver
@@ -236,6 +265,10 @@ pub async fn serve_inbound(
         let frame = tokio::select! {
             biased;
             f = f.next() => f,
+            _ = &mut replaced => {
+                tracing::debug!(node = %ctx.me, peer = %from, "inbound connection replaced by a newer one");
+                return;
+            }
             _ = &mut down => return,
         };
         let frame = match frame {
@@ -263,6 +296,26 @@ pub async fn serve_inbound(
     }
 }
 
+/// Takes an inbound connection out of [`PeerContext::inbound`] when it ends, unless a newer
+/// one has taken its place.
+struct ForgetInbound<'a> {
+    ctx: &'a PeerContext,
+    from: NodeId,
+    mine: Arc<Notify>,
+}
+
+impl Drop for ForgetInbound<'_> {
+    fn drop(&mut self) {
+        let mut by_peer = match self.ctx.inbound.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if by_peer.get(&self.from).is_some_and(|n| Arc::ptr_eq(n, &self.mine)) {
+            by_peer.remove(&self.from);
+        }
+    }
+}
+
 /// Why a dial did not give a connection.
 enum DialError {
     /// No connection, or no hello in time (the peer is down or not a node).
@@ -277,7 +330,7 @@ async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerF
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
-    let mut f = framed(stream, ctx.frame_bytes_max);
+    let mut f = framed(stream);
     write_hello(&mut f, &ctx.hello()).await.map_err(DialError::Unreachable)?;
     let hello = read_hello(&mut f).await.map_err(DialError::Unreachable)?;
     ctx.check(&hello, Some(peer)).map_err(DialError::Refused)?;
@@ -484,6 +537,7 @@ mod tests {
             peers: [NodeId(2)].into(),
             ring: RingShape::default(),
             frame_bytes_max,
+            inbound: Default::default(),
             net: Arc::new(NetStats::default()),
         });
         Arc::new(PeerLink::new(ctx, NodeId(2)))
@@ -619,6 +673,31 @@ mod tests {
 
     /// When the peer closes its end, the connection task gives the connection up at once, with
     /// nothing sent: no frame is handed to a socket that nobody reads.
+    /// Before the handshake a frame may be no larger than a hello, whatever the bound on values:
+    /// a dialler not yet known to be a peer cannot make the node hold a large frame for it. The
+    /// frame is refused on its length alone, before any of it arrives.
+    #[tokio::test]
+    async fn a_first_frame_larger_than_a_hello_is_refused_on_its_length() {
+        let (mut a, b) = pair().await;
+        let announced = (HELLO_BYTES_MAX as u32 + 1).to_be_bytes();
+        tokio::io::AsyncWriteExt::write_all(&mut a, &announced).await.expect("write");
+        let mut f = framed(b);
+        let read = tokio::time::timeout(Duration::from_secs(5), read_hello(&mut f)).await;
+        let why = read.expect("refused at once, not left waiting for the frame");
+        let why = why.expect_err("a frame too large for a hello");
+        assert!(why.contains("frame"), "{why}");
+        // The largest hello there can be (every node id, a long cluster name) fits.
+        let nodes = (0..=u16::MAX).map(NodeId).collect();
+        let hello = Hello {
+            cluster: "c".repeat(1024),
+            version: PROTOCOL_VERSION,
+            node: NodeId(1),
+            ring: RingShape { n: 3, partitions: 1 << 16, nodes },
+        };
+        let bytes = postcard::to_stdvec(&hello).expect("encode").len();
+        assert!(bytes <= HELLO_BYTES_MAX, "{bytes} bytes");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_the_peer_closed_is_given_up_before_the_next_send() {
         let (client, server) = pair().await;

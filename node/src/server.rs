@@ -141,6 +141,7 @@ async fn start_here(
         ring: connection::RingShape::of(&config),
         frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
         net: net.clone(),
+        inbound: Default::default(),
     });
 
     let mut outbound = Outbound::new();

@@ -11,6 +11,17 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+/// Node 1 of a two-node cluster whose node 2 is not running, so that a test can speak as node 2;
+/// values up to `value_bytes_max`, which sets the bound on frames after the handshake.
+async fn lone_node_1(value_bytes_max: usize) -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::Always);
+    for cfg in &mut cfgs {
+        cfg.params.limits.value_bytes_max = value_bytes_max;
+    }
+    Cluster::launch(cfgs, dir, 1).await
+}
+
 async fn connect(c: &Cluster) -> Framed<TcpStream, LengthDelimitedCodec> {
     let s = TcpStream::connect(c.cfgs[0].peer_listen).await.expect("connect");
     Framed::new(s, LengthDelimitedCodec::new())
@@ -23,7 +34,7 @@ async fn hello(f: &mut Framed<TcpStream, LengthDelimitedCodec>, h: &Hello) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
-    let c = Cluster::start(2, |cfg| cfg.params.limits.value_bytes_max = 1024).await;
+    let c = lone_node_1(1024).await;
     let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
     let hello_as = |cluster: &str, version, node| Hello {
         cluster: cluster.into(),
@@ -69,7 +80,12 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     let back: Hello = postcard::from_bytes(&answer).expect("hello back");
     assert_eq!(back.node, NodeId(1));
     f.send(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff])).await.expect("send");
-    // And an oversized frame on another connection.
+    eventually("the undecodable frame counted", || async {
+        (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 1).then_some(())
+    })
+    .await;
+    // And an oversized frame on another connection (after the first has ended: a newer
+    // connection from the same peer would replace it).
     let mut g = connect(&c).await;
     hello(&mut g, &good).await;
     let _ = g.next().await;
@@ -78,12 +94,9 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 2).then_some(())
     })
     .await;
-    // The node still serves.
-    let w = c
-        .client
-        .put(&c.url(1), b"still", None, Bytes::from("ok"), Default::default())
-        .await
-        .expect("put");
+    // The node still serves (with W = 1: its one peer is not running).
+    let one = dynamo_node::client::Overrides { w: Some(1), ..Default::default() };
+    let w = c.client.put(&c.url(1), b"still", None, Bytes::from("ok"), one).await.expect("put");
     assert_eq!(w.status, 204);
     c.shutdown().await;
 }
@@ -134,5 +147,29 @@ async fn nodes_with_different_rings_refuse_each_other() {
         .await;
         assert_eq!(c.metric(i, "dynamo_peer_connects_total").await, Some(0), "node {i}");
     }
+    c.shutdown().await;
+}
+
+/// One inbound connection per peer: a newer connection from a node replaces its older one, which
+/// the node closes (so what inbound connections may hold is bounded by one frame per peer, and a
+/// connection whose peer vanished without closing it is let go when the peer dials again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_from_a_peer_replaces_the_older() {
+    let c = lone_node_1(1024).await;
+    let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
+    let as_node_2 =
+        Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring };
+    let wait = std::time::Duration::from_secs(5);
+    let mut older = connect(&c).await;
+    hello(&mut older, &as_node_2).await;
+    let _ = older.next().await.expect("a hello back").expect("a frame");
+    let mut newer = connect(&c).await;
+    hello(&mut newer, &as_node_2).await;
+    let _ = newer.next().await.expect("a hello back").expect("a frame");
+    let ended = tokio::time::timeout(wait, older.next()).await.expect("the older one closed");
+    assert!(matches!(ended, None | Some(Err(_))), "{ended:?}");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), newer.next()).await;
+    assert!(quiet.is_err(), "the newer connection stays open: {quiet:?}");
+
     c.shutdown().await;
 }
