@@ -83,7 +83,38 @@ pub fn router(state: ApiState) -> Router {
         .route("/status", get(status))
         .route("/ring", get(ring))
         .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(Arc::new(state))
+}
+
+/// A path the API does not have. Under `/kv/` that can only be a key with an unencoded `/`,
+/// which is refused as such rather than answered 404 (which would read as "no such key").
+async fn no_route(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/kv/") {
+        return bad_request(format!(
+            "{path}: a key is one path segment; encode a '/' in a key as %2F"
+        ))
+        .into_response();
+    }
+    text(
+        StatusCode::NOT_FOUND,
+        format!("no such path {path}: the API is /kv/{{key}}, /status, /ring and /metrics"),
+    )
+}
+
+/// A method a path does not take.
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let allowed = if path.starts_with("/kv") { "GET, PUT and DELETE" } else { "GET" };
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path}; it takes {allowed}"),
+    );
+    let allow = if path.starts_with("/kv") { "GET, PUT, DELETE" } else { "GET" };
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 /// The most body bytes a put reads. Saturating: the limit comes from the operator's
@@ -549,8 +580,9 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// `?key=K` on `/ring`.
+/// `?key=K` on `/ring`; any other parameter is refused.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RingParams {
     key: Option<String>,
 }

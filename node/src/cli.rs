@@ -238,9 +238,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let cfg = NodeConfig::from_args(&args)?;
+            // Caught from here on, so that a signal during the start stops the node cleanly.
+            let mut signals = crate::shutdown::Signals::install();
             let node = crate::server::start(cfg).await?;
             tokio::select! {
-                _ = crate::shutdown::signal() => {}
+                _ = signals.recv() => {}
                 _ = node.stopping() => {}
             }
             node.shutdown().await?;

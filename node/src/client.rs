@@ -20,6 +20,10 @@ use std::time::Duration;
 pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 256;
 /// Longest body the client accepts.
 pub const RESPONSE_BYTES_MAX: usize = 128 << 20;
+/// The longest a request waits for its whole answer: the longest timeout a request may ask a
+/// node for, and five seconds for the node to answer after it. A node that accepts the
+/// connection and never answers cannot hold a client for good.
+pub const ANSWER_WAIT_MS: u64 = dynamo_model::node::REQUEST_TIMEOUT_MS_MAX + 5_000;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -199,20 +203,32 @@ impl HttpClient {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body)).map_err(|e| ClientError::Build(e.to_string()))?;
-        let resp = self
-            .inner
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Transport(format!("{url}: {}", with_causes(&e))))?;
-        let status = resp.status().as_u16();
-        let context =
-            resp.headers().get(CONTEXT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_BYTES_MAX)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
-        Ok(HttpReply { status, context, body })
+        let exchange = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport(format!("{url}: {}", with_causes(&e))))?;
+            let status = resp.status().as_u16();
+            let context = resp
+                .headers()
+                .get(CONTEXT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_BYTES_MAX)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok(HttpReply { status, context, body })
+        };
+        match tokio::time::timeout(Duration::from_millis(ANSWER_WAIT_MS), exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Transport(format!(
+                "{url}: no answer within {ANSWER_WAIT_MS} ms (for a write: it may or may not \
+                 have happened)"
+            ))),
+        }
     }
 
     /// `GET /kv/{key}` asking for JSON, so that siblings come back decoded.

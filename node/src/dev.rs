@@ -89,6 +89,8 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;
     }
+    // Caught from here on, so that a signal while the nodes start stops them cleanly.
+    let mut signals = crate::shutdown::Signals::install();
     let mut nodes: Vec<RunningNode> = Vec::new();
     for id in 1..=args.nodes {
         let cfg = node_config(&args, id);
@@ -127,7 +129,7 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     println!("Ctrl-C stops the cluster.");
     let any_stopping = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopping())));
     tokio::select! {
-        _ = crate::shutdown::signal() => {}
+        _ = signals.recv() => {}
         _ = any_stopping => {}
     }
     println!("stopping...");

@@ -308,6 +308,22 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     }
     let r = c.client.send(Method::DELETE, &format!("{u}/kv/b"), &[], Bytes::new()).await;
     assert!(r.expect("answer").text().contains("needs the x-dynamo-context"));
+    // Paths and methods the API does not have: refused with a message, and a key with an
+    // unencoded '/' refused as such (an empty 404 would read as "no such key").
+    let routes: Vec<(&str, Method, String, u16)> = vec![
+        ("put, a key with an unencoded slash", Method::PUT, format!("{u}/kv/a/b"), 400),
+        ("get, a key with an unencoded slash", Method::GET, format!("{u}/kv/a/b"), 400),
+        ("post on a key", Method::POST, format!("{u}/kv/b"), 405),
+        ("put on /status", Method::PUT, format!("{u}/status"), 405),
+        ("no such path", Method::GET, format!("{u}/nope"), 404),
+        ("ring, unknown parameter", Method::GET, format!("{u}/ring?kye=b"), 400),
+    ];
+    for (what, method, path, want) in routes {
+        let r = c.client.send(method, &path, &[], Bytes::new()).await;
+        let r = r.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(r.status, want, "{what}: {}", r.text());
+        assert!(!r.body.is_empty(), "{what}: a message explains the refusal");
+    }
     // A body refused for its size is left unread, so its 413 closes the connection and says so.
     let head = format!(
         "PUT /kv/b HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",

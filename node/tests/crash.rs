@@ -170,6 +170,49 @@ async fn sigterm_stops_a_node_cleanly_with_exit_0() {
     assert_eq!(r.values, vec![b"v".to_vec()]);
 }
 
+/// Waits (bounded) for `p` to exit after a SIGTERM.
+async fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = p.0.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sigterm(p: &Proc) {
+    let pid = rustix::process::Pid::from_raw(p.0.id() as i32).expect("a child's pid is positive");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+}
+
+/// A SIGTERM that arrives while the node is still starting (here: waiting for its data
+/// directory's lock) is kept: the node finishes starting, then stops cleanly with exit 0, rather
+/// than being killed by the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_during_the_start_stops_the_node_cleanly_once_started() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgs = configs(1, dir.path(), SyncPolicy::Always);
+    let url = format!("http://{}", cfgs[0].http_listen);
+    let client = HttpClient::new();
+    // A first run makes the data directory.
+    let mut p = spawn(&cfgs[0]);
+    wait_serving(&client, &url).await;
+    sigterm(&p);
+    assert!(exit_status(&mut p).await.success());
+    // Hold the directory's lock, so that the next start waits for it.
+    let held = sled::open(&cfgs[0].data_dir).expect("hold the store");
+    let mut p = spawn(&cfgs[0]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.0.try_wait().expect("try_wait").is_none(), "still waiting for the lock");
+    sigterm(&p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    let status = exit_status(&mut p).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_carries_the_context_from_get_to_put() {
     let dir = tempfile::tempdir().expect("tempdir");
