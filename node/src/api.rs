@@ -107,12 +107,11 @@ async fn no_route(uri: axum::http::Uri) -> Response {
 /// A method a path does not take.
 async fn wrong_method(method: Method, uri: axum::http::Uri) -> Response {
     let path = uri.path();
-    let allowed = if path.starts_with("/kv") { "GET, PUT and DELETE" } else { "GET" };
+    let allow = if path.starts_with("/kv") { "GET, PUT, DELETE" } else { "GET" };
     let mut r = text(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed on {path}; it takes {allowed}"),
+        format!("{method} is not allowed on {path}; it takes {allow}"),
     );
-    let allow = if path.starts_with("/kv") { "GET, PUT, DELETE" } else { "GET" };
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }

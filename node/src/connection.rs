@@ -9,9 +9,10 @@
 //! Frames larger than the configured bound, or that do not decode, end the connection; nothing a
 //! peer sends can make the node panic. Until the handshake is done the bound is that of a hello
 //! ([`HELLO_BYTES_MAX`]). A node keeps one inbound connection per peer: a newer one from the same
-//! peer replaces the older, so inbound connections hold at most one frame per peer. A lost connection is redialled with exponential backoff
-//! between [`BACKOFF_MIN_MS`] and [`BACKOFF_MAX_MS`]; one the peer closed (it stopped or
-//! restarted) is given up as soon as its close arrives, not at the next write.
+//! peer replaces the older, so inbound connections hold at most one frame per peer. A lost
+//! connection is redialled with exponential backoff between [`BACKOFF_MIN_MS`] and
+//! [`BACKOFF_MAX_MS`]; one the peer closed (it stopped or restarted) is given up as soon as its
+//! close arrives, not at the next write.
 //!
 //! The sending side of each peer is a [`PeerLink`]: the driver encodes its messages for that peer
 //! into the link's buffer and, when it runs out of input, writes them to the socket itself with
@@ -184,6 +185,12 @@ impl PeerContext {
         }
     }
 
+    /// [`PeerContext::inbound`], locked (its entries are whole at every step, so a panic
+    /// elsewhere while it was held leaves nothing to repair).
+    fn inbound_by_peer(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Arc<Notify>>> {
+        self.inbound.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn refuse(&self, addr: SocketAddr, why: &str) {
         self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why}");
@@ -245,11 +252,7 @@ pub async fn serve_inbound(
     // also bounds what inbound connections hold to one frame per peer, and frees the slot of a
     // connection whose peer vanished without closing it.
     let replaced = Arc::new(Notify::new());
-    let older = match ctx.inbound.lock() {
-        Ok(mut by_peer) => by_peer.insert(from, replaced.clone()),
-        Err(poisoned) => poisoned.into_inner().insert(from, replaced.clone()),
-    };
-    if let Some(older) = older {
+    if let Some(older) = ctx.inbound_by_peer().insert(from, replaced.clone()) {
         older.notify_one();
     }
     let _forget = ForgetInbound { ctx: &ctx, from, mine: replaced.clone() };
@@ -306,10 +309,7 @@ struct ForgetInbound<'a> {
 
 impl Drop for ForgetInbound<'_> {
     fn drop(&mut self) {
-        let mut by_peer = match self.ctx.inbound.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut by_peer = self.ctx.inbound_by_peer();
         if by_peer.get(&self.from).is_some_and(|n| Arc::ptr_eq(n, &self.mine)) {
             by_peer.remove(&self.from);
         }
@@ -671,8 +671,6 @@ mod tests {
         assert_eq!(ctx.check(&mine, Some(NodeId(2))), Ok(()));
     }
 
-    /// When the peer closes its end, the connection task gives the connection up at once, with
-    /// nothing sent: no frame is handed to a socket that nobody reads.
     /// Before the handshake a frame may be no larger than a hello, whatever the bound on values:
     /// a dialler not yet known to be a peer cannot make the node hold a large frame for it. The
     /// frame is refused on its length alone, before any of it arrives.
@@ -698,6 +696,8 @@ mod tests {
         assert!(bytes <= HELLO_BYTES_MAX, "{bytes} bytes");
     }
 
+    /// When the peer closes its end, the connection task gives the connection up at once, with
+    /// nothing sent: no frame is handed to a socket that nobody reads.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_the_peer_closed_is_given_up_before_the_next_send() {
         let (client, server) = pair().await;

@@ -639,16 +639,29 @@ mod tests {
         ClientOp::put(Key(b"k".to_vec()), Context::default(), value.as_bytes().to_vec())
     }
 
+    /// A put of `value`, waiting for its answer on a task of its own.
+    fn spawn_put(
+        handle: &DriverHandle,
+        value: &'static str,
+    ) -> JoinHandle<Result<ClientReply, SubmitError>> {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.request(put(value)).await })
+    }
+
+    /// A put whose fsync failed was never answered as written.
+    async fn never_written(put: JoinHandle<Result<ClientReply, SubmitError>>) {
+        if let Ok(reply) = put.await.expect("joined") {
+            assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_fsync_is_retried_with_backoff_and_nothing_leaves_until_one_succeeds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (driver, handle, fault) = one_node(dir.path());
         fault.store(true, Ordering::SeqCst);
         let task = tokio::spawn(driver.run());
-        let first = tokio::spawn({
-            let handle = handle.clone();
-            async move { handle.request(put("v1")).await }
-        });
+        let first = spawn_put(&handle, "v1");
         // Tries at about 0, 10, 30, 70, 150 and 310 ms: retried, but not as fast as the loop
         // turns (without the backoff this counted thousands).
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -672,9 +685,7 @@ mod tests {
         // The first put's answer was withheld for good (its fsync failed): never a success.
         handle.shutdown().await;
         task.await.expect("driver ends").expect("the final sync succeeds");
-        if let Ok(reply) = first.await.expect("joined") {
-            assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
-        }
+        never_written(first).await;
     }
 
     #[tokio::test]
@@ -684,11 +695,12 @@ mod tests {
         fault.store(true, Ordering::SeqCst);
         let task = tokio::spawn(driver.run());
         // A write the store holds but no fsync has covered: the stop cannot make it durable.
-        let put = tokio::spawn({
-            let handle = handle.clone();
-            async move { handle.request(put("v")).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let put = spawn_put(&handle, "v");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.status().await.expect("status").sync_failures == 0 {
+            assert!(Instant::now() < deadline, "the put's fsync was never tried");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         handle.shutdown().await;
         let ended = tokio::time::timeout(Duration::from_secs(10), task)
             .await
@@ -698,9 +710,7 @@ mod tests {
             matches!(&ended, Err(StoreError::Io(why)) if why.contains("final sync")),
             "{ended:?}"
         );
-        if let Ok(reply) = put.await.expect("joined") {
-            assert!(!matches!(reply, ClientReply::Written { .. }), "{reply:?}");
-        }
+        never_written(put).await;
     }
 
     #[test]
