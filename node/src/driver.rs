@@ -23,11 +23,10 @@
 
 use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
-use crate::metrics::{new_histogram, NetStats};
+use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
 use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
 use dynamo_model::{Stats, Store, StoreError, Timer};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -121,7 +120,7 @@ pub struct NodeStatus {
     /// How long each sync took, in microseconds: from the driver starting it to the driver seeing
     /// it finish, i.e. how long the effects it covered were held.
     #[serde(skip)]
-    pub sync_us: Option<Histogram<u64>>,
+    pub sync_us: LatencyBuckets,
     /// The core's counters.
     #[serde(skip)]
     pub stats: Stats,
@@ -257,7 +256,7 @@ pub struct Driver {
     prefix: u64,
     next_req: u64,
     syncs: u64,
-    sync_us: Option<Histogram<u64>>,
+    sync_us: LatencyBuckets,
     sync_failures: u64,
     batches: u64,
     inputs: u64,
@@ -307,7 +306,7 @@ impl Driver {
             prefix: prefix << (64 - REQUEST_PREFIX_BITS),
             next_req: 0,
             syncs: 0,
-            sync_us: new_histogram(),
+            sync_us: LatencyBuckets::default(),
             sync_failures: 0,
             batches: 0,
             inputs: 0,
@@ -524,11 +523,7 @@ impl Driver {
     fn synced(&mut self, started: Instant) {
         self.syncs += 1;
         self.last_sync = Instant::now();
-        if let Some(h) = &mut self.sync_us {
-            h.saturating_record(
-                self.last_sync.saturating_duration_since(started).as_micros() as u64
-            );
-        }
+        self.sync_us.record(self.last_sync.saturating_duration_since(started).as_micros() as u64);
     }
 
     fn flush_done(&mut self, res: Result<(), StoreError>) {

@@ -1,24 +1,23 @@
 //! Counters and latency histograms, rendered in the Prometheus text format for `/metrics`.
 //!
-//! HTTP request latencies are recorded per (operation, outcome) in HDR histograms and exported as
-//! Prometheus histograms with fixed buckets. Transport counters are atomics the connection tasks
+//! HTTP request latencies are counted per (operation, outcome) straight into the fixed buckets
+//! they are exported in as Prometheus histograms, so that recording one is a few additions and a
+//! scrape copies a few counters under the lock the requests share. Transport counters are atomics the connection tasks
 //! bump; the protocol's own counters come from the core's `Stats` through a driver snapshot.
 
 use crate::driver::NodeStatus;
-use hdrhistogram::Histogram;
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Highest latency a histogram records, in microseconds (larger values are clamped).
+/// Highest latency recorded, in microseconds (larger values are clamped).
 pub const LATENCY_US_MAX: u64 = 120_000_000;
-/// Significant figures kept by latency histograms.
-const SIGFIG: u8 = 3;
-/// Prometheus bucket bounds, in seconds.
-const BUCKETS_S: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Prometheus bucket bounds, in microseconds (exported in seconds).
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
 /// Sibling-count buckets for reads.
 const SIBLING_BUCKETS: [u64; 6] = [0, 1, 2, 3, 5, 10];
 
@@ -46,27 +45,15 @@ pub struct NetStats {
 /// HTTP-side metrics of one node.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, &'static str), Histogram<u64>>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str), LatencyBuckets>>,
     siblings: Mutex<BTreeMap<u64, u64>>,
-}
-
-/// A latency histogram in microseconds (`None` only if hdrhistogram refuses the bounds).
-pub fn new_histogram() -> Option<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, SIGFIG).ok()
 }
 
 impl Metrics {
     /// Records one HTTP request of `op` ending in `outcome` after `latency_us`.
     pub fn record(&self, op: &'static str, outcome: &'static str, latency_us: u64) {
         let Ok(mut map) = self.requests.lock() else { return };
-        let h = match map.entry((op, outcome)) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let Some(h) = new_histogram() else { return };
-                e.insert(h)
-            }
-        };
-        h.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+        map.entry((op, outcome)).or_default().record(latency_us);
     }
 
     /// Records how many siblings a successful read returned.
@@ -121,12 +108,10 @@ impl Metrics {
         let up = u8::from(status.is_some());
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {up}");
         if let Some(s) = status {
-            if let Some(h) = &s.sync_us {
-                let name = "dynamo_sync_duration_seconds";
-                let _ = writeln!(out, "# HELP {name} Store sync (fsync) duration.");
-                let _ = writeln!(out, "# TYPE {name} histogram");
-                seconds_histogram(&mut out, name, "", h);
-            }
+            let name = "dynamo_sync_duration_seconds";
+            let _ = writeln!(out, "# HELP {name} Store sync (fsync) duration.");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            s.sync_us.write(&mut out, name, "");
             let st = &s.stats;
             for (name, help, v) in [
                 ("dynamo_hints_stored_total", "Hints written as a fallback.", st.hints_stored),
@@ -170,10 +155,15 @@ impl Metrics {
         let name = "dynamo_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} HTTP request latency by operation and outcome.");
         let _ = writeln!(out, "# TYPE {name} histogram");
-        let Ok(map) = self.requests.lock() else { return };
-        for ((op, outcome), h) in map.iter() {
+        // Every request takes this lock to record its latency: copy the counters, and write the
+        // text after letting go.
+        let series: Vec<_> = {
+            let Ok(map) = self.requests.lock() else { return };
+            map.iter().map(|(key, buckets)| (*key, buckets.clone())).collect()
+        };
+        for ((op, outcome), buckets) in series {
             let labels = format!("op=\"{op}\",outcome=\"{outcome}\",");
-            seconds_histogram(out, name, &labels, h);
+            buckets.write(out, name, &labels);
         }
     }
 
@@ -195,21 +185,45 @@ impl Metrics {
     }
 }
 
-/// Writes the buckets, sum and count of `h` (microseconds) as a Prometheus histogram in seconds;
-/// `labels` is empty or ends with a comma.
-fn seconds_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
-    for b in BUCKETS_S {
-        let us = (b * 1e6) as u64;
-        let n = h.count_between(0, us);
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
+/// Latencies counted into the fixed Prometheus buckets (0.5 ms to 10 s), with their count and
+/// sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyBuckets {
+    /// How many latencies fell in each bucket: above the previous bound, at most this one.
+    within: [u64; BUCKETS_US.len()],
+    /// How many latencies were recorded, the ones above every bound included.
+    count: u64,
+    /// Their sum, in microseconds.
+    sum_us: u64,
+}
+
+impl LatencyBuckets {
+    /// Counts one latency of `us` microseconds (clamped to 1..=[`LATENCY_US_MAX`]).
+    pub fn record(&mut self, us: u64) {
+        let us = us.clamp(1, LATENCY_US_MAX);
+        let i = BUCKETS_US.partition_point(|&bound| bound < us);
+        if let Some(n) = self.within.get_mut(i) {
+            *n += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
     }
-    let count = h.len();
-    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-    let sum_s = h.mean() * count as f64 / 1e6;
-    let bare = labels.trim_end_matches(',');
-    let braces = if bare.is_empty() { String::new() } else { format!("{{{bare}}}") };
-    let _ = writeln!(out, "{name}_sum{braces} {sum_s}");
-    let _ = writeln!(out, "{name}_count{braces} {count}");
+
+    /// Writes the histogram `name`, in seconds, with `labels` (empty, or ending with a comma).
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let mut at_most = 0;
+        for (bound, n) in BUCKETS_US.iter().zip(self.within) {
+            at_most += n;
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {at_most}");
+        }
+        let count = self.count;
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let bare = labels.trim_end_matches(',');
+        let braces = if bare.is_empty() { String::new() } else { format!("{{{bare}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
@@ -238,9 +252,9 @@ mod tests {
 
     #[test]
     fn renders_sync_durations_without_labels() {
-        let mut h = new_histogram().expect("histogram");
-        h.saturating_record(400);
-        h.saturating_record(7_000);
+        let mut h = LatencyBuckets::default();
+        h.record(400);
+        h.record(7_000);
         let status = NodeStatus {
             node: 1,
             incarnation: 1,
@@ -254,7 +268,7 @@ mod tests {
             sync_failures: 0,
             batches: 2,
             inputs: 2,
-            sync_us: Some(h),
+            sync_us: h,
             stats: Default::default(),
         };
         let text = Metrics::default().render(&NetStats::default(), Some(&status));
@@ -262,5 +276,29 @@ mod tests {
         assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.01\"} 2"), "{text}");
         assert!(text.contains("dynamo_sync_duration_seconds_count 2"), "{text}");
         assert!(text.contains("\ndynamo_driver_answered 1\n"), "{text}");
+    }
+
+    /// A latency equal to a bound counts in that bound's bucket; one microsecond more, in the
+    /// next; one above every bound only in `+Inf`; zero and huge latencies are clamped.
+    #[test]
+    fn a_bound_belongs_to_its_own_bucket() {
+        let mut b = LatencyBuckets::default();
+        for us in [0, 500, 501, 1_000, 10_000_000, 10_000_001, u64::MAX] {
+            b.record(us);
+        }
+        let mut text = String::new();
+        b.write(&mut text, "x", "");
+        for line in [
+            "x_bucket{le=\"0.0005\"} 2\n",
+            "x_bucket{le=\"0.001\"} 4\n",
+            "x_bucket{le=\"0.0025\"} 4\n",
+            "x_bucket{le=\"10\"} 5\n",
+            "x_bucket{le=\"+Inf\"} 7\n",
+            "x_count 7\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let sum_us = 1 + 500 + 501 + 1_000 + 10_000_000 + 10_000_001 + LATENCY_US_MAX;
+        assert!(text.contains(&format!("x_sum {}\n", sum_us as f64 / 1e6)), "{text}");
     }
 }
