@@ -83,7 +83,7 @@ median() { python3 -c 'import statistics,sys; print(round(statistics.median(map(
 
 # The request-duration buckets of every node, summed over nodes, operations and outcomes.
 server_histograms() {
-  for port in 8081 8082 8083; do curl -s "http://127.0.0.1:$port/metrics" || true; done \
+  { curl -s http://127.0.0.1:808{1,2,3}/metrics || true; } \
     | awk -F'le="' '/^dynamo_request_duration_seconds_bucket/{split($2,a,"\""); n=$0; sub(/.* /,"",n); c[a[1]]+=n}
         END{for(k in c) print k, c[k]}'
 }
@@ -211,7 +211,10 @@ run_cluster() {
   # The nodes' own latency histograms over the counted part of the half-rate run (snapshots
   # after the warm-up and at the end), to tell the servers' share of the tail from the rest
   # (the load generator, the kernel, scheduling on a machine the generator shares).
-  (sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt"; cpu_snapshot "$dev" >"$OUT/cpu-before.txt") &
+  # The snapshot runs at the lowest priority, so that its few processes take no CPU the cluster
+  # and the load generator want just as the counted part begins.
+  (renice -n 19 "$BASHPID" >/dev/null
+   sleep 1.2; server_histograms >"$OUT/server-$sync-before.txt"; cpu_snapshot "$dev" >"$OUT/cpu-before.txt") &
   local snap=$!
   "${CLIENT_PIN[@]}" "$BIN" bench --concurrency "$CONCURRENCY" --keys "$KEYS" --value-bytes "$VALUE_BYTES" \
     --read-ratio 0.5 --duration-s "$DURATION_S" --rate "$half" --slow-ms "$SLOW_MS" >"$half_file" 2>&1
