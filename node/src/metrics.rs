@@ -2,8 +2,9 @@
 //!
 //! HTTP request latencies are counted per (operation, outcome) straight into the fixed buckets
 //! they are exported in as Prometheus histograms, so that recording one is a few additions and a
-//! scrape copies a few counters under the lock the requests share. Transport counters are atomics the connection tasks
-//! bump; the protocol's own counters come from the core's `Stats` through a driver snapshot.
+//! scrape copies a few counters under the lock the requests share. Transport counters are atomics
+//! the connection tasks bump; the protocol's own counters come from the core's `Stats` through a
+//! driver snapshot.
 
 use crate::driver::NodeStatus;
 use std::collections::BTreeMap;
