@@ -619,7 +619,11 @@ mod tests {
 
     /// A one-node driver under `always` on a fresh directory, and the switch that makes its
     /// fsyncs fail.
-    fn one_node(dir: &std::path::Path) -> (Driver, DriverHandle, Arc<AtomicBool>) {
+    /// A one-node driver running on `dir` whose every fsync fails until the returned flag is
+    /// cleared.
+    fn failing_node(
+        dir: &std::path::Path,
+    ) -> (JoinHandle<Result<(), StoreError>>, DriverHandle, Arc<AtomicBool>) {
         let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let (store, incarnation) = SledStore::open(dir, NodeId(1), false, true).expect("opens");
@@ -627,7 +631,8 @@ mod tests {
         let net = Arc::new(NetStats::default());
         let (driver, handle) = Driver::new(node, Outbound::new(), net, SyncPolicy::Always, 1_000);
         let fault = driver.flusher.fault.clone();
-        (driver, handle, fault)
+        fault.store(true, Ordering::SeqCst);
+        (tokio::spawn(driver.run()), handle, fault)
     }
 
     fn put(value: &str) -> ClientOp {
@@ -653,9 +658,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_fsync_is_retried_with_backoff_and_nothing_leaves_until_one_succeeds() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (driver, handle, fault) = one_node(dir.path());
-        fault.store(true, Ordering::SeqCst);
-        let task = tokio::spawn(driver.run());
+        let (task, handle, fault) = failing_node(dir.path());
         let first = spawn_put(&handle, "v1");
         // Tries at about 0, 10, 30, 70, 150 and 310 ms: retried, but not as fast as the loop
         // turns (without the backoff this counted thousands).
@@ -686,9 +689,7 @@ mod tests {
     #[tokio::test]
     async fn a_final_sync_that_fails_fails_the_stop() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (driver, handle, fault) = one_node(dir.path());
-        fault.store(true, Ordering::SeqCst);
-        let task = tokio::spawn(driver.run());
+        let (task, handle, _fault) = failing_node(dir.path());
         // A write the store holds but no fsync has covered: the stop cannot make it durable.
         let put = spawn_put(&handle, "v");
         let deadline = Instant::now() + Duration::from_secs(10);

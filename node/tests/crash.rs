@@ -152,16 +152,8 @@ async fn sigterm_stops_a_node_cleanly_with_exit_0() {
     let w =
         client.put(&url, b"k", None, Bytes::from("v"), Overrides::default()).await.expect("put");
     assert_eq!(w.status, 204);
-    let pid = rustix::process::Pid::from_raw(p.0.id() as i32).expect("a child's pid is positive");
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = p.0.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    sigterm(&p);
+    let status = exit_status(&mut p).await;
     assert!(status.success(), "exit status {status:?}");
     // And the write is there after a restart.
     let _p = spawn(&cfgs[0]);
@@ -179,6 +171,26 @@ async fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
         }
         assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `p` has a handler for SIGTERM (Linux: bit 15 of `SigCgt` in
+/// `/proc/PID/status`), that is, until a SIGTERM would be caught rather than kill it.
+async fn catches_sigterm(p: &Proc) {
+    let path = format!("/proc/{}/status", p.0.id());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (15 - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the node never caught SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -204,7 +216,7 @@ async fn a_signal_during_the_start_stops_the_node_cleanly_once_started() {
     // Hold the directory's lock, so that the next start waits for it.
     let held = sled::open(&cfgs[0].data_dir).expect("hold the store");
     let mut p = spawn(&cfgs[0]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    catches_sigterm(&p).await;
     assert!(p.0.try_wait().expect("try_wait").is_none(), "still waiting for the lock");
     sigterm(&p);
     tokio::time::sleep(Duration::from_millis(300)).await;
