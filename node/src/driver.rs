@@ -13,13 +13,19 @@
 //! thread switch (a dedicated thread measured about 30% slower). sled reads and writes take
 //! microseconds and run inline.
 //!
-//! Under the `always` policy the commit is pipelined: a batch's outward effects (sends, replies)
-//! are held, an fsync covering the batch runs on a blocking thread, and the driver goes on handling
-//! the next batches meanwhile; their effects are held for the following fsync. Effects leave only
-//! once an fsync that started after their batch's writes has finished, which is the core's
-//! durability rule. A batch that wrote nothing may let its effects out at once only when no write
-//! is awaiting durability (it may have read such a write). Timer effects are internal and apply at
-//! once.
+//! Under the `always` policy the commit is pipelined: an fsync runs on a blocking thread while the
+//! driver goes on handling the next batches, and each outward effect (a send, a reply) is held
+//! until an fsync covering the writes it depends on has finished. The store counts its writes (its
+//! write mark); an effect depends on the writes up to the end of the `handle` call that made it,
+//! which covers the core's durability rule (the call's own writes) and whatever the call read or
+//! remembered of earlier writes not yet durable. Two kinds of effect depend on less (see
+//! [`dependency`]): a message that carries nothing read from the store (`Fetch`, `Forward`,
+//! `Ping`, `Pong`) depends only on its own call's writes, and a reply to a client depends on its
+//! own call's writes and on the writes up to the end of the call that took the request, because
+//! the core builds a reply only from what that call read and wrote and from peers' answers, each
+//! released by its sender under this same rule. So a get's `Fetch` leaves at once, and a put's
+//! answer leaves with the acknowledgement that completes its quorum instead of waiting for one
+//! more fsync. Timer effects are internal and apply at once.
 
 use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
@@ -213,12 +219,36 @@ impl Timers {
 /// The links the driver sends on, one per peer.
 pub type Outbound = BTreeMap<NodeId, Arc<PeerLink>>;
 
-/// An fsync in progress and the effects waiting for it.
+/// An fsync in progress, and the write mark it covers.
 #[derive(Debug)]
 struct Inflight {
     flush: JoinHandle<Result<(), StoreError>>,
     started: Instant,
-    held: Vec<Effect>,
+    covers: u64,
+}
+
+/// Under `always`, the write mark that must be durable before `effect` may leave. `effect` was
+/// made by a `handle` call during which the store's write mark went from `before` to `after`;
+/// `started` is, for a reply to a client, the write mark at the end of the call that took the
+/// request (`None` when unknown).
+///
+/// By default an effect depends on every write up to the end of its call: it may carry what the
+/// call read, or what the core remembered of earlier writes. The exceptions rest on what the core
+/// puts into them (`dynamo_model`'s coordinator): `Fetch`, `Forward`, `Ping` and `Pong` carry no
+/// stored data (a key, a client's own request, ids), and a client's answer is built from what the
+/// request's first call read and wrote (the local sibling set, the new version's dot and clock)
+/// and from peers' answers, which left their senders under this rule. Any of them still waits for
+/// its own call's writes.
+pub(crate) fn dependency(effect: &Effect, before: u64, after: u64, started: Option<u64>) -> u64 {
+    let own = if after > before { after } else { 0 };
+    match effect {
+        Effect::Send {
+            msg: Msg::Fetch { .. } | Msg::Forward { .. } | Msg::Ping | Msg::Pong,
+            ..
+        } => own,
+        Effect::Reply { .. } => started.map_or(after, |s| own.max(s)),
+        _ => after,
+    }
 }
 
 /// Resolves when the fsync in progress, if any, finishes (never, if none is).
@@ -247,12 +277,16 @@ pub struct Driver {
     sync_interval: Duration,
     last_sync: Instant,
     timers: Timers,
-    pending: HashMap<RequestId, oneshot::Sender<ClientReply>>,
+    /// Clients waiting for an answer, each with the write mark at the end of the call that took
+    /// its request.
+    pending: HashMap<RequestId, (oneshot::Sender<ClientReply>, u64)>,
     flusher: Flusher,
     inflight: Option<Inflight>,
     /// After failed fsyncs: when the next may start, and the wait that led to it.
     sync_retry: Option<(Instant, Duration)>,
-    held: Vec<Effect>,
+    /// Under `always`, effects waiting for a sync, each with the write mark it needs durable
+    /// (always above the store's durable mark).
+    held: Vec<(u64, Effect)>,
     prefix: u64,
     next_req: u64,
     syncs: u64,
@@ -330,8 +364,11 @@ impl Driver {
         let mut stop = false;
         // Whether the links' flush was put off for one batch (see the loop).
         let mut deferred = false;
+        let mut ready: Vec<Effect> = Vec::new();
+        let before = self.node.store().write_mark();
         self.node.handle(wall_ms(), Input::Start, &mut effects);
-        self.finish_batch(&mut effects);
+        self.settle(Instant::now(), before, &mut effects, &mut ready);
+        self.finish_batch(&mut ready);
         let sleep = tokio::time::sleep_until(self.next_wake().into());
         tokio::pin!(sleep);
         while !stop {
@@ -373,10 +410,13 @@ impl Driver {
             let now = Instant::now();
             let now_ms = wall_ms();
             while let Some(timer) = self.timers.pop_due(now) {
+                let before = self.node.store().write_mark();
                 self.node.handle(now_ms, Input::Timer(timer), &mut effects);
+                self.settle(now, before, &mut effects, &mut ready);
             }
             self.inputs += batch.len() as u64;
             for input in batch.drain(..) {
+                let before = self.node.store().write_mark();
                 match input {
                     DriverInput::Client { op, reply } => {
                         if self.pending.len() >= PENDING_REPLIES_MAX {
@@ -386,8 +426,12 @@ impl Driver {
                             continue;
                         }
                         let req = self.request_id();
-                        self.pending.insert(req, reply);
+                        self.pending.insert(req, (reply, u64::MAX));
                         self.node.handle(now_ms, Input::Client { req, op }, &mut effects);
+                        let mark = self.node.store().write_mark();
+                        if let Some(p) = self.pending.get_mut(&req) {
+                            p.1 = mark;
+                        }
                     }
                     DriverInput::Peer { from, msg } => {
                         self.node.handle(now_ms, Input::Peer { from, msg }, &mut effects);
@@ -395,14 +439,15 @@ impl Driver {
                     DriverInput::Status(tx) => statuses.push(tx),
                     DriverInput::Shutdown => stop = true,
                 }
+                self.settle(now, before, &mut effects, &mut ready);
             }
             self.batches += 1;
-            self.finish_batch(&mut effects);
+            self.finish_batch(&mut ready);
             for tx in statuses.drain(..) {
                 let _ = tx.send(self.status());
             }
             if last_sweep.elapsed() >= Duration::from_millis(SWEEP_EVERY_MS) {
-                self.pending.retain(|_, tx| !tx.is_closed());
+                self.pending.retain(|_, (tx, _)| !tx.is_closed());
                 last_sweep = Instant::now();
             }
         }
@@ -411,7 +456,8 @@ impl Driver {
             self.flush_done(res);
         }
         // Through the flusher, as every `always` fsync is (and its fault injection in tests).
-        let final_sync = if self.node.store_mut().take_dirty() {
+        let covers = self.node.store().write_mark();
+        let final_sync = if self.node.store().is_dirty() {
             let flusher = self.flusher.clone();
             blocking(move || flusher.flush())
         } else {
@@ -419,7 +465,8 @@ impl Driver {
         };
         let ended = match final_sync {
             Ok(()) => {
-                let held = std::mem::take(&mut self.held);
+                self.node.store_mut().mark_durable(covers);
+                let held = std::mem::take(&mut self.held).into_iter().map(|(_, e)| e).collect();
                 self.release(held);
                 blocking(|| self.node.store_mut().mark_clean_shutdown()).map_err(|e| {
                     tracing::error!(node = %self.node.id(), "recording the clean shutdown failed: {e}");
@@ -450,30 +497,48 @@ impl Driver {
         at
     }
 
-    /// Applies the batch's timer effects, and lets its outward effects out once the policy
-    /// allows: under `always` after an fsync covering the batch, otherwise at once (after an
-    /// inline sync when the `interval` is due).
-    fn finish_batch(&mut self, effects: &mut Vec<Effect>) {
-        let now = Instant::now();
-        let mut outward = Vec::with_capacity(effects.len());
+    /// Applies the timer effects of one `handle` call, during which the store's write mark went
+    /// from `before` to its current value, and sorts its outward effects: into `ready` those the
+    /// policy lets out with this batch, into the held ones (under `always`) those that wait for
+    /// an fsync covering what they depend on ([`dependency`]).
+    fn settle(
+        &mut self,
+        now: Instant,
+        before: u64,
+        effects: &mut Vec<Effect>,
+        ready: &mut Vec<Effect>,
+    ) {
+        let after = self.node.store().write_mark();
+        let durable = self.node.store().durable_mark();
         for effect in effects.drain(..) {
             match effect {
                 Effect::SetTimer { timer, after_ms } => {
                     self.timers.set(timer, now + Duration::from_millis(after_ms))
                 }
                 Effect::CancelTimer(timer) => self.timers.cancel(timer),
-                other => outward.push(other),
-            }
-        }
-        match self.sync {
-            SyncPolicy::Always => {
-                let settled = self.inflight.is_none() && !self.node.store().is_dirty();
-                if settled && self.held.is_empty() {
-                    self.release(outward);
-                } else {
-                    self.held.extend(outward);
+                other if self.sync != SyncPolicy::Always => ready.push(other),
+                other => {
+                    let started = match &other {
+                        Effect::Reply { req, .. } => self.pending.get(req).map(|p| p.1),
+                        _ => None,
+                    };
+                    let needs = dependency(&other, before, after, started);
+                    if needs <= durable {
+                        ready.push(other);
+                    } else {
+                        self.held.push((needs, other));
+                    }
                 }
             }
+        }
+    }
+
+    /// Lets the batch's `ready` effects out: at once, after an inline sync when the `interval`
+    /// policy's is due.
+    fn finish_batch(&mut self, ready: &mut Vec<Effect>) {
+        let outward = std::mem::take(ready);
+        match self.sync {
+            SyncPolicy::Always => self.release(outward),
             SyncPolicy::Interval => {
                 if self.last_sync.elapsed() >= self.sync_interval && self.node.store().is_dirty() {
                     let started = Instant::now();
@@ -493,30 +558,25 @@ impl Driver {
     }
 
     /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running (nor
-    /// waiting to be retried), and effects are held or writes are not yet durable.
+    /// waiting to be retried), and writes are not yet durable (held effects imply such writes).
     fn fsync_wanted(&self) -> bool {
         self.sync == SyncPolicy::Always
             && self.inflight.is_none()
             && self.sync_retry.is_none_or(|(at, _)| Instant::now() >= at)
-            && (!self.held.is_empty() || self.node.store().is_dirty())
+            && self.node.store().is_dirty()
     }
 
-    /// Under `always`, starts an fsync for the held effects, unless one is running or a failed
-    /// one waits to be retried (they wait for the next); if every write is durable already, lets
-    /// them out without one. Under the other policies, does nothing.
+    /// Under `always`, starts an fsync covering every write so far, unless one is running or a
+    /// failed one waits to be retried (the writes wait for the next). Under the other policies,
+    /// does nothing.
     fn start_flush(&mut self) {
         if !self.fsync_wanted() {
             return;
         }
-        let held = std::mem::take(&mut self.held);
-        if !self.node.store_mut().take_dirty() {
-            // Every write these effects could depend on is durable already.
-            self.release(held);
-            return;
-        }
+        let covers = self.node.store().write_mark();
         let flusher = self.flusher.clone();
         let flush = tokio::task::spawn_blocking(move || flusher.flush());
-        self.inflight = Some(Inflight { flush, started: Instant::now(), held });
+        self.inflight = Some(Inflight { flush, started: Instant::now(), covers });
     }
 
     /// Counts a sync that began at `started` and has just succeeded.
@@ -532,18 +592,29 @@ impl Driver {
             Ok(()) => {
                 self.sync_retry = None;
                 self.synced(done.started);
-                self.release(done.held);
+                self.node.store_mut().mark_durable(done.covers);
+                let durable = self.node.store().durable_mark();
+                let mut ready = Vec::new();
+                for (needs, effect) in std::mem::take(&mut self.held) {
+                    if needs <= durable {
+                        ready.push(effect);
+                    } else {
+                        self.held.push((needs, effect));
+                    }
+                }
+                self.release(ready);
             }
             Err(e) => {
                 let wait = self.sync_retry.map_or(Duration::from_millis(SYNC_RETRY_MIN_MS), |r| {
                     (r.1 * 2).min(Duration::from_millis(SYNC_RETRY_MAX_MS))
                 });
                 self.sync_retry = Some((Instant::now() + wait, wait));
-                // The batch's writes are not known to be durable, so nothing it said may leave:
-                // clients time out as indeterminate, peers retry or give up, as the protocol
-                // allows. The writes stay and the next fsync covers them.
+                // The writes are not known to be durable (a failed fsync may have dropped them
+                // from the page cache), so what this fsync was to let out never leaves: clients
+                // time out as indeterminate, peers retry or give up, as the protocol allows.
+                // Later effects wait for the next fsync.
+                self.held.retain(|(needs, _)| *needs > done.covers);
                 self.sync_failures += 1;
-                self.node.store_mut().mark_dirty();
                 tracing::error!(node = %self.node.id(), "sync failed: {e}; next try in {wait:?}");
             }
         }
@@ -562,7 +633,7 @@ impl Driver {
                     }
                 },
                 Effect::Reply { req, reply } => {
-                    if let Some(tx) = self.pending.remove(&req) {
+                    if let Some((tx, _)) = self.pending.remove(&req) {
                         let _ = tx.send(reply);
                     }
                 }
@@ -707,6 +778,65 @@ mod tests {
             "{ended:?}"
         );
         never_written(put).await;
+    }
+
+    #[test]
+    fn an_effect_waits_for_the_writes_it_can_carry() {
+        let key = || Key(b"k".to_vec());
+        let op = dynamo_model::OpId { origin: NodeId(1), req: RequestId(7) };
+        let send = |msg| Effect::Send { to: NodeId(2), msg };
+        let fetch = send(Msg::Fetch { op, key: key(), intended: None });
+        let forward = send(Msg::Forward { req: RequestId(7), op: put("v") });
+        let store = send(Msg::Store {
+            op: Some(op),
+            key: key(),
+            siblings: Default::default(),
+            intended: None,
+        });
+        let fetched = send(Msg::FetchReply { op, siblings: Default::default() });
+        let ack = send(Msg::StoreAck { op });
+        let reply = Effect::Reply {
+            req: RequestId(7),
+            reply: ClientReply::Unavailable { replies: 1, needed: 2 },
+        };
+        // Made by a call that wrote nothing while writes up to mark 9 were not yet durable.
+        for carries_nothing_stored in [&fetch, &forward, &send(Msg::Ping), &send(Msg::Pong)] {
+            assert_eq!(dependency(carries_nothing_stored, 9, 9, None), 0);
+        }
+        // What may carry stored data, or vouch for it, waits for every write so far.
+        for carries in [&store, &fetched, &ack] {
+            assert_eq!(dependency(carries, 9, 9, None), 9);
+        }
+        // A client's answer: the writes up to its request's first call, and its own call's.
+        assert_eq!(dependency(&reply, 9, 9, Some(4)), 4);
+        assert_eq!(dependency(&reply, 8, 9, Some(4)), 9);
+        assert_eq!(dependency(&reply, 9, 9, None), 9, "unknown request: every write");
+        // A call's own writes always count.
+        assert_eq!(dependency(&fetch, 8, 9, None), 9);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_write_not_yet_durable_is_not_answered_before_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (task, handle, fault) = failing_node(dir.path());
+        let written = spawn_put(&handle, "v1");
+        let read = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.request(ClientOp::get(Key(b"k".to_vec()))).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.status().await.expect("status").sync_failures < 2 {
+            assert!(Instant::now() < deadline, "no fsync was tried");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!read.is_finished(), "a read answered with a write that no fsync covered");
+        // Both answers depended on what the failed fsyncs were to cover: neither ever leaves.
+        fault.store(false, Ordering::SeqCst);
+        handle.shutdown().await;
+        task.await.expect("driver ends").expect("the final sync succeeds");
+        never_written(written).await;
+        let answer = read.await.expect("joined");
+        assert!(answer.is_err(), "{answer:?}");
     }
 
     #[test]

@@ -108,7 +108,10 @@ pub struct SledStore {
     hints: sled::Tree,
     meta: sled::Tree,
     hint_count: usize,
-    dirty: bool,
+    /// Writes made so far (attempted ones included): the store's write mark.
+    written: u64,
+    /// The write mark a finished sync is known to cover.
+    durable: u64,
     /// Hint records that did not decode, each reported once: [`Store::hints`] walks past them
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
@@ -225,7 +228,8 @@ impl std::fmt::Debug for SledStore {
         f.debug_struct("SledStore")
             .field("cached_keys", &self.cache.len())
             .field("hint_count", &self.hint_count)
-            .field("dirty", &self.dirty)
+            .field("written", &self.written)
+            .field("durable", &self.durable)
             .finish_non_exhaustive()
     }
 }
@@ -368,7 +372,8 @@ impl SledStore {
             hints,
             meta,
             hint_count,
-            dirty: false,
+            written: 0,
+            durable: 0,
             corrupt_hints: RefCell::default(),
         };
         Ok((store, incarnation))
@@ -385,29 +390,36 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("writing {SHUTDOWN_RECORD}: {e}")))
     }
 
-    /// Whether writes were made since the last sync.
+    /// Whether writes were made that no finished sync is known to cover.
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.written > self.durable
+    }
+
+    /// The write mark: how many writes were made (or attempted) so far. A flush started after
+    /// reading it covers every write up to it.
+    pub fn write_mark(&self) -> u64 {
+        self.written
+    }
+
+    /// The write mark that finished syncs are known to cover.
+    pub fn durable_mark(&self) -> u64 {
+        self.durable
+    }
+
+    /// Records that a sync covering the writes up to `mark` (a [`SledStore::write_mark`] read
+    /// before that sync started) has finished.
+    pub fn mark_durable(&mut self, mark: u64) {
+        self.durable = self.durable.max(mark.min(self.written));
     }
 
     /// Makes every write so far durable.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if self.dirty {
+        if self.is_dirty() {
+            let mark = self.written;
             self.db.flush().map_err(io)?;
-            self.dirty = false;
+            self.mark_durable(mark);
         }
         Ok(())
-    }
-
-    /// Clears the dirty flag and says whether it was set: the caller is about to flush with
-    /// [`SledStore::flusher`], which covers every write made before this call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
-    }
-
-    /// Marks the store as holding writes not known to be durable (after a failed flush).
-    pub fn mark_dirty(&mut self) {
-        self.dirty = true;
     }
 
     /// A handle that flushes this store from another thread.
@@ -452,7 +464,7 @@ impl Store for SledStore {
         let encoded = encode(siblings)?;
         // Set before the write: a write that fails may still have been applied, and until a
         // sync covers it nothing that could have read it may be let out as settled.
-        self.dirty = true;
+        self.written += 1;
         if let Err(e) = self.data.insert(&key.0, encoded) {
             // Whether sled kept the write is unknown: the next load asks sled.
             self.cache.remove(&key.0);
@@ -476,7 +488,7 @@ impl Store for SledStore {
         siblings: &Siblings,
     ) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
-        self.dirty = true; // before the write, as in `save`
+        self.written += 1; // before the write, as in `save`
         let old = self.hints.insert(hint_key(intended, key), encoded).map_err(io)?;
         if old.is_none() {
             self.hint_count += 1;
@@ -485,7 +497,7 @@ impl Store for SledStore {
     }
 
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
-        self.dirty = true; // before the write, as in `save`
+        self.written += 1; // before the write, as in `save`
         if self.hints.remove(hint_key(intended, key)).map_err(io)?.is_some() {
             self.hint_count = self.hint_count.saturating_sub(1);
         }
