@@ -18,20 +18,23 @@
 //! until an fsync covering the writes it depends on has finished. The store counts its writes (its
 //! write mark); an effect depends on the writes up to the end of the `handle` call that made it,
 //! which covers the core's durability rule (the call's own writes) and whatever the call read or
-//! remembered of earlier writes not yet durable. Two kinds of effect depend on less (see
+//! remembered of earlier writes not yet durable. Some effects depend on less (see
 //! [`dependency`]): a message that carries nothing read from the store (`Fetch`, `Forward`,
-//! `Ping`, `Pong`) depends only on its own call's writes, and a reply to a client depends on its
-//! own call's writes and on the writes up to the end of the call that took the request, because
-//! the core builds a reply only from what that call read and wrote and from peers' answers, each
-//! released by its sender under this same rule. So a get's `Fetch` leaves at once, and a put's
-//! answer leaves with the acknowledgement that completes its quorum instead of waiting for one
-//! more fsync. Timer effects are internal and apply at once.
+//! `Ping`, `Pong`) depends only on its own call's writes; a replica's answer to a `Fetch` on the
+//! last write of the key it read (the store keeps each key's last write mark until a sync covers
+//! it); a client's answer on what its request's first call read (a get: its key) or wrote (a put),
+//! because the core builds an answer only from that and from peers' answers, each released by its
+//! sender under this same rule. So a get's `Fetch` leaves at once, a read of a key whose writes are
+//! durable waits for no fsync, and a put's answer leaves with the acknowledgement that completes
+//! its quorum instead of waiting for one more fsync. Timer effects are internal and apply at once.
 
 use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
 use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
-use dynamo_model::{ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId};
+use dynamo_model::{
+    Action, ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId,
+};
 use dynamo_model::{Stats, Store, StoreError, Timer};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -229,23 +232,33 @@ struct Inflight {
 
 /// Under `always`, the write mark that must be durable before `effect` may leave. `effect` was
 /// made by a `handle` call during which the store's write mark went from `before` to `after`;
-/// `started` is, for a reply to a client, the write mark at the end of the call that took the
-/// request (`None` when unknown).
+/// `started` is, for a reply to a client, what the request depends on (`None` when unknown): the
+/// write mark at the end of the call that took it, or for a get the mark of the last write of its
+/// key ([`SledStore::key_mark`]); `fetched` is, when the call answered a `Fetch`, the mark of the
+/// last write of what it read.
 ///
 /// By default an effect depends on every write up to the end of its call: it may carry what the
 /// call read, or what the core remembered of earlier writes. The exceptions rest on what the core
-/// puts into them (`dynamo_model`'s coordinator): `Fetch`, `Forward`, `Ping` and `Pong` carry no
-/// stored data (a key, a client's own request, ids), and a client's answer is built from what the
-/// request's first call read and wrote (the local sibling set, the new version's dot and clock)
-/// and from peers' answers, which left their senders under this rule. Any of them still waits for
-/// its own call's writes.
-pub(crate) fn dependency(effect: &Effect, before: u64, after: u64, started: Option<u64>) -> u64 {
+/// puts into them (`dynamo_model`'s coordinator and replica): `Fetch`, `Forward`, `Ping` and
+/// `Pong` carry no stored data (a key, a client's own request, ids); a `FetchReply` carries the
+/// one sibling set the call read; and a client's answer is built from what the request's first
+/// call read and wrote (a get: the key's local sibling set; a put: the new version's dot and
+/// clock) and from peers' answers, which left their senders under this rule. Any of them still
+/// waits for its own call's writes.
+pub(crate) fn dependency(
+    effect: &Effect,
+    before: u64,
+    after: u64,
+    started: Option<u64>,
+    fetched: Option<u64>,
+) -> u64 {
     let own = if after > before { after } else { 0 };
     match effect {
         Effect::Send {
             msg: Msg::Fetch { .. } | Msg::Forward { .. } | Msg::Ping | Msg::Pong,
             ..
         } => own,
+        Effect::Send { msg: Msg::FetchReply { .. }, .. } => fetched.map_or(after, |f| own.max(f)),
         Effect::Reply { .. } => started.map_or(after, |s| own.max(s)),
         _ => after,
     }
@@ -367,7 +380,7 @@ impl Driver {
         let mut ready: Vec<Effect> = Vec::new();
         let before = self.node.store().write_mark();
         self.node.handle(wall_ms(), Input::Start, &mut effects);
-        self.settle(Instant::now(), before, &mut effects, &mut ready);
+        self.settle(Instant::now(), before, None, &mut effects, &mut ready);
         self.finish_batch(&mut ready);
         let sleep = tokio::time::sleep_until(self.next_wake().into());
         tokio::pin!(sleep);
@@ -412,11 +425,12 @@ impl Driver {
             while let Some(timer) = self.timers.pop_due(now) {
                 let before = self.node.store().write_mark();
                 self.node.handle(now_ms, Input::Timer(timer), &mut effects);
-                self.settle(now, before, &mut effects, &mut ready);
+                self.settle(now, before, None, &mut effects, &mut ready);
             }
             self.inputs += batch.len() as u64;
             for input in batch.drain(..) {
                 let before = self.node.store().write_mark();
+                let mut fetched = None;
                 match input {
                     DriverInput::Client { op, reply } => {
                         if self.pending.len() >= PENDING_REPLIES_MAX {
@@ -427,19 +441,28 @@ impl Driver {
                         }
                         let req = self.request_id();
                         self.pending.insert(req, (reply, u64::MAX));
+                        let read = matches!(op.action, Action::Get)
+                            .then(|| self.node.store().key_mark(&op.key));
                         self.node.handle(now_ms, Input::Client { req, op }, &mut effects);
-                        let mark = self.node.store().write_mark();
+                        let mark = read.unwrap_or_else(|| self.node.store().write_mark());
                         if let Some(p) = self.pending.get_mut(&req) {
                             p.1 = mark;
                         }
                     }
                     DriverInput::Peer { from, msg } => {
+                        if let Msg::Fetch { key, intended, .. } = &msg {
+                            let store = self.node.store();
+                            fetched = Some(match intended {
+                                Some(i) if *i != self.node.id() => store.hints_mark(),
+                                _ => store.key_mark(key),
+                            });
+                        }
                         self.node.handle(now_ms, Input::Peer { from, msg }, &mut effects);
                     }
                     DriverInput::Status(tx) => statuses.push(tx),
                     DriverInput::Shutdown => stop = true,
                 }
-                self.settle(now, before, &mut effects, &mut ready);
+                self.settle(now, before, fetched, &mut effects, &mut ready);
             }
             self.batches += 1;
             self.finish_batch(&mut ready);
@@ -505,6 +528,7 @@ impl Driver {
         &mut self,
         now: Instant,
         before: u64,
+        fetched: Option<u64>,
         effects: &mut Vec<Effect>,
         ready: &mut Vec<Effect>,
     ) {
@@ -522,7 +546,7 @@ impl Driver {
                         Effect::Reply { req, .. } => self.pending.get(req).map(|p| p.1),
                         _ => None,
                     };
-                    let needs = dependency(&other, before, after, started);
+                    let needs = dependency(&other, before, after, started, fetched);
                     if needs <= durable {
                         ready.push(other);
                     } else {
@@ -801,18 +825,59 @@ mod tests {
         };
         // Made by a call that wrote nothing while writes up to mark 9 were not yet durable.
         for carries_nothing_stored in [&fetch, &forward, &send(Msg::Ping), &send(Msg::Pong)] {
-            assert_eq!(dependency(carries_nothing_stored, 9, 9, None), 0);
+            assert_eq!(dependency(carries_nothing_stored, 9, 9, None, None), 0);
         }
         // What may carry stored data, or vouch for it, waits for every write so far.
         for carries in [&store, &fetched, &ack] {
-            assert_eq!(dependency(carries, 9, 9, None), 9);
+            assert_eq!(dependency(carries, 9, 9, None, None), 9);
         }
-        // A client's answer: the writes up to its request's first call, and its own call's.
-        assert_eq!(dependency(&reply, 9, 9, Some(4)), 4);
-        assert_eq!(dependency(&reply, 8, 9, Some(4)), 9);
-        assert_eq!(dependency(&reply, 9, 9, None), 9, "unknown request: every write");
+        // The answer to a `Fetch`: the last write of what it read.
+        assert_eq!(dependency(&fetched, 9, 9, None, Some(3)), 3);
+        assert_eq!(dependency(&fetched, 9, 9, None, Some(0)), 0, "read what is durable");
+        // A client's answer: what its request depends on, and its own call's writes.
+        assert_eq!(dependency(&reply, 9, 9, Some(4), None), 4);
+        assert_eq!(dependency(&reply, 8, 9, Some(4), None), 9);
+        assert_eq!(dependency(&reply, 9, 9, None, None), 9, "unknown request: every write");
         // A call's own writes always count.
-        assert_eq!(dependency(&fetch, 8, 9, None), 9);
+        assert_eq!(dependency(&fetch, 8, 9, None, None), 9);
+        assert_eq!(dependency(&fetched, 8, 9, None, Some(0)), 9);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_key_whose_writes_are_durable_is_answered_while_others_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (task, handle, fault) = failing_node(dir.path());
+        fault.store(false, Ordering::SeqCst);
+        let first = handle.request(put("v1")).await.expect("taken");
+        assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
+        // Key "k" is durable; a write to "other" is not, and cannot become so.
+        fault.store(true, Ordering::SeqCst);
+        let other = {
+            let handle = handle.clone();
+            let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
+            tokio::spawn(async move { handle.request(op).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.status().await.expect("status").sync_failures == 0 {
+            assert!(Instant::now() < deadline, "the other write's fsync was never tried");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            handle.request(ClientOp::get(Key(b"k".to_vec()))),
+        )
+        .await
+        .expect("a read of a durable key does not wait for other keys' fsyncs")
+        .expect("taken");
+        assert!(
+            matches!(&read, ClientReply::Read { values, .. } if values == &[b"v1".to_vec()]),
+            "{read:?}"
+        );
+        assert!(!other.is_finished(), "a write was answered before any fsync covered it");
+        fault.store(false, Ordering::SeqCst);
+        handle.shutdown().await;
+        task.await.expect("driver ends").expect("the final sync succeeds");
+        never_written(other).await;
     }
 
     #[tokio::test]

@@ -112,6 +112,11 @@ pub struct SledStore {
     written: u64,
     /// The write mark a finished sync is known to cover.
     durable: u64,
+    /// With `acks_durable`: the primary keys written above the durable mark, each with the mark
+    /// of its last write (see [`SledStore::key_mark`]); pruned as syncs finish.
+    unsynced: Option<std::collections::HashMap<Vec<u8>, u64>>,
+    /// The mark of the last hint write.
+    hints_written: u64,
     /// Hint records that did not decode, each reported once: [`Store::hints`] walks past them
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
@@ -374,6 +379,8 @@ impl SledStore {
             hint_count,
             written: 0,
             durable: 0,
+            unsynced: acks_durable.then(Default::default),
+            hints_written: 0,
             corrupt_hints: RefCell::default(),
         };
         Ok((store, incarnation))
@@ -410,6 +417,25 @@ impl SledStore {
     /// before that sync started) has finished.
     pub fn mark_durable(&mut self, mark: u64) {
         self.durable = self.durable.max(mark.min(self.written));
+        let durable = self.durable;
+        if let Some(keys) = &mut self.unsynced {
+            keys.retain(|_, m| *m > durable);
+        }
+    }
+
+    /// The write mark that must be durable before what this store holds for primary `key` is:
+    /// that of the key's last write, or 0 when it is durable already. Tracked only for a store
+    /// opened with `acks_durable`; otherwise every write so far.
+    pub fn key_mark(&self, key: &Key) -> u64 {
+        match &self.unsynced {
+            Some(keys) => keys.get(&key.0).copied().unwrap_or(0),
+            None => self.written,
+        }
+    }
+
+    /// The mark of the last hint write: what must be durable before any hint read now is.
+    pub fn hints_mark(&self) -> u64 {
+        self.hints_written
     }
 
     /// Makes every write so far durable.
@@ -465,6 +491,9 @@ impl Store for SledStore {
         // Set before the write: a write that fails may still have been applied, and until a
         // sync covers it nothing that could have read it may be let out as settled.
         self.written += 1;
+        if let Some(keys) = &mut self.unsynced {
+            keys.insert(key.0.clone(), self.written);
+        }
         if let Err(e) = self.data.insert(&key.0, encoded) {
             // Whether sled kept the write is unknown: the next load asks sled.
             self.cache.remove(&key.0);
@@ -489,6 +518,7 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
         self.written += 1; // before the write, as in `save`
+        self.hints_written = self.written;
         let old = self.hints.insert(hint_key(intended, key), encoded).map_err(io)?;
         if old.is_none() {
             self.hint_count += 1;
@@ -498,6 +528,7 @@ impl Store for SledStore {
 
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
         self.written += 1; // before the write, as in `save`
+        self.hints_written = self.written;
         if self.hints.remove(hint_key(intended, key)).map_err(io)?.is_some() {
             self.hint_count = self.hint_count.saturating_sub(1);
         }
@@ -554,6 +585,32 @@ mod tests {
             past: Context::new(),
             payload: Payload::Value(v.to_vec()),
         }])
+    }
+
+    #[test]
+    fn each_key_remembers_its_last_write_until_a_sync_covers_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let (a, b) = (Key(b"a".to_vec()), Key(b"b".to_vec()));
+        s.save(&a, &sibs(b"1")).expect("save");
+        let covered = s.write_mark();
+        s.save(&b, &sibs(b"2")).expect("save");
+        s.save(&a, &sibs(b"3")).expect("save");
+        assert_eq!((s.key_mark(&a), s.key_mark(&b)), (3, 2));
+        assert_eq!(s.key_mark(&Key(b"never".to_vec())), 0, "nothing to wait for");
+        s.mark_durable(covered);
+        assert_eq!((s.key_mark(&a), s.key_mark(&b)), (3, 2), "a sync up to mark 1 covers neither");
+        s.mark_durable(2);
+        assert_eq!((s.key_mark(&a), s.key_mark(&b)), (3, 0));
+        s.save_hint(NodeId(2), &b, &sibs(b"4")).expect("hint");
+        assert_eq!(s.hints_mark(), 4);
+        s.sync().expect("sync");
+        assert_eq!((s.key_mark(&a), s.durable_mark()), (0, 4));
+        // Without durable acknowledgements nothing is tracked: every write counts.
+        drop(s);
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, false).expect("reopen");
+        s.save(&a, &sibs(b"5")).expect("save");
+        assert_eq!(s.key_mark(&b), s.write_mark());
     }
 
     #[test]
