@@ -245,7 +245,7 @@ struct Inflight {
 /// call read and wrote (a get: the key's local sibling set; a put: the new version's dot and
 /// clock) and from peers' answers, which left their senders under this rule. Any of them still
 /// waits for its own call's writes.
-pub(crate) fn dependency(
+pub fn dependency(
     effect: &Effect,
     before: u64,
     after: u64,
