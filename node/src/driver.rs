@@ -290,8 +290,8 @@ pub struct Driver {
     sync_interval: Duration,
     last_sync: Instant,
     timers: Timers,
-    /// Clients waiting for an answer, each with the write mark at the end of the call that took
-    /// its request.
+    /// Clients waiting for an answer, each with the write mark the answer depends on (the
+    /// `started` of [`dependency`]).
     pending: HashMap<RequestId, (oneshot::Sender<ClientReply>, u64)>,
     flusher: Flusher,
     inflight: Option<Inflight>,
