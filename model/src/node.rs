@@ -85,6 +85,41 @@ pub enum Effect {
     CancelTimer(Timer),
 }
 
+/// What an outward effect is built from, for a driver that lets each effect out once the store
+/// writes it depends on are durable, rather than after every write so far. Every effect depends
+/// at least on the writes of the [`Node::handle`] call that made it (the durability rule above);
+/// this says what else it may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// Nothing read from the store: a `Fetch` or a `Forward` (a key, a client's own request,
+    /// ids) or a probe.
+    Nothing,
+    /// The one sibling set the call read for the `Fetch` it answers: the hint kept for the
+    /// `Fetch`'s `intended` node when that is another node, else the key's primary data.
+    Fetched,
+    /// A client's answer: what the call that took the request read or wrote (a get reads only
+    /// its key's sibling set; a put writes the new version), and peers' answers, each of which
+    /// its sender let out under this same rule.
+    Request,
+    /// Anything the store held up to the end of the call, or that the node remembers of it.
+    Everything,
+}
+
+impl Effect {
+    /// What this effect is built from (see [`Basis`]).
+    pub fn basis(&self) -> Basis {
+        match self {
+            Effect::Send {
+                msg: Msg::Fetch { .. } | Msg::Forward { .. } | Msg::Ping | Msg::Pong,
+                ..
+            } => Basis::Nothing,
+            Effect::Send { msg: Msg::FetchReply { .. }, .. } => Basis::Fetched,
+            Effect::Reply { .. } => Basis::Request,
+            _ => Basis::Everything,
+        }
+    }
+}
+
 /// A request this node forwarded to a coordinator and still waits on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Forwarded {

@@ -18,22 +18,23 @@
 //! until an fsync covering the writes it depends on has finished. The store counts its writes (its
 //! write mark); an effect depends on the writes up to the end of the `handle` call that made it,
 //! which covers the core's durability rule (the call's own writes) and whatever the call read or
-//! remembered of earlier writes not yet durable. Some effects depend on less (see
-//! [`dependency`]): a message that carries nothing read from the store (`Fetch`, `Forward`,
-//! `Ping`, `Pong`) depends only on its own call's writes; a replica's answer to a `Fetch` on the
-//! last write of the key it read (the store keeps each key's last write mark until a sync covers
-//! it); a client's answer on what its request's first call read (a get: its key) or wrote (a put),
-//! because the core builds an answer only from that and from peers' answers, each released by its
-//! sender under this same rule. So a get's `Fetch` leaves at once, a read of a key whose writes are
-//! durable waits for no fsync, and a put's answer leaves with the acknowledgement that completes
-//! its quorum instead of waiting for one more fsync. Timer effects are internal and apply at once.
+//! remembered of earlier writes not yet durable. Some effects depend on less, by what the core
+//! says they are built from ([`dynamo_model::Basis`], applied in [`dependency`]): a message that
+//! carries nothing read from the store (`Fetch`, `Forward`, `Ping`, `Pong`) depends only on its own
+//! call's writes; a replica's answer to a `Fetch` on the last write of the key it read (the store
+//! keeps each key's last write mark until a sync covers it); a client's answer on what its
+//! request's first call read (a get: its key) or wrote (a put), and on peers' answers, each
+//! released by its sender under this same rule. So a get's `Fetch` leaves at once, a read of a
+//! key whose writes are durable waits for no fsync, and a put's answer leaves with the
+//! acknowledgement that completes its quorum instead of waiting for one more fsync. Timer effects
+//! are internal and apply at once.
 
 use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
 use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
 use dynamo_model::{
-    Action, ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId,
+    Action, ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId,
 };
 use dynamo_model::{Stats, Store, StoreError, Timer};
 use serde::Serialize;
@@ -230,21 +231,13 @@ struct Inflight {
     covers: u64,
 }
 
-/// Under `always`, the write mark that must be durable before `effect` may leave. `effect` was
-/// made by a `handle` call during which the store's write mark went from `before` to `after`;
-/// `started` is, for a reply to a client, what the request depends on (`None` when unknown): the
-/// write mark at the end of the call that took it, or for a get the mark of the last write of its
-/// key ([`SledStore::key_mark`]); `fetched` is, when the call answered a `Fetch`, the mark of the
-/// last write of what it read.
-///
-/// By default an effect depends on every write up to the end of its call: it may carry what the
-/// call read, or what the core remembered of earlier writes. The exceptions rest on what the core
-/// puts into them (`dynamo_model`'s coordinator and replica): `Fetch`, `Forward`, `Ping` and
-/// `Pong` carry no stored data (a key, a client's own request, ids); a `FetchReply` carries the
-/// one sibling set the call read; and a client's answer is built from what the request's first
-/// call read and wrote (a get: the key's local sibling set; a put: the new version's dot and
-/// clock) and from peers' answers, which left their senders under this rule. Any of them still
-/// waits for its own call's writes.
+/// Under `always`, the write mark that must be durable before `effect` may leave: its own call's
+/// writes, and what it is built from ([`Effect::basis`], the core's word on it). `effect` was made
+/// by a `handle` call during which the store's write mark went from `before` to `after`; `started`
+/// is, for a reply to a client, what the request depends on (`None` when unknown): the write mark
+/// at the end of the call that took it, or for a get the mark of the last write of its key
+/// ([`SledStore::key_mark`]); `fetched` is, when the call answered a `Fetch`, the mark of the last
+/// write of what it read.
 pub fn dependency(
     effect: &Effect,
     before: u64,
@@ -253,15 +246,13 @@ pub fn dependency(
     fetched: Option<u64>,
 ) -> u64 {
     let own = if after > before { after } else { 0 };
-    match effect {
-        Effect::Send {
-            msg: Msg::Fetch { .. } | Msg::Forward { .. } | Msg::Ping | Msg::Pong,
-            ..
-        } => own,
-        Effect::Send { msg: Msg::FetchReply { .. }, .. } => fetched.map_or(after, |f| own.max(f)),
-        Effect::Reply { .. } => started.map_or(after, |s| own.max(s)),
-        _ => after,
-    }
+    let basis = match effect.basis() {
+        Basis::Nothing => Some(0),
+        Basis::Fetched => fetched,
+        Basis::Request => started,
+        Basis::Everything => None,
+    };
+    basis.map_or(after, |b| own.max(b))
 }
 
 /// Resolves when the fsync in progress, if any, finishes (never, if none is).
@@ -743,6 +734,15 @@ mod tests {
         tokio::spawn(async move { handle.request(put(value)).await })
     }
 
+    /// Waits (bounded) until the driver has counted at least `n` failed fsyncs.
+    async fn sync_failures_reach(handle: &DriverHandle, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.status().await.expect("status").sync_failures < n {
+            assert!(Instant::now() < deadline, "fewer than {n} fsyncs were tried");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A put whose fsync failed was never answered as written.
     async fn never_written(put: JoinHandle<Result<ClientReply, SubmitError>>) {
         if let Ok(reply) = put.await.expect("joined") {
@@ -754,16 +754,15 @@ mod tests {
     async fn a_failing_fsync_is_retried_with_backoff_and_nothing_leaves_until_one_succeeds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (task, handle, fault) = failing_node(dir.path());
+        let started = Instant::now();
         let first = spawn_put(&handle, "v1");
-        // Tries at about 0, 10, 30, 70, 150 and 310 ms: retried, but not as fast as the loop
-        // turns (without the backoff this counted thousands).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Four tries are at least 10 + 20 + 40 ms apart in all: retried, each wait twice the one
+        // before (without the backoff four tries take well under a millisecond; with a constant
+        // wait, 30 ms). A slow machine only makes the time longer.
+        sync_failures_reach(&handle, 4).await;
+        let waits: u64 = (0..3).map(|k| SYNC_RETRY_MIN_MS << k).sum();
+        assert!(started.elapsed() >= Duration::from_millis(waits), "{:?}", started.elapsed());
         let failing = handle.status().await.expect("status");
-        assert!(
-            (2..=12).contains(&failing.sync_failures),
-            "{} failed syncs in 300 ms",
-            failing.sync_failures
-        );
         assert_eq!(failing.syncs, 0);
         assert!(!first.is_finished(), "a put was answered before any fsync succeeded");
 
@@ -787,11 +786,7 @@ mod tests {
         let (task, handle, _fault) = failing_node(dir.path());
         // A write the store holds but no fsync has covered: the stop cannot make it durable.
         let put = spawn_put(&handle, "v");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while handle.status().await.expect("status").sync_failures == 0 {
-            assert!(Instant::now() < deadline, "the put's fsync was never tried");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        sync_failures_reach(&handle, 1).await;
         handle.shutdown().await;
         let ended = tokio::time::timeout(Duration::from_secs(10), task)
             .await
@@ -857,11 +852,7 @@ mod tests {
             let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
             tokio::spawn(async move { handle.request(op).await })
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while handle.status().await.expect("status").sync_failures == 0 {
-            assert!(Instant::now() < deadline, "the other write's fsync was never tried");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        sync_failures_reach(&handle, 1).await;
         let read = tokio::time::timeout(
             Duration::from_secs(10),
             handle.request(ClientOp::get(Key(b"k".to_vec()))),
@@ -887,23 +878,13 @@ mod tests {
         let written = spawn_put(&handle, "v1");
         // The read is taken once the write is made (its first fsync has been tried), and checked
         // once a later fsync has been tried and failed too.
-        let failures_after = |n: u64| {
-            let handle = handle.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while handle.status().await.expect("status").sync_failures < n {
-                    assert!(Instant::now() < deadline, "fewer than {n} fsyncs were tried");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        };
-        failures_after(1).await;
+        sync_failures_reach(&handle, 1).await;
         let read = {
             let handle = handle.clone();
             tokio::spawn(async move { handle.request(ClientOp::get(Key(b"k".to_vec()))).await })
         };
         let tried = handle.status().await.expect("status").sync_failures;
-        failures_after(tried + 1).await;
+        sync_failures_reach(&handle, tried + 1).await;
         assert!(!read.is_finished(), "a read answered with a write that no fsync covered");
         fault.store(false, Ordering::SeqCst);
         handle.shutdown().await;
