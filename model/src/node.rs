@@ -149,6 +149,9 @@ pub struct Volatile {
 pub struct Stats {
     /// Messages from nodes outside the ring, dropped.
     pub unknown_sender_dropped: u64,
+    /// Messages naming a node outside the ring as the one a hint is for, dropped. Peers never
+    /// send them; one arriving means a damaged frame or a peer with another membership.
+    pub malformed_dropped: u64,
     /// Answers for operations that no longer exist, dropped.
     pub stale_responses_dropped: u64,
     /// Store reads or writes that failed.
@@ -358,6 +361,12 @@ impl<S: Store> Node<S> {
         if !self.ring.contains(from) || from == self.id {
             self.stats.unknown_sender_dropped += 1;
             return;
+        }
+        if let Msg::Store { intended: Some(i), .. } | Msg::Fetch { intended: Some(i), .. } = &msg {
+            if !self.ring.contains(*i) {
+                self.stats.malformed_dropped += 1;
+                return;
+            }
         }
         // Any message is proof of life.
         self.state.suspected.remove(&from);

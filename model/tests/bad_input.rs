@@ -205,6 +205,43 @@ fn messages_from_unknown_nodes_are_dropped_and_counted() {
     assert_eq!(n.store(), &MemStore::default());
 }
 
+/// Found by `peer_fuzz` (a `Store` whose `intended` byte was damaged): the hint was kept for a node
+/// that does not exist, and every tick tried to hand it off there.
+#[test]
+fn messages_naming_a_node_outside_the_ring_are_dropped_and_counted() {
+    let mut n = node(1);
+    let mut effects = Vec::new();
+    let siblings = match ask(&mut n, ClientOp::put(Key::from("k"), Context::new(), b"v".to_vec()))
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Send { msg: Msg::Store { siblings, .. }, .. } => Some(siblings),
+            _ => None,
+        }) {
+        Some(s) => s,
+        None => panic!("the put sent no store"),
+    };
+    let before = n.store().clone();
+    let op = OpId { origin: NodeId(2), req: RequestId(1) };
+    for intended in [NodeId(0), NodeId(120)] {
+        for msg in [
+            Msg::Store {
+                op: Some(op),
+                key: Key::from("k"),
+                siblings: siblings.clone(),
+                intended: Some(intended),
+            },
+            Msg::Fetch { op, key: Key::from("k"), intended: Some(intended) },
+        ] {
+            n.handle(0, Input::Peer { from: NodeId(2), msg }, &mut effects);
+        }
+    }
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(n.stats().malformed_dropped, 4);
+    assert_eq!(n.store(), &before);
+    n.handle(0, Input::Timer(dynamo_model::node::Timer::Tick), &mut effects);
+    assert!(effects.iter().all(|e| !matches!(e, Effect::Send { msg: Msg::Handoff { .. }, .. })));
+}
+
 #[test]
 fn responses_to_requests_that_no_longer_exist_are_dropped_and_counted() {
     let mut n = node(1);

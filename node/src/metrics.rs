@@ -134,6 +134,11 @@ impl Metrics {
                     "Stale peer answers dropped.",
                     st.stale_responses_dropped,
                 ),
+                (
+                    "dynamo_malformed_peer_messages_total",
+                    "Peer messages naming a node outside the ring, dropped.",
+                    st.malformed_dropped,
+                ),
                 ("dynamo_syncs_total", "Store syncs (fsync).", s.syncs),
                 ("dynamo_sync_failures_total", "Store syncs that failed.", s.sync_failures),
                 ("dynamo_driver_batches_total", "Driver batches.", s.batches),
