@@ -186,9 +186,10 @@ impl VClock {
         }
     }
 
-    /// Adds one to `actor`'s counter and returns the dot of that new event.
+    /// Adds one to `actor`'s counter and returns the dot of that new event (the counter stays at
+    /// `u64::MAX` once there; puts refuse that case, see [`crate::versioned::PutError`]).
     pub fn increment(&mut self, actor: ActorId, ts_ms: u64) -> Dot {
-        let counter = self.get(actor) + 1;
+        let counter = self.get(actor).saturating_add(1);
         self.witness(actor, counter, ts_ms);
         Dot { actor, counter, ts_ms }
     }

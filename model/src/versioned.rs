@@ -108,6 +108,15 @@ pub enum PutError {
         /// The limit.
         max: usize,
     },
+    /// The context claims `actor`'s last possible counter, so no write of `actor` can follow it.
+    /// No real history reaches it: the context was made up or damaged.
+    #[error("the context claims counter {counter} of {actor}, the last there is; no write can follow it")]
+    CounterExhausted {
+        /// The coordinator whose counter would overflow.
+        actor: ActorId,
+        /// The counter claimed.
+        counter: u64,
+    },
 }
 
 /// An antichain of versions, sorted by dot. Decoding rebuilds the antichain, so a set read from
@@ -293,7 +302,10 @@ impl Siblings {
         if kept + 1 > limits.siblings_max {
             return Err(PutError::TooManySiblings { siblings: kept + 1, max: limits.siblings_max });
         }
-        let counter = self.context().max_counter(actor).max(context.max_counter(actor)) + 1;
+        let last = self.context().max_counter(actor).max(context.max_counter(actor));
+        let Some(counter) = last.checked_add(1) else {
+            return Err(PutError::CounterExhausted { actor, counter: last });
+        };
         let dot = Dot { actor, counter, ts_ms: now_ms };
         let mut past = context.clone();
         if let Some(max) = clock_entries_max {

@@ -301,3 +301,17 @@ fn a_duplicated_client_request_is_not_applied_twice() {
     assert!(effects.is_empty(), "the duplicate was applied again: {effects:?}");
     assert_eq!(n.store().data.get(&Key::from("k")).map(Siblings::len), Some(1));
 }
+
+/// Found while reading the put path for client input: a context claiming the coordinator's counter
+/// `u64::MAX` overflowed (a panic in a debug build; in a release build a version with counter 0).
+#[test]
+fn a_context_claiming_the_last_counter_is_refused_not_wrapped() {
+    let mut n = node(1);
+    let actor = ActorId::new(NodeId(1), 0);
+    let mut clock = dynamo_model::clock::VClock::new();
+    clock.witness(actor, u64::MAX, 0);
+    let op = ClientOp::put(Key::from("k"), Context::from(clock), b"v".to_vec());
+    let e = rejected(&ask(&mut n, op));
+    assert_eq!(e, RequestError::Put(PutError::CounterExhausted { actor, counter: u64::MAX }));
+    assert_eq!(n.store(), &MemStore::default());
+}

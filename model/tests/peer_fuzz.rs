@@ -3,7 +3,8 @@
 //! appended. Whatever still decodes is handed to a node that has operations in progress, data and
 //! a hint. The node must not panic, its state must keep its invariants
 //! ([`dynamo_model::invariants::check_node`]), and it must never address a node outside its ring
-//! or itself, then or when its timers fire afterwards.
+//! or itself, then or when its timers fire afterwards. Contexts that clients send back get the
+//! same treatment: a damaged context that still decodes is put on.
 //!
 //! A failing case is printed by quickcheck as the damage that caused it (shrunk), and replays
 //! from that alone: the node and the messages it starts from are built the same way every time.
@@ -20,6 +21,7 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 use std::sync::{Arc, OnceLock};
 
 const CASES: u64 = 20_000;
+const CONTEXT_ENTRIES_MAX: usize = 64;
 const PEERS: [NodeId; 3] = [NodeId(2), NodeId(3), NodeId(4)];
 
 /// Node 1 of four (N = 3), the operations it has in progress (a put and a get it coordinates, a
@@ -29,6 +31,9 @@ struct Primed {
     node: Node<MemStore>,
     ops: Vec<OpId>,
     messages: Vec<Msg>,
+    /// Contexts clients got back, and a key node 1 coordinates.
+    contexts: Vec<Context>,
+    key: Key,
 }
 
 fn handle(node: &mut Node<MemStore>, input: Input) -> Vec<Effect> {
@@ -95,6 +100,9 @@ fn primed() -> Primed {
             _ => None,
         })
         .expect("a store");
+    // A context that has seen both writes, as a client's next put would carry.
+    let mut both = written.context();
+    both.merge(&concurrent.context());
     messages.extend([
         store,
         theirs.clone(),
@@ -116,17 +124,18 @@ fn primed() -> Primed {
         Msg::HandoffAck { key: mine[1].clone(), siblings: written.clone() },
         Msg::Forward {
             req: RequestId(8),
-            op: ClientOp::put(mine[2].clone(), Context::new(), b"fwd".to_vec()),
+            op: ClientOp::put(a.clone(), both.clone(), b"fwd".to_vec()),
         },
         Msg::Forward { req: RequestId(9), op: ClientOp::get(a.clone()) },
         Msg::ForwardReply {
             req: RequestId(3),
-            reply: ClientReply::Read { context: Context::new(), values: vec![] },
+            reply: ClientReply::Read { context: both.clone(), values: vec![] },
         },
         Msg::Ping,
         Msg::Pong,
     ]);
-    Primed { node, ops: vec![put_op, get_op], messages }
+    let contexts = vec![written.context(), concurrent.context(), deleted.context(), both];
+    Primed { node, ops: vec![put_op, get_op], messages, contexts, key: a }
 }
 
 /// How one message is damaged.
@@ -177,7 +186,10 @@ impl Arbitrary for Damage {
 }
 
 fn damaged(messages: &[Msg], d: &Damage) -> Vec<u8> {
-    let mut bytes = postcard::to_allocvec(&messages[d.which % messages.len()]).expect("encodes");
+    damage(postcard::to_allocvec(&messages[d.which % messages.len()]).expect("encodes"), d)
+}
+
+fn damage(mut bytes: Vec<u8>, d: &Damage) -> Vec<u8> {
     for &(at, bits) in &d.flipped {
         let at = usize::from(at) % bytes.len();
         bytes[at] ^= bits;
@@ -192,7 +204,7 @@ fn damaged(messages: &[Msg], d: &Damage) -> Vec<u8> {
 fn sender(d: &Damage) -> NodeId {
     match d.from % 5 {
         0 => NodeId(200),
-        k => PEERS[usize::from(k) % 2],
+        k => PEERS[usize::from(k) % PEERS.len()],
     }
 }
 
@@ -214,8 +226,22 @@ fn survives(primed: &Primed, d: &Damage) -> Result<(), String> {
     let Ok(msg) = postcard::from_bytes::<Msg>(&damaged(&primed.messages, d)) else {
         return Ok(()); // the transport drops a frame that does not decode
     };
+    survives_input(primed, Input::Peer { from: sender(d), msg })
+}
+
+/// A client's put on a damaged context, as the HTTP API decodes it from its header.
+fn survives_context(primed: &Primed, d: &Damage) -> Result<(), String> {
+    let bytes = damage(primed.contexts[d.which % primed.contexts.len()].to_bytes(), d);
+    let Ok(context) = Context::from_bytes(&bytes, CONTEXT_ENTRIES_MAX) else {
+        return Ok(()); // the API answers 400 and the node never sees it
+    };
+    let op = ClientOp::put(primed.key.clone(), context, b"new".to_vec());
+    survives_input(primed, Input::Client { req: RequestId(100), op })
+}
+
+fn survives_input(primed: &Primed, input: Input) -> Result<(), String> {
     let mut node = primed.node.clone();
-    step(&mut node, Input::Peer { from: sender(d), msg })?;
+    step(&mut node, input)?;
     for op in &primed.ops {
         step(&mut node, Input::Timer(Timer::Op(*op)))?;
     }
@@ -225,9 +251,18 @@ fn survives(primed: &Primed, d: &Damage) -> Result<(), String> {
     step(&mut node, Input::Timer(Timer::Tick))
 }
 
+static PRIMED: OnceLock<Primed> = OnceLock::new();
+
 fn prop(d: Damage) -> bool {
-    static PRIMED: OnceLock<Primed> = OnceLock::new();
-    match survives(PRIMED.get_or_init(primed), &d) {
+    judge(&d, survives(PRIMED.get_or_init(primed), &d))
+}
+
+fn prop_context(d: Damage) -> bool {
+    judge(&d, survives_context(PRIMED.get_or_init(primed), &d))
+}
+
+fn judge(d: &Damage, outcome: Result<(), String>) -> bool {
+    match outcome {
         Ok(()) => true,
         Err(e) => {
             eprintln!("{d:?}: {e}");
@@ -246,6 +281,15 @@ fn damaged_peer_messages_never_break_a_node() {
         .quickcheck(prop as fn(Damage) -> bool);
 }
 
+#[test]
+fn puts_on_damaged_contexts_never_break_a_node() {
+    QuickCheck::new()
+        .tests(CASES)
+        .max_tests(CASES)
+        .min_tests_passed(CASES)
+        .quickcheck(prop_context as fn(Damage) -> bool);
+}
+
 /// The damage above must reach the node: enough of it still decodes (about a fifth of it), and as every kind of
 /// message, or the property would pass by never calling `handle`.
 #[test]
@@ -262,6 +306,14 @@ fn damaged_messages_still_decode_often_and_as_every_kind() {
         }
     }
     assert!(decoded * 10 >= CASES, "only {decoded} of {CASES} damaged messages decoded");
+    let contexts = (0..CASES)
+        .map(|_| Damage::arbitrary(&mut g))
+        .filter(|d| {
+            let bytes = damage(primed.contexts[d.which % primed.contexts.len()].to_bytes(), d);
+            Context::from_bytes(&bytes, CONTEXT_ENTRIES_MAX).is_ok()
+        })
+        .count() as u64;
+    assert!(contexts * 10 >= CASES, "only {contexts} of {CASES} damaged contexts decoded");
     let all: std::collections::HashSet<_> =
         primed.messages.iter().map(std::mem::discriminant).collect();
     assert_eq!(kinds, all, "some kinds never decoded");

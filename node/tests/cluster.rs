@@ -282,6 +282,16 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let w = c.client.put(&u, b"other", None, Bytes::from_static(b"v"), NO).await.expect("put");
     let good_ctx = w.context.expect("a write returns its context");
     let good_ctx = good_ctx.as_str();
+    // The same context, but claiming node 1's last possible counter: no put can follow it.
+    let last_ctx = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bytes = b64.decode(good_ctx).expect("base64");
+        let good = dynamo_model::Context::from_bytes(&bytes, 64).expect("a context");
+        let mut clock = good.clock().clone();
+        clock.witness(good.clock().entries()[0].actor, u64::MAX, 0);
+        b64.encode(dynamo_model::Context::from(clock).to_bytes())
+    };
     let other: Vec<MethodCase> = vec![
         ("delete with w zero", Method::DELETE, format!("{u}/kv/b?w=0"), vec![(ctx, good_ctx)]),
         ("delete without a context", Method::DELETE, format!("{u}/kv/b"), vec![]),
@@ -298,6 +308,12 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("get, empty key", Method::GET, format!("{u}/kv/"), vec![]),
         ("put, empty key", Method::PUT, format!("{u}/kv"), vec![]),
         ("put, context not ASCII", Method::PUT, format!("{u}/kv/b"), vec![(ctx, "é")]),
+        (
+            "put, context claiming the last counter",
+            Method::PUT,
+            format!("{u}/kv/b"),
+            vec![(ctx, last_ctx.as_str())],
+        ),
     ];
     for (what, method, path, headers) in other {
         refused_puts += u64::from(method == Method::PUT);
