@@ -113,7 +113,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local 3-node cluster on 127.0.0.1 (data under ./dev-data).
     Dev(DevArgs),
     /// Read a key: every sibling, and the context to write back.

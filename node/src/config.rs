@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// Cluster name; peers with another name are refused.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// File holding the cluster's shared secret (at least 16 bytes; surrounding whitespace is
+    /// ignored). Peers prove they know it in the handshake, and those that do not are refused.
+    /// Without it any host that can reach the peer port can act as a peer.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
     /// This node's id (a small integer, unique in the cluster).
     #[arg(long)]
     pub id: Option<u16>,
@@ -139,6 +144,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     cluster: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
     id: Option<u16>,
     peer_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
@@ -160,11 +166,71 @@ pub struct FileConfig {
     key_bytes_max: Option<usize>,
 }
 
+/// Fewest bytes a cluster secret may have.
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+/// The secret the nodes of a cluster share: peers prove in the handshake that they know it
+/// (see [`crate::connection`]). Never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClusterSecret(std::sync::Arc<[u8]>);
+
+impl ClusterSecret {
+    /// No secret: peers then prove only that they have none either.
+    pub fn none() -> ClusterSecret {
+        ClusterSecret::default()
+    }
+
+    /// A fresh random secret (for a cluster whose nodes share one process, as `dynamo dev`): 32
+    /// random bytes in hex, so that written to a file it reads back the same.
+    pub fn random() -> ClusterSecret {
+        let bytes: [u8; 32] = rand::random();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        ClusterSecret(hex.as_bytes().into())
+    }
+
+    /// The secret in the file at `path`, without surrounding whitespace.
+    pub fn read(path: &std::path::Path) -> Result<ClusterSecret, NodeError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            NodeError::Config(format!("cannot read the cluster secret {}: {e}", path.display()))
+        })?;
+        let trimmed = bytes.trim_ascii();
+        if trimmed.len() < CLUSTER_SECRET_BYTES_MIN {
+            return Err(NodeError::Config(format!(
+                "the cluster secret in {} has {} bytes; it needs at least {CLUSTER_SECRET_BYTES_MIN}",
+                path.display(),
+                trimmed.len()
+            )));
+        }
+        Ok(ClusterSecret(trimmed.into()))
+    }
+
+    /// Whether there is no secret.
+    pub fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The secret's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.len() {
+            0 => f.write_str("ClusterSecret(none)"),
+            n => write!(f, "ClusterSecret({n} bytes)"),
+        }
+    }
+}
+
 /// A node's complete, resolved settings.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// Cluster name checked in the peer handshake.
     pub cluster: String,
+    /// The secret peers prove they share in the handshake (empty: none).
+    pub cluster_secret: ClusterSecret,
     /// This node.
     pub id: NodeId,
     /// Peer listener address.
@@ -251,6 +317,14 @@ impl NodeConfig {
                 .clone()
                 .or(file.cluster)
                 .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+            cluster_secret: match args
+                .cluster_secret_file
+                .as_ref()
+                .or(file.cluster_secret_file.as_ref())
+            {
+                Some(path) => ClusterSecret::read(path)?,
+                None => ClusterSecret::none(),
+            },
             id: NodeId(id),
             peer_listen: match args.peer_listen.or(file.peer_listen) {
                 Some(a) => a,
@@ -312,6 +386,41 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The secret comes from its file without surrounding whitespace, from a flag or the TOML
+    /// file; a short or unreadable one is refused; none is no secret.
+    #[test]
+    fn the_cluster_secret_is_read_from_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "  0123456789abcdef0123\n").expect("write");
+        let toml = dir.path().join("node.toml");
+        std::fs::write(&toml, format!("id = 1\ncluster_secret_file = {:?}\n", secret))
+            .expect("write");
+        let from_file = ServeArgs { config: Some(toml), ..ServeArgs::default() };
+        let from_flag = ServeArgs {
+            id: Some(1),
+            cluster_secret_file: Some(secret.clone()),
+            ..ServeArgs::default()
+        };
+        for args in [from_file, from_flag] {
+            let cfg = NodeConfig::from_args(&args).expect("valid");
+            assert_eq!(cfg.cluster_secret.bytes(), b"0123456789abcdef0123");
+            assert_eq!(format!("{:?}", cfg.cluster_secret), "ClusterSecret(20 bytes)");
+        }
+        let none = NodeConfig::from_args(&ServeArgs { id: Some(1), ..ServeArgs::default() });
+        assert!(none.expect("valid").cluster_secret.is_none());
+        std::fs::write(&secret, "short\n").expect("write");
+        let short =
+            ServeArgs { id: Some(1), cluster_secret_file: Some(secret), ..ServeArgs::default() };
+        let e = NodeConfig::from_args(&short).expect_err("too short").to_string();
+        assert!(e.contains("has 5 bytes; it needs at least 16"), "{e}");
+        let missing = dir.path().join("missing");
+        let missing =
+            ServeArgs { id: Some(1), cluster_secret_file: Some(missing), ..ServeArgs::default() };
+        let e = NodeConfig::from_args(&missing).expect_err("unreadable").to_string();
+        assert!(e.contains("cannot read the cluster secret"), "{e}");
+    }
 
     #[test]
     fn flags_override_file_and_peers_merge() {

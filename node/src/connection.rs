@@ -5,6 +5,14 @@
 //! way carrying the cluster name, the protocol version and the sender's node id; the accepting side
 //! refuses (closes, logging why) a cluster or version mismatch, or a node id that is not a peer,
 //! and the dialling side refuses an answer from a node other than the one it meant to reach.
+//! Each hello also carries a fresh random nonce, and then each side sends a [`Proof`] that it
+//! knows the cluster's secret (an HMAC-SHA256, under the secret, of the cluster name, both node
+//! ids in the direction of the proof and both nonces), and refuses a peer whose proof does not
+//! match. So only a host that knows the secret can act as a peer, a proof cannot be replayed on
+//! another connection or reflected back, and the secret never crosses the wire. Nodes without a
+//! secret prove only that they have none either. This authenticates the connection's start, not
+//! its frames: the secret keeps out hosts that can reach the peer port, not a network that can
+//! rewrite traffic (that needs a private network or a tunnel).
 //!
 //! Frames larger than the configured bound, or that do not decode, end the connection; nothing a
 //! peer sends can make the node panic. Until the handshake is done the bound is that of a hello
@@ -24,6 +32,7 @@
 //! loss. Frames still unwritten when a connection breaks are dropped and counted too. The buffer
 //! and the writing under its lock are [`crate::outbox`], which the loom tests model-check.
 
+use crate::config::ClusterSecret;
 use crate::driver::DriverHandle;
 use crate::metrics::NetStats;
 use crate::outbox::{Bounds, Flushed, Outbox};
@@ -32,7 +41,9 @@ use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
 use dynamo_model::{Config, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,8 +55,8 @@ use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused. (3: the hello carries
-/// the ring's shape.)
-pub const PROTOCOL_VERSION: u32 = 3;
+/// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos.)
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -75,6 +86,48 @@ pub struct Hello {
     pub node: NodeId,
     /// The sender's ring: nodes that disagree on it place keys differently, so they are refused.
     pub ring: RingShape,
+    /// Fresh for each connection: the other side's proof covers it, so no proof is good twice.
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+/// Bytes of a hello's nonce.
+pub const NONCE_BYTES: usize = 16;
+
+/// What a hello of this version carries after its leading fields.
+#[derive(Deserialize)]
+struct HelloTail {
+    ring: RingShape,
+    nonce: [u8; NONCE_BYTES],
+}
+
+/// The frame each side sends after the hellos: proof that it knows the cluster secret.
+pub type Proof = [u8; 32];
+
+/// The proof that the sender of `mine` knows `secret`, on the connection where the hellos were
+/// `mine` and `theirs` (what a node sends after the hellos; public for tests that act as a peer).
+pub fn proof_of(secret: &ClusterSecret, cluster: &str, mine: &Hello, theirs: &Hello) -> Proof {
+    let me = (mine.node, &mine.nonce);
+    proof(secret, cluster, me, (theirs.node, &theirs.nonce)).finalize().into_bytes().into()
+}
+
+/// The proof that `from` knows `secret`, for its connection with `to` on which `from` sent
+/// `from_nonce` and `to` sent `to_nonce`.
+fn proof(
+    secret: &ClusterSecret,
+    cluster: &str,
+    (from, from_nonce): (NodeId, &[u8; NONCE_BYTES]),
+    (to, to_nonce): (NodeId, &[u8; NONCE_BYTES]),
+) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(b"dynamo peer proof v4\0");
+    mac.update(&(cluster.len() as u64).to_be_bytes());
+    mac.update(cluster.as_bytes());
+    mac.update(&from.0.to_be_bytes());
+    mac.update(&to.0.to_be_bytes());
+    mac.update(from_nonce);
+    mac.update(to_nonce);
+    mac
 }
 
 /// The leading fields of any version's [`Hello`].
@@ -128,6 +181,8 @@ pub struct PeerContext {
     pub ring: RingShape,
     /// Largest frame accepted or sent.
     pub frame_bytes_max: usize,
+    /// The secret peers must prove they know.
+    pub secret: ClusterSecret,
     /// Counters.
     pub net: Arc<NetStats>,
     /// The inbound connection serving each peer, as the signal that ends it: a newer connection
@@ -156,13 +211,51 @@ fn framed(stream: TcpStream) -> PeerFramed {
 }
 
 impl PeerContext {
+    /// This node's hello, with a fresh nonce.
     fn hello(&self) -> Hello {
         Hello {
             cluster: self.cluster.clone(),
             version: PROTOCOL_VERSION,
             node: self.me,
             ring: self.ring.clone(),
+            nonce: rand::random(),
         }
+    }
+
+    /// Exchanges proofs of the cluster secret on a connection whose hellos were `mine` and
+    /// `theirs`: the dialler sends first, the accepting side answers before it checks, so that
+    /// both sides can tell (and log) that the secrets differ.
+    async fn prove(
+        &self,
+        f: &mut PeerFramed,
+        mine: &Hello,
+        theirs: &Hello,
+        dialled: bool,
+    ) -> Result<(), String> {
+        let me = (self.me, &mine.nonce);
+        let them = (theirs.node, &theirs.nonce);
+        let own: Proof =
+            proof(&self.secret, &self.cluster, me, them).finalize().into_bytes().into();
+        if dialled {
+            f.send(Bytes::copy_from_slice(&own))
+                .await
+                .map_err(|e| format!("writing proof: {e}"))?;
+        }
+        let got = match f.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(format!("reading proof: {e}")),
+            None => return Err("closed before its proof of the cluster secret".into()),
+        };
+        if !dialled {
+            f.send(Bytes::copy_from_slice(&own))
+                .await
+                .map_err(|e| format!("writing proof: {e}"))?;
+        }
+        proof(&self.secret, &self.cluster, them, me).verify_slice(&got).map_err(|_| {
+            "its proof of the cluster secret does not match this node's (the secrets differ, or \
+             only one side has one)"
+                .to_string()
+        })
     }
 
     /// Why `hello` is unacceptable, if it is. `expected` is the node we dialled, if we dialled.
@@ -210,11 +303,17 @@ async fn read_hello(f: &mut PeerFramed) -> Result<Hello, String> {
 fn decode_hello(frame: &[u8]) -> Result<Hello, String> {
     let bad = |e: postcard::Error| format!("bad hello: {e}");
     let (head, rest) = postcard::take_from_bytes::<HelloHead>(frame).map_err(bad)?;
-    let ring = match head.version {
+    let tail = match head.version {
         PROTOCOL_VERSION => postcard::from_bytes(rest).map_err(bad)?,
-        _ => RingShape::default(),
+        _ => HelloTail { ring: RingShape::default(), nonce: [0; NONCE_BYTES] },
     };
-    Ok(Hello { cluster: head.cluster, version: head.version, node: head.node, ring })
+    Ok(Hello {
+        cluster: head.cluster,
+        version: head.version,
+        node: head.node,
+        ring: tail.ring,
+        nonce: tail.nonce,
+    })
 }
 
 async fn write_hello(f: &mut PeerFramed, hello: &Hello) -> Result<(), String> {
@@ -232,18 +331,22 @@ pub async fn serve_inbound(
     mut shutdown: ShutdownRx,
 ) {
     let mut f = framed(stream);
-    let hs = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), read_hello(&mut f));
-    let hello = match hs.await {
-        Ok(Ok(h)) => h,
-        Ok(Err(why)) => return ctx.refuse(addr, &why),
-        Err(_) => return ctx.refuse(addr, "handshake timed out"),
+    let handshake = async {
+        let hello = read_hello(&mut f).await?;
+        // Our hello goes back even to a peer we refuse, so that the dialler can tell why too
+        // (and log it) rather than only see the connection close.
+        let mine = ctx.hello();
+        let answered = write_hello(&mut f, &mine).await;
+        ctx.check(&hello, None).and(answered)?;
+        ctx.prove(&mut f, &mine, &hello, false).await?;
+        Ok::<_, String>(hello)
     };
-    // Our hello goes back even to a peer we refuse, so that the dialler can tell why too (and
-    // log it) rather than only see the connection close.
-    let answered = write_hello(&mut f, &ctx.hello()).await;
-    if let Err(why) = ctx.check(&hello, None).and(answered) {
-        return ctx.refuse(addr, &why);
-    }
+    let hello =
+        match tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), handshake).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(why)) => return ctx.refuse(addr, &why),
+            Err(_) => return ctx.refuse(addr, "handshake timed out"),
+        };
     let from = hello.node;
     f.codec_mut().set_max_frame_length(ctx.frame_bytes_max);
     tracing::debug!(node = %ctx.me, peer = %from, "inbound peer connected");
@@ -331,9 +434,11 @@ async fn dial(ctx: &PeerContext, peer: NodeId, addr: SocketAddr) -> Result<PeerF
         .await
         .map_err(|e| DialError::Unreachable(format!("connect {addr}: {e}")))?;
     let mut f = framed(stream);
-    write_hello(&mut f, &ctx.hello()).await.map_err(DialError::Unreachable)?;
+    let mine = ctx.hello();
+    write_hello(&mut f, &mine).await.map_err(DialError::Unreachable)?;
     let hello = read_hello(&mut f).await.map_err(DialError::Unreachable)?;
     ctx.check(&hello, Some(peer)).map_err(DialError::Refused)?;
+    ctx.prove(&mut f, &mine, &hello, true).await.map_err(DialError::Refused)?;
     Ok(f)
 }
 
@@ -537,6 +642,7 @@ mod tests {
             peers: [NodeId(2)].into(),
             ring: RingShape::default(),
             frame_bytes_max,
+            secret: ClusterSecret::none(),
             inbound: Default::default(),
             net: Arc::new(NetStats::default()),
         });
@@ -662,7 +768,7 @@ mod tests {
             postcard::to_stdvec(&h).expect("encode")
         };
         let hello = decode_hello(&old(2)).expect("an old hello decodes");
-        assert_eq!(ctx.check(&hello, None), Err("protocol version 2, expected 3".into()));
+        assert_eq!(ctx.check(&hello, None), Err("protocol version 2, expected 4".into()));
         let cut = decode_hello(&old(PROTOCOL_VERSION)).expect_err("no ring");
         assert!(cut.starts_with("bad hello"), "{cut}");
         let now = postcard::to_stdvec(&ctx.hello()).expect("encode");
@@ -691,9 +797,71 @@ mod tests {
             version: PROTOCOL_VERSION,
             node: NodeId(1),
             ring: RingShape { n: 3, partitions: 1 << 16, nodes },
+            nonce: [0xff; NONCE_BYTES],
         };
         let bytes = postcard::to_stdvec(&hello).expect("encode").len();
         assert!(bytes <= HELLO_BYTES_MAX, "{bytes} bytes");
+    }
+
+    fn context(me: u16, peer: u16, secret: &ClusterSecret) -> PeerContext {
+        PeerContext {
+            cluster: "test".into(),
+            me: NodeId(me),
+            peers: [NodeId(peer)].into(),
+            ring: RingShape::default(),
+            frame_bytes_max: 1 << 20,
+            secret: secret.clone(),
+            inbound: Default::default(),
+            net: Arc::new(NetStats::default()),
+        }
+    }
+
+    /// The handshake between node 1 (dialling) and node 2, each with its own secret: what each
+    /// side's `prove` returned.
+    async fn handshake(one: &ClusterSecret, two: &ClusterSecret) -> [Result<(), String>; 2] {
+        let (a, b) = pair().await;
+        let (ctx1, ctx2) = (context(1, 2, one), context(2, 1, two));
+        let (mut f1, mut f2) = (framed(a), framed(b));
+        let (h1, h2) = (ctx1.hello(), ctx2.hello());
+        let (r1, r2) =
+            tokio::join!(ctx1.prove(&mut f1, &h1, &h2, true), ctx2.prove(&mut f2, &h2, &h1, false));
+        [r1, r2]
+    }
+
+    /// Peers with the same secret (or both without one) connect; any other pair is refused by
+    /// both sides, each able to say why.
+    #[tokio::test]
+    async fn peers_prove_they_share_the_cluster_secret() {
+        let (s, t) = (ClusterSecret::random(), ClusterSecret::random());
+        for (one, two) in [(&s, &s), (&ClusterSecret::none(), &ClusterSecret::none())] {
+            assert_eq!(handshake(one, two).await, [Ok(()), Ok(())], "{one:?} and {two:?}");
+        }
+        for (one, two) in [(&s, &t), (&s, &ClusterSecret::none()), (&ClusterSecret::none(), &t)] {
+            for r in handshake(one, two).await {
+                let why = r.expect_err("refused");
+                assert!(why.contains("cluster secret does not match"), "{one:?}, {two:?}: {why}");
+            }
+        }
+    }
+
+    /// A proof holds for one connection's nonces and one direction only: it cannot be replayed
+    /// on another connection, or reflected back to the node that sent it.
+    #[test]
+    fn a_proof_is_good_for_one_connection_and_direction_only() {
+        let s = ClusterSecret::random();
+        let (n1, n2, n3) = ([1; NONCE_BYTES], [2; NONCE_BYTES], [3; NONCE_BYTES]);
+        let sent = proof(&s, "test", (NodeId(1), &n1), (NodeId(2), &n2)).finalize().into_bytes();
+        let check = |from, from_nonce, to, to_nonce| {
+            proof(&s, "test", (NodeId(from), from_nonce), (NodeId(to), to_nonce))
+                .verify_slice(&sent)
+                .is_ok()
+        };
+        assert!(check(1, &n1, 2, &n2));
+        assert!(!check(1, &n1, 2, &n3), "replayed on a connection with another nonce");
+        assert!(!check(1, &n3, 2, &n2), "replayed by a dialler with another nonce");
+        assert!(!check(2, &n2, 1, &n1), "reflected back");
+        let other = proof(&s, "other", (NodeId(1), &n1), (NodeId(2), &n2));
+        assert!(other.verify_slice(&sent).is_err(), "another cluster's name");
     }
 
     /// When the peer closes its end, the connection task gives the connection up at once, with

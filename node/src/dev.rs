@@ -3,7 +3,7 @@
 //! Nodes 1..=3 listen on 127.0.0.1: HTTP on 8081-8083, peers on 9081-9083 (both configurable),
 //! with data under `./dev-data/node-{id}`. Ctrl-C (or SIGTERM) stops every node cleanly.
 
-use crate::config::{NodeConfig, SyncPolicy};
+use crate::config::{ClusterSecret, NodeConfig, SyncPolicy};
 use crate::error::NodeError;
 use crate::server::{self, RunningNode};
 use clap::Args;
@@ -43,7 +43,7 @@ pub struct DevArgs {
 }
 
 /// The configuration of node `id` of a dev cluster.
-pub fn node_config(args: &DevArgs, id: u16) -> NodeConfig {
+pub fn node_config(args: &DevArgs, id: u16, secret: &ClusterSecret) -> NodeConfig {
     let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let ids: Vec<u16> = (1..=args.nodes).collect();
     let peers: BTreeMap<NodeId, SocketAddr> = ids
@@ -53,6 +53,7 @@ pub fn node_config(args: &DevArgs, id: u16) -> NodeConfig {
         .collect();
     NodeConfig {
         cluster: "dev".into(),
+        cluster_secret: secret.clone(),
         id: NodeId(id),
         peer_listen: local(args.peer_port + id - 1),
         http_listen: local(args.http_port + id - 1),
@@ -92,8 +93,10 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     // Caught from here on, so that a signal while the nodes start stops them cleanly.
     let mut signals = crate::shutdown::Signals::install();
     let mut nodes: Vec<RunningNode> = Vec::new();
+    // The nodes share one process, and so a secret made for this run: nothing else can join.
+    let secret = ClusterSecret::random();
     for id in 1..=args.nodes {
-        let cfg = node_config(&args, id);
+        let cfg = node_config(&args, id, &secret);
         let started = if args.threads == 0 {
             server::start_shared(cfg).await
         } else {

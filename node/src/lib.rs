@@ -27,6 +27,6 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 
-pub use config::{NodeConfig, ServeArgs, SyncPolicy};
+pub use config::{ClusterSecret, NodeConfig, ServeArgs, SyncPolicy};
 pub use error::NodeError;
 pub use server::{start, RunningNode};

@@ -140,6 +140,7 @@ async fn start_here(
         peers: cfg.peers.keys().copied().collect(),
         ring: connection::RingShape::of(&config),
         frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
+        secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),
     });
@@ -181,6 +182,12 @@ async fn start_here(
         node = %cfg.id, incarnation, %http_addr, %peer_addr, sync = %cfg.sync,
         data_dir = %cfg.data_dir.display(), "node started"
     );
+    if cfg.cluster_secret.is_none() && !cfg.peers.is_empty() {
+        tracing::warn!(
+            node = %cfg.id, %peer_addr,
+            "no cluster secret (--cluster-secret-file): any host that can reach the peer port can act as a peer"
+        );
+    }
 
     let mut down = shutdown.subscribe();
     let id = cfg.id;

@@ -34,9 +34,13 @@ impl Drop for Proc {
 }
 
 fn spawn(cfg: &NodeConfig) -> Proc {
+    let secret = cfg.data_dir.with_extension("secret");
+    std::fs::write(&secret, cfg.cluster_secret.bytes()).expect("write the cluster secret");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamo"));
     cmd.arg("serve")
         .args(["--cluster", &cfg.cluster])
+        .arg("--cluster-secret-file")
+        .arg(&secret)
         .args(["--id", &cfg.id.0.to_string()])
         .args(["--peer-listen", &cfg.peer_listen.to_string()])
         .args(["--http-listen", &cfg.http_listen.to_string()])

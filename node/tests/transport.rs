@@ -1,12 +1,15 @@
 //! The peer transport refuses what it must: a wrong cluster name, a wrong protocol version, an
-//! unknown node id, another ring (N, partitions or members), an oversized or undecodable frame. Each is counted and none disturbs the node.
+//! unknown node id, another ring (N, partitions or members), a peer that cannot prove it knows
+//! the cluster secret, an oversized or undecodable frame. Each is counted and none disturbs the
+//! node.
 
 mod common;
 
 use bytes::Bytes;
 use common::{configs, eventually, Cluster};
 use dynamo_model::NodeId;
-use dynamo_node::connection::{Hello, RingShape, PROTOCOL_VERSION};
+use dynamo_node::connection::{proof_of, Hello, RingShape, NONCE_BYTES, PROTOCOL_VERSION};
+use dynamo_node::ClusterSecret;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -32,6 +35,25 @@ async fn hello(f: &mut Framed<TcpStream, LengthDelimitedCodec>, h: &Hello) {
     f.send(Bytes::from(bytes)).await.expect("send hello");
 }
 
+/// Completes the handshake as the sender of `mine`, proving `secret`: sends the hello, reads the
+/// node's, sends the proof and reads the node's proof (None if the node refused before it).
+async fn handshake(
+    f: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    mine: &Hello,
+    secret: &ClusterSecret,
+) -> Option<Bytes> {
+    hello(f, mine).await;
+    let back = f.next().await.expect("a hello back").expect("a frame");
+    let back: Hello = postcard::from_bytes(&back).expect("its hello");
+    let proof = proof_of(secret, &mine.cluster, mine, &back);
+    f.send(Bytes::copy_from_slice(&proof)).await.expect("send proof");
+    let wait = std::time::Duration::from_secs(5);
+    match tokio::time::timeout(wait, f.next()).await.expect("answered in time") {
+        Some(Ok(p)) => Some(p.freeze()),
+        _ => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     let c = lone_node_1(1024).await;
@@ -41,6 +63,7 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         version,
         node: NodeId(node),
         ring: ring.clone(),
+        nonce: [7; NONCE_BYTES],
     };
     let other_ring = |change: fn(&mut RingShape)| {
         let mut h = hello_as("test", PROTOCOL_VERSION, 2);
@@ -67,18 +90,23 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         let next = tokio::time::timeout(wait, f.next()).await;
         assert!(matches!(next, Ok(None) | Ok(Some(Err(_)))), "{h:?} must be refused");
     }
+    // A good hello, but a proof made with another secret: the node sends its own proof (so
+    // that the dialler can tell the secrets differ) and closes.
+    let good = hello_as("test", PROTOCOL_VERSION, 2);
+    let mut f = connect(&c).await;
+    let proof = handshake(&mut f, &good, &ClusterSecret::random()).await;
+    assert!(proof.is_some(), "the node proves itself even to a peer it then refuses");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), f.next()).await;
+    assert!(matches!(next, Ok(None) | Ok(Some(Err(_)))), "a wrong proof must be refused");
     eventually("refusals counted", || async {
-        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 6).then_some(())
+        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 7).then_some(())
     })
     .await;
 
     // A good handshake, then garbage: the connection is dropped and counted.
-    let good = hello_as("test", PROTOCOL_VERSION, 2);
+    let secret = &c.cfgs[0].cluster_secret;
     let mut f = connect(&c).await;
-    hello(&mut f, &good).await;
-    let answer = f.next().await.expect("answer").expect("frame");
-    let back: Hello = postcard::from_bytes(&answer).expect("hello back");
-    assert_eq!(back.node, NodeId(1));
+    assert!(handshake(&mut f, &good, secret).await.is_some());
     f.send(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff])).await.expect("send");
     eventually("the undecodable frame counted", || async {
         (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 1).then_some(())
@@ -87,8 +115,7 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     // And an oversized frame on another connection (after the first has ended: a newer
     // connection from the same peer would replace it).
     let mut g = connect(&c).await;
-    hello(&mut g, &good).await;
-    let _ = g.next().await;
+    assert!(handshake(&mut g, &good, secret).await.is_some());
     let _ = g.send(Bytes::from(vec![0u8; 4 << 20])).await;
     eventually("bad frames counted", || async {
         (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 2).then_some(())
@@ -117,7 +144,8 @@ async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
             let mut f = Framed::new(s, LengthDelimitedCodec::new());
             let _ = f.next().await;
             let (cluster, node, ring) = ("test".into(), NodeId(3), ring.clone());
-            let h = Hello { cluster, version: PROTOCOL_VERSION, node, ring };
+            let nonce = [3; NONCE_BYTES];
+            let h = Hello { cluster, version: PROTOCOL_VERSION, node, ring, nonce };
             hello(&mut f, &h).await;
             let _ = f.next().await;
         }
@@ -150,6 +178,24 @@ async fn nodes_with_different_rings_refuse_each_other() {
     c.shutdown().await;
 }
 
+/// Two nodes with different cluster secrets refuse each other, each counting the refusal:
+/// neither takes the other for a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_secrets_refuse_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
+    cfgs[1].cluster_secret = ClusterSecret::random();
+    let c = Cluster::launch(cfgs, dir, 2).await;
+    for i in 1..=2 {
+        eventually("both sides refuse", || async {
+            (c.metric(i, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())
+        })
+        .await;
+        assert_eq!(c.metric(i, "dynamo_peer_connects_total").await, Some(0), "node {i}");
+    }
+    c.shutdown().await;
+}
+
 /// One inbound connection per peer: a newer connection from a node replaces its older one, which
 /// the node closes (so what inbound connections may hold is bounded by one frame per peer, and a
 /// connection whose peer vanished without closing it is let go when the peer dials again).
@@ -157,15 +203,15 @@ async fn nodes_with_different_rings_refuse_each_other() {
 async fn a_newer_connection_from_a_peer_replaces_the_older() {
     let c = lone_node_1(1024).await;
     let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
+    let nonce = [5; NONCE_BYTES];
     let as_node_2 =
-        Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring };
+        Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring, nonce };
     let wait = std::time::Duration::from_secs(5);
+    let secret = &c.cfgs[0].cluster_secret;
     let mut older = connect(&c).await;
-    hello(&mut older, &as_node_2).await;
-    let _ = older.next().await.expect("a hello back").expect("a frame");
+    assert!(handshake(&mut older, &as_node_2, secret).await.is_some());
     let mut newer = connect(&c).await;
-    hello(&mut newer, &as_node_2).await;
-    let _ = newer.next().await.expect("a hello back").expect("a frame");
+    assert!(handshake(&mut newer, &as_node_2, secret).await.is_some());
     let ended = tokio::time::timeout(wait, older.next()).await.expect("the older one closed");
     assert!(matches!(ended, None | Some(Err(_))), "{ended:?}");
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), newer.next()).await;

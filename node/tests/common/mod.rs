@@ -3,7 +3,7 @@
 
 use dynamo_model::{ConfigParams, NodeId};
 use dynamo_node::client::HttpClient;
-use dynamo_node::{NodeConfig, RunningNode, SyncPolicy};
+use dynamo_node::{ClusterSecret, NodeConfig, RunningNode, SyncPolicy};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,6 +61,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
     let ports: Vec<u16> = held.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
     drop(held);
     let (peer_ports, http_ports) = ports.split_at(n as usize);
+    let secret = ClusterSecret::random();
     let ids: Vec<u16> = (1..=n).collect();
     ids.iter()
         .map(|&id| {
@@ -71,6 +72,7 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 .collect();
             NodeConfig {
                 cluster: "test".into(),
+                cluster_secret: secret.clone(),
                 id: NodeId(id),
                 peer_listen: local(peer_ports[(id - 1) as usize]),
                 http_listen: local(http_ports[(id - 1) as usize]),
