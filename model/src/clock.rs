@@ -29,8 +29,10 @@ pub enum CausalOrder {
     Concurrent,
 }
 
-/// One write's identity: its actor and the counter the actor gave it.
+/// One write's identity: its actor and the counter the actor gave it. Decoding refuses a counter
+/// of 0: every context covers it, so any write would silently replace such a version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawDot")]
 pub struct Dot {
     /// The coordinator that issued the write.
     pub actor: ActorId,
@@ -38,6 +40,24 @@ pub struct Dot {
     pub counter: u64,
     /// Time (ms, as given to the core) when the write was issued; used only by truncation.
     pub ts_ms: u64,
+}
+
+/// The wire form of a [`Dot`], checked when decoded.
+#[derive(Deserialize)]
+struct RawDot {
+    actor: ActorId,
+    counter: u64,
+    ts_ms: u64,
+}
+
+impl TryFrom<RawDot> for Dot {
+    type Error = ClockError;
+    fn try_from(raw: RawDot) -> Result<Self, ClockError> {
+        if raw.counter == 0 {
+            return Err(ClockError::ZeroCounter(raw.actor));
+        }
+        Ok(Dot { actor: raw.actor, counter: raw.counter, ts_ms: raw.ts_ms })
+    }
 }
 
 impl fmt::Display for Dot {
@@ -72,6 +92,16 @@ pub enum ClockError {
     /// A run of dots must hold at least one counter.
     #[error("context run for {0} ends below where it starts")]
     EmptyRun(ActorId),
+    /// A counter no real history reaches (see [`CONTEXT_COUNTER_MAX`]).
+    #[error("context claims counter {counter} of {actor}, above the limit {max}")]
+    CounterTooLarge {
+        /// Whose counter.
+        actor: ActorId,
+        /// The counter claimed.
+        counter: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The clock has more entries than allowed.
     #[error("context has {entries} entries, more than the limit {max}")]
     TooManyEntries {
@@ -81,6 +111,12 @@ pub enum ClockError {
         max: usize,
     },
 }
+
+/// The largest counter a context from a client may claim: 2^48, more writes of one key through
+/// one coordinator than any store makes (nine years at a million a second). A context made up to
+/// claim more could push a coordinator's counter for a key to its last value, after which it
+/// could write that key no more.
+pub const CONTEXT_COUNTER_MAX: u64 = 1 << 48;
 
 /// A vector clock: sorted, zero-free entries.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
@@ -544,7 +580,8 @@ impl Context {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
-    /// Decodes a context a client sent back; rejects malformed bytes and oversized contexts.
+    /// Decodes a context a client sent back; rejects malformed bytes, oversized contexts, and
+    /// counters above [`CONTEXT_COUNTER_MAX`].
     pub fn from_bytes(bytes: &[u8], entries_max: usize) -> Result<Context, ClockError> {
         let (c, rest): (Context, &[u8]) =
             postcard::take_from_bytes(bytes).map_err(|e| ClockError::Undecodable(e.to_string()))?;
@@ -553,6 +590,12 @@ impl Context {
         }
         if c.len() > entries_max {
             return Err(ClockError::TooManyEntries { entries: c.len(), max: entries_max });
+        }
+        let counters = c.clock.entries.iter().map(|e| (e.actor, e.counter));
+        let runs = c.cloud.iter().map(|r| (r.actor, r.last));
+        if let Some((actor, counter)) = counters.chain(runs).find(|&(_, n)| n > CONTEXT_COUNTER_MAX)
+        {
+            return Err(ClockError::CounterTooLarge { actor, counter, max: CONTEXT_COUNTER_MAX });
         }
         Ok(c)
     }

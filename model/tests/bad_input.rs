@@ -190,6 +190,43 @@ fn undecodable_or_oversized_contexts_are_typed_errors() {
     }
     assert_eq!(messy, Ok(canonical.clone()));
     assert_eq!(canonical.cloud(), &[run(4, 7), run(9, 9)]);
+    // Counters no real history reaches, in the clock or in a run, are refused; the limit is not.
+    let max = dynamo_model::clock::CONTEXT_COUNTER_MAX;
+    let high = |counter| dynamo_model::clock::Entry { counter, ..entry(1) };
+    let at = |clock: Vec<dynamo_model::clock::Entry>, runs| {
+        Context::from_bytes(&postcard::to_stdvec(&(clock, runs)).expect("encodes"), 16)
+    };
+    assert!(at(vec![high(max)], vec![]).is_ok());
+    for too_high in [
+        at(vec![high(max + 1)], vec![]),
+        at(vec![high(u64::MAX)], vec![]),
+        at(vec![entry(1)], vec![run(3, max + 1)]),
+    ] {
+        assert!(
+            matches!(too_high, Err(ClockError::CounterTooLarge { counter, .. }) if counter > max),
+            "{too_high:?}"
+        );
+    }
+}
+
+/// A version whose dot has counter 0 is covered by every context, so any write would replace it
+/// unseen: it does not decode, wherever it comes from.
+#[test]
+fn a_dot_with_counter_zero_does_not_decode() {
+    let version = |counter| dynamo_model::Version {
+        dot: dynamo_model::Dot { actor: ActorId::new(NodeId(2), 9), counter, ts_ms: 0 },
+        past: Context::new(),
+        payload: dynamo_model::Payload::Value(b"v".to_vec()),
+    };
+    let store = |counter| Msg::Store {
+        op: None,
+        key: Key::from("k"),
+        siblings: Siblings::from_versions([version(counter)]),
+        intended: None,
+    };
+    let bytes = |m: &Msg| postcard::to_stdvec(m).expect("encodes");
+    assert_eq!(postcard::from_bytes::<Msg>(&bytes(&store(1))).expect("decodes"), store(1));
+    assert!(postcard::from_bytes::<Msg>(&bytes(&store(0))).is_err());
 }
 
 #[test]
