@@ -201,12 +201,20 @@ fn decode(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<Siblings, Store
 /// Room per version for its dot and clock, besides the value, when sizing an encoding buffer.
 const VERSION_OVERHEAD_BYTES: usize = 64;
 
-/// Roughly the bytes `s` takes encoded (or in memory): its values plus room for each version's
-/// dot and clock.
+/// Room per entry of a version's past (a clock entry or a run of dots) in memory.
+const PAST_ENTRY_BYTES: usize = 32;
+
+/// Roughly the bytes `s` takes in memory (and at most encoded): its values, room for each
+/// version's dot, and its past entry by entry (a client's context can give a version hundreds,
+/// and the read cache is bounded by this).
 fn size_estimate(s: &Siblings) -> usize {
     s.versions()
         .iter()
-        .map(|v| v.payload.value().map_or(0, <[u8]>::len) + VERSION_OVERHEAD_BYTES)
+        .map(|v| {
+            v.payload.value().map_or(0, <[u8]>::len)
+                + VERSION_OVERHEAD_BYTES
+                + PAST_ENTRY_BYTES * v.past.len()
+        })
         .sum()
 }
 
@@ -585,6 +593,27 @@ mod tests {
             past: Context::new(),
             payload: Payload::Value(v.to_vec()),
         }])
+    }
+
+    /// The read cache's bound counts a version's past: a context of hundreds of entries (made up
+    /// by a client, or many coordinators') is not taken for a few bytes.
+    #[test]
+    fn a_long_past_weighs_in_the_size_estimate() {
+        let mut past = Context::new();
+        for i in 1..=256u16 {
+            past.add_dot(&Dot { actor: ActorId::new(NodeId(i), 1), counter: 1, ts_ms: 0 });
+        }
+        let actor = ActorId::new(NodeId(1), 1);
+        let long = Siblings::from_versions([Version {
+            dot: Dot { actor, counter: 2, ts_ms: 0 },
+            past,
+            payload: Payload::Value(b"v".to_vec()),
+        }]);
+        // 256 entries of 24 bytes at least (actor, counter, time) in memory.
+        assert!(size_estimate(&long) >= 256 * 24, "{}", size_estimate(&long));
+        assert!(size_estimate(&sibs(b"v")) < 256, "a short past stays small");
+        // And it still bounds the encoding.
+        assert!(encode(&long).expect("encodes").len() <= size_estimate(&long) + 8);
     }
 
     #[test]
