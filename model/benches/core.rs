@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the core's hot paths: clock compare and merge, reconcile with 1–16
-//! siblings, preference-list lookup, and one put handled end to end in the simulator.
+//! siblings, decoding a sibling set of 1–4096 versions, preference-list lookup, and one put handled end to end in the simulator.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dynamo_model::clock::{Context, VClock};
@@ -60,6 +60,20 @@ fn reconcile(c: &mut Criterion) {
     g.finish();
 }
 
+/// Decoding a set of `k` concurrent siblings as it arrives from a peer or from disk (the set is
+/// rebuilt and checked to be an antichain).
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("siblings_decode");
+    for k in [1usize, 3, 64, 4096] {
+        let (set, _) = sibling_pair(k);
+        let bytes = postcard::to_stdvec(&set).expect("encodes");
+        g.bench_with_input(BenchmarkId::from_parameter(k), &k, |bch, _| {
+            bch.iter(|| postcard::from_bytes::<Siblings>(black_box(&bytes)).expect("decodes"))
+        });
+    }
+    g.finish();
+}
+
 fn ring(c: &mut Criterion) {
     let nodes = (1..=16).map(NodeId).collect();
     let ring = Ring::new(1024, &nodes);
@@ -91,5 +105,5 @@ fn sim_put(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, clocks, reconcile, ring, sim_put);
+criterion_group!(benches, clocks, reconcile, decode, ring, sim_put);
 criterion_main!(benches);

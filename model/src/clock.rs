@@ -509,7 +509,30 @@ impl Context {
 
     /// Whether the write `dot` was seen.
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.clock.contains(dot) || self.cloud.iter().any(|r| r.contains(dot))
+        if self.clock.contains(dot) {
+            return true;
+        }
+        // The cloud is sorted by actor, then first counter, and one actor's runs are disjoint:
+        // only the last run starting at or below the counter can hold it.
+        let after = self.cloud.partition_point(|r| (r.actor, r.first) <= (dot.actor, dot.counter));
+        after > 0 && self.cloud[after - 1].contains(dot)
+    }
+
+    /// Everything any of `contexts` has seen, joined at once (a merge at a time sorts the growing
+    /// cloud again each time). Of equal counters, the latest time stays.
+    pub fn join_all<'a>(contexts: impl IntoIterator<Item = &'a Context>) -> Context {
+        let (mut entries, mut cloud) = (Vec::new(), Vec::new());
+        for c in contexts {
+            entries.extend_from_slice(&c.clock.entries);
+            cloud.extend_from_slice(&c.cloud);
+        }
+        entries.sort_unstable_by(|a, b| {
+            a.actor.cmp(&b.actor).then(b.counter.cmp(&a.counter)).then(b.ts_ms.cmp(&a.ts_ms))
+        });
+        entries.dedup_by(|later, kept| later.actor == kept.actor);
+        let mut joined = Context { clock: VClock { entries }, cloud };
+        joined.normalize();
+        joined
     }
 
     /// The highest counter of `actor` seen, gap or not.

@@ -161,13 +161,19 @@ impl Siblings {
         Siblings::default()
     }
 
-    /// Builds the antichain of the maximal versions among `versions`.
+    /// Builds the antichain of the maximal versions among `versions`: those whose dot no version's
+    /// past holds (of versions with one dot, the first; no version's own past holds its dot). In time about linear in the
+    /// versions and their pasts, not quadratic: a set read from disk or the network may be large.
     pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
-        let mut s = Siblings::new();
-        for v in versions {
-            s.insert(v);
+        let mut versions: Vec<Version> = versions.into_iter().collect();
+        // Stable: of versions with equal dots the first stays.
+        versions.sort_by_key(|v| v.dot);
+        versions.dedup_by(|later, kept| later.dot == kept.dot);
+        if versions.len() > 1 {
+            let seen = Context::join_all(versions.iter().map(|v| &v.past));
+            versions.retain(|v| !seen.contains(&v.dot));
         }
-        s
+        Siblings { versions: Arc::new(versions) }
     }
 
     /// The versions, sorted by dot.

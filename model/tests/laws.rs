@@ -176,6 +176,38 @@ fn context_merge_is_set_union_of_histories() {
     check(prop as fn(Ctx, Ctx, u8, u8) -> bool);
 }
 
+/// Joining many contexts at once is merging them one at a time; and `contains`, which
+/// binary-searches the cloud, agrees with a scan of it.
+#[test]
+fn join_all_is_merge_and_contains_agrees_with_a_scan() {
+    fn prop(a: Ctx, b: Ctx, c: Ctx, i: u8, k: u8) -> bool {
+        let mut merged = a.0.clone();
+        merged.merge(&b.0);
+        merged.merge(&c.0);
+        let joined = Context::join_all([&a.0, &b.0, &c.0]);
+        let dot = Dot { actor: actor(i % 4), counter: u64::from(k % 8) + 1, ts_ms: 0 };
+        let scan = |x: &Context| {
+            x.clock().contains(&dot)
+                || x.cloud().iter().any(|r| {
+                    r.actor == dot.actor && r.first <= dot.counter && dot.counter <= r.last
+                })
+        };
+        joined.contains(&dot) == merged.contains(&dot)
+            && joined.clock().entries().iter().map(|e| (e.actor, e.counter)).eq(merged
+                .clock()
+                .entries()
+                .iter()
+                .map(|e| (e.actor, e.counter)))
+            && joined
+                .cloud()
+                .iter()
+                .map(|r| (r.actor, r.first, r.last))
+                .eq(merged.cloud().iter().map(|r| (r.actor, r.first, r.last)))
+            && [&a.0, &b.0, &c.0, &joined].iter().all(|x| x.contains(&dot) == scan(x))
+    }
+    check(prop as fn(Ctx, Ctx, Ctx, u8, u8) -> bool);
+}
+
 #[test]
 fn context_is_canonical() {
     // However a context is reached, dots below or next to the clock are folded into it.
@@ -268,6 +300,32 @@ fn reconcile_of_a_set_is_reconcile_of_its_versions_one_by_one() {
         ok
     }
     check(prop as fn(u64, u8) -> bool);
+}
+
+/// A set built from versions in any order, with repeats, is the merge of the sets they came from
+/// (as a set decoded from the network or disk is rebuilt).
+#[test]
+fn from_versions_in_any_order_with_repeats_is_the_merge() {
+    fn prop(seed: u64) -> bool {
+        let (r, _) = random_replicas(seed);
+        let merged = r[0].reconciled(&r[1]).reconciled(&r[2]);
+        let mut all: Vec<Version> = r.iter().flat_map(|s| s.versions().iter().cloned()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        for i in (1..all.len()).rev() {
+            all.swap(i, rng.random_range(0..=i));
+        }
+        let repeats: Vec<Version> = all.iter().filter(|_| rng.random_bool(0.3)).cloned().collect();
+        all.extend(repeats);
+        let built = Siblings::from_versions(all);
+        let round_trip: Vec<bool> =
+            r.iter().map(|s| Siblings::from_versions(s.versions().iter().cloned()) == *s).collect();
+        let ok = built == merged && built.check().is_ok() && round_trip.iter().all(|&b| b);
+        if !ok {
+            eprintln!("failing seed {seed}: {r:?} built {built:?} merged {merged:?}");
+        }
+        ok
+    }
+    check(prop as fn(u64) -> bool);
 }
 
 #[test]
