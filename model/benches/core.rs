@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the core's hot paths: clock compare and merge, reconcile with 1–16
-//! siblings, decoding a sibling set of 1–4096 versions, preference-list lookup, and one put handled end to end in the simulator.
+//! siblings, decoding a sibling set of 1–4096 versions, preference-list lookup, and one put
+//! handled end to end in the simulator.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dynamo_model::clock::{Context, VClock};

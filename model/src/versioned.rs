@@ -16,7 +16,7 @@
 //! dot of an actor has also seen (held or superseded) every earlier dot of that actor for the key.
 //! That is what makes the joined clock of a read a faithful summary of what the reader saw.
 
-use crate::clock::{Context, Dot};
+use crate::clock::{Context, Dot, CONTEXT_COUNTER_MAX};
 use crate::config::Limits;
 use crate::ids::ActorId;
 use serde::{Deserialize, Serialize};
@@ -108,9 +108,11 @@ pub enum PutError {
         /// The limit.
         max: usize,
     },
-    /// The context claims `actor`'s last possible counter, so no write of `actor` can follow it.
-    /// No real history reaches it: the context was made up or damaged.
-    #[error("the context claims counter {counter} of {actor}, the last there is; no write can follow it")]
+    /// The context claims `actor`'s counter at [`CONTEXT_COUNTER_MAX`], so no write of `actor`
+    /// can follow it. No real history reaches it: the context was made up or damaged.
+    #[error(
+        "the context claims counter {counter} of {actor}, the last allowed; no write can follow it"
+    )]
     CounterExhausted {
         /// The coordinator whose counter would overflow.
         actor: ActorId,
@@ -161,9 +163,9 @@ impl Siblings {
         Siblings::default()
     }
 
-    /// Builds the antichain of the maximal versions among `versions`: those whose dot no version's
-    /// past holds (of versions with one dot, the first; no version's own past holds its dot). In time about linear in the
-    /// versions and their pasts, not quadratic: a set read from disk or the network may be large.
+    /// Builds the antichain of the maximal versions among `versions`: those no other version
+    /// supersedes (of versions with one dot, the first). In time about linear in the versions and
+    /// their pasts, not quadratic: a set read from disk or the network may be large.
     pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
         let mut versions: Vec<Version> = versions.into_iter().collect();
         // Stable: of versions with equal dots the first stays.
@@ -171,7 +173,17 @@ impl Siblings {
         versions.dedup_by(|later, kept| later.dot == kept.dot);
         if versions.len() > 1 {
             let seen = Context::join_all(versions.iter().map(|v| &v.past));
-            versions.retain(|v| !seen.contains(&v.dot));
+            // A dot some past holds is superseded, unless the only past holding it may be its own
+            // version's (never so in a real history; a damaged one is judged pair by pair).
+            let superseded: Vec<bool> = versions
+                .iter()
+                .map(|v| {
+                    seen.contains(&v.dot)
+                        && (!v.past.contains(&v.dot) || versions.iter().any(|w| w.supersedes(v)))
+                })
+                .collect();
+            let mut superseded = superseded.into_iter();
+            versions.retain(|_| !superseded.next().unwrap_or(false));
         }
         Siblings { versions: Arc::new(versions) }
     }
@@ -309,7 +321,9 @@ impl Siblings {
             return Err(PutError::TooManySiblings { siblings: kept + 1, max: limits.siblings_max });
         }
         let last = self.context().max_counter(actor).max(context.max_counter(actor));
-        let Some(counter) = last.checked_add(1) else {
+        // Never above what a client's context may claim: the contexts this write's readers get
+        // back must be ones the node takes again.
+        let Some(counter) = last.checked_add(1).filter(|&c| c <= CONTEXT_COUNTER_MAX) else {
             return Err(PutError::CounterExhausted { actor, counter: last });
         };
         let dot = Dot { actor, counter, ts_ms: now_ms };

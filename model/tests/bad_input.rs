@@ -351,4 +351,24 @@ fn a_context_claiming_the_last_counter_is_refused_not_wrapped() {
     let e = rejected(&ask(&mut n, op));
     assert_eq!(e, RequestError::Put(PutError::CounterExhausted { actor, counter: u64::MAX }));
     assert_eq!(n.store(), &MemStore::default());
+    // Nor past the limit on what a client's context may claim: every context a read returns is
+    // one the node takes back, so a made-up context cannot lock a key for every coordinator.
+    let max = dynamo_model::clock::CONTEXT_COUNTER_MAX;
+    let at = |counter| {
+        let mut clock = dynamo_model::clock::VClock::new();
+        clock.witness(actor, counter, 0);
+        ClientOp::put(Key::from("k"), Context::from(clock), b"v".to_vec())
+    };
+    let e = rejected(&ask(&mut n, at(max)));
+    assert_eq!(e, RequestError::Put(PutError::CounterExhausted { actor, counter: max }));
+    assert!(ask(&mut n, at(max - 1)).iter().any(|e| matches!(e, Effect::Send { .. })));
+    let stored = n.store().data.get(&Key::from("k")).expect("written").clone();
+    let read_back = Context::from_bytes(&stored.context().to_bytes(), 16).expect("taken back");
+    let mut via_another = stored.clone();
+    let other = ActorId::new(NodeId(2), 0);
+    let limits = dynamo_model::config::Limits::default();
+    via_another
+        .apply_put(other, &read_back, dynamo_model::Payload::Tombstone, 0, &limits, None)
+        .expect("another coordinator supersedes it");
+    assert_eq!(via_another.len(), 1);
 }

@@ -176,8 +176,9 @@ fn context_merge_is_set_union_of_histories() {
     check(prop as fn(Ctx, Ctx, u8, u8) -> bool);
 }
 
-/// Joining many contexts at once is merging them one at a time; and `contains`, which
-/// binary-searches the cloud, agrees with a scan of it.
+/// Joining many contexts at once is merging them one at a time (their counters and runs; of
+/// equal counters the times kept may differ); and `contains`, which binary-searches the cloud,
+/// agrees with a scan of it.
 #[test]
 fn join_all_is_merge_and_contains_agrees_with_a_scan() {
     fn prop(a: Ctx, b: Ctx, c: Ctx, i: u8, k: u8) -> bool {
@@ -326,6 +327,38 @@ fn from_versions_in_any_order_with_repeats_is_the_merge() {
         ok
     }
     check(prop as fn(u64) -> bool);
+}
+
+/// A damaged version whose past holds its own dot is not superseded by itself: built into a set
+/// it stays as inserting it would keep it, beside a concurrent version, and goes when another
+/// version supersedes it.
+#[test]
+fn a_version_is_never_superseded_by_its_own_past() {
+    let version = |i: u8, counter, past: &[(u8, u64)]| {
+        let mut p = Context::new();
+        for &(a, c) in past {
+            p.add_dot(&Dot { actor: actor(a), counter: c, ts_ms: 0 });
+        }
+        Version {
+            dot: Dot { actor: actor(i), counter, ts_ms: 0 },
+            past: p,
+            payload: Payload::Value(vec![i]),
+        }
+    };
+    let odd = version(0, 2, &[(0, 2)]);
+    let other = version(1, 1, &[]);
+    let above = version(1, 2, &[(0, 2)]);
+    let one_by_one = |vs: &[Version]| {
+        let mut s = Siblings::new();
+        for v in vs {
+            s.insert(v.clone());
+        }
+        s
+    };
+    for set in [vec![odd.clone()], vec![odd.clone(), other], vec![odd, above]] {
+        let built = Siblings::from_versions(set.iter().cloned());
+        assert_eq!(built, one_by_one(&set), "{set:?}");
+    }
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! and the dialling side refuses an answer from a node other than the one it meant to reach.
 //! Each hello also carries a fresh random nonce, and then each side sends a [`Proof`] that it
 //! knows the cluster's secret (an HMAC-SHA256, under the secret, of the cluster name, both node
-//! ids in the direction of the proof and both nonces), and refuses a peer whose proof does not
+//! ids in the direction of the proof and both nonces), the dialler first and the accepting side
+//! only once the dialler's proof checked out, and each refuses a peer whose proof does not
 //! match. So only a host that knows the secret can act as a peer, a proof cannot be replayed on
 //! another connection or reflected back, and the secret never crosses the wire. Nodes without a
 //! secret prove only that they have none either. This authenticates the connection's start, not
@@ -67,7 +68,7 @@ pub const FRAME_BYTES_CAP: usize = 256 << 20;
 /// only once the handshake has shown a peer of this cluster: an unknown dialler cannot make the
 /// node hold a frame of up to [`FRAME_BYTES_CAP`] for it.
 pub const HELLO_BYTES_MAX: usize = 256 * 1024;
-/// Time allowed to connect and exchange hellos.
+/// Time allowed to connect and exchange hellos and proofs.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 /// First redial delay.
 pub const BACKOFF_MIN_MS: u64 = 50;
@@ -223,8 +224,9 @@ impl PeerContext {
     }
 
     /// Exchanges proofs of the cluster secret on a connection whose hellos were `mine` and
-    /// `theirs`: the dialler sends first, the accepting side answers before it checks, so that
-    /// both sides can tell (and log) that the secrets differ.
+    /// `theirs`. The dialler proves first; the accepting side checks that proof before it sends
+    /// its own, so a host that merely connects gets no proof to test guesses of the secret
+    /// against. (The dialler reaches only the addresses it is configured with.)
     async fn prove(
         &self,
         f: &mut PeerFramed,
@@ -232,30 +234,29 @@ impl PeerContext {
         theirs: &Hello,
         dialled: bool,
     ) -> Result<(), String> {
-        let me = (self.me, &mine.nonce);
-        let them = (theirs.node, &theirs.nonce);
-        let own: Proof =
-            proof(&self.secret, &self.cluster, me, them).finalize().into_bytes().into();
+        let own = Bytes::copy_from_slice(&proof_of(&self.secret, &self.cluster, mine, theirs));
         if dialled {
-            f.send(Bytes::copy_from_slice(&own))
-                .await
-                .map_err(|e| format!("writing proof: {e}"))?;
+            f.send(own.clone()).await.map_err(|e| format!("writing proof: {e}"))?;
         }
         let got = match f.next().await {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Err(format!("reading proof: {e}")),
-            None => return Err("closed before its proof of the cluster secret".into()),
+            None => {
+                return Err("closed before its proof of the cluster secret (the secrets differ, \
+                            or it stopped)"
+                    .into())
+            }
         };
-        if !dialled {
-            f.send(Bytes::copy_from_slice(&own))
-                .await
-                .map_err(|e| format!("writing proof: {e}"))?;
-        }
+        let (me, them) = ((self.me, &mine.nonce), (theirs.node, &theirs.nonce));
         proof(&self.secret, &self.cluster, them, me).verify_slice(&got).map_err(|_| {
             "its proof of the cluster secret does not match this node's (the secrets differ, or \
              only one side has one)"
                 .to_string()
-        })
+        })?;
+        if !dialled {
+            f.send(own).await.map_err(|e| format!("writing proof: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Why `hello` is unacceptable, if it is. `expected` is the node we dialled, if we dialled.
@@ -423,9 +424,10 @@ impl Drop for ForgetInbound<'_> {
 enum DialError {
     /// No connection, or no hello in time (the peer is down or not a node).
     Unreachable(String),
-    /// The peer answered with a hello this node refuses (cluster, version, node id or ring). A
-    /// peer that refuses ours answers with its own hello first, so either side's mismatch ends
-    /// here.
+    /// The peer answered with a hello this node refuses (cluster, version, node id or ring), or
+    /// its proof of the cluster secret failed or never came. A peer that refuses our hello
+    /// answers with its own first, so either side's mismatch of hellos ends here; one that
+    /// refuses our proof closes before its own.
     Refused(String),
 }
 
@@ -492,7 +494,7 @@ impl PeerLink {
             // `notify_one` keeps a permit when nobody waits, so a wake-up the driver gives
             // between this write and the wait below is not lost.
             match self.outbox.serve() {
-                // The peer sends nothing after its hello, so the socket turns readable only when
+                // The peer sends nothing after its proof, so the socket turns readable only when
                 // the peer has gone (its end closed): give the connection up at once rather than
                 // at the next write, which the kernel would take and the peer never read.
                 Flushed::Done => tokio::select! {
@@ -529,7 +531,7 @@ impl PeerLink {
 }
 
 /// What a readable outbound connection means: the peer closed it, or broke the protocol by
-/// sending after its hello (either ends the connection); `None` for a spurious wake-up.
+/// sending after its proof (either ends the connection); `None` for a spurious wake-up.
 fn closed_by_peer(stream: &TcpStream, readable: std::io::Result<()>) -> Option<WriteEnd> {
     if let Err(e) = readable {
         return Some(WriteEnd::Broken(e.to_string()));
@@ -537,7 +539,7 @@ fn closed_by_peer(stream: &TcpStream, readable: std::io::Result<()>) -> Option<W
     let mut buf = [0u8; 64];
     match stream.try_read(&mut buf) {
         Ok(0) => Some(WriteEnd::Broken("closed by the peer".into())),
-        Ok(n) => Some(WriteEnd::Broken(format!("the peer sent {n} bytes after its hello"))),
+        Ok(n) => Some(WriteEnd::Broken(format!("the peer sent {n} bytes after its proof"))),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
         Err(e) => Some(WriteEnd::Broken(e.to_string())),
     }
@@ -611,7 +613,7 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
         backoff_ms = BACKOFF_MIN_MS;
         logged_down = false;
         failed_dials = 0;
-        // The accepting side sends nothing after its hello, so the codec holds no bytes of ours.
+        // The accepting side sends nothing after its proof, so the codec holds no bytes of ours.
         let stream = Arc::new(f.into_inner());
         let end = link.serve(stream, &mut down).await;
         link.disconnect();
@@ -817,19 +819,25 @@ mod tests {
     }
 
     /// The handshake between node 1 (dialling) and node 2, each with its own secret: what each
-    /// side's `prove` returned.
+    /// side's `prove` returned. Each side closes its end when it is done, as a node does.
     async fn handshake(one: &ClusterSecret, two: &ClusterSecret) -> [Result<(), String>; 2] {
         let (a, b) = pair().await;
         let (ctx1, ctx2) = (context(1, 2, one), context(2, 1, two));
         let (mut f1, mut f2) = (framed(a), framed(b));
         let (h1, h2) = (ctx1.hello(), ctx2.hello());
-        let (r1, r2) =
-            tokio::join!(ctx1.prove(&mut f1, &h1, &h2, true), ctx2.prove(&mut f2, &h2, &h1, false));
+        let (h1, h2) = (&h1, &h2);
+        let dialler = async move { ctx1.prove(&mut f1, h1, h2, true).await };
+        let accepting = async move {
+            let r = ctx2.prove(&mut f2, h2, h1, false).await;
+            drop(f2);
+            r
+        };
+        let (r1, r2) = tokio::join!(dialler, accepting);
         [r1, r2]
     }
 
-    /// Peers with the same secret (or both without one) connect; any other pair is refused by
-    /// both sides, each able to say why.
+    /// Peers with the same secret (or both without one) connect; any other pair is refused: the
+    /// accepting side finds the dialler's proof wrong and closes without sending its own.
     #[tokio::test]
     async fn peers_prove_they_share_the_cluster_secret() {
         let (s, t) = (ClusterSecret::random(), ClusterSecret::random());
@@ -837,10 +845,11 @@ mod tests {
             assert_eq!(handshake(one, two).await, [Ok(()), Ok(())], "{one:?} and {two:?}");
         }
         for (one, two) in [(&s, &t), (&s, &ClusterSecret::none()), (&ClusterSecret::none(), &t)] {
-            for r in handshake(one, two).await {
-                let why = r.expect_err("refused");
-                assert!(why.contains("cluster secret does not match"), "{one:?}, {two:?}: {why}");
-            }
+            let [dialler, accepting] = handshake(one, two).await;
+            let why = accepting.expect_err("refused by the accepting side");
+            assert!(why.contains("cluster secret does not match"), "{one:?}, {two:?}: {why}");
+            let why = dialler.expect_err("refused by the dialler");
+            assert!(why.contains("closed before its proof"), "{one:?}, {two:?}: {why}");
         }
     }
 

@@ -204,7 +204,7 @@ const VERSION_OVERHEAD_BYTES: usize = 64;
 /// Room per entry of a version's past (a clock entry or a run of dots) in memory.
 const PAST_ENTRY_BYTES: usize = 32;
 
-/// Roughly the bytes `s` takes in memory (and at most encoded): its values, room for each
+/// Roughly the bytes `s` takes in memory, and about as many encoded: its values, room for each
 /// version's dot, and its past entry by entry (a client's context can give a version hundreds,
 /// and the read cache is bounded by this).
 fn size_estimate(s: &Siblings) -> usize {
@@ -612,7 +612,7 @@ mod tests {
         // 256 entries of 24 bytes at least (actor, counter, time) in memory.
         assert!(size_estimate(&long) >= 256 * 24, "{}", size_estimate(&long));
         assert!(size_estimate(&sibs(b"v")) < 256, "a short past stays small");
-        // And it still bounds the encoding.
+        // And it is about the encoding's size too (it sizes the encoding's buffer).
         assert!(encode(&long).expect("encodes").len() <= size_estimate(&long) + 8);
     }
 
