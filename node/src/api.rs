@@ -70,6 +70,8 @@ pub struct ApiState {
     pub ring: Arc<Ring>,
     /// Peers' addresses, for `/status`.
     pub peers: Arc<BTreeMap<NodeId, SocketAddr>>,
+    /// Whether peers must prove a cluster secret, for `/status`.
+    pub peer_secret: bool,
     /// How long a put's body may take to arrive.
     pub body_timeout: std::time::Duration,
 }
@@ -564,6 +566,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
     let body = serde_json::json!({
         "node": s,
         "peers": peers,
+        "peer_secret": st.peer_secret,
         "n": c.n(), "r": c.r(), "w": c.w(),
         "partitions": c.partitions(),
         "sloppy_quorum": c.sloppy_quorum(),
@@ -574,6 +577,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
             "forwarded": s.stats.forwarded,
             "rejected": s.stats.rejected,
             "store_errors": s.stats.store_errors,
+            "malformed_dropped": s.stats.malformed_dropped,
         },
     });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()

@@ -172,6 +172,7 @@ async fn start_here(
         config,
         ring,
         peers: Arc::new(cfg.peers.clone()),
+        peer_secret: !cfg.cluster_secret.is_none(),
         body_timeout: Duration::from_millis(cfg.http_idle_timeout_ms),
     };
     let app = api::router(state);

@@ -385,6 +385,8 @@ async fn status_ring_and_metrics_answer() {
     let s = c.client.status(&c.url(2)).await.expect("status");
     assert_eq!(s["node"]["node"], 2);
     assert_eq!(s["node"]["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(s["peer_secret"], true, "the test clusters share a secret");
+    assert_eq!(s["stats"]["malformed_dropped"], 0);
     let r = c
         .client
         .send(Method::GET, &format!("{}/ring", c.url(1)), &[], Bytes::new())
