@@ -11,7 +11,7 @@
 
 use crate::config::Config;
 use crate::coordinator::Coord;
-use crate::ids::{ActorId, NodeId, OpId, RequestId};
+use crate::ids::{ActorId, Key, NodeId, OpId, RequestId};
 use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::ring::Ring;
 use crate::store::Store;
@@ -120,6 +120,16 @@ impl Effect {
     }
 }
 
+/// A stored sibling set a message is about: a key's primary data, or the hint kept under a key
+/// for another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// The key's primary data.
+    Data(&'a Key),
+    /// The hint kept for this node under the key.
+    Hint(NodeId, &'a Key),
+}
+
 /// A request this node forwarded to a coordinator and still waits on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Forwarded {
@@ -202,6 +212,28 @@ impl<S: Hash> Hash for Node<S> {
 }
 
 impl<S: Store> Node<S> {
+    /// The one stored sibling set handling `input` reads, when that is all it reads of the store:
+    /// a get's key (the answer is built from it and from peers' answers, see [`Basis::Request`]),
+    /// or what a `Fetch` asks for ([`Basis::Fetched`]).
+    pub fn reads<'a>(&self, input: &'a Input) -> Option<Record<'a>> {
+        match input {
+            Input::Client { op, .. } if !op.is_write() => Some(Record::Data(&op.key)),
+            Input::Peer { msg: Msg::Fetch { key, intended, .. }, .. } => {
+                Some(self.record(key, *intended))
+            }
+            _ => None,
+        }
+    }
+
+    /// Where a replica message about `key` for `intended` lives here: in the hint kept for
+    /// `intended` when that is another node, else in the key's primary data.
+    pub(crate) fn record<'a>(&self, key: &'a Key, intended: Option<NodeId>) -> Record<'a> {
+        match intended {
+            Some(i) if i != self.id => Record::Hint(i, key),
+            _ => Record::Data(key),
+        }
+    }
+
     /// A node `id` writing under `actor`, with its durable `store` (fresh or recovered) and a fresh
     /// volatile state. `ring` must be `Ring::new(config.partitions(), config.nodes())` or a ring
     /// every node agrees on.

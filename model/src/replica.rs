@@ -7,7 +7,7 @@
 
 use crate::ids::{Key, NodeId, OpId};
 use crate::msg::Msg;
-use crate::node::{Effect, Node};
+use crate::node::{Effect, Node, Record};
 use crate::store::{Store, StoreError};
 use crate::versioned::Siblings;
 
@@ -33,9 +33,9 @@ impl<S: Store> Node<S> {
         ) {
             return;
         }
-        let stored = match intended {
-            Some(i) if i != self.id => self.merge_hint(i, &key, &siblings),
-            _ => self.merge_local(&key, &siblings),
+        let stored = match self.record(&key, intended) {
+            Record::Hint(i, key) => self.merge_hint(i, key, &siblings),
+            Record::Data(key) => self.merge_local(key, &siblings),
         };
         if stored {
             if let Some(op) = op {
@@ -52,9 +52,9 @@ impl<S: Store> Node<S> {
         intended: Option<NodeId>,
         effects: &mut Vec<Effect>,
     ) {
-        let held = match intended {
-            Some(i) if i != self.id => self.store.load_hint(i, &key),
-            _ => self.store.load(&key),
+        let held = match self.record(&key, intended) {
+            Record::Hint(i, key) => self.store.load_hint(i, key),
+            Record::Data(key) => self.store.load(key),
         };
         match held {
             Ok(siblings) => {

@@ -372,3 +372,30 @@ fn a_context_claiming_the_last_counter_is_refused_not_wrapped() {
         .expect("another coordinator supersedes it");
     assert_eq!(via_another.len(), 1);
 }
+
+/// The one stored set an input reads, which the driver holds answers built from it on: a get's
+/// key, a `Fetch`'s hint for another node or its key's data (also when it names this node); a
+/// put, and other messages, none.
+#[test]
+fn reads_names_the_one_set_a_get_or_fetch_reads() {
+    use dynamo_model::node::Record;
+    let n = node(1);
+    let k = Key::from("k");
+    let op = OpId { origin: NodeId(2), req: RequestId(1) };
+    let fetch = |intended| Input::Peer {
+        from: NodeId(2),
+        msg: Msg::Fetch { op, key: k.clone(), intended },
+    };
+    let get = Input::Client { req: RequestId(1), op: ClientOp::get(k.clone()) };
+    assert_eq!(n.reads(&get), Some(Record::Data(&k)));
+    let (other, mine, none) = (fetch(Some(NodeId(3))), fetch(Some(NodeId(1))), fetch(None));
+    assert_eq!(n.reads(&other), Some(Record::Hint(NodeId(3), &k)));
+    assert_eq!(n.reads(&mine), Some(Record::Data(&k)));
+    assert_eq!(n.reads(&none), Some(Record::Data(&k)));
+    let put = Input::Client {
+        req: RequestId(2),
+        op: ClientOp::put(k.clone(), Context::new(), b"v".to_vec()),
+    };
+    assert_eq!(n.reads(&put), None);
+    assert_eq!(n.reads(&Input::Peer { from: NodeId(2), msg: Msg::Ping }), None);
+}

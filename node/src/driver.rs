@@ -34,7 +34,7 @@ use crate::connection::PeerLink;
 use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
 use dynamo_model::{
-    Action, ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, RequestId,
+    ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, Record, RequestId,
 };
 use dynamo_model::{Stats, Store, StoreError, Timer};
 use serde::Serialize;
@@ -432,23 +432,18 @@ impl Driver {
                         }
                         let req = self.request_id();
                         self.pending.insert(req, (reply, u64::MAX));
-                        let read = matches!(op.action, Action::Get)
-                            .then(|| self.node.store().key_mark(&op.key));
-                        self.node.handle(now_ms, Input::Client { req, op }, &mut effects);
+                        let input = Input::Client { req, op };
+                        let read = self.read_mark(&input);
+                        self.node.handle(now_ms, input, &mut effects);
                         let mark = read.unwrap_or_else(|| self.node.store().write_mark());
                         if let Some(p) = self.pending.get_mut(&req) {
                             p.1 = mark;
                         }
                     }
                     DriverInput::Peer { from, msg } => {
-                        if let Msg::Fetch { key, intended, .. } = &msg {
-                            let store = self.node.store();
-                            fetched = Some(match intended {
-                                Some(i) if *i != self.node.id() => store.hints_mark(),
-                                _ => store.key_mark(key),
-                            });
-                        }
-                        self.node.handle(now_ms, Input::Peer { from, msg }, &mut effects);
+                        let input = Input::Peer { from, msg };
+                        fetched = self.read_mark(&input);
+                        self.node.handle(now_ms, input, &mut effects);
                     }
                     DriverInput::Status(tx) => statuses.push(tx),
                     DriverInput::Shutdown => stop = true,
@@ -509,6 +504,16 @@ impl Driver {
             at = at.min(retry_at);
         }
         at
+    }
+
+    /// The mark of the last write of the one stored sibling set handling `input` reads, if that
+    /// is all it reads ([`Node::reads`]): a key's, or, for a hint, the last hint write's.
+    fn read_mark(&self, input: &Input) -> Option<u64> {
+        let store = self.node.store();
+        self.node.reads(input).map(|r| match r {
+            Record::Data(key) => store.key_mark(key),
+            Record::Hint(..) => store.hints_mark(),
+        })
     }
 
     /// Applies the timer effects of one `handle` call, during which the store's write mark went

@@ -161,13 +161,12 @@ async fn a_dialled_peer_that_answers_as_another_node_is_refused_and_counted() {
     c.shutdown().await;
 }
 
-/// Two nodes configured with different rings (here, partition counts) refuse each other, each
-/// counting the refusal and naming both rings in its log: neither places keys on the other.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_with_different_rings_refuse_each_other() {
+/// Starts a two-node cluster with node 2 configured by `change`, and checks that both nodes
+/// refuse each other, each counting the refusals: neither takes the other for a peer.
+async fn nodes_refuse_each_other(change: impl FnOnce(&mut dynamo_node::NodeConfig)) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
-    cfgs[1].params.partitions *= 2;
+    change(&mut cfgs[1]);
     let c = Cluster::launch(cfgs, dir, 2).await;
     for i in 1..=2 {
         eventually("both sides refuse", || async {
@@ -179,22 +178,17 @@ async fn nodes_with_different_rings_refuse_each_other() {
     c.shutdown().await;
 }
 
-/// Two nodes with different cluster secrets refuse each other, each counting the refusal:
-/// neither takes the other for a peer.
+/// Two nodes configured with different rings (here, partition counts) refuse each other (and
+/// name both rings in their logs): neither places keys on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_rings_refuse_each_other() {
+    nodes_refuse_each_other(|cfg| cfg.params.partitions *= 2).await;
+}
+
+/// Two nodes with different cluster secrets refuse each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_different_secrets_refuse_each_other() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfgs = configs(2, dir.path(), dynamo_node::config::SyncPolicy::None);
-    cfgs[1].cluster_secret = ClusterSecret::random();
-    let c = Cluster::launch(cfgs, dir, 2).await;
-    for i in 1..=2 {
-        eventually("both sides refuse", || async {
-            (c.metric(i, "dynamo_peer_handshakes_refused_total").await? >= 2).then_some(())
-        })
-        .await;
-        assert_eq!(c.metric(i, "dynamo_peer_connects_total").await, Some(0), "node {i}");
-    }
-    c.shutdown().await;
+    nodes_refuse_each_other(|cfg| cfg.cluster_secret = ClusterSecret::random()).await;
 }
 
 /// One inbound connection per peer: a newer connection from a node replaces its older one, which
