@@ -399,3 +399,83 @@ fn reads_names_the_one_set_a_get_or_fetch_reads() {
     assert_eq!(n.reads(&put), None);
     assert_eq!(n.reads(&Input::Peer { from: NodeId(2), msg: Msg::Ping }), None);
 }
+
+/// Found by a read-only audit: a client that makes up contexts naming many actors, writing
+/// through two coordinators, got siblings whose pasts each fit `context_entries_max` but whose
+/// joined read context did not. No node took that context back (400), blind writes piled up
+/// siblings until the limit refused them, and the key could not be resolved. Every context a
+/// node hands out (a read's, a write's) now fits, and writing it back resolves the siblings.
+#[test]
+fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
+    const MAX: usize = 4;
+    let mut p = params();
+    p.limits.context_entries_max = MAX;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut nodes: Vec<Node<MemStore>> = (1..=2u16)
+        .map(|i| {
+            let actor = ActorId::new(NodeId(i), 0);
+            Node::new(actor, config.clone(), ring.clone(), MemStore::default())
+        })
+        .collect();
+    let made_up = |node: u16| {
+        let mut clock = dynamo_model::clock::VClock::new();
+        for inc in 0..MAX as u32 {
+            clock.witness(ActorId::new(NodeId(node), 100 + inc), 1, 0);
+        }
+        Context::from(clock)
+    };
+    let key = Key::from("k");
+    let put = |context: Context| {
+        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
+        op.w = Some(1);
+        op
+    };
+    let written = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => {
+                Some(context.clone())
+            }
+            _ => None,
+        })
+    };
+    // One made-up context through each coordinator: two concurrent versions.
+    let via_1 = ask(&mut nodes[0], put(made_up(1)));
+    let after_1 = written(&via_1).expect("the first put is written");
+    let via_2 = ask(&mut nodes[1], put(made_up(2)));
+    assert!(written(&via_2).is_some(), "the second put is written");
+    // A write's own context fits too, and a write on it is taken.
+    assert!(after_1.len() <= MAX, "a write's context has {} entries", after_1.len());
+    // The second coordinator's store reaches the first: it now holds both.
+    let store = via_2
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Send { to: NodeId(1), msg: msg @ Msg::Store { .. } } => Some(msg),
+            _ => None,
+        })
+        .expect("the second put is sent to node 1");
+    nodes[0].handle(0, Input::Peer { from: NodeId(2), msg: store }, &mut Vec::new());
+    let both = nodes[0].store().data.get(&key).expect("stored").clone();
+    assert_eq!(both.len(), 2);
+    assert!(both.context().len() > MAX, "the versions' pasts together exceed the limit");
+    // A read answers with a context that fits, and writing it back resolves the siblings.
+    let mut get = ClientOp::get(key.clone());
+    get.r = Some(1);
+    let read = ask(&mut nodes[0], get)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Read { context, values }, .. } => {
+                Some((context, values))
+            }
+            _ => None,
+        })
+        .expect("the read is answered");
+    assert_eq!(read.1.len(), 2, "both siblings are read");
+    let context = Context::from_bytes(&read.0.to_bytes(), MAX).expect("the node takes it back");
+    let resolved = ask(&mut nodes[0], put(context));
+    let after = written(&resolved).expect("the resolving put is written");
+    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
+    // And a write on the write's context replaces it in turn.
+    assert!(written(&ask(&mut nodes[0], put(after))).is_some());
+    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
+}
