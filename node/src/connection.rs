@@ -390,7 +390,7 @@ pub async fn serve_inbound(
         ctx.net.frames_received.fetch_add(1, Ordering::Relaxed);
         match postcard::from_bytes::<Msg>(&frame) {
             Ok(msg) => {
-                if !driver.peer(from, msg) {
+                if !driver.peer(from, msg, frame.len()) {
                     return;
                 }
             }

@@ -33,10 +33,10 @@ use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
 use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
+use dynamo_model::{Action, Stats, Store, StoreError, Timer};
 use dynamo_model::{
     ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, Record, RequestId,
 };
-use dynamo_model::{Stats, Store, StoreError, Timer};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -44,13 +44,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio::sync::{mpsc as tmpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 /// Most inputs handled between two syncs.
 pub const BATCH_MAX: usize = 1024;
 /// Capacity of the driver's input channel; a full channel refuses clients and drops peer messages.
 pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
+/// Bytes the inputs waiting in the driver's queue may hold at once (a peer message as its frame's
+/// length, a client request as its key, value and context), or the peer frame limit if that is
+/// larger, so that any frame the transport takes fits: the count bound alone would let thousands
+/// of large frames queue. Past it, as when the queue is full, clients are refused and peer
+/// messages dropped and counted.
+pub const INPUT_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// Most client requests waiting for a reply at once (the core bounds its own, this bounds ours).
 pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
 /// How often replies whose HTTP caller has gone are forgotten.
@@ -75,6 +81,8 @@ pub enum DriverInput {
         op: ClientOp,
         /// Where the answer goes.
         reply: oneshot::Sender<ClientReply>,
+        /// Its share of the queue's byte budget, given back when the driver has handled it.
+        bytes: OwnedSemaphorePermit,
     },
     /// A message from a peer (already authenticated by the handshake).
     Peer {
@@ -82,6 +90,8 @@ pub enum DriverInput {
         from: NodeId,
         /// The message.
         msg: Msg,
+        /// Its share of the queue's byte budget, given back when the driver has handled it.
+        bytes: OwnedSemaphorePermit,
     },
     /// A status snapshot.
     Status(oneshot::Sender<NodeStatus>),
@@ -92,7 +102,7 @@ pub enum DriverInput {
 /// Why the driver did not take a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// Its input queue is full.
+    /// Its input queue is full, by count or by bytes.
     #[error("node overloaded: input queue full")]
     Overloaded,
     /// It has stopped (shutting down).
@@ -141,11 +151,35 @@ pub struct NodeStatus {
 pub struct DriverHandle {
     tx: tmpsc::Sender<DriverInput>,
     net: Arc<NetStats>,
+    /// The input queue's byte budget, one permit a byte (see [`INPUT_QUEUE_BYTES_MAX`]).
+    budget: Arc<Semaphore>,
 }
 
+/// Roughly what a client request holds in memory while it waits: its key, value and context.
+fn client_bytes(op: &ClientOp) -> usize {
+    let (value, context) = match &op.action {
+        Action::Put { context, payload } => (payload.value().map_or(0, <[u8]>::len), context.len()),
+        Action::Get => (0, 0),
+    };
+    let entry = std::mem::size_of::<dynamo_model::clock::Entry>();
+    CLIENT_OVERHEAD_BYTES + op.key.0.len() + value + context * entry
+}
+
+/// What a client request costs the byte budget besides its key, value and context.
+const CLIENT_OVERHEAD_BYTES: usize = 128;
+
 impl DriverHandle {
+    /// Takes `bytes` of the queue's byte budget, without waiting.
+    fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, SubmitError> {
+        let n = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        self.budget.clone().try_acquire_many_owned(n).map_err(|e| match e {
+            TryAcquireError::NoPermits => SubmitError::Overloaded,
+            TryAcquireError::Closed => SubmitError::Stopped,
+        })
+    }
+
     /// Queues `input` without waiting.
-    pub fn submit(&self, input: DriverInput) -> Result<(), SubmitError> {
+    fn submit(&self, input: DriverInput) -> Result<(), SubmitError> {
         match self.tx.try_send(input) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
@@ -153,10 +187,14 @@ impl DriverHandle {
         }
     }
 
-    /// Queues a peer message; drops and counts it when the queue is full (the protocol tolerates
-    /// loss). Returns false once the driver has stopped.
-    pub fn peer(&self, from: NodeId, msg: Msg) -> bool {
-        match self.submit(DriverInput::Peer { from, msg }) {
+    /// Queues a peer message that arrived as a frame of `frame_bytes`; drops and counts it when
+    /// the queue is full, by count or by bytes (the protocol tolerates loss). Returns false once
+    /// the driver has stopped.
+    pub fn peer(&self, from: NodeId, msg: Msg, frame_bytes: usize) -> bool {
+        let queued = self
+            .reserve(frame_bytes)
+            .and_then(|bytes| self.submit(DriverInput::Peer { from, msg, bytes }));
+        match queued {
             Ok(()) => true,
             Err(SubmitError::Overloaded) => {
                 self.net.inbound_dropped.fetch_add(1, Ordering::Relaxed);
@@ -170,7 +208,8 @@ impl DriverHandle {
     /// stopped before answering (for a write: it may or may not have happened).
     pub async fn request(&self, op: ClientOp) -> Result<ClientReply, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(DriverInput::Client { op, reply })?;
+        let bytes = self.reserve(client_bytes(&op))?;
+        self.submit(DriverInput::Client { op, reply, bytes })?;
         rx.await.map_err(|_| SubmitError::Stopped)
     }
 
@@ -324,6 +363,11 @@ impl Driver {
         sync_interval_ms: u64,
     ) -> (Driver, DriverHandle) {
         let (tx, rx) = tmpsc::channel(INPUT_QUEUE_MAX);
+        let limits = node.config().limits();
+        let frame_max =
+            crate::connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max);
+        let budget = INPUT_QUEUE_BYTES_MAX.max(frame_max).min(Semaphore::MAX_PERMITS);
+        let budget = Arc::new(Semaphore::new(budget));
         let prefix = rand::random::<u64>() >> (64 - REQUEST_PREFIX_BITS);
         let driver = Driver {
             flusher: node.store().flusher(),
@@ -349,7 +393,7 @@ impl Driver {
             batches: 0,
             inputs: 0,
         };
-        (driver, DriverHandle { tx, net })
+        (driver, DriverHandle { tx, net, budget })
     }
 
     fn request_id(&mut self) -> RequestId {
@@ -423,7 +467,7 @@ impl Driver {
                 let before = self.node.store().write_mark();
                 let mut fetched = None;
                 match input {
-                    DriverInput::Client { op, reply } => {
+                    DriverInput::Client { op, reply, .. } => {
                         if self.pending.len() >= PENDING_REPLIES_MAX {
                             let pending = self.pending.len();
                             let e = dynamo_model::RequestError::Overloaded { pending };
@@ -440,7 +484,7 @@ impl Driver {
                             p.1 = mark;
                         }
                     }
-                    DriverInput::Peer { from, msg } => {
+                    DriverInput::Peer { from, msg, .. } => {
                         let input = Input::Peer { from, msg };
                         fetched = self.read_mark(&input);
                         self.node.handle(now_ms, input, &mut effects);
@@ -724,6 +768,37 @@ mod tests {
         let fault = driver.flusher.fault.clone();
         fault.store(true, Ordering::SeqCst);
         (tokio::spawn(driver.run()), handle, fault)
+    }
+
+    /// Found by the s25 audit: the queue was bounded by count alone, so 16 K large peer frames
+    /// could queue at once. Past the byte budget a client is refused and a peer message dropped
+    /// and counted; the budget comes back as the driver takes inputs off the queue.
+    #[tokio::test]
+    async fn the_input_queue_is_bounded_by_bytes_as_well_as_by_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
+        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+        let (store, incarnation) =
+            SledStore::open(dir.path(), NodeId(1), false, true).expect("opens");
+        let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
+        let net = Arc::new(NetStats::default());
+        let (mut driver, handle) =
+            Driver::new(node, Outbound::new(), net.clone(), SyncPolicy::Always, 1_000);
+        let dropped = || net.inbound_dropped.load(Ordering::Relaxed);
+        // Two messages, the queue nearly empty by count, but past the budget by bytes.
+        let big = INPUT_QUEUE_BYTES_MAX - 1_000;
+        assert!(handle.peer(NodeId(2), Msg::Ping, big));
+        assert_eq!(dropped(), 0);
+        assert!(handle.peer(NodeId(2), Msg::Ping, 2_000), "dropped, not a stop");
+        assert_eq!(dropped(), 1);
+        assert_eq!(handle.request(put(&"v".repeat(1_000))).await, Err(SubmitError::Overloaded));
+        // The driver takes the large one: its bytes come back.
+        let taken = driver.rx.try_recv().expect("queued");
+        assert!(matches!(taken, DriverInput::Peer { msg: Msg::Ping, .. }));
+        assert!(driver.rx.try_recv().is_err(), "the dropped message was never queued");
+        drop(taken);
+        assert!(handle.peer(NodeId(2), Msg::Ping, big));
+        assert_eq!(dropped(), 1);
     }
 
     fn put(value: &str) -> ClientOp {

@@ -79,7 +79,7 @@ impl Metrics {
             ),
             (
                 "dynamo_peer_inbound_dropped_total",
-                "Peer messages dropped: driver busy.",
+                "Peer messages dropped: the driver's input queue was full, by count or by bytes.",
                 &net.inbound_dropped,
             ),
             (
