@@ -15,6 +15,7 @@ use crate::ids::{ActorId, Key, NodeId, OpId, RequestId};
 use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::ring::Ring;
 use crate::store::Store;
+use crate::versioned::Siblings;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -159,8 +160,9 @@ pub struct Volatile {
 pub struct Stats {
     /// Messages from nodes outside the ring, dropped.
     pub unknown_sender_dropped: u64,
-    /// Messages naming a node outside the ring as the one a hint is for, dropped. Peers never
-    /// send them; one arriving means a damaged frame or a peer with another membership.
+    /// Messages naming a node outside the ring as the one a hint is for, or carrying versions to
+    /// store outside the limits a client's write is held to, dropped. Peers never send them; one
+    /// arriving means a damaged frame or a peer with another membership or larger limits.
     pub malformed_dropped: u64,
     /// Answers for operations that no longer exist, dropped.
     pub stale_responses_dropped: u64,
@@ -389,6 +391,22 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
+    /// Whether a peer's versions of `key`, to be stored, keep the limits a client's write is held
+    /// to: a key a client could use, values within `value_bytes_max` and pasts within
+    /// `context_entries_max`. (Not the sibling count: writes through several coordinators merge
+    /// into sets larger than any one coordinator made.) A peer is authenticated, so a set
+    /// outside them means a damaged frame or a peer configured with larger limits; stored, it
+    /// could be larger than any frame this node may send on.
+    fn within_limits(&self, key: &Key, siblings: &Siblings) -> bool {
+        let limits = self.config.limits();
+        !key.0.is_empty()
+            && key.0.len() <= limits.key_bytes_max
+            && siblings.versions().iter().all(|v| {
+                v.payload.value().is_none_or(|b| b.len() <= limits.value_bytes_max)
+                    && v.past.len() <= limits.context_entries_max
+            })
+    }
+
     fn on_peer(&mut self, now_ms: u64, from: NodeId, msg: Msg, effects: &mut Vec<Effect>) {
         if !self.ring.contains(from) || from == self.id {
             self.stats.unknown_sender_dropped += 1;
@@ -396,6 +414,12 @@ impl<S: Store> Node<S> {
         }
         if let Msg::Store { intended: Some(i), .. } | Msg::Fetch { intended: Some(i), .. } = &msg {
             if !self.ring.contains(*i) {
+                self.stats.malformed_dropped += 1;
+                return;
+            }
+        }
+        if let Msg::Store { key, siblings, .. } | Msg::Handoff { key, siblings } = &msg {
+            if !self.within_limits(key, siblings) {
                 self.stats.malformed_dropped += 1;
                 return;
             }

@@ -479,3 +479,53 @@ fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
     assert!(written(&ask(&mut nodes[0], put(after))).is_some());
     assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
 }
+
+/// Found by the s25 audit: a replica stored whatever versions a peer's `Store` or `Handoff`
+/// carried, past the limits a client's write is held to, and a set it then held could be larger
+/// than any frame it may send on (dropped at every send, a hint at every tick). Such messages
+/// are now dropped and counted; within the limits they are stored.
+#[test]
+fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
+    let mut n = node(1); // value_bytes_max 8, key_bytes_max 4
+    let versions = |value: &[u8], past_entries: u32| {
+        let mut past = dynamo_model::clock::VClock::new();
+        for i in 0..past_entries {
+            past.witness(ActorId::new(NodeId(2), 100 + i), 1, 0);
+        }
+        let dot =
+            dynamo_model::clock::Dot { actor: ActorId::new(NodeId(2), 0), counter: 1, ts_ms: 0 };
+        let past = Context::from(past);
+        let payload = dynamo_model::Payload::Value(value.to_vec());
+        Siblings::from_versions([dynamo_model::Version { dot, past, payload }])
+    };
+    let max_entries = dynamo_model::config::Limits::default().context_entries_max as u32;
+    let store = |key: &str, siblings| Msg::Store {
+        op: None,
+        key: Key::from(key),
+        siblings,
+        intended: None,
+    };
+    let handoff = |key: &str, siblings| Msg::Handoff { key: Key::from(key), siblings };
+    let mut effects = Vec::new();
+    for msg in [
+        store("k", versions(&[0; 9], 0)),
+        store("kkkkk", versions(b"v", 0)),
+        store("", versions(b"v", 0)),
+        store("k", versions(b"v", max_entries + 1)),
+        handoff("k", versions(&[0; 9], 0)),
+        handoff("kkkkk", versions(b"v", 0)),
+    ] {
+        n.handle(0, Input::Peer { from: NodeId(2), msg }, &mut effects);
+    }
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(n.stats().malformed_dropped, 6);
+    assert_eq!(n.store(), &MemStore::default());
+    // At the limits, stored.
+    n.handle(
+        0,
+        Input::Peer { from: NodeId(2), msg: store("kkkk", versions(&[0; 8], max_entries)) },
+        &mut effects,
+    );
+    assert_eq!(n.stats().malformed_dropped, 6);
+    assert_eq!(n.store().data.get(&Key::from("kkkk")).map(Siblings::len), Some(1));
+}

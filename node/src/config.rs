@@ -357,11 +357,12 @@ impl NodeConfig {
         }
         cfg.protocol()?;
         let l = &cfg.params.limits;
-        if frame_bytes_needed(l.value_bytes_max, l.siblings_max) > FRAME_BYTES_CAP {
+        if frame_bytes_needed(l) > FRAME_BYTES_CAP {
             return Err(NodeError::Config(format!(
-                "value_bytes_max {} times siblings_max {} does not fit in a peer frame \
-                 ({FRAME_BYTES_CAP} bytes): a full sibling set could never be replicated",
-                l.value_bytes_max, l.siblings_max
+                "siblings_max {} versions of value_bytes_max {} with pasts of \
+                 context_entries_max {} do not fit in a peer frame ({FRAME_BYTES_CAP} bytes): \
+                 a full sibling set could never be replicated",
+                l.siblings_max, l.value_bytes_max, l.context_entries_max
             )));
         }
         if !(1..=TIMEOUT_MS_MAX).contains(&cfg.http_idle_timeout_ms) {
@@ -495,7 +496,7 @@ mod tests {
         };
         assert!(NodeConfig::from_args(&args).is_ok(), "an id past the default ports, ports given");
         let why = refused(ServeArgs { value_bytes_max: Some(8 << 20), ..five_nodes() });
-        assert!(why.contains("does not fit in a peer frame"), "{why}");
+        assert!(why.contains("do not fit in a peer frame"), "{why}");
         let why = refused(ServeArgs { sync_interval_ms: Some(u64::MAX), ..five_nodes() });
         assert!(why.contains("sync_interval_ms"), "{why}");
         let why = refused(ServeArgs { request_timeout_ms: Some(u64::MAX), ..five_nodes() });

@@ -40,7 +40,7 @@ use crate::outbox::{Bounds, Flushed, Outbox};
 pub use crate::outbox::{OUTBOUND_BYTES_MAX, OUTBOUND_QUEUE_MAX};
 use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
-use dynamo_model::{Config, Msg, NodeId};
+use dynamo_model::{Config, Limits, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -191,15 +191,28 @@ pub struct PeerContext {
     pub inbound: std::sync::Mutex<BTreeMap<NodeId, Arc<Notify>>>,
 }
 
-/// The frame a whole sibling set of maximal values needs, unbounded (see [`frame_bytes_max`]).
-pub fn frame_bytes_needed(value_bytes_max: usize, siblings_max: usize) -> usize {
-    value_bytes_max.saturating_mul(siblings_max).saturating_add(FRAME_SLACK_BYTES)
+/// Most bytes one context entry takes encoded (a cloud run: an actor and three varint `u64`s).
+const CONTEXT_ENTRY_WIRE_BYTES_MAX: usize = 3 + 5 + 3 * 10;
+/// Most bytes a version takes encoded besides its value and its past's entries (its dot, the
+/// payload's tag and length, the past's two lengths).
+const VERSION_WIRE_BYTES_MAX: usize = 64;
+
+/// The frame a whole sibling set needs, unbounded (see [`frame_bytes_max`]): `siblings_max`
+/// versions, each with a value and a past as large as the limits allow, and the key.
+pub fn frame_bytes_needed(limits: &Limits) -> usize {
+    let past = limits.context_entries_max.saturating_mul(CONTEXT_ENTRY_WIRE_BYTES_MAX);
+    let version =
+        limits.value_bytes_max.saturating_add(past).saturating_add(VERSION_WIRE_BYTES_MAX);
+    version
+        .saturating_mul(limits.siblings_max)
+        .saturating_add(limits.key_bytes_max)
+        .saturating_add(FRAME_SLACK_BYTES)
 }
 
 /// The largest frame a message can legitimately need, bounded by [`FRAME_BYTES_CAP`] (the
 /// configuration is refused when it needs more: see `config`).
-pub fn frame_bytes_max(value_bytes_max: usize, siblings_max: usize) -> usize {
-    frame_bytes_needed(value_bytes_max, siblings_max).min(FRAME_BYTES_CAP)
+pub fn frame_bytes_max(limits: &Limits) -> usize {
+    frame_bytes_needed(limits).min(FRAME_BYTES_CAP)
 }
 
 type PeerFramed = Framed<TcpStream, LengthDelimitedCodec>;
@@ -632,6 +645,58 @@ mod tests {
     use crate::shutdown::Shutdown;
     use dynamo_model::{ClientOp, Key, OpId, RequestId};
     use tokio::net::{TcpListener, TcpSocket};
+
+    /// The frame bound holds the largest messages the limits allow: `siblings_max` versions of
+    /// maximal values, each with a past of `context_entries_max` entries of the widest encoding
+    /// (before s26 it left only 64 KiB for all pasts, and such a set could not be sent).
+    #[test]
+    fn the_frame_bound_holds_a_full_sibling_set_with_full_pasts() {
+        use dynamo_model::{ActorId, ClientReply, Context, Dot, Payload, Siblings, Version};
+        let limits = Limits {
+            value_bytes_max: 1_000,
+            key_bytes_max: 100,
+            siblings_max: 8,
+            context_entries_max: 32,
+            ..Limits::default()
+        };
+        let top = dynamo_model::clock::CONTEXT_COUNTER_MAX;
+        let versions = (0..limits.siblings_max as u32).map(|v| {
+            // Widest entries: the largest ids, counters and times, each a run of its own.
+            let actor = ActorId::new(NodeId(u16::MAX), u32::MAX - v);
+            let mut past = Context::new();
+            for k in 0..limits.context_entries_max as u64 {
+                let d = Dot { actor, counter: top - 2 * k, ts_ms: u64::MAX };
+                past.add_dot(&d);
+            }
+            assert_eq!(past.len(), limits.context_entries_max);
+            let dot =
+                Dot { actor: ActorId::new(NodeId(u16::MAX - 1), v), counter: top, ts_ms: u64::MAX };
+            Version { dot, past, payload: Payload::Value(vec![0xff; limits.value_bytes_max]) }
+        });
+        let siblings = Siblings::from_versions(versions);
+        assert_eq!(siblings.len(), limits.siblings_max);
+        let key = Key(vec![0xff; limits.key_bytes_max]);
+        let op = OpId { origin: NodeId(u16::MAX), req: RequestId(u64::MAX) };
+        let reply = ClientReply::Read {
+            context: siblings.context().capped(limits.context_entries_max, []),
+            values: siblings.values().map(<[u8]>::to_vec).collect(),
+        };
+        let largest = [
+            Msg::Store {
+                op: Some(op),
+                key: key.clone(),
+                siblings: siblings.clone(),
+                intended: Some(NodeId(u16::MAX)),
+            },
+            Msg::Handoff { key: key.clone(), siblings: siblings.clone() },
+            Msg::FetchReply { op, siblings },
+            Msg::ForwardReply { req: op.req, reply },
+        ];
+        for msg in largest {
+            let bytes = postcard::to_stdvec(&msg).expect("encodes").len();
+            assert!(bytes <= frame_bytes_needed(&limits) - FRAME_SLACK_BYTES, "{bytes} bytes");
+        }
+    }
 
     fn ack(i: u64) -> Msg {
         Msg::StoreAck { op: OpId { origin: NodeId(1), req: RequestId(i) } }

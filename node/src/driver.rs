@@ -364,8 +364,7 @@ impl Driver {
     ) -> (Driver, DriverHandle) {
         let (tx, rx) = tmpsc::channel(INPUT_QUEUE_MAX);
         let limits = node.config().limits();
-        let frame_max =
-            crate::connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max);
+        let frame_max = crate::connection::frame_bytes_max(limits);
         let budget = INPUT_QUEUE_BYTES_MAX.max(frame_max).min(Semaphore::MAX_PERMITS);
         let budget = Arc::new(Semaphore::new(budget));
         let prefix = rand::random::<u64>() >> (64 - REQUEST_PREFIX_BITS);

@@ -136,7 +136,7 @@ impl Metrics {
                 ),
                 (
                     "dynamo_malformed_peer_messages_total",
-                    "Peer messages naming a node outside the ring, dropped.",
+                    "Peer messages naming a node outside the ring, or carrying versions outside the client limits, dropped.",
                     st.malformed_dropped,
                 ),
                 ("dynamo_syncs_total", "Store syncs (fsync).", s.syncs),

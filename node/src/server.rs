@@ -139,7 +139,7 @@ async fn start_here(
         me: cfg.id,
         peers: cfg.peers.keys().copied().collect(),
         ring: connection::RingShape::of(&config),
-        frame_bytes_max: connection::frame_bytes_max(limits.value_bytes_max, limits.siblings_max),
+        frame_bytes_max: connection::frame_bytes_max(limits),
         secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),
