@@ -35,8 +35,7 @@ pub struct Limits {
     pub key_bytes_max: usize,
     /// Most siblings a key may hold after a put; a put that would exceed it is rejected.
     pub siblings_max: usize,
-    /// Most entries a context a client sends back may have; every context a node hands out fits
-    /// (see `Context::capped`).
+    /// Most entries a context a client sends back may have.
     pub context_entries_max: usize,
     /// Most hints delivered per tick.
     pub handoff_batch_max: usize,
@@ -80,8 +79,11 @@ pub struct ConfigParams {
     pub sloppy_quorum: bool,
     /// Vector-clock truncation (paper §4.4): keep at most this many entries per clock, dropping the
     /// oldest by timestamp. `None` (the default) never truncates. Truncation can make a descendant
-    /// look concurrent (spurious siblings) or, worse, a stale version look newer; use it only with
-    /// a size far above the number of coordinators a key ever sees.
+    /// look concurrent (spurious siblings) or, worse, a stale version look newer. Worst: a
+    /// coordinator takes its next counter for a key from the key's versions, so once every version
+    /// naming a dropped actor is replaced, that actor's next write of the key reuses a counter,
+    /// and a stale copy or an old context that covers the counter then hides an acknowledged
+    /// write. Use it only with a size far above the number of coordinators a key ever sees.
     pub clock_entries_max: Option<usize>,
     /// Protocol timers.
     pub timeouts: Timeouts,

@@ -117,7 +117,7 @@ impl<S: Store> Node<S> {
                     .versions()
                     .iter()
                     .find(|v| v.dot == dot)
-                    .map(|v| v.clock().capped(self.config.limits().context_entries_max, [dot]))
+                    .map(|v| v.clock())
                     .unwrap_or_default();
                 (CoordKind::Put { dot, clock, siblings }, op.w.unwrap_or(self.config.w()))
             }
@@ -210,9 +210,7 @@ impl<S: Store> Node<S> {
                 CoordKind::Put { dot, clock, .. } => {
                     ClientReply::Written { dot: *dot, context: clock.clone() }
                 }
-                CoordKind::Get { replies } => {
-                    read_reply(&merge_all(replies), self.config.limits().context_entries_max)
-                }
+                CoordKind::Get { replies } => read_reply(&merge_all(replies)),
             };
             reply_from(me, id, reply, effects);
         }
@@ -336,11 +334,9 @@ fn merge_all(replies: &BTreeMap<NodeId, Siblings>) -> Siblings {
     merged
 }
 
-/// A get's answer. Its context is one the node takes back (see [`Context::capped`]).
-fn read_reply(merged: &Siblings, context_entries_max: usize) -> ClientReply {
-    let dots = merged.versions().iter().map(|v| v.dot);
+fn read_reply(merged: &Siblings) -> ClientReply {
     ClientReply::Read {
-        context: merged.context().capped(context_entries_max, dots),
+        context: merged.context(),
         values: merged.values().map(<[u8]>::to_vec).collect(),
     }
 }

@@ -163,35 +163,6 @@ impl Arbitrary for Ctx {
     }
 }
 
-/// A context capped for a client (`Context::capped`) is the context itself when it fits; else it
-/// still holds every dot it must keep, fits whenever those dots alone do, and claims no write the
-/// context did not (a write on it can only replace less).
-#[test]
-fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
-    fn prop(a: Ctx, max: u8, picks: Vec<(u8, u8)>) -> bool {
-        let (a, max) = (a.0, usize::from(max % 6));
-        let dot = |i: u8, k: u64| Dot { actor: actor(i % 4), counter: k, ts_ms: 0 };
-        let keep: Vec<Dot> = picks
-            .iter()
-            .map(|&(i, k)| dot(i, u64::from(k % 7) + 1))
-            .filter(|d| a.contains(d))
-            .take(3)
-            .collect();
-        let capped = a.capped(max, keep.iter().copied());
-        let mut alone = Context::new();
-        keep.iter().for_each(|d| alone.add_dot(d));
-        let domain = (0..4u8).flat_map(|i| (1..=8).map(move |k| dot(i, k)));
-        let claims_nothing_new = domain.clone().all(|d| !capped.contains(&d) || a.contains(&d));
-        if a.len() <= max {
-            return capped == a;
-        }
-        keep.iter().all(|d| capped.contains(d))
-            && claims_nothing_new
-            && (alone.len() > max || capped.len() <= max)
-    }
-    check(prop as fn(Ctx, u8, Vec<(u8, u8)>) -> bool);
-}
-
 #[test]
 fn context_merge_is_set_union_of_histories() {
     fn prop(a: Ctx, b: Ctx, i: u8, k: u8) -> bool {

@@ -678,7 +678,7 @@ mod tests {
         let key = Key(vec![0xff; limits.key_bytes_max]);
         let op = OpId { origin: NodeId(u16::MAX), req: RequestId(u64::MAX) };
         let reply = ClientReply::Read {
-            context: siblings.context().capped(limits.context_entries_max, []),
+            context: siblings.context(),
             values: siblings.values().map(<[u8]>::to_vec).collect(),
         };
         let largest = [

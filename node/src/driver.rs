@@ -52,10 +52,11 @@ pub const BATCH_MAX: usize = 1024;
 /// Capacity of the driver's input channel; a full channel refuses clients and drops peer messages.
 pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
 /// Bytes the inputs waiting in the driver's queue may hold at once (a peer message as its frame's
-/// length, a client request as its key, value and context), or the peer frame limit if that is
-/// larger, so that any frame the transport takes fits: the count bound alone would let thousands
-/// of large frames queue. Past it, as when the queue is full, clients are refused and peer
-/// messages dropped and counted.
+/// length, a client request as its key, value and context), beside one frame of the largest
+/// size the transport takes (the budget is this plus the peer frame limit, so such a frame is
+/// admitted while others wait): the count bound alone would let thousands of large frames queue.
+/// Past it, as when the queue is full, clients are refused and peer messages dropped and
+/// counted. Frames are counted as received; decoded, a message takes somewhat more memory.
 pub const INPUT_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// Most client requests waiting for a reply at once (the core bounds its own, this bounds ours).
 pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
@@ -161,7 +162,7 @@ fn client_bytes(op: &ClientOp) -> usize {
         Action::Put { context, payload } => (payload.value().map_or(0, <[u8]>::len), context.len()),
         Action::Get => (0, 0),
     };
-    let entry = std::mem::size_of::<dynamo_model::clock::Entry>();
+    let entry = std::mem::size_of::<dynamo_model::DotRun>();
     CLIENT_OVERHEAD_BYTES + op.key.0.len() + value + context * entry
 }
 
@@ -365,7 +366,7 @@ impl Driver {
         let (tx, rx) = tmpsc::channel(INPUT_QUEUE_MAX);
         let limits = node.config().limits();
         let frame_max = crate::connection::frame_bytes_max(limits);
-        let budget = INPUT_QUEUE_BYTES_MAX.max(frame_max).min(Semaphore::MAX_PERMITS);
+        let budget = INPUT_QUEUE_BYTES_MAX.saturating_add(frame_max).min(Semaphore::MAX_PERMITS);
         let budget = Arc::new(Semaphore::new(budget));
         let prefix = rand::random::<u64>() >> (64 - REQUEST_PREFIX_BITS);
         let driver = Driver {
@@ -785,7 +786,9 @@ mod tests {
             Driver::new(node, Outbound::new(), net.clone(), SyncPolicy::Always, 1_000);
         let dropped = || net.inbound_dropped.load(Ordering::Relaxed);
         // Two messages, the queue nearly empty by count, but past the budget by bytes.
-        let big = INPUT_QUEUE_BYTES_MAX - 1_000;
+        let budget = handle.budget.available_permits();
+        assert!(budget > INPUT_QUEUE_BYTES_MAX, "room for a largest frame besides");
+        let big = budget - 1_000;
         assert!(handle.peer(NodeId(2), Msg::Ping, big));
         assert_eq!(dropped(), 0);
         assert!(handle.peer(NodeId(2), Msg::Ping, 2_000), "dropped, not a stop");
