@@ -119,6 +119,19 @@ pub enum PutError {
         /// The counter claimed.
         counter: u64,
     },
+    /// The key's versions would together name more writes than a context a client sends back
+    /// may: every read would then answer with a context no node takes, and the key could not be
+    /// resolved. Only a made-up context comes near the limit.
+    #[error(
+        "the key's versions would name {entries} context entries, more than the limit {max} a \
+         read's context may have; write on a context with fewer entries"
+    )]
+    ContextTooLarge {
+        /// Entries the key's read context would have after the put.
+        entries: usize,
+        /// The limit (`context_entries_max`).
+        max: usize,
+    },
 }
 
 /// An antichain of versions, sorted by dot. Decoding rebuilds the antichain, so a set read from
@@ -332,8 +345,36 @@ impl Siblings {
             // Leave room for the dot's own entry.
             past.truncate(max.saturating_sub(1).max(1));
         }
+        self.check_read_context(&past, &dot, context, limits.context_entries_max)?;
         self.replace_where(Version { dot, past, payload }, |_, old| context.contains(&old.dot));
         Ok(dot)
+    }
+
+    /// Refuses a put after which a read of this set alone would answer with a context of more
+    /// than `max` entries, one no node takes back (then the key could only gain siblings until
+    /// [`PutError::TooManySiblings`]). The new version has `past` and `dot`; it replaces the
+    /// versions `context` covers. Sets merged from puts through several coordinators can still
+    /// grow past it.
+    fn check_read_context(
+        &self,
+        past: &Context,
+        dot: &Dot,
+        context: &Context,
+        max: usize,
+    ) -> Result<(), PutError> {
+        let kept = || self.versions.iter().filter(|v| !context.contains(&v.dot));
+        // An upper bound first, so that the usual put joins nothing.
+        let bound = kept().map(|v| v.past.len() + 1).sum::<usize>() + past.len() + 1;
+        if bound <= max {
+            return Ok(());
+        }
+        let mut after = Context::join_all(kept().map(|v| &v.past).chain([past]));
+        kept().for_each(|v| after.add_dot(&v.dot));
+        after.add_dot(dot);
+        if after.len() > max {
+            return Err(PutError::ContextTooLarge { entries: after.len(), max });
+        }
+        Ok(())
     }
 
     /// Checks the representation invariants: sorted by dot, unique dots, an antichain.

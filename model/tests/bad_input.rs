@@ -449,3 +449,60 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
     assert_eq!(n.stats().malformed_dropped, 6);
     assert_eq!(n.store().data.get(&Key::from("kkkk")).map(Siblings::len), Some(1));
 }
+
+/// Found while checking the s25 audit's unresolvable key: one client alone, with one made-up
+/// context of `context_entries_max` entries, made a version whose own clock (the context plus
+/// the new dot) was one entry over the limit. Every read of the key then answered with a context
+/// no node took back, and blind writes only piled up siblings. A put after which a read of the
+/// coordinator's set would answer with too large a context is now refused, and nothing changes.
+#[test]
+fn a_put_whose_key_could_no_longer_be_read_back_is_refused() {
+    const MAX: usize = 4;
+    let mut p = params();
+    p.limits.context_entries_max = MAX;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut n = Node::new(ActorId::new(NodeId(1), 0), config, ring, MemStore::default());
+    let made_up = |entries: u32| {
+        let mut clock = dynamo_model::clock::VClock::new();
+        for inc in 0..entries {
+            clock.witness(ActorId::new(NodeId(2), 100 + inc), 1, 0);
+        }
+        Context::from(clock)
+    };
+    let key = Key::from("k");
+    let put = |context: Context| {
+        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
+        op.w = Some(1);
+        op
+    };
+    let e = rejected(&ask(&mut n, put(made_up(MAX as u32))));
+    assert_eq!(e, RequestError::Put(PutError::ContextTooLarge { entries: MAX + 1, max: MAX }));
+    assert_eq!(n.store(), &MemStore::default());
+    // One entry fewer is taken, and what a read then answers is taken back.
+    assert!(ask(&mut n, put(made_up(MAX as u32 - 1)))
+        .iter()
+        .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })));
+    // A write beside it that names one more writer would make the read context too large:
+    // refused, nothing changes. (A blind one is taken: its dot joins the coordinator's entry.)
+    let before = n.store().clone();
+    let mut another = dynamo_model::clock::VClock::new();
+    another.witness(ActorId::new(NodeId(3), 7), 1, 0);
+    let e = rejected(&ask(&mut n, put(Context::from(another))));
+    assert_eq!(e, RequestError::Put(PutError::ContextTooLarge { entries: MAX + 1, max: MAX }));
+    assert_eq!(n.store(), &before);
+    let mut get = ClientOp::get(key.clone());
+    get.r = Some(1);
+    let context = ask(&mut n, get)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Read { context, .. }, .. } => Some(context),
+            _ => None,
+        })
+        .expect("the read is answered");
+    let context = Context::from_bytes(&context.to_bytes(), MAX).expect("the node takes it back");
+    assert!(ask(&mut n, put(context))
+        .iter()
+        .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })));
+    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(1));
+}

@@ -412,6 +412,32 @@ fn a_put_supersedes_exactly_what_its_context_covers() {
     check(prop as fn(u64, bool) -> bool);
 }
 
+/// A put is taken only if a read of the set it leaves answers with a context within
+/// `context_entries_max`, the most a client may send back; a refused one changes nothing.
+#[test]
+fn a_taken_put_leaves_a_set_whose_read_context_is_taken_back() {
+    fn prop(seed: u64, blind: bool, max: u8) -> bool {
+        let (replicas, _) = random_replicas(seed);
+        let mut target = replicas[0].clone();
+        let context = if blind { Context::new() } else { replicas[1].context() };
+        let limits = Limits { context_entries_max: usize::from(max % 8) + 1, ..Limits::default() };
+        let before = target.clone();
+        let put = target.apply_put(actor(0), &context, Payload::Tombstone, 99, &limits, None);
+        let ok = match put {
+            Ok(_) => target.context().len() <= limits.context_entries_max,
+            Err(PutError::ContextTooLarge { entries, max }) => {
+                target == before && entries > max && max == limits.context_entries_max
+            }
+            Err(_) => target == before,
+        };
+        if !ok {
+            eprintln!("failing seed {seed} blind {blind} max {max}: {before:?} -> {put:?}");
+        }
+        ok
+    }
+    check(prop as fn(u64, bool, u8) -> bool);
+}
+
 #[test]
 fn sibling_and_value_bounds_refuse_the_put_and_change_nothing() {
     let limits = Limits { siblings_max: 2, value_bytes_max: 4, ..Limits::default() };
