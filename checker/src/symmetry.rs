@@ -296,10 +296,12 @@ impl Renaming {
     }
 
     fn store(&self, s: &MemStore) -> MemStore {
-        let MemStore { data, hints } = s;
+        let MemStore { data, hints, issued } = s;
         MemStore {
             data: Arc::new(data.iter().map(|(k, s)| (k.clone(), self.siblings(s))).collect()),
             hints: Arc::new(hints.iter().map(|(k, s)| (k.clone(), self.siblings(s))).collect()),
+            // Counters per key: nothing the symmetry renames.
+            issued: issued.clone(),
         }
     }
 

@@ -79,11 +79,12 @@ pub struct ConfigParams {
     pub sloppy_quorum: bool,
     /// Vector-clock truncation (paper §4.4): keep at most this many entries per clock, dropping the
     /// oldest by timestamp. `None` (the default) never truncates. Truncation can make a descendant
-    /// look concurrent (spurious siblings) or, worse, a stale version look newer. Worst: a
-    /// coordinator takes its next counter for a key from the key's versions, so once every version
-    /// naming a dropped actor is replaced, that actor's next write of the key reuses a counter,
-    /// and a stale copy or an old context that covers the counter then hides an acknowledged
-    /// write. Use it only with a size far above the number of coordinators a key ever sees.
+    /// look concurrent (spurious siblings) or, worse, a stale version look newer. A coordinator
+    /// takes its next counter for a key from the key's versions, and once every version naming a
+    /// dropped actor is replaced they name none of its counters: so while clocks truncate, each
+    /// coordinator also records the highest counter it issued for each key (`Store::issued`, one
+    /// more write per put), and never issues one twice. Use it only with a size far above the
+    /// number of coordinators a key ever sees.
     pub clock_entries_max: Option<usize>,
     /// Protocol timers.
     pub timeouts: Timeouts,

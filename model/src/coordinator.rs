@@ -18,7 +18,7 @@ use crate::ids::{Key, NodeId, OpId};
 use crate::msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 use crate::node::{reply_from, Effect, Node, Timer};
 use crate::store::Store;
-use crate::versioned::Siblings;
+use crate::versioned::{Siblings, Writer};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What kind of operation is coordinated, with its own progress.
@@ -95,9 +95,19 @@ impl<S: Store> Node<S> {
                 (CoordKind::Get { replies }, op.r.unwrap_or(self.config.r()))
             }
             Action::Put { context, payload } => {
+                // Truncated clocks can forget this node's counters for the key: its own record
+                // of them then keeps it from issuing one twice (see `Store::issued`).
+                let truncating = self.config.clock_entries_max().is_some();
+                let issued = match truncating.then(|| self.store.issued(&op.key)).transpose() {
+                    Ok(issued) => issued.unwrap_or(0),
+                    Err(e) => {
+                        self.stats.store_errors += 1;
+                        return self.refuse(id, RequestError::Storage(e.to_string()), effects);
+                    }
+                };
                 let mut siblings = local;
                 let dot = match siblings.apply_put(
-                    self.actor,
+                    Writer { actor: self.actor, issued },
                     &context,
                     payload,
                     now_ms,
@@ -109,7 +119,13 @@ impl<S: Store> Node<S> {
                 };
                 #[cfg(feature = "mutants")]
                 let dot = crate::mutant::issued_dot(&self.config, &mut siblings, dot);
-                if let Err(e) = self.store.save(&op.key, &siblings) {
+                // The counter is recorded before the version: if the version's write then fails,
+                // a counter is skipped, never reused.
+                let saved = match truncating {
+                    true => self.store.save_issued(&op.key, dot.counter),
+                    false => Ok(()),
+                };
+                if let Err(e) = saved.and_then(|()| self.store.save(&op.key, &siblings)) {
                     self.stats.store_errors += 1;
                     return self.refuse(id, RequestError::Storage(e.to_string()), effects);
                 }

@@ -52,4 +52,4 @@ pub use msg::{Action, ClientOp, ClientReply, Msg, RequestError};
 pub use node::{Basis, Effect, Input, Node, Record, Stats, Timer};
 pub use ring::Ring;
 pub use store::{MemStore, Store, StoreError};
-pub use versioned::{Payload, PutError, Siblings, Version};
+pub use versioned::{Payload, PutError, Siblings, Version, Writer};

@@ -51,20 +51,31 @@ pub trait Store {
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError>;
     /// How many hints are kept.
     fn hint_count(&self) -> Result<usize, StoreError>;
+    /// The highest counter this node issued for `key` (0 if none recorded). Kept apart from the
+    /// key's versions because clock truncation can leave none of them naming this node, after
+    /// which the versions alone would let it issue a counter a second time (see
+    /// `Config::clock_entries_max`). Recorded only while clocks truncate.
+    fn issued(&self, key: &Key) -> Result<u64, StoreError>;
+    /// Records that this node issued `counter` for `key`.
+    fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError>;
 }
 
 /// An in-memory store: what the simulator and the model checker use. Every write is durable at
 /// once, which is what a synced store looks like to the protocol.
 ///
-/// Both maps are shared on clone and copied on write, so copying a store (the model checker does
-/// it for every state) is cheap, and comparing a store with an unchanged copy of itself is a
-/// pointer comparison.
+/// The data and hint maps are shared on clone and copied on write, so copying a store (the model
+/// checker does it for every state) is cheap, and comparing a store with an unchanged copy of
+/// itself is a pointer comparison.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemStore {
     /// Primary data.
     pub data: Arc<BTreeMap<Key, Siblings>>,
     /// Hints, by intended node and key.
     pub hints: Arc<BTreeMap<(NodeId, Key), Siblings>>,
+    /// The highest counter issued for each key (see [`Store::issued`]). Not shared: it stays
+    /// empty unless clocks truncate, and an empty map copies for nothing (a shared one would
+    /// have every copy of every state count references on one cache line).
+    pub issued: BTreeMap<Key, u64>,
 }
 
 impl Store for MemStore {
@@ -110,5 +121,12 @@ impl Store for MemStore {
     }
     fn hint_count(&self) -> Result<usize, StoreError> {
         Ok(self.hints.len())
+    }
+    fn issued(&self, key: &Key) -> Result<u64, StoreError> {
+        Ok(self.issued.get(key).copied().unwrap_or(0))
+    }
+    fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
+        self.issued.insert(key.clone(), counter);
+        Ok(())
     }
 }

@@ -134,6 +134,23 @@ pub enum PutError {
     },
 }
 
+/// Who coordinates a put: its actor, and the highest counter the actor is recorded to have
+/// issued for the key ([`crate::store::Store::issued`]; 0 when none is recorded, as when clocks
+/// do not truncate, for then the key's versions never forget one of its counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Writer {
+    /// The coordinator's actor.
+    pub actor: ActorId,
+    /// The highest counter it issued for the key, as far as recorded.
+    pub issued: u64,
+}
+
+impl From<ActorId> for Writer {
+    fn from(actor: ActorId) -> Writer {
+        Writer { actor, issued: 0 }
+    }
+}
+
 /// An antichain of versions, sorted by dot. Decoding rebuilds the antichain, so a set read from
 /// the network or disk is canonical whatever order or redundancy it arrived with.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
@@ -308,19 +325,21 @@ impl Siblings {
         s
     }
 
-    /// Applies a put coordinated by `actor`: the new version's past is `context`; it replaces exactly
-    /// the versions whose dots the context covers and keeps the concurrent ones. Its counter is one
-    /// above the highest `actor` counter known here or in the context (see the module docs).
+    /// Applies a put coordinated by `writer`: the new version's past is `context`; it replaces
+    /// exactly the versions whose dots the context covers and keeps the concurrent ones. Its
+    /// counter is one above the highest of the writer's counters known here, in the context, or
+    /// recorded as issued (see [`Writer`] and the module docs).
     /// Returns the new version's dot, or why the put was refused (then nothing changed).
     pub fn apply_put(
         &mut self,
-        actor: ActorId,
+        writer: impl Into<Writer>,
         context: &Context,
         payload: Payload,
         now_ms: u64,
         limits: &Limits,
         clock_entries_max: Option<usize>,
     ) -> Result<Dot, PutError> {
+        let Writer { actor, issued } = writer.into();
         if let Payload::Value(v) = &payload {
             if v.len() > limits.value_bytes_max {
                 return Err(PutError::ValueTooLarge {
@@ -333,7 +352,7 @@ impl Siblings {
         if kept + 1 > limits.siblings_max {
             return Err(PutError::TooManySiblings { siblings: kept + 1, max: limits.siblings_max });
         }
-        let last = self.context().max_counter(actor).max(context.max_counter(actor));
+        let last = self.context().max_counter(actor).max(context.max_counter(actor)).max(issued);
         // Never above what a client's context may claim: the contexts this write's readers get
         // back must be ones the node takes again.
         let Some(counter) = last.checked_add(1).filter(|&c| c <= CONTEXT_COUNTER_MAX) else {

@@ -198,3 +198,95 @@ fn strict_quorum_reads_see_acknowledged_writes() {
     let (_, values) = read(&mut sim, p[2], Some(2));
     assert_eq!(values, ["v1"]);
 }
+
+/// §4.4's clock truncation must not make a coordinator issue a counter twice. A coordinator
+/// takes its next counter for a key from the key's versions; truncation drops the oldest entry of
+/// a new version's past, and once no version of the key names the dropped actor, that actor's
+/// next write of the key took the counter of its first write again. A replica still holding that
+/// first write then took the acknowledged new write for it (same dot) and kept the old value.
+/// Found by reading the code (a review of s26's context capping); every coordinator now keeps,
+/// apart from the key's versions, the highest counter it issued for the key when clocks truncate.
+#[test]
+fn truncation_never_makes_a_coordinator_reuse_a_counter() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::{ActorId, RequestId};
+    use dynamo_model::msg::Msg;
+    use dynamo_model::node::{Effect, Input, Node};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use std::sync::Arc;
+
+    let mut p = ConfigParams::for_nodes((1..=3).map(NodeId));
+    p.clock_entries_max = Some(2); // a new version's past keeps one entry
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut nodes: Vec<Node<MemStore>> = (1..=3u16)
+        .map(|i| {
+            Node::new(ActorId::new(NodeId(i), 0), config.clone(), ring.clone(), MemStore::default())
+        })
+        .collect();
+    let mut next_req = 0;
+    // Runs `op` at `via` at time `now`; returns its reply and the stores it sent, by target.
+    let mut run = |nodes: &mut Vec<Node<MemStore>>, via: u16, now: u64, op: ClientOp| {
+        next_req += 1;
+        let mut effects = Vec::new();
+        let input = Input::Client { req: RequestId(next_req), op };
+        nodes[usize::from(via - 1)].handle(now, input, &mut effects);
+        let mut reply = None;
+        let mut stores = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Reply { reply: r, .. } => reply = Some(r),
+                Effect::Send { to, msg: msg @ Msg::Store { .. } } => stores.push((to, msg)),
+                _ => {}
+            }
+        }
+        (reply.expect("answered at once with R = W = 1"), stores)
+    };
+    let deliver =
+        |nodes: &mut Vec<Node<MemStore>>, from: u16, stores: &[(NodeId, Msg)], to: u16| {
+            for (target, msg) in stores.iter().filter(|(t, _)| *t == NodeId(to)) {
+                let input = Input::Peer { from: NodeId(from), msg: msg.clone() };
+                nodes[usize::from(target.0 - 1)].handle(0, input, &mut Vec::new());
+            }
+        };
+    let put = |context, value: &str| {
+        let mut op = ClientOp::put(key(), context, value.as_bytes().to_vec());
+        op.w = Some(1);
+        op
+    };
+    let get = || {
+        let mut op = ClientOp::get(key());
+        op.r = Some(1);
+        op
+    };
+    let context_of = |reply: ClientReply| match reply {
+        ClientReply::Read { context, .. } => context,
+        other => panic!("a read answered {other:?}"),
+    };
+    // n2 writes v1; every replica has it.
+    let (_, stores) = run(&mut nodes, 2, 1_000, put(Context::new(), "v1"));
+    deliver(&mut nodes, 2, &stores, 1);
+    deliver(&mut nodes, 2, &stores, 3);
+    // A client reads v1 and keeps the context.
+    let c0 = context_of(run(&mut nodes, 3, 1_200, get()).0);
+    // n1 writes v2 over it, then v3 over v2 (whose past, truncated, no longer names n2); n3
+    // hears of neither.
+    let c1 = context_of(run(&mut nodes, 1, 1_500, get()).0);
+    let (_, stores) = run(&mut nodes, 1, 2_000, put(c1, "v2"));
+    deliver(&mut nodes, 1, &stores, 2);
+    let c2 = context_of(run(&mut nodes, 1, 2_500, get()).0);
+    let (_, stores) = run(&mut nodes, 1, 3_000, put(c2, "v3"));
+    deliver(&mut nodes, 1, &stores, 2);
+    // n2 writes v4 over v3, acknowledged, and its store reaches n3.
+    let c3 = context_of(run(&mut nodes, 2, 3_500, get()).0);
+    let (reply, stores) = run(&mut nodes, 2, 4_000, put(c3, "v4"));
+    assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+    deliver(&mut nodes, 2, &stores, 3);
+    // The client that read v1 writes v5 over what it saw, at n3: v4, which it never saw, must
+    // stay beside it.
+    let (reply, _) = run(&mut nodes, 3, 5_000, put(c0, "v5"));
+    assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
+    let at_n3 = nodes[2].store().data.get(&key()).expect("n3 holds the key").clone();
+    assert!(at_n3.values().any(|v| v == b"v4"), "n3 lost the acknowledged v4: {at_n3:?}");
+}

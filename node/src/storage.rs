@@ -1,8 +1,9 @@
 //! Durable storage on sled: the only module that names sled.
 //!
-//! Three trees: `data` (key → postcard-encoded [`Siblings`]), `hints` (intended node id, big
-//! endian, then key → siblings kept for that node, paper §4.6), and `meta` (the incarnation, and a
-//! marker that a run is in progress).
+//! Four trees: `data` (key → postcard-encoded [`Siblings`]), `hints` (intended node id, big
+//! endian, then key → siblings kept for that node, paper §4.6), `meta` (the incarnation, and a
+//! marker that a run is in progress), and `issued` (key → the highest counter this node issued
+//! for it, a big-endian `u64`, recorded only while clocks truncate: see [`Store::issued`]).
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
@@ -107,6 +108,8 @@ pub struct SledStore {
     cache: ReadCache,
     hints: sled::Tree,
     meta: sled::Tree,
+    /// Key → the highest counter this node issued for it, big-endian (see [`Store::issued`]).
+    issued: sled::Tree,
     hint_count: usize,
     /// Writes made so far (attempted ones included): the store's write mark.
     written: u64,
@@ -287,6 +290,7 @@ impl SledStore {
         let data = db.open_tree("data").map_err(fail)?;
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
+        let issued = db.open_tree("issued").map_err(fail)?;
         let hint_count = hints.len();
         // After a clean shutdown the store must hold exactly what it held then.
         let record = dir.join(SHUTDOWN_RECORD);
@@ -384,6 +388,7 @@ impl SledStore {
             cache,
             hints,
             meta,
+            issued,
             hint_count,
             written: 0,
             durable: 0,
@@ -508,6 +513,25 @@ impl Store for SledStore {
             return Err(io(e));
         }
         self.cache.insert(key.0.clone(), siblings.clone());
+        Ok(())
+    }
+
+    fn issued(&self, key: &Key) -> Result<u64, StoreError> {
+        match self.issued.get(&key.0).map_err(io)? {
+            None => Ok(0),
+            Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+                Ok(b) => Ok(u64::from_be_bytes(b)),
+                Err(_) => Err(StoreError::Corrupt {
+                    what: format!("issued counter of key {key}"),
+                    detail: format!("{} bytes, not 8", v.len()),
+                }),
+            },
+        }
+    }
+
+    fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
+        self.written += 1; // before the write, as in `save`
+        self.issued.insert(&key.0, &counter.to_be_bytes()).map_err(io)?;
         Ok(())
     }
 
@@ -696,17 +720,20 @@ mod tests {
     }
 
     #[test]
-    fn data_hints_and_incarnation_survive_reopen() {
+    fn data_hints_issued_counters_and_incarnation_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.save(&Key::from("a"), &sibs(b"x")).expect("save");
         s.save_hint(NodeId(2), &Key::from("b"), &sibs(b"y")).expect("hint");
         s.save_hint(NodeId(3), &Key::from("c"), &sibs(b"z")).expect("hint");
+        assert_eq!(s.issued(&Key::from("a")).expect("issued"), 0, "none recorded");
+        s.save_issued(&Key::from("a"), 1 << 40).expect("issued");
         s.sync().expect("sync");
         drop(s);
         let (s, inc2) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
         assert_eq!(inc, inc2);
         assert_eq!(s.load(&Key::from("a")).expect("load"), sibs(b"x"));
+        assert_eq!(s.issued(&Key::from("a")).expect("issued"), 1 << 40);
         assert_eq!(s.hint_count().expect("count"), 2);
         let skip: BTreeSet<_> = [NodeId(2)].into();
         let hs = s.hints(&skip, 10).expect("hints");
