@@ -590,8 +590,9 @@ impl Context {
         self.cloud = joined;
     }
 
-    /// Truncates the gap-free part as [`VClock::truncate`] does, and drops cloud dots of actors it
-    /// dropped. Risky; see the module docs.
+    /// Truncates the gap-free part as [`VClock::truncate`] does, and drops the cloud runs of every
+    /// actor left without a clock entry (those it dropped, and any that had only runs). Risky;
+    /// see the module docs.
     pub fn truncate(&mut self, max: usize) {
         self.clock.truncate(max);
         let clock = &self.clock;

@@ -83,8 +83,10 @@ pub struct ConfigParams {
     /// takes its next counter for a key from the key's versions, and once every version naming a
     /// dropped actor is replaced they name none of its counters: so while clocks truncate, each
     /// coordinator also records the highest counter it issued for each key (`Store::issued`, one
-    /// more write per put), and never issues one twice. Use it only with a size far above the
-    /// number of coordinators a key ever sees.
+    /// more write per put), and never issues one twice. The record is read only while clocks
+    /// truncate: turning truncation off on a store that had it on needs a new incarnation (an
+    /// empty data directory). Use it only with a size far above the number of coordinators a
+    /// key ever sees.
     pub clock_entries_max: Option<usize>,
     /// Protocol timers.
     pub timeouts: Timeouts,

@@ -119,12 +119,13 @@ pub enum PutError {
         /// The counter claimed.
         counter: u64,
     },
-    /// The key's versions would together name more writes than a context a client sends back
-    /// may: every read would then answer with a context no node takes, and the key could not be
-    /// resolved. Only a made-up context comes near the limit.
+    /// After the put, a read of the key (or the put's own returned context) would answer with a
+    /// context of more entries than a client may send back, so the key could not be resolved.
+    /// Real contexts stay far below the limit (an entry per coordinator incarnation that wrote
+    /// the key, and per run of writes above a gap); a made-up one can reach it.
     #[error(
-        "the key's versions would name {entries} context entries, more than the limit {max} a \
-         read's context may have; write on a context with fewer entries"
+        "after this put the key's context would have {entries} entries, more than the {max} a \
+         client may send back; the put is refused"
     )]
     ContextTooLarge {
         /// Entries the key's read context would have after the put.
@@ -369,11 +370,11 @@ impl Siblings {
         Ok(dot)
     }
 
-    /// Refuses a put after which a read of this set alone would answer with a context of more
-    /// than `max` entries, one no node takes back (then the key could only gain siblings until
-    /// [`PutError::TooManySiblings`]). The new version has `past` and `dot`; it replaces the
-    /// versions `context` covers. Sets merged from puts through several coordinators can still
-    /// grow past it.
+    /// Refuses a put after which a read of this set alone, or the put's own returned context (the
+    /// new version's clock), would have more than `max` entries, one no node takes back (then
+    /// the key could only gain siblings until [`PutError::TooManySiblings`]). The new version has
+    /// `past` and `dot`; it replaces the versions `context` covers. Sets merged from puts through
+    /// several coordinators can still grow past it.
     fn check_read_context(
         &self,
         past: &Context,
@@ -392,6 +393,13 @@ impl Siblings {
         after.add_dot(dot);
         if after.len() > max {
             return Err(PutError::ContextTooLarge { entries: after.len(), max });
+        }
+        // Filling a gap can fold runs of the set's context together, so the new version's own
+        // clock can be the larger of the two.
+        let mut clock = past.clone();
+        clock.add_dot(dot);
+        if clock.len() > max {
+            return Err(PutError::ContextTooLarge { entries: clock.len(), max });
         }
         Ok(())
     }

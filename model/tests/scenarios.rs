@@ -1,5 +1,6 @@
 //! Scenario tests over the simulator with a fault-free network, each citing the paper section
-//! (DeCandia et al., SOSP 2007) whose behaviour it shows, plus pinned regressions.
+//! (DeCandia et al., SOSP 2007) whose behaviour it shows, plus pinned regressions (one drives
+//! nodes directly, to choose which replica hears of which write).
 
 use dynamo_model::clock::Context;
 use dynamo_model::ids::{Key, NodeId};

@@ -56,8 +56,10 @@ use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused. (3: the hello carries
-/// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos.)
-pub const PROTOCOL_VERSION: u32 = 4;
+/// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: a
+/// forwarded put's answer may be the refusal `PutError::ContextTooLarge`, which version 4 cannot
+/// decode.)
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -834,8 +836,11 @@ mod tests {
             let h = OldHello { cluster: "test".into(), version, node: NodeId(2) };
             postcard::to_stdvec(&h).expect("encode")
         };
-        let hello = decode_hello(&old(2)).expect("an old hello decodes");
-        assert_eq!(ctx.check(&hello, None), Err("protocol version 2, expected 4".into()));
+        for version in [2, PROTOCOL_VERSION - 1] {
+            let hello = decode_hello(&old(version)).expect("an old hello decodes");
+            let why = format!("protocol version {version}, expected {PROTOCOL_VERSION}");
+            assert_eq!(ctx.check(&hello, None), Err(why));
+        }
         let cut = decode_hello(&old(PROTOCOL_VERSION)).expect_err("no ring");
         assert!(cut.starts_with("bad hello"), "{cut}");
         let now = postcard::to_stdvec(&ctx.hello()).expect("encode");
