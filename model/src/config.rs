@@ -81,12 +81,10 @@ pub struct ConfigParams {
     /// oldest by timestamp. `None` (the default) never truncates. Truncation can make a descendant
     /// look concurrent (spurious siblings) or, worse, a stale version look newer. A coordinator
     /// takes its next counter for a key from the key's versions, and once every version naming a
-    /// dropped actor is replaced they name none of its counters: so while clocks truncate, each
-    /// coordinator also records the highest counter it issued for each key (`Store::issued`, one
-    /// more write per put), and never issues one twice. The record is read only while clocks
-    /// truncate: turning truncation off on a store that had it on needs a new incarnation (an
-    /// empty data directory). Use it only with a size far above the number of coordinators a
-    /// key ever sees.
+    /// dropped actor is replaced they name none of its counters: so a node records its highest
+    /// counter for a key apart (`Store::issued`) before it saves a merge that would forget it,
+    /// and never issues one twice. Use it only with a size far above the number of coordinators
+    /// a key ever sees.
     pub clock_entries_max: Option<usize>,
     /// Protocol timers.
     pub timeouts: Timeouts,

@@ -95,11 +95,10 @@ impl<S: Store> Node<S> {
                 (CoordKind::Get { replies }, op.r.unwrap_or(self.config.r()))
             }
             Action::Put { context, payload } => {
-                // Truncated clocks can forget this node's counters for the key: its own record
-                // of them then keeps it from issuing one twice (see `Store::issued`).
-                let truncating = self.config.clock_entries_max().is_some();
-                let issued = match truncating.then(|| self.store.issued(&op.key)).transpose() {
-                    Ok(issued) => issued.unwrap_or(0),
+                // The counter the key's versions forgot, if they forgot one of this node's (see
+                // `Store::issued`): the next counter goes above it too.
+                let issued = match self.store.issued(&op.key) {
+                    Ok(issued) => issued,
                     Err(e) => {
                         self.stats.store_errors += 1;
                         return self.refuse(id, RequestError::Storage(e.to_string()), effects);
@@ -119,13 +118,8 @@ impl<S: Store> Node<S> {
                 };
                 #[cfg(feature = "mutants")]
                 let dot = crate::mutant::issued_dot(&self.config, &mut siblings, dot);
-                // The counter is recorded before the version: if the version's write then fails,
-                // a counter is skipped, never reused.
-                let saved = match truncating {
-                    true => self.store.save_issued(&op.key, dot.counter),
-                    false => Ok(()),
-                };
-                if let Err(e) = saved.and_then(|()| self.store.save(&op.key, &siblings)) {
+                // The new version names the counter it took, the highest: nothing to record.
+                if let Err(e) = self.store.save(&op.key, &siblings) {
                     self.stats.store_errors += 1;
                     return self.refuse(id, RequestError::Storage(e.to_string()), effects);
                 }

@@ -65,11 +65,24 @@ impl<S: Store> Node<S> {
     }
 
     /// Reconciles `incoming` into primary data for `key`. Returns whether it is durable now.
+    ///
+    /// A merge may replace this node's versions of the key with ones whose pasts, truncated,
+    /// name none of its counters; the key's versions then forget the highest counter it issued,
+    /// and it would issue that counter again. So before saving such a merge it records that
+    /// counter apart ([`crate::store::Store::save_issued`]); this is rare, and costs nothing
+    /// otherwise.
     pub(crate) fn merge_local(&mut self, key: &Key, incoming: &Siblings) -> bool {
+        let me = self.actor;
         let result = self.store.load(key).and_then(|mut held| {
+            let before = held.clone();
             if held.reconcile(incoming) {
                 #[cfg(feature = "mutants")]
                 crate::mutant::after_reconcile(&self.config, &mut held);
+                if let Some(counter) = before.forgotten_in(&held, me) {
+                    if self.store.issued(key)? < counter {
+                        self.store.save_issued(key, counter)?;
+                    }
+                }
                 self.store.save(key, &held)?;
             }
             Ok(())

@@ -51,12 +51,13 @@ pub trait Store {
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError>;
     /// How many hints are kept.
     fn hint_count(&self) -> Result<usize, StoreError>;
-    /// The highest counter this node issued for `key` (0 if none recorded). Kept apart from the
-    /// key's versions because clock truncation can leave none of them naming this node, after
-    /// which the versions alone would let it issue a counter a second time (see
-    /// `Config::clock_entries_max`). Recorded only while clocks truncate.
+    /// The highest counter this node issued for `key` that the key's versions no longer name (0
+    /// if none). A coordinator takes its next counter from the key's versions; with truncated
+    /// clocks a merge can replace its versions with ones that name none of its counters (see
+    /// `Config::clock_entries_max`), and this record, written before such a merge is saved,
+    /// keeps it from issuing a counter twice.
     fn issued(&self, key: &Key) -> Result<u64, StoreError>;
-    /// Records that this node issued `counter` for `key`.
+    /// Records that this node issued `counter` for `key`, which its versions are about to forget.
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError>;
 }
 
@@ -72,9 +73,9 @@ pub struct MemStore {
     pub data: Arc<BTreeMap<Key, Siblings>>,
     /// Hints, by intended node and key.
     pub hints: Arc<BTreeMap<(NodeId, Key), Siblings>>,
-    /// The highest counter issued for each key (see [`Store::issued`]). Not shared: it stays
-    /// empty unless clocks truncate, and an empty map copies for nothing (a shared one would
-    /// have every copy of every state count references on one cache line).
+    /// The counters recorded as issued (see [`Store::issued`]). Not shared: it stays empty
+    /// unless clocks truncate, and an empty map copies for nothing (a shared one would have
+    /// every copy of every state count references on one cache line).
     pub issued: BTreeMap<Key, u64>,
 }
 

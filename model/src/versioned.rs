@@ -135,9 +135,9 @@ pub enum PutError {
     },
 }
 
-/// Who coordinates a put: its actor, and the highest counter the actor is recorded to have
-/// issued for the key ([`crate::store::Store::issued`]; 0 when none is recorded, as when clocks
-/// do not truncate, for then the key's versions never forget one of its counters).
+/// Who coordinates a put: its actor, and the highest counter the actor recorded as issued for
+/// the key when the key's versions forgot it ([`crate::store::Store::issued`]; 0 when none is
+/// recorded, as when the versions still name every counter it issued).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Writer {
     /// The coordinator's actor.
@@ -232,6 +232,23 @@ impl Siblings {
     /// Whether there is no version.
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()
+    }
+
+    /// The highest counter of `actor` this set names, in a version's dot or past.
+    pub fn max_counter(&self, actor: ActorId) -> u64 {
+        let in_version = |v: &Version| {
+            let own = if v.dot.actor == actor { v.dot.counter } else { 0 };
+            own.max(v.past.max_counter(actor))
+        };
+        self.versions.iter().map(in_version).max().unwrap_or(0)
+    }
+
+    /// The highest counter of `actor` this set names, if `after` (what the set became) names only
+    /// lower ones: the counter a node must record apart before it saves `after` as its versions
+    /// of the key (see [`crate::store::Store::issued`]).
+    pub fn forgotten_in(&self, after: &Siblings, actor: ActorId) -> Option<u64> {
+        let mine = self.max_counter(actor);
+        (after.max_counter(actor) < mine).then_some(mine)
     }
 
     /// The join of every version's clock: the context a reader of this set gets.
@@ -353,7 +370,7 @@ impl Siblings {
         if kept + 1 > limits.siblings_max {
             return Err(PutError::TooManySiblings { siblings: kept + 1, max: limits.siblings_max });
         }
-        let last = self.context().max_counter(actor).max(context.max_counter(actor)).max(issued);
+        let last = self.max_counter(actor).max(context.max_counter(actor)).max(issued);
         // Never above what a client's context may claim: the contexts this write's readers get
         // back must be ones the node takes again.
         let Some(counter) = last.checked_add(1).filter(|&c| c <= CONTEXT_COUNTER_MAX) else {

@@ -228,8 +228,8 @@ fn random_replicas(seed: u64) -> (Vec<Siblings>, Vec<Dot>) {
 
 /// As [`random_replicas`], with the puts' contexts truncated to `clock_entries_max` entries (the
 /// supersedes relation is then not transitive: a write may know a version but not its past).
-/// Replica `i` writes as actor `i` and, as a truncating coordinator does, records the highest
-/// counter it issued.
+/// Replica `i` writes as actor `i` and, as a node does, records apart the counter of its own
+/// that a merge would make its set forget ([`Siblings::forgotten_in`]).
 fn random_replicas_truncating(
     seed: u64,
     clock_entries_max: Option<usize>,
@@ -253,16 +253,23 @@ fn random_replicas_truncating(
             let dot = replicas[i]
                 .apply_put(writer, &context, payload, step, &limits, clock_entries_max)
                 .expect("within limits");
-            if clock_entries_max.is_some() {
-                issued[i] = dot.counter;
-            }
             dots.push(dot);
         } else {
             let other = replicas[j].clone();
-            replicas[i].reconcile(&other);
+            merge_remembering(&mut replicas[i], &other, actor(i as u8), &mut issued[i]);
         }
     }
     (replicas, dots)
+}
+
+/// Reconciles `other` into `mine`, the set of `me`, recording in `issued` a counter of `me`'s
+/// the merge forgets, as a node's replica does before it saves the merge.
+fn merge_remembering(mine: &mut Siblings, other: &Siblings, me: ActorId, issued: &mut u64) {
+    let before = mine.clone();
+    mine.reconcile(other);
+    if let Some(counter) = before.forgotten_in(mine, me) {
+        *issued = (*issued).max(counter);
+    }
 }
 
 #[test]
@@ -345,29 +352,31 @@ fn a_forgotten_counter_is_not_issued_again() {
     let limits = Limits::default();
     let run = |record: bool| {
         let mut r = [Siblings::new(), Siblings::new()];
-        let mut issued = [0u64; 2];
+        let issued = [std::cell::Cell::new(0u64), std::cell::Cell::new(0u64)];
         let mut dots = Vec::new();
         let mut put = |r: &mut [Siblings; 2], i: usize, context: Context, now: u64| {
-            let writer = Writer { actor: actor(i as u8), issued: issued[i] };
+            let writer = Writer { actor: actor(i as u8), issued: issued[i].get() };
             let payload = Payload::Value(vec![now as u8]);
             let dot =
                 r[i].apply_put(writer, &context, payload, now, &limits, Some(1)).expect("fits");
-            if record {
-                issued[i] = dot.counter;
-            }
             dots.push((dot.actor, dot.counter));
         };
+        let merge = |r: &mut [Siblings; 2], into: usize| {
+            let other = r[1 - into].clone();
+            let mut forgotten = 0;
+            merge_remembering(&mut r[into], &other, actor(into as u8), &mut forgotten);
+            if record {
+                issued[into].set(issued[into].get().max(forgotten));
+            }
+        };
         put(&mut r, 0, Context::new(), 1);
-        let from_0 = r[0].clone();
-        r[1].reconcile(&from_0);
+        merge(&mut r, 1);
         let seen = r[1].context();
         put(&mut r, 1, seen, 2);
-        let from_1 = r[1].clone();
-        r[0].reconcile(&from_1);
+        merge(&mut r, 0);
         let seen = r[1].context();
         put(&mut r, 1, seen, 3);
-        let from_1 = r[1].clone();
-        r[0].reconcile(&from_1);
+        merge(&mut r, 0);
         put(&mut r, 0, Context::new(), 4);
         dots
     };

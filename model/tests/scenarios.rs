@@ -205,8 +205,8 @@ fn strict_quorum_reads_see_acknowledged_writes() {
 /// a new version's past, and once no version of the key names the dropped actor, that actor's
 /// next write of the key took the counter of its first write again. A replica still holding that
 /// first write then took the acknowledged new write for it (same dot) and kept the old value.
-/// Found by reading the code (a review of s26's context capping); every coordinator now keeps,
-/// apart from the key's versions, the highest counter it issued for the key when clocks truncate.
+/// Found by reading the code (a review of s26's context capping); a node now records its highest
+/// counter for a key apart from the key's versions before it saves a merge that forgets it.
 #[test]
 fn truncation_never_makes_a_coordinator_reuse_a_counter() {
     use dynamo_model::config::{Config, ConfigParams};

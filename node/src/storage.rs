@@ -2,8 +2,9 @@
 //!
 //! Four trees: `data` (key → postcard-encoded [`Siblings`]), `hints` (intended node id, big
 //! endian, then key → siblings kept for that node, paper §4.6), `meta` (the incarnation, and a
-//! marker that a run is in progress), and `issued` (key → the highest counter this node issued
-//! for it, a big-endian `u64`, recorded only while clocks truncate: see [`Store::issued`]).
+//! marker that a run is in progress), and `issued` (key → a counter this node issued for it that
+//! the key's versions forgot, a big-endian `u64`, written only when clocks truncate and a merge
+//! forgets one: see [`Store::issued`]; held in memory too, so a put reads no tree for it).
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
@@ -108,8 +109,11 @@ pub struct SledStore {
     cache: ReadCache,
     hints: sled::Tree,
     meta: sled::Tree,
-    /// Key → the highest counter this node issued for it, big-endian (see [`Store::issued`]).
+    /// Key → the highest counter this node issued for it that its versions forgot, big-endian
+    /// (see [`Store::issued`]).
     issued: sled::Tree,
+    /// The whole `issued` tree, read at open: every put asks it, and it is almost always empty.
+    issued_mem: std::collections::HashMap<Vec<u8>, u64>,
     hint_count: usize,
     /// Writes made so far (attempted ones included): the store's write mark.
     written: u64,
@@ -291,6 +295,18 @@ impl SledStore {
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
         let issued = db.open_tree("issued").map_err(fail)?;
+        let mut issued_mem = std::collections::HashMap::new();
+        for item in issued.iter() {
+            let (k, v) = item.map_err(fail)?;
+            let counter = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
+                OpenError::Mismatch(format!(
+                    "{}: an issued-counter record holds {} bytes, not 8",
+                    dir.display(),
+                    v.len()
+                ))
+            })?;
+            issued_mem.insert(k.to_vec(), u64::from_be_bytes(counter));
+        }
         let hint_count = hints.len();
         // After a clean shutdown the store must hold exactly what it held then.
         let record = dir.join(SHUTDOWN_RECORD);
@@ -389,6 +405,7 @@ impl SledStore {
             hints,
             meta,
             issued,
+            issued_mem,
             hint_count,
             written: 0,
             durable: 0,
@@ -517,21 +534,15 @@ impl Store for SledStore {
     }
 
     fn issued(&self, key: &Key) -> Result<u64, StoreError> {
-        match self.issued.get(&key.0).map_err(io)? {
-            None => Ok(0),
-            Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-                Ok(b) => Ok(u64::from_be_bytes(b)),
-                Err(_) => Err(StoreError::Corrupt {
-                    what: format!("issued counter of key {key}"),
-                    detail: format!("{} bytes, not 8", v.len()),
-                }),
-            },
-        }
+        Ok(self.issued_mem.get(&key.0).copied().unwrap_or(0))
     }
 
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
         self.written += 1; // before the write, as in `save`
-        self.issued.insert(&key.0, &counter.to_be_bytes()).map_err(io)?;
+                           // Kept in memory even if the write fails: a counter believed issued is only skipped.
+        let held = self.issued_mem.entry(key.0.clone()).or_insert(0);
+        *held = (*held).max(counter);
+        self.issued.insert(&key.0, &held.to_be_bytes()).map_err(io)?;
         Ok(())
     }
 
