@@ -51,11 +51,13 @@ pub trait Store {
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError>;
     /// How many hints are kept.
     fn hint_count(&self) -> Result<usize, StoreError>;
-    /// The highest counter this node issued for `key` that the key's versions no longer name (0
-    /// if none). A coordinator takes its next counter from the key's versions; with truncated
-    /// clocks a merge can replace its versions with ones that name none of its counters (see
-    /// `Config::clock_entries_max`), and this record, written before such a merge is saved,
-    /// keeps it from issuing a counter twice.
+    /// A floor for this node's next counter for `key`: the highest counter it issued that the
+    /// key's versions no longer name (0 if none). A coordinator takes its next counter from the
+    /// key's versions; with truncated clocks a merge can replace its versions with ones that
+    /// name none of its counters (see `Config::clock_entries_max`; a version supersedes another
+    /// only if its past names the other's counter, so only a truncated past, or one of the
+    /// checker's seeded bugs, can), and this record, written before such a merge is saved, keeps
+    /// the node from issuing a counter twice.
     fn issued(&self, key: &Key) -> Result<u64, StoreError>;
     /// Records that this node issued `counter` for `key`, which its versions are about to forget.
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError>;

@@ -4,7 +4,10 @@
 //! endian, then key → siblings kept for that node, paper §4.6), `meta` (the incarnation, and a
 //! marker that a run is in progress), and `issued` (key → a counter this node issued for it that
 //! the key's versions forgot, a big-endian `u64`, written only when clocks truncate and a merge
-//! forgets one: see [`Store::issued`]; held in memory too, so a put reads no tree for it).
+//! forgets one: see [`Store::issued`]; held in memory too, so a put reads no tree for it). A
+//! record is written to `issued` before the merge that needs it is written to `data`; both are
+//! in sled's one log, and the node relies on sled recovering a prefix of that log after a crash,
+//! so that the merge is never found without its record.
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
@@ -113,7 +116,8 @@ pub struct SledStore {
     /// (see [`Store::issued`]).
     issued: sled::Tree,
     /// The whole `issued` tree, read at open: every put asks it, and it is almost always empty.
-    issued_mem: std::collections::HashMap<Vec<u8>, u64>,
+    /// A record that did not decode is kept as its length.
+    issued_mem: std::collections::HashMap<Vec<u8>, Result<u64, usize>>,
     hint_count: usize,
     /// Writes made so far (attempted ones included): the store's write mark.
     written: u64,
@@ -295,17 +299,13 @@ impl SledStore {
         let hints = db.open_tree("hints").map_err(fail)?;
         let meta = db.open_tree("meta").map_err(fail)?;
         let issued = db.open_tree("issued").map_err(fail)?;
+        // A record that does not decode fails the puts of its key (as a corrupt data record
+        // fails its reads), not the whole store.
         let mut issued_mem = std::collections::HashMap::new();
         for item in issued.iter() {
             let (k, v) = item.map_err(fail)?;
-            let counter = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
-                OpenError::Mismatch(format!(
-                    "{}: an issued-counter record holds {} bytes, not 8",
-                    dir.display(),
-                    v.len()
-                ))
-            })?;
-            issued_mem.insert(k.to_vec(), u64::from_be_bytes(counter));
+            let counter = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes);
+            issued_mem.insert(k.to_vec(), counter.map_err(|_| v.len()));
         }
         let hint_count = hints.len();
         // After a clean shutdown the store must hold exactly what it held then.
@@ -534,15 +534,25 @@ impl Store for SledStore {
     }
 
     fn issued(&self, key: &Key) -> Result<u64, StoreError> {
-        Ok(self.issued_mem.get(&key.0).copied().unwrap_or(0))
+        match self.issued_mem.get(&key.0) {
+            None => Ok(0),
+            Some(Ok(counter)) => Ok(*counter),
+            Some(Err(len)) => Err(StoreError::Corrupt {
+                what: format!("issued-counter record of key {key}"),
+                detail: format!("{len} bytes, not 8"),
+            }),
+        }
     }
 
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
-        self.written += 1; // before the write, as in `save`
-                           // Kept in memory even if the write fails: a counter believed issued is only skipped.
-        let held = self.issued_mem.entry(key.0.clone()).or_insert(0);
-        *held = (*held).max(counter);
-        self.issued.insert(&key.0, &held.to_be_bytes()).map_err(io)?;
+        // Before the write, as in `save`.
+        self.written += 1;
+        // Kept in memory even if the write fails: a counter believed issued is only skipped. A
+        // corrupt record is replaced.
+        let held = self.issued_mem.entry(key.0.clone()).or_insert(Ok(0));
+        let counter = held.map_or(counter, |h| h.max(counter));
+        *held = Ok(counter);
+        self.issued.insert(&key.0, &counter.to_be_bytes()).map_err(io)?;
         Ok(())
     }
 
@@ -714,6 +724,24 @@ mod tests {
         let data = db.open_tree("data").expect("tree");
         assert!(data.get(b"a").expect("get").is_some(), "the refusal changed nothing");
         assert!(db.open_tree("meta").expect("tree").get(FORMAT_KEY).expect("get").is_none());
+    }
+
+    /// A damaged issued-counter record fails the puts of its key (their coordinator cannot know
+    /// its floor), not the opening of the store; the next record written for the key replaces it.
+    #[test]
+    fn a_corrupt_issued_record_fails_its_key_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        s.issued.insert(b"k", &[1u8, 2, 3][..]).expect("insert");
+        s.save_issued(&Key::from("other"), 7).expect("issued");
+        s.sync().expect("sync");
+        drop(s);
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopens");
+        let err = s.issued(&Key::from("k")).expect_err("corrupt");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(s.issued(&Key::from("other")).expect("intact"), 7);
+        s.save_issued(&Key::from("k"), 5).expect("replaces it");
+        assert_eq!(s.issued(&Key::from("k")).expect("now intact"), 5);
     }
 
     #[test]
