@@ -604,6 +604,21 @@ impl Context {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Whether this context is one a client may send: at most `entries_max` entries, and no
+    /// counter above [`CONTEXT_COUNTER_MAX`]. Peers' versions are held to it too.
+    pub fn check(&self, entries_max: usize) -> Result<(), ClockError> {
+        if self.len() > entries_max {
+            return Err(ClockError::TooManyEntries { entries: self.len(), max: entries_max });
+        }
+        let counters = self.clock.entries.iter().map(|e| (e.actor, e.counter));
+        let runs = self.cloud.iter().map(|r| (r.actor, r.last));
+        if let Some((actor, counter)) = counters.chain(runs).find(|&(_, n)| n > CONTEXT_COUNTER_MAX)
+        {
+            return Err(ClockError::CounterTooLarge { actor, counter, max: CONTEXT_COUNTER_MAX });
+        }
+        Ok(())
+    }
+
     /// Decodes a context a client sent back; rejects malformed bytes, oversized contexts, and
     /// counters above [`CONTEXT_COUNTER_MAX`].
     pub fn from_bytes(bytes: &[u8], entries_max: usize) -> Result<Context, ClockError> {
@@ -612,15 +627,7 @@ impl Context {
         if !rest.is_empty() {
             return Err(ClockError::Undecodable(format!("{} trailing bytes", rest.len())));
         }
-        if c.len() > entries_max {
-            return Err(ClockError::TooManyEntries { entries: c.len(), max: entries_max });
-        }
-        let counters = c.clock.entries.iter().map(|e| (e.actor, e.counter));
-        let runs = c.cloud.iter().map(|r| (r.actor, r.last));
-        if let Some((actor, counter)) = counters.chain(runs).find(|&(_, n)| n > CONTEXT_COUNTER_MAX)
-        {
-            return Err(ClockError::CounterTooLarge { actor, counter, max: CONTEXT_COUNTER_MAX });
-        }
+        c.check(entries_max)?;
         Ok(c)
     }
 }

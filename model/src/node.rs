@@ -9,6 +9,7 @@
 //! acknowledges a write by emitting an effect, so acknowledging before syncing could lose an
 //! acknowledged write on a crash. Drivers batch several calls and sync once per batch.
 
+use crate::clock::CONTEXT_COUNTER_MAX;
 use crate::config::Config;
 use crate::coordinator::Coord;
 use crate::ids::{ActorId, Key, NodeId, OpId, RequestId};
@@ -391,20 +392,25 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// Whether a peer's versions of `key`, to be stored, keep the limits a client's write is held
-    /// to: a key a client could use, values within `value_bytes_max` and pasts within
-    /// `context_entries_max`. (Not the sibling count: writes through several coordinators merge
-    /// into sets larger than any one coordinator made.) A peer is authenticated, so a set
-    /// outside them means a damaged frame or a peer configured with larger limits; stored, it
-    /// could be larger than any frame this node may send on.
-    fn within_limits(&self, key: &Key, siblings: &Siblings) -> bool {
+    /// Whether a peer's versions, which may be stored, keep the limits a client's write is held
+    /// to: values within `value_bytes_max`, and pasts and counters a client's context may have
+    /// ([`crate::clock::Context::check`]). (Not the sibling count: writes through several
+    /// coordinators merge into sets larger than any one coordinator made.) A peer is
+    /// authenticated, so a set outside them means a damaged frame or a peer configured with
+    /// larger limits; stored, it could be larger than any frame this node may send on, or name
+    /// a counter no write can follow.
+    fn within_limits(&self, siblings: &Siblings) -> bool {
         let limits = self.config.limits();
-        !key.0.is_empty()
-            && key.0.len() <= limits.key_bytes_max
-            && siblings.versions().iter().all(|v| {
-                v.payload.value().is_none_or(|b| b.len() <= limits.value_bytes_max)
-                    && v.past.len() <= limits.context_entries_max
-            })
+        siblings.versions().iter().all(|v| {
+            v.payload.value().is_none_or(|b| b.len() <= limits.value_bytes_max)
+                && v.dot.counter <= CONTEXT_COUNTER_MAX
+                && v.past.check(limits.context_entries_max).is_ok()
+        })
+    }
+
+    /// Whether a peer's `key` is one a client could use.
+    fn key_within_limits(&self, key: &Key) -> bool {
+        !key.0.is_empty() && key.0.len() <= self.config.limits().key_bytes_max
     }
 
     fn on_peer(&mut self, now_ms: u64, from: NodeId, msg: Msg, effects: &mut Vec<Effect>) {
@@ -418,11 +424,17 @@ impl<S: Store> Node<S> {
                 return;
             }
         }
-        if let Msg::Store { key, siblings, .. } | Msg::Handoff { key, siblings } = &msg {
-            if !self.within_limits(key, siblings) {
-                self.stats.malformed_dropped += 1;
-                return;
+        let outside_limits = match &msg {
+            Msg::Store { key, siblings, .. } | Msg::Handoff { key, siblings } => {
+                !self.key_within_limits(key) || !self.within_limits(siblings)
             }
+            // A get's answers are merged, stored and repaired onto other replicas.
+            Msg::FetchReply { siblings, .. } => !self.within_limits(siblings),
+            _ => false,
+        };
+        if outside_limits {
+            self.stats.malformed_dropped += 1;
+            return;
         }
         // Any message is proof of life.
         self.state.suspected.remove(&from);

@@ -407,17 +407,18 @@ fn reads_names_the_one_set_a_get_or_fetch_reads() {
 #[test]
 fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
     let mut n = node(1); // value_bytes_max 8, key_bytes_max 4
-    let versions = |value: &[u8], past_entries: u32| {
+    let max_counter = dynamo_model::clock::CONTEXT_COUNTER_MAX;
+    let counted = |value: &[u8], past_entries: u32, past_counter: u64, counter: u64| {
         let mut past = dynamo_model::clock::VClock::new();
         for i in 0..past_entries {
-            past.witness(ActorId::new(NodeId(2), 100 + i), 1, 0);
+            past.witness(ActorId::new(NodeId(2), 100 + i), past_counter, 0);
         }
-        let dot =
-            dynamo_model::clock::Dot { actor: ActorId::new(NodeId(2), 0), counter: 1, ts_ms: 0 };
+        let dot = dynamo_model::clock::Dot { actor: ActorId::new(NodeId(2), 0), counter, ts_ms: 0 };
         let past = Context::from(past);
         let payload = dynamo_model::Payload::Value(value.to_vec());
         Siblings::from_versions([dynamo_model::Version { dot, past, payload }])
     };
+    let versions = |value: &[u8], past_entries: u32| counted(value, past_entries, 1, 1);
     let max_entries = dynamo_model::config::Limits::default().context_entries_max as u32;
     let store = |key: &str, siblings| Msg::Store {
         op: None,
@@ -434,11 +435,20 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         store("k", versions(b"v", max_entries + 1)),
         handoff("k", versions(&[0; 9], 0)),
         handoff("kkkkk", versions(b"v", 0)),
+        // Counters no write can follow (a client's context may not claim them either).
+        store("k", counted(b"v", 0, 1, max_counter + 1)),
+        store("k", counted(b"v", 1, max_counter + 1, 1)),
+        // A get's answer is merged, stored and repaired onto other replicas: held to the same.
+        Msg::FetchReply {
+            op: OpId { origin: NodeId(1), req: RequestId(5) },
+            siblings: versions(&[0; 9], 0),
+        },
     ] {
         n.handle(0, Input::Peer { from: NodeId(2), msg }, &mut effects);
     }
     assert!(effects.is_empty(), "{effects:?}");
-    assert_eq!(n.stats().malformed_dropped, 6);
+    assert_eq!(n.stats().malformed_dropped, 9);
+    assert_eq!(n.stats().stale_responses_dropped, 0, "dropped as malformed, not as stale");
     assert_eq!(n.store(), &MemStore::default());
     // At the limits, stored.
     n.handle(
@@ -446,7 +456,7 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         Input::Peer { from: NodeId(2), msg: store("kkkk", versions(&[0; 8], max_entries)) },
         &mut effects,
     );
-    assert_eq!(n.stats().malformed_dropped, 6);
+    assert_eq!(n.stats().malformed_dropped, 9);
     assert_eq!(n.store().data.get(&Key::from("kkkk")).map(Siblings::len), Some(1));
 }
 

@@ -500,6 +500,7 @@ fn a_put_supersedes_exactly_what_its_context_covers() {
 /// would have made.)
 #[test]
 fn a_put_is_taken_exactly_when_its_contexts_can_be_taken_back() {
+    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     fn prop(seed: u64, blind: bool, max: u8) -> bool {
         let (replicas, _) = random_replicas(seed);
         let mut target = replicas[0].clone();
@@ -517,6 +518,7 @@ fn a_put_is_taken_exactly_when_its_contexts_can_be_taken_back() {
         let ok = match put {
             Ok(_) => would_make <= limits.context_entries_max && target == unlimited,
             Err(PutError::ContextTooLarge { entries, max }) => {
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 target == before && entries == would_make && max == limits.context_entries_max
             }
             Err(_) => false,
@@ -527,6 +529,8 @@ fn a_put_is_taken_exactly_when_its_contexts_can_be_taken_back() {
         ok
     }
     check(prop as fn(u64, bool, u8) -> bool);
+    // Both outcomes occur: the refusal branch is exercised, not only the taken one.
+    assert!(REFUSED.load(std::sync::atomic::Ordering::Relaxed) > 0, "no put was refused");
 }
 
 #[test]

@@ -759,15 +759,22 @@ mod tests {
     fn failing_node(
         dir: &std::path::Path,
     ) -> (JoinHandle<Result<(), StoreError>>, DriverHandle, Arc<AtomicBool>) {
+        let (driver, handle, _) = one_node(dir);
+        let fault = driver.flusher.fault.clone();
+        fault.store(true, Ordering::SeqCst);
+        (tokio::spawn(driver.run()), handle, fault)
+    }
+
+    /// A one-node driver under `always` on `dir`, not yet running, its handle and its counters.
+    fn one_node(dir: &std::path::Path) -> (Driver, DriverHandle, Arc<NetStats>) {
         let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let (store, incarnation) = SledStore::open(dir, NodeId(1), false, true).expect("opens");
         let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
         let net = Arc::new(NetStats::default());
-        let (driver, handle) = Driver::new(node, Outbound::new(), net, SyncPolicy::Always, 1_000);
-        let fault = driver.flusher.fault.clone();
-        fault.store(true, Ordering::SeqCst);
-        (tokio::spawn(driver.run()), handle, fault)
+        let (driver, handle) =
+            Driver::new(node, Outbound::new(), net.clone(), SyncPolicy::Always, 1_000);
+        (driver, handle, net)
     }
 
     /// Found by the s25 audit: the queue was bounded by count alone, so 16 K large peer frames
@@ -776,14 +783,7 @@ mod tests {
     #[tokio::test]
     async fn the_input_queue_is_bounded_by_bytes_as_well_as_by_count() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
-        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-        let (store, incarnation) =
-            SledStore::open(dir.path(), NodeId(1), false, true).expect("opens");
-        let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
-        let net = Arc::new(NetStats::default());
-        let (mut driver, handle) =
-            Driver::new(node, Outbound::new(), net.clone(), SyncPolicy::Always, 1_000);
+        let (mut driver, handle, net) = one_node(dir.path());
         let dropped = || net.inbound_dropped.load(Ordering::Relaxed);
         // Two messages, the queue nearly empty by count, but past the budget by bytes.
         let budget = handle.budget.available_permits();
