@@ -79,9 +79,7 @@ impl<S: Store> Node<S> {
                 #[cfg(feature = "mutants")]
                 crate::mutant::after_reconcile(&self.config, &mut held);
                 if let Some(counter) = before.forgotten_in(&held, me) {
-                    if self.store.issued(key)? < counter {
-                        self.store.save_issued(key, counter)?;
-                    }
+                    self.store.save_issued(key, counter)?;
                 }
                 self.store.save(key, &held)?;
             }

@@ -59,7 +59,8 @@ pub trait Store {
     /// checker's seeded bugs, can), and this record, written before such a merge is saved, keeps
     /// the node from issuing a counter twice.
     fn issued(&self, key: &Key) -> Result<u64, StoreError>;
-    /// Records that this node issued `counter` for `key`, which its versions are about to forget.
+    /// Records that this node issued `counter` for `key`, which its versions are about to forget:
+    /// the record becomes at least `counter` (it never goes down).
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError>;
 }
 
@@ -129,7 +130,8 @@ impl Store for MemStore {
         Ok(self.issued.get(key).copied().unwrap_or(0))
     }
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
-        self.issued.insert(key.clone(), counter);
+        let held = self.issued.entry(key.clone()).or_insert(0);
+        *held = (*held).max(counter);
         Ok(())
     }
 }

@@ -116,8 +116,8 @@ pub struct SledStore {
     /// (see [`Store::issued`]).
     issued: sled::Tree,
     /// The whole `issued` tree, read at open: every put asks it, and it is almost always empty.
-    /// A record that did not decode is kept as its length.
-    issued_mem: std::collections::HashMap<Vec<u8>, Result<u64, usize>>,
+    /// A record that did not decode is kept as `None`.
+    issued_mem: std::collections::HashMap<Vec<u8>, Option<u64>>,
     hint_count: usize,
     /// Writes made so far (attempted ones included): the store's write mark.
     written: u64,
@@ -304,8 +304,8 @@ impl SledStore {
         let mut issued_mem = std::collections::HashMap::new();
         for item in issued.iter() {
             let (k, v) = item.map_err(fail)?;
-            let counter = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes);
-            issued_mem.insert(k.to_vec(), counter.map_err(|_| v.len()));
+            let counter = <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes);
+            issued_mem.insert(k.to_vec(), counter);
         }
         let hint_count = hints.len();
         // After a clean shutdown the store must hold exactly what it held then.
@@ -536,10 +536,10 @@ impl Store for SledStore {
     fn issued(&self, key: &Key) -> Result<u64, StoreError> {
         match self.issued_mem.get(&key.0) {
             None => Ok(0),
-            Some(Ok(counter)) => Ok(*counter),
-            Some(Err(len)) => Err(StoreError::Corrupt {
+            Some(Some(counter)) => Ok(*counter),
+            Some(None) => Err(StoreError::Corrupt {
                 what: format!("issued-counter record of key {key}"),
-                detail: format!("{len} bytes, not 8"),
+                detail: "not 8 bytes".into(),
             }),
         }
     }
@@ -549,9 +549,9 @@ impl Store for SledStore {
         self.written += 1;
         // Kept in memory even if the write fails: a counter believed issued is only skipped. A
         // corrupt record is replaced.
-        let held = self.issued_mem.entry(key.0.clone()).or_insert(Ok(0));
+        let held = self.issued_mem.entry(key.0.clone()).or_insert(Some(0));
         let counter = held.map_or(counter, |h| h.max(counter));
-        *held = Ok(counter);
+        *held = Some(counter);
         self.issued.insert(&key.0, &counter.to_be_bytes()).map_err(io)?;
         Ok(())
     }
