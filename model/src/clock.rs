@@ -599,6 +599,55 @@ impl Context {
         self.cloud.retain(|d| clock.get(d.actor) > 0);
     }
 
+    /// The context to hand a client, who may send back at most `max` entries: this one if it
+    /// fits; else every dot of `keep` (the versions the client is answered about, so that a
+    /// write on the result replaces them) and, of the rest, the most recently issued entries
+    /// that still fit. The result never claims a write this context does not, so a write on it
+    /// can only replace less: an older version it leaves out survives as a sibling (a false
+    /// conflict, as with truncation), and no write is lost. When `keep` alone needs more than
+    /// `max` entries, the result is `keep` alone. A write on a cut context can make a key's
+    /// versions forget a counter of their coordinator's; the coordinator then records it apart
+    /// (`Store::save_issued`), so it never issues the counter again.
+    ///
+    /// Without this, versions whose pasts each fit could join into a read context no node takes
+    /// back: a client that makes up contexts naming many actors, writing through several
+    /// coordinators, could leave a key no one can resolve.
+    pub fn capped(self, max: usize, keep: impl IntoIterator<Item = Dot>) -> Context {
+        if self.len() <= max {
+            return self;
+        }
+        let mut base = Context::new();
+        base.cloud.extend(keep.into_iter().filter(|d| d.counter > 0).map(|d| DotRun::of(&d)));
+        base.normalize();
+        // What else this context names, newest first.
+        let mut rest: Vec<DotRun> = self
+            .clock
+            .entries
+            .iter()
+            .map(|e| DotRun { actor: e.actor, first: 1, last: e.counter, ts_ms: e.ts_ms })
+            .chain(self.cloud.iter().copied())
+            .collect();
+        rest.sort_by(|a, b| b.ts_ms.cmp(&a.ts_ms).then(a.cmp(b)));
+        let with = |k: usize| {
+            let mut c = base.clone();
+            c.cloud.extend_from_slice(&rest[..k]);
+            c.normalize();
+            c
+        };
+        // The most of `rest` that fits, by bisection: normalising can fold runs together, so
+        // the size only mostly grows with k; any k found fits, and k = 0 is `keep` alone.
+        let (mut lo, mut hi) = (0, rest.len());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if with(mid).len() <= max {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        with(lo)
+    }
+
     /// The context as opaque bytes, for clients to carry.
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_stdvec(self).unwrap_or_default()

@@ -35,7 +35,8 @@ pub struct Limits {
     pub key_bytes_max: usize,
     /// Most siblings a key may hold after a put; a put that would exceed it is rejected.
     pub siblings_max: usize,
-    /// Most entries a context a client sends back may have.
+    /// Most entries a context a client sends back may have; every context a node hands out fits
+    /// (see `Context::capped`).
     pub context_entries_max: usize,
     /// Most hints delivered per tick.
     pub handoff_batch_max: usize,

@@ -127,7 +127,7 @@ impl<S: Store> Node<S> {
                     .versions()
                     .iter()
                     .find(|v| v.dot == dot)
-                    .map(|v| v.clock())
+                    .map(|v| v.clock().capped(self.config.limits().context_entries_max, [dot]))
                     .unwrap_or_default();
                 (CoordKind::Put { dot, clock, siblings }, op.w.unwrap_or(self.config.w()))
             }
@@ -220,7 +220,9 @@ impl<S: Store> Node<S> {
                 CoordKind::Put { dot, clock, .. } => {
                     ClientReply::Written { dot: *dot, context: clock.clone() }
                 }
-                CoordKind::Get { replies } => read_reply(&merge_all(replies)),
+                CoordKind::Get { replies } => {
+                    read_reply(&merge_all(replies), self.config.limits().context_entries_max)
+                }
             };
             reply_from(me, id, reply, effects);
         }
@@ -344,9 +346,11 @@ fn merge_all(replies: &BTreeMap<NodeId, Siblings>) -> Siblings {
     merged
 }
 
-fn read_reply(merged: &Siblings) -> ClientReply {
+/// A get's answer. Its context is one the node takes back (see [`Context::capped`]).
+fn read_reply(merged: &Siblings, context_entries_max: usize) -> ClientReply {
+    let dots = merged.versions().iter().map(|v| v.dot);
     ClientReply::Read {
-        context: merged.context(),
+        context: merged.context().capped(context_entries_max, dots),
         values: merged.values().map(<[u8]>::to_vec).collect(),
     }
 }

@@ -119,20 +119,6 @@ pub enum PutError {
         /// The counter claimed.
         counter: u64,
     },
-    /// After the put, a read of the key (or the put's own returned context) would answer with a
-    /// context of more entries than a client may send back, so the key could not be resolved.
-    /// Real contexts stay far below the limit (an entry per coordinator incarnation that wrote
-    /// the key, and per run of writes above a gap); a made-up one can reach it.
-    #[error(
-        "after this put the key's context would have {entries} entries, more than the {max} a \
-         client may send back; the put is refused"
-    )]
-    ContextTooLarge {
-        /// Entries the key's read context would have after the put.
-        entries: usize,
-        /// The limit (`context_entries_max`).
-        max: usize,
-    },
 }
 
 /// Who coordinates a put: its actor, and the highest counter the actor recorded as issued for
@@ -382,43 +368,8 @@ impl Siblings {
             // Leave room for the dot's own entry.
             past.truncate(max.saturating_sub(1).max(1));
         }
-        self.check_read_context(&past, &dot, context, limits.context_entries_max)?;
         self.replace_where(Version { dot, past, payload }, |_, old| context.contains(&old.dot));
         Ok(dot)
-    }
-
-    /// Refuses a put after which a read of this set alone, or the put's own returned context (the
-    /// new version's clock), would have more than `max` entries, one no node takes back (then
-    /// the key could only gain siblings until [`PutError::TooManySiblings`]). The new version has
-    /// `past` and `dot`; it replaces the versions `context` covers. Sets merged from puts through
-    /// several coordinators can still grow past it.
-    fn check_read_context(
-        &self,
-        past: &Context,
-        dot: &Dot,
-        context: &Context,
-        max: usize,
-    ) -> Result<(), PutError> {
-        let kept = || self.versions.iter().filter(|v| !context.contains(&v.dot));
-        // An upper bound first, so that the usual put joins nothing.
-        let bound = kept().map(|v| v.past.len() + 1).sum::<usize>() + past.len() + 1;
-        if bound <= max {
-            return Ok(());
-        }
-        let mut after = Context::join_all(kept().map(|v| &v.past).chain([past]));
-        kept().for_each(|v| after.add_dot(&v.dot));
-        after.add_dot(dot);
-        if after.len() > max {
-            return Err(PutError::ContextTooLarge { entries: after.len(), max });
-        }
-        // Filling a gap can fold runs of the set's context together, so the new version's own
-        // clock can be the larger of the two.
-        let mut clock = past.clone();
-        clock.add_dot(dot);
-        if clock.len() > max {
-            return Err(PutError::ContextTooLarge { entries: clock.len(), max });
-        }
-        Ok(())
     }
 
     /// Checks the representation invariants: sorted by dot, unique dots, an antichain.

@@ -463,10 +463,10 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
 /// Found while checking the s25 audit's unresolvable key: one client alone, with one made-up
 /// context of `context_entries_max` entries, made a version whose own clock (the context plus
 /// the new dot) was one entry over the limit. Every read of the key then answered with a context
-/// no node took back, and blind writes only piled up siblings. A put after which a read of the
-/// coordinator's set would answer with too large a context is now refused, and nothing changes.
+/// no node took back, and blind writes only piled up siblings. The put is taken, and both its
+/// returned context and a read's are cut to the limit, keep the dot, and replace the version.
 #[test]
-fn a_put_whose_key_could_no_longer_be_read_back_is_refused() {
+fn a_made_up_context_at_the_limit_leaves_a_key_that_can_be_read_back() {
     const MAX: usize = 4;
     let mut p = params();
     p.limits.context_entries_max = MAX;
@@ -486,33 +486,114 @@ fn a_put_whose_key_could_no_longer_be_read_back_is_refused() {
         op.w = Some(1);
         op
     };
-    let e = rejected(&ask(&mut n, put(made_up(MAX as u32))));
-    assert_eq!(e, RequestError::Put(PutError::ContextTooLarge { entries: MAX + 1, max: MAX }));
-    assert_eq!(n.store(), &MemStore::default());
-    // One entry fewer is taken, and what a read then answers is taken back.
-    assert!(ask(&mut n, put(made_up(MAX as u32 - 1)))
-        .iter()
-        .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })));
-    // A write beside it that names one more writer would make the read context too large:
-    // refused, nothing changes. (A blind one is taken: its dot joins the coordinator's entry.)
-    let before = n.store().clone();
-    let mut another = dynamo_model::clock::VClock::new();
-    another.witness(ActorId::new(NodeId(3), 7), 1, 0);
-    let e = rejected(&ask(&mut n, put(Context::from(another))));
-    assert_eq!(e, RequestError::Put(PutError::ContextTooLarge { entries: MAX + 1, max: MAX }));
-    assert_eq!(n.store(), &before);
+    let written = |effects: Vec<Effect>| {
+        effects.into_iter().find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => Some(context),
+            _ => None,
+        })
+    };
+    let after = written(ask(&mut n, put(made_up(MAX as u32)))).expect("the put is taken");
+    let stored = n.store().data.get(&key).expect("stored").clone();
+    assert_eq!(stored.context().len(), MAX + 1, "the version's own clock is over the limit");
+    assert_eq!(after.len(), MAX, "its returned context is cut to the limit");
+    assert!(stored.versions().iter().all(|v| after.contains(&v.dot)), "and keeps the dot");
+    // A write on it is taken back and replaces the version.
+    let context = Context::from_bytes(&after.to_bytes(), MAX).expect("taken back");
+    assert!(written(ask(&mut n, put(context))).is_some());
+    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(1));
+    // So is a read's context, once a new made-up write has gone beside that one.
+    assert!(written(ask(&mut n, put(made_up(MAX as u32)))).is_some());
+    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(2));
     let mut get = ClientOp::get(key.clone());
     get.r = Some(1);
-    let context = ask(&mut n, get)
+    let read = ask(&mut n, get)
         .into_iter()
         .find_map(|e| match e {
             Effect::Reply { reply: ClientReply::Read { context, .. }, .. } => Some(context),
             _ => None,
         })
         .expect("the read is answered");
-    let context = Context::from_bytes(&context.to_bytes(), MAX).expect("the node takes it back");
-    assert!(ask(&mut n, put(context))
-        .iter()
-        .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })));
+    let context = Context::from_bytes(&read.to_bytes(), MAX).expect("taken back");
+    assert!(written(ask(&mut n, put(context))).is_some());
     assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(1));
+}
+
+/// Found by a read-only audit: a client that makes up contexts naming many actors, writing
+/// through two coordinators, got siblings whose pasts each fit `context_entries_max` but whose
+/// joined read context did not. No node took that context back (400), blind writes piled up
+/// siblings until the limit refused them, and the key could not be resolved. Every context a
+/// node hands out (a read's, a write's) now fits, and writing it back resolves the siblings.
+#[test]
+fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
+    const MAX: usize = 4;
+    let mut p = params();
+    p.limits.context_entries_max = MAX;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut nodes: Vec<Node<MemStore>> = (1..=2u16)
+        .map(|i| {
+            let actor = ActorId::new(NodeId(i), 0);
+            Node::new(actor, config.clone(), ring.clone(), MemStore::default())
+        })
+        .collect();
+    let made_up = |node: u16| {
+        let mut clock = dynamo_model::clock::VClock::new();
+        for inc in 0..MAX as u32 {
+            clock.witness(ActorId::new(NodeId(node), 100 + inc), 1, 0);
+        }
+        Context::from(clock)
+    };
+    let key = Key::from("k");
+    let put = |context: Context| {
+        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
+        op.w = Some(1);
+        op
+    };
+    let written = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => {
+                Some(context.clone())
+            }
+            _ => None,
+        })
+    };
+    // One made-up context through each coordinator: two concurrent versions.
+    let via_1 = ask(&mut nodes[0], put(made_up(1)));
+    let after_1 = written(&via_1).expect("the first put is written");
+    let via_2 = ask(&mut nodes[1], put(made_up(2)));
+    assert!(written(&via_2).is_some(), "the second put is written");
+    // A write's own context fits too, and a write on it is taken.
+    assert!(after_1.len() <= MAX, "a write's context has {} entries", after_1.len());
+    // The second coordinator's store reaches the first: it now holds both.
+    let store = via_2
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Send { to: NodeId(1), msg: msg @ Msg::Store { .. } } => Some(msg),
+            _ => None,
+        })
+        .expect("the second put is sent to node 1");
+    nodes[0].handle(0, Input::Peer { from: NodeId(2), msg: store }, &mut Vec::new());
+    let both = nodes[0].store().data.get(&key).expect("stored").clone();
+    assert_eq!(both.len(), 2);
+    assert!(both.context().len() > MAX, "the versions' pasts together exceed the limit");
+    // A read answers with a context that fits, and writing it back resolves the siblings.
+    let mut get = ClientOp::get(key.clone());
+    get.r = Some(1);
+    let read = ask(&mut nodes[0], get)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Read { context, values }, .. } => {
+                Some((context, values))
+            }
+            _ => None,
+        })
+        .expect("the read is answered");
+    assert_eq!(read.1.len(), 2, "both siblings are read");
+    let context = Context::from_bytes(&read.0.to_bytes(), MAX).expect("the node takes it back");
+    let resolved = ask(&mut nodes[0], put(context));
+    let after = written(&resolved).expect("the resolving put is written");
+    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
+    // And a write on the write's context replaces it in turn.
+    assert!(written(&ask(&mut nodes[0], put(after))).is_some());
+    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
 }

@@ -163,6 +163,35 @@ impl Arbitrary for Ctx {
     }
 }
 
+/// A context capped for a client (`Context::capped`) is the context itself when it fits; else it
+/// still holds every dot it must keep, fits whenever those dots alone do, and claims no write the
+/// context did not (a write on it can only replace less).
+#[test]
+fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
+    fn prop(a: Ctx, max: u8, picks: Vec<(u8, u8)>) -> bool {
+        let (a, max) = (a.0, usize::from(max % 6));
+        let dot = |i: u8, k: u64| Dot { actor: actor(i % 4), counter: k, ts_ms: 0 };
+        let keep: Vec<Dot> = picks
+            .iter()
+            .map(|&(i, k)| dot(i, u64::from(k % 7) + 1))
+            .filter(|d| a.contains(d))
+            .take(3)
+            .collect();
+        let capped = a.clone().capped(max, keep.iter().copied());
+        let mut alone = Context::new();
+        keep.iter().for_each(|d| alone.add_dot(d));
+        let domain = (0..4u8).flat_map(|i| (1..=8).map(move |k| dot(i, k)));
+        let claims_nothing_new = domain.clone().all(|d| !capped.contains(&d) || a.contains(&d));
+        if a.len() <= max {
+            return capped == a;
+        }
+        keep.iter().all(|d| capped.contains(d))
+            && claims_nothing_new
+            && (alone.len() > max || capped.len() <= max)
+    }
+    check(prop as fn(Ctx, u8, Vec<(u8, u8)>) -> bool);
+}
+
 #[test]
 fn context_merge_is_set_union_of_histories() {
     fn prop(a: Ctx, b: Ctx, i: u8, k: u8) -> bool {
@@ -234,6 +263,16 @@ fn random_replicas_truncating(
     seed: u64,
     clock_entries_max: Option<usize>,
 ) -> (Vec<Siblings>, Vec<Dot>) {
+    random_replicas_forgetting(seed, clock_entries_max, None)
+}
+
+/// As [`random_replicas_truncating`], and with every read context capped to `cap` entries, as a
+/// coordinator hands it to a client ([`Context::capped`], keeping the dots read).
+fn random_replicas_forgetting(
+    seed: u64,
+    clock_entries_max: Option<usize>,
+    cap: Option<usize>,
+) -> (Vec<Siblings>, Vec<Dot>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut replicas = vec![Siblings::new(); 3];
     let mut issued = [0u64; 3];
@@ -243,7 +282,11 @@ fn random_replicas_truncating(
         let i = rng.random_range(0..3usize);
         let j = rng.random_range(0..3usize);
         if rng.random_bool(0.6) {
-            let context = if rng.random_bool(0.7) { replicas[j].context() } else { Context::new() };
+            let read = |r: &Siblings| match cap {
+                Some(max) => r.context().capped(max, r.versions().iter().map(|v| v.dot)),
+                None => r.context(),
+            };
+            let context = if rng.random_bool(0.7) { read(&replicas[j]) } else { Context::new() };
             let payload = if rng.random_bool(0.15) {
                 Payload::Tombstone
             } else {
@@ -494,43 +537,65 @@ fn a_put_supersedes_exactly_what_its_context_covers() {
     check(prop as fn(u64, bool) -> bool);
 }
 
-/// A put is taken exactly when a read of the set it leaves, and the put's own returned context,
-/// stay within `context_entries_max`, the most a client may send back; a refused one changes
-/// nothing and names the size it would have made. (The same put without the limit shows what it
-/// would have made.)
+/// The limit on what a client may send back never refuses or changes a put: a context over it is
+/// cut where the node hands it out (a read's, a write's), not where it is written.
 #[test]
-fn a_put_is_taken_exactly_when_its_contexts_can_be_taken_back() {
-    static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+fn the_context_limit_never_changes_a_put() {
     fn prop(seed: u64, blind: bool, max: u8) -> bool {
         let (replicas, _) = random_replicas(seed);
-        let mut target = replicas[0].clone();
         let context = if blind { Context::new() } else { replicas[1].context() };
         let limits = Limits { context_entries_max: usize::from(max % 8) + 1, ..Limits::default() };
-        let mut unlimited = target.clone();
-        let dot = unlimited
-            .apply_put(actor(0), &context, Payload::Tombstone, 99, &Limits::default(), None)
-            .expect("within the default limits");
-        let read = unlimited.context().len();
-        let own = unlimited.versions().iter().find(|v| v.dot == dot).map(|v| v.clock().len());
-        let would_make = if read > limits.context_entries_max { read } else { own.unwrap_or(0) };
-        let before = target.clone();
-        let put = target.apply_put(actor(0), &context, Payload::Tombstone, 99, &limits, None);
-        let ok = match put {
-            Ok(_) => would_make <= limits.context_entries_max && target == unlimited,
-            Err(PutError::ContextTooLarge { entries, max }) => {
-                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                target == before && entries == would_make && max == limits.context_entries_max
-            }
-            Err(_) => false,
+        let put = |limits: &Limits| {
+            let mut target = replicas[0].clone();
+            let dot = target.apply_put(actor(0), &context, Payload::Tombstone, 99, limits, None);
+            (dot, target)
         };
+        let ok = put(&limits) == put(&Limits::default());
         if !ok {
-            eprintln!("failing seed {seed} blind {blind} max {max}: {before:?} -> {put:?}");
+            eprintln!("failing seed {seed} blind {blind} max {max}");
         }
         ok
     }
     check(prop as fn(u64, bool, u8) -> bool);
-    // Both outcomes occur: the refusal branch is exercised, not only the taken one.
-    assert!(REFUSED.load(std::sync::atomic::Ordering::Relaxed) > 0, "no put was refused");
+}
+
+/// With read contexts capped no actor issues a counter twice, and a capped read context written
+/// back replaces every version it was read from whenever their dots alone fit the cap.
+#[test]
+fn capped_contexts_never_issue_a_dot_twice_and_resolve_what_they_read() {
+    fn prop(seed: u64, max: u8) -> bool {
+        let cap = usize::from(max % 4) + 1;
+        let (replicas, dots) = random_replicas_forgetting(seed, None, Some(cap));
+        let issued: BTreeSet<(ActorId, u64)> = dots.iter().map(|d| (d.actor, d.counter)).collect();
+        let unique = issued.len() == dots.len();
+        let mut all = Siblings::new();
+        for r in &replicas {
+            all.reconcile(r);
+        }
+        let read = all.context().capped(cap, all.versions().iter().map(|v| v.dot));
+        let mut resolved = all.clone();
+        // A writer that never wrote the key, so that no counter of its own is in question here.
+        let writer = ActorId::new(NodeId(9), 0);
+        let resolves = all.len() > cap
+            || (read.len() <= cap
+                && resolved
+                    .apply_put(writer, &read, Payload::Tombstone, 99, &Limits::default(), None)
+                    .is_ok()
+                && resolved.len() == 1);
+        if !(unique && resolves) {
+            eprintln!("failing seed {seed}, cap {cap}: {dots:?} {all:?}");
+        }
+        unique && resolves
+    }
+    const MANY: u64 = 100_000;
+    QuickCheck::new()
+        .tests(MANY)
+        .max_tests(MANY)
+        .min_tests_passed(MANY)
+        .quickcheck(prop as fn(u64, u8) -> bool);
+    // Pinned: a case it found with the record of issued counters turned off, where n3 issued its
+    // counter 1 twice after a capped context made the set forget it.
+    assert!(prop(7_705_297_104_532_103_031, 0));
 }
 
 #[test]

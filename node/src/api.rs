@@ -276,9 +276,6 @@ fn rejected(e: &RequestError) -> (StatusCode, &'static str) {
             (StatusCode::PAYLOAD_TOO_LARGE, "rejected")
         }
         RequestError::Put(PutError::TooManySiblings { .. }) => (StatusCode::CONFLICT, "rejected"),
-        RequestError::Put(PutError::ContextTooLarge { .. }) => {
-            (StatusCode::BAD_REQUEST, "rejected")
-        }
         RequestError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
         RequestError::NotCoordinator { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         RequestError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "error"),

@@ -57,9 +57,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused. (3: the hello carries
 /// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: a
-/// forwarded put's answer may be the refusal `PutError::ContextTooLarge`, which version 4 cannot
-/// decode.)
-pub const PROTOCOL_VERSION: u32 = 5;
+/// forwarded put's answer may be a refusal for the size of the key's context; 6: it never is,
+/// the contexts a node hands out being capped instead, so a version-5 refusal would not decode.)
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
