@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{eventually, Cluster};
-use dynamo_node::client::Overrides;
+use dynamo_node::client::{HttpClient, Overrides};
 use hyper::Method;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -470,7 +470,10 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     assert!(sent > 0 && sent <= 200, "{sent} requests at 200 ops/s for 1 s: {report}");
     assert_eq!(report.slow_requests(), sent, "{report}");
     assert!(report.slow.keys().all(|w| *w < 10), "1 s is 10 windows of 100 ms: {report}");
-    assert!(report.slow.len() >= 5, "200 requests paced over 1 s fill most windows: {report}");
+    // A machine too busy to keep up leaves tickets unsent at the deadline, in the last windows.
+    if sent >= 150 {
+        assert!(report.slow.len() >= 5, "requests paced over 1 s fill most windows: {report}");
+    }
     assert!(
         report.slow.values().all(|s| s.requests > 0 && s.longest_unsent_us <= s.longest_us),
         "{report}"
@@ -480,7 +483,9 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     assert!(report.to_string().contains(&format!(" slow={sent} ")), "{report}");
     let top: u64 = crowded.iter().take(dynamo_node::bench::SLOW_TOP).map(|(_, s)| s.requests).sum();
     assert_eq!(report.slow_top_pct(), 100.0 * top as f64 / sent as f64, "{report}");
-    assert!(report.slow_top_pct() < 100.0, "10 windows, the top 3 cannot hold all: {report}");
+    if report.slow.len() > dynamo_node::bench::SLOW_TOP {
+        assert!(report.slow_top_pct() < 100.0, "the top windows cannot hold all: {report}");
+    }
     // The pacer timed its own wake-ups: at most one sleep per ticket.
     let woke = report.wakeups.as_ref().map_or(0, |w| w.len());
     assert!(woke > 0 && woke <= 200, "{woke} pacer wake-ups for at most 200 tickets: {report}");
@@ -568,8 +573,9 @@ async fn silent_and_slow_http_clients_are_cut_off_and_change_nothing() {
         idle.starts_with("HTTP/1.1 200"),
         "the request before the idle time was answered: {idle}"
     );
-    // The refused put wrote nothing, and the node still serves.
-    let r = c.client.get(&c.url(2), b"slow", NO).await.expect("answer");
+    // The refused put wrote nothing, and the node still serves. (On a connection of its own:
+    // the node may just be closing the pooled one, idle since the start.)
+    let r = HttpClient::new().get(&c.url(2), b"slow", NO).await.expect("answer");
     assert_eq!(r.status, 404, "{r:?}");
     c.shutdown().await;
 }

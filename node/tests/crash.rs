@@ -12,6 +12,7 @@ use common::{configs, eventually};
 use dynamo_node::client::{HttpClient, Overrides};
 use dynamo_node::{NodeConfig, SyncPolicy};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,14 +78,18 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     .await;
 
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let stop_at = Instant::now() + Duration::from_millis(LOAD_BEFORE_KILL_MS + LOAD_AFTER_KILL_MS);
+    // The load stops once it has run LOAD_AFTER_KILL_MS past the kill, and in any case by
+    // `give_up` (a slow machine may take long to acknowledge the writes the kill waits for).
+    let stop = Arc::new(AtomicBool::new(false));
+    let give_up = Instant::now() + Duration::from_millis(common::WAIT_MS_MAX * 2);
     let mut writers = Vec::new();
     for t in 0..WRITERS {
-        let (client, urls, acked) = (client.clone(), urls.clone(), acked.clone());
+        let (client, urls, acked, stop) =
+            (client.clone(), urls.clone(), acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let o = Overrides { w: Some(3), timeout_ms: Some(1_000), ..Default::default() };
             for i in 0..WRITES_PER_WRITER_MAX {
-                if Instant::now() >= stop_at {
+                if stop.load(Ordering::Relaxed) || Instant::now() >= give_up {
                     break;
                 }
                 let key = format!("k{t}-{i}");
@@ -100,10 +105,17 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(LOAD_BEFORE_KILL_MS)).await;
+    // Time alone does not make the load acknowledge writes on a busy machine: wait for some.
+    eventually("acknowledged writes before the kill", || async {
+        (acked.lock().expect("lock").len() > 20).then_some(())
+    })
+    .await;
     // SIGKILL node 2 in the middle of the load.
     procs[1].0.kill().expect("kill -9");
     let _ = procs[1].0.wait();
     let acked_at_kill = acked.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_millis(LOAD_AFTER_KILL_MS)).await;
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
     }
