@@ -600,26 +600,38 @@ impl Context {
     }
 
     /// The context to hand a client, who may send back at most `max` entries: this one if it
-    /// fits; else every dot of `keep` (the versions the client is answered about, so that a
-    /// write on the result replaces them) and, of the rest, the most recently issued entries
-    /// that still fit. The result never claims a write this context does not, so a write on it
-    /// can only replace less: an older version it leaves out survives as a sibling (a false
-    /// conflict, as with truncation), and no write is lost. When `keep` alone needs more than
-    /// `max` entries, the result is `keep` alone. A write on a cut context can make a key's
-    /// versions forget a counter of their coordinator's; the coordinator then records it apart
-    /// (`Store::save_issued`), so it never issues the counter again.
+    /// fits; else the most that fits of what it names, taken in order: first the dots of `keep`
+    /// (the versions the client is answered about, so that a write on the result replaces them),
+    /// newest first, then the rest of its entries, most recently issued first. The result always
+    /// fits and never claims a write this context does not (a dot of `keep` it does not hold is
+    /// ignored), so a write on it can only replace less than a write on the whole: a version it
+    /// leaves out survives as a sibling (a false conflict, as with truncation) and no write is
+    /// lost; when even `keep` does not fit, a write on the result resolves the newest of those
+    /// versions and the rest stay siblings, fewer each round.
     ///
-    /// Without this, versions whose pasts each fit could join into a read context no node takes
-    /// back: a client that makes up contexts naming many actors, writing through several
+    /// The cut has the cost of truncation: a write on a cut context can replace a version whose
+    /// own past was the only one naming some older write, so a stale copy of that older write
+    /// (a hint delivered late, say) comes back as a sibling of the new one rather than as
+    /// superseded; and the key's versions can forget a counter of their coordinator's, which the
+    /// coordinator then records apart (`Store::save_issued`) so that it never issues it again.
+    /// Real contexts stay far below the limit (an entry per coordinator incarnation that wrote
+    /// the key, and per run of writes above a gap); made-up ones, which also choose their own
+    /// times, can reach it.
+    ///
+    /// Without the cut, versions whose pasts each fit could join into a read context no node
+    /// takes back: a client that makes up contexts naming many actors, writing through several
     /// coordinators, could leave a key no one can resolve.
     pub fn capped(self, max: usize, keep: impl IntoIterator<Item = Dot>) -> Context {
         if self.len() <= max {
             return self;
         }
-        let mut base = Context::new();
-        base.cloud.extend(keep.into_iter().filter(|d| d.counter > 0).map(|d| DotRun::of(&d)));
-        base.normalize();
-        // What else this context names, newest first.
+        let newest_first = |a: &DotRun, b: &DotRun| b.ts_ms.cmp(&a.ts_ms).then(a.cmp(b));
+        let mut kept: Vec<DotRun> = keep
+            .into_iter()
+            .filter(|d| d.counter > 0 && self.contains(d))
+            .map(|d| DotRun::of(&d))
+            .collect();
+        kept.sort_by(newest_first);
         let mut rest: Vec<DotRun> = self
             .clock
             .entries
@@ -627,16 +639,20 @@ impl Context {
             .map(|e| DotRun { actor: e.actor, first: 1, last: e.counter, ts_ms: e.ts_ms })
             .chain(self.cloud.iter().copied())
             .collect();
-        rest.sort_by(|a, b| b.ts_ms.cmp(&a.ts_ms).then(a.cmp(b)));
+        rest.sort_by(newest_first);
+        let kept_len = kept.len();
+        let order: Vec<DotRun> = kept.into_iter().chain(rest).collect();
         let with = |k: usize| {
-            let mut c = base.clone();
-            c.cloud.extend_from_slice(&rest[..k]);
+            let mut c = Context::new();
+            c.cloud.extend_from_slice(&order[..k]);
             c.normalize();
             c
         };
-        // The most of `rest` that fits, by bisection: normalising can fold runs together, so
-        // the size only mostly grows with k; any k found fits, and k = 0 is `keep` alone.
-        let (mut lo, mut hi) = (0, rest.len());
+        // A long prefix of `order` that fits, by bisection: normalising can fold runs together,
+        // so the size only mostly grows with k. The search keeps `with(lo)` fitting (k = 0, the
+        // empty context, always does), and starts above all of `keep` when that fits.
+        let (mut lo, mut hi) =
+            if with(kept_len).len() <= max { (kept_len, order.len()) } else { (0, kept_len - 1) };
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             if with(mid).len() <= max {

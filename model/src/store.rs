@@ -53,11 +53,12 @@ pub trait Store {
     fn hint_count(&self) -> Result<usize, StoreError>;
     /// A floor for this node's next counter for `key`: the highest counter it issued that the
     /// key's versions no longer name (0 if none). A coordinator takes its next counter from the
-    /// key's versions; with truncated clocks a merge can replace its versions with ones that
-    /// name none of its counters (see `Config::clock_entries_max`; a version supersedes another
-    /// only if its past names the other's counter, so only a truncated past, or one of the
-    /// checker's seeded bugs, can), and this record, written before such a merge is saved, keeps
-    /// the node from issuing a counter twice.
+    /// key's versions; a merge can replace its versions with ones that name none of its counters
+    /// when a past was cut (a context capped for a client, `Context::capped`, or a clock
+    /// truncated, `Config::clock_entries_max`; a version supersedes another only if its past
+    /// names the other's counter, so only a cut past, or one of the checker's seeded bugs, can),
+    /// and this record, written before such a merge is saved, keeps the node from issuing a
+    /// counter twice.
     fn issued(&self, key: &Key) -> Result<u64, StoreError>;
     /// Records that this node issued `counter` for `key`, which its versions are about to forget:
     /// the record becomes at least `counter` (it never goes down).
@@ -77,7 +78,7 @@ pub struct MemStore {
     /// Hints, by intended node and key.
     pub hints: Arc<BTreeMap<(NodeId, Key), Siblings>>,
     /// The counters recorded as issued (see [`Store::issued`]). Not shared: it stays empty
-    /// unless clocks truncate, and an empty map copies for nothing (a shared one would have
+    /// unless pasts are cut, and an empty map copies for nothing (a shared one would have
     /// every copy of every state count references on one cache line).
     pub issued: BTreeMap<Key, u64>,
 }

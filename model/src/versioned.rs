@@ -14,7 +14,9 @@
 //! another, members are sorted by dot, and replicas merge sets with [`Siblings::reconcile`].
 //! Replicas always exchange whole sibling sets, never single versions, so every replica that holds a
 //! dot of an actor has also seen (held or superseded) every earlier dot of that actor for the key.
-//! That is what makes the joined clock of a read a faithful summary of what the reader saw.
+//! That is what makes the joined clock of a read a faithful summary of what the reader saw, as
+//! long as no past is cut: a context over the client limit is handed out capped
+//! (`Context::capped`), and a capped or truncated past makes a write replace less than it saw.
 
 use crate::clock::{Context, Dot, CONTEXT_COUNTER_MAX};
 use crate::config::Limits;

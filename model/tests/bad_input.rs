@@ -597,3 +597,61 @@ fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
     assert!(written(&ask(&mut nodes[0], put(after))).is_some());
     assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
 }
+
+/// Found by the review of the cap: through one coordinator, a made-up context of
+/// `context_entries_max` other writers and then contexts naming only lone counters of the
+/// coordinator's own (each a single entry, so each taken) left siblings whose dots alone needed
+/// more entries than the limit, and a read handed out all of them, a context no node took back.
+/// A read's context now always fits; writing it back resolves the newest siblings, and a few
+/// rounds of read and write resolve the key.
+#[test]
+fn siblings_whose_dots_alone_exceed_the_limit_are_resolved_in_rounds() {
+    const MAX: usize = 4;
+    let mut p = params();
+    p.limits.context_entries_max = MAX;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let me = ActorId::new(NodeId(1), 0);
+    let mut n = Node::new(me, config, ring, MemStore::default());
+    let key = Key::from("k");
+    let put = |n: &mut Node<MemStore>, context: Context| {
+        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
+        op.w = Some(1);
+        assert!(
+            ask(n, op)
+                .iter()
+                .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })),
+            "the put is taken"
+        );
+    };
+    let mut made_up = dynamo_model::clock::VClock::new();
+    for inc in 0..MAX as u32 {
+        made_up.witness(ActorId::new(NodeId(2), 100 + inc), 1, 0);
+    }
+    put(&mut n, Context::from(made_up));
+    for counter in [3, 6, 9, 12] {
+        let mut lone = Context::new();
+        lone.add_dot(&dynamo_model::clock::Dot { actor: me, counter, ts_ms: 0 });
+        put(&mut n, lone);
+    }
+    let siblings = |n: &Node<MemStore>| n.store().data.get(&key).map_or(0, Siblings::len);
+    assert_eq!(siblings(&n), MAX + 1, "five concurrent versions, one dot each");
+    let mut rounds = 0;
+    while siblings(&n) > 1 {
+        rounds += 1;
+        assert!(rounds <= MAX + 1, "still {} siblings after {rounds} rounds", siblings(&n));
+        let mut get = ClientOp::get(key.clone());
+        get.r = Some(1);
+        let read = ask(&mut n, get)
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Reply { reply: ClientReply::Read { context, .. }, .. } => Some(context),
+                _ => None,
+            })
+            .expect("the read is answered");
+        let before = siblings(&n);
+        let context = Context::from_bytes(&read.to_bytes(), MAX).expect("the node takes it back");
+        put(&mut n, context);
+        assert!(siblings(&n) < before, "a round resolves some siblings");
+    }
+}

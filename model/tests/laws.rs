@@ -164,12 +164,13 @@ impl Arbitrary for Ctx {
 }
 
 /// A context capped for a client (`Context::capped`) is the context itself when it fits; else it
-/// still holds every dot it must keep, fits whenever those dots alone do, and claims no write the
-/// context did not (a write on it can only replace less).
+/// fits, claims no write the context did not (a write on it can only replace less), holds every
+/// dot it must keep whenever those alone fit, and then the most recently issued of the context's
+/// other entries as well whenever both fit.
 #[test]
 fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
     fn prop(a: Ctx, max: u8, picks: Vec<(u8, u8)>) -> bool {
-        let (a, max) = (a.0, usize::from(max % 6));
+        let (a, max) = (a.0, usize::from(max % 6) + 1);
         let dot = |i: u8, k: u64| Dot { actor: actor(i % 4), counter: k, ts_ms: 0 };
         let keep: Vec<Dot> = picks
             .iter()
@@ -178,16 +179,33 @@ fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
             .take(3)
             .collect();
         let capped = a.clone().capped(max, keep.iter().copied());
+        if a.len() <= max {
+            return capped == a;
+        }
         let mut alone = Context::new();
         keep.iter().for_each(|d| alone.add_dot(d));
         let domain = (0..4u8).flat_map(|i| (1..=8).map(move |k| dot(i, k)));
         let claims_nothing_new = domain.clone().all(|d| !capped.contains(&d) || a.contains(&d));
-        if a.len() <= max {
-            return capped == a;
-        }
-        keep.iter().all(|d| capped.contains(d))
-            && claims_nothing_new
-            && (alone.len() > max || capped.len() <= max)
+        let keeps = alone.len() > max || keep.iter().all(|d| capped.contains(d));
+        // The newest entry of the context besides `keep`, as a run, is kept when it fits beside.
+        let newest = a
+            .clock()
+            .entries()
+            .iter()
+            .map(|e| (e.ts_ms, e.actor, 1, e.counter))
+            .chain(a.cloud().iter().map(|r| (r.ts_ms, r.actor, r.first, r.last)))
+            .filter(|&(_, actor, first, last)| {
+                !(first..=last).all(|k| alone.contains(&Dot { actor, counter: k, ts_ms: 0 }))
+            })
+            .max_by(|x, y| x.0.cmp(&y.0).then(y.cmp(x)));
+        let next = newest.is_none_or(|(_, actor, first, last)| {
+            let mut both = alone.clone();
+            (first..=last).for_each(|k| both.add_dot(&Dot { actor, counter: k, ts_ms: 0 }));
+            alone.len() > max
+                || both.len() > max
+                || (first..=last).all(|k| capped.contains(&Dot { actor, counter: k, ts_ms: 0 }))
+        });
+        capped.len() <= max && claims_nothing_new && keeps && next
     }
     check(prop as fn(Ctx, u8, Vec<(u8, u8)>) -> bool);
 }
@@ -559,8 +577,8 @@ fn the_context_limit_never_changes_a_put() {
     check(prop as fn(u64, bool, u8) -> bool);
 }
 
-/// With read contexts capped no actor issues a counter twice, and a capped read context written
-/// back replaces every version it was read from whenever their dots alone fit the cap.
+/// With read contexts capped no actor issues a counter twice, and a capped read context fits and,
+/// written back, replaces every version it was read from whenever their dots alone fit the cap.
 #[test]
 fn capped_contexts_never_issue_a_dot_twice_and_resolve_what_they_read() {
     fn prop(seed: u64, max: u8) -> bool {
@@ -576,12 +594,13 @@ fn capped_contexts_never_issue_a_dot_twice_and_resolve_what_they_read() {
         let mut resolved = all.clone();
         // A writer that never wrote the key, so that no counter of its own is in question here.
         let writer = ActorId::new(NodeId(9), 0);
-        let resolves = all.len() > cap
-            || (read.len() <= cap
-                && resolved
+        // The read context always fits; when the versions' dots alone do, it covers them all.
+        let resolves = read.len() <= cap
+            && (all.len() > cap
+                || resolved
                     .apply_put(writer, &read, Payload::Tombstone, 99, &Limits::default(), None)
                     .is_ok()
-                && resolved.len() == 1);
+                    && resolved.len() == 1);
         if !(unique && resolves) {
             eprintln!("failing seed {seed}, cap {cap}: {dots:?} {all:?}");
         }
