@@ -6,9 +6,11 @@
 //! type is only a total order for sorting and has no causal meaning.
 //!
 //! Each entry also carries the wall-clock time (as given to the core) at which its actor issued the
-//! counter. It only serves optional truncation, which drops the oldest entry once a clock grows past
-//! a bound, as the paper describes. Truncation is off by default: it can make a descendant look
-//! concurrent, or a dropped actor's later write look newer than it is.
+//! counter. It orders entries by age where a clock or context must be cut: in optional truncation,
+//! which drops the oldest entry once a clock grows past a bound, as the paper describes, and where
+//! a context over the client limit is handed out capped ([`Context::capped`], newest kept).
+//! Truncation is off by default: it can make a descendant look concurrent, or a dropped actor's
+//! later write look newer than it is.
 
 use crate::ids::ActorId;
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,8 @@ pub struct Dot {
     pub actor: ActorId,
     /// The actor's counter for this write; at least 1.
     pub counter: u64,
-    /// Time (ms, as given to the core) when the write was issued; used only by truncation.
+    /// Time (ms, as given to the core) when the write was issued; used only to cut clocks and
+    /// contexts, oldest first.
     pub ts_ms: u64,
 }
 
@@ -600,14 +603,17 @@ impl Context {
     }
 
     /// The context to hand a client, who may send back at most `max` entries: this one if it
-    /// fits; else the most that fits of what it names, taken in order: first the dots of `keep`
-    /// (the versions the client is answered about, so that a write on the result replaces them),
-    /// newest first, then the rest of its entries, most recently issued first. The result always
-    /// fits and never claims a write this context does not (a dot of `keep` it does not hold is
+    /// fits; else a prefix of what it names, taken in order: first the dots of `keep` (the
+    /// versions the client is answered about, so that a write on the result replaces them),
+    /// newest first, then the rest of its entries, most recently issued first. The prefix is one
+    /// that fits while one entry more would not: all of `keep` whenever that alone fits, else at
+    /// least `max` of its dots (not always the longest that fits, as one entry can fold others
+    /// together and shrink the whole). The result always fits and never claims a write this context does not (a dot of `keep` it does not hold is
     /// ignored), so a write on it can only replace less than a write on the whole: a version it
     /// leaves out survives as a sibling (a false conflict, as with truncation) and no write is
-    /// lost; when even `keep` does not fit, a write on the result resolves the newest of those
-    /// versions and the rest stay siblings, fewer each round.
+    /// lost; when even `keep` does not fit, a write on the result resolves the newest `max` of
+    /// those versions and the rest stay siblings, `max - 1` fewer each round (the limit is at
+    /// least 2).
     ///
     /// The cut has the cost of truncation: a write on a cut context can replace a version whose
     /// own past was the only one naming some older write, so a stale copy of that older write

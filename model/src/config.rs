@@ -161,11 +161,13 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// Every limit must be positive.
-    #[error("limit {which} must be greater than zero")]
+    /// Every limit must be positive, and `context_entries_max` at least 2.
+    #[error("limit {which} must be at least {min}")]
     BadLimit {
         /// Which limit.
         which: &'static str,
+        /// Its least value.
+        min: usize,
     },
 }
 
@@ -184,7 +186,7 @@ pub struct Config {
 
 impl Config {
     /// Checks `params`: 1 ≤ R, W ≤ N ≤ nodes; Q a power of two, nodes ≤ Q ≤ [`PARTITIONS_MAX`];
-    /// timeouts in 1..=[`TIMEOUT_MS_MAX`] ms; limits > 0.
+    /// timeouts in 1..=[`TIMEOUT_MS_MAX`] ms; limits > 0 (`context_entries_max` at least 2).
     pub fn new(params: ConfigParams) -> Result<Config, ConfigError> {
         let nodes = params.nodes.len();
         if nodes == 0 {
@@ -238,11 +240,16 @@ impl Config {
             ("pending_ops_max", l.pending_ops_max),
         ] {
             if value == 0 {
-                return Err(ConfigError::BadLimit { which });
+                return Err(ConfigError::BadLimit { which, min: 1 });
             }
         }
+        // A read's context of one entry names one sibling, so writing it back replaces one and
+        // adds one: siblings from two coordinators could never be resolved.
+        if l.context_entries_max < 2 {
+            return Err(ConfigError::BadLimit { which: "context_entries_max", min: 2 });
+        }
         if params.clock_entries_max == Some(0) {
-            return Err(ConfigError::BadLimit { which: "clock_entries_max" });
+            return Err(ConfigError::BadLimit { which: "clock_entries_max", min: 1 });
         }
         Ok(Config {
             params,

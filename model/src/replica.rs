@@ -67,9 +67,9 @@ impl<S: Store> Node<S> {
     /// Reconciles `incoming` into primary data for `key`. Returns whether it is durable now.
     ///
     /// A merge may replace this node's versions of the key with ones whose pasts, cut (capped for
-    /// a client or truncated), name none of its counters; the key's versions then forget the highest counter it issued,
-    /// and it would issue that counter again. So before saving such a merge it records that
-    /// counter apart ([`crate::store::Store::save_issued`]). The record is rarely written; the
+    /// a client or truncated), name none of its counters; the key's versions then forget the
+    /// highest counter it issued, and it would issue that counter again. So before saving such a
+    /// merge it records that counter apart ([`crate::store::Store::save_issued`]). The record is rarely written; the
     /// check costs two scans of the set per merge that changes it.
     pub(crate) fn merge_local(&mut self, key: &Key, incoming: &Siblings) -> bool {
         let me = self.actor;

@@ -67,7 +67,17 @@ fn invalid_configs_are_typed_errors() {
     assert!(Config::new(p).is_ok(), "the most partitions are allowed");
     let mut p = params();
     p.limits.siblings_max = 0;
-    assert!(matches!(Config::new(p), Err(ConfigError::BadLimit { which: "siblings_max" })));
+    assert!(matches!(Config::new(p), Err(ConfigError::BadLimit { which: "siblings_max", .. })));
+    // A one-entry read context could resolve nothing: writing it back replaces one sibling and
+    // adds one.
+    let mut p = params();
+    p.limits.context_entries_max = 1;
+    let e = Config::new(p).expect_err("one entry is too few");
+    assert_eq!(e, ConfigError::BadLimit { which: "context_entries_max", min: 2 });
+    assert_eq!(e.to_string(), "limit context_entries_max must be at least 2");
+    let mut p = params();
+    p.limits.context_entries_max = 2;
+    assert!(Config::new(p).is_ok(), "two entries are enough");
     assert!(Config::new(params()).is_ok());
 }
 

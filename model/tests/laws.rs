@@ -166,7 +166,8 @@ impl Arbitrary for Ctx {
 /// A context capped for a client (`Context::capped`) is the context itself when it fits; else it
 /// fits, claims no write the context did not (a write on it can only replace less), holds every
 /// dot it must keep whenever those alone fit, and then the most recently issued of the context's
-/// other entries as well whenever both fit.
+/// other entries as well whenever both fit; when they alone do not fit, it holds only dots to
+/// keep, at least `max` of them.
 #[test]
 fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
     fn prop(a: Ctx, max: u8, picks: Vec<(u8, u8)>) -> bool {
@@ -186,7 +187,19 @@ fn a_capped_context_fits_keeps_its_dots_and_claims_nothing_new() {
         keep.iter().for_each(|d| alone.add_dot(d));
         let domain = (0..4u8).flat_map(|i| (1..=8).map(move |k| dot(i, k)));
         let claims_nothing_new = domain.clone().all(|d| !capped.contains(&d) || a.contains(&d));
-        let keeps = alone.len() > max || keep.iter().all(|d| capped.contains(d));
+        let keeps = if alone.len() <= max {
+            keep.iter().all(|d| capped.contains(d))
+        } else {
+            // Not all of `keep` fits: the cut holds `keep`'s dots only, at least `max` of them.
+            let distinct: BTreeSet<(ActorId, u64)> =
+                keep.iter().map(|d| (d.actor, d.counter)).collect();
+            let held = distinct
+                .iter()
+                .filter(|&&(actor, counter)| capped.contains(&Dot { actor, counter, ts_ms: 0 }))
+                .count();
+            domain.clone().all(|d| !capped.contains(&d) || distinct.contains(&(d.actor, d.counter)))
+                && held >= max.min(distinct.len())
+        };
         // The newest entry of the context besides `keep`, as a run, is kept when it fits beside.
         let newest = a
             .clock()

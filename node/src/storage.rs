@@ -4,8 +4,8 @@
 //! endian, then key → siblings kept for that node, paper §4.6), `meta` (the incarnation, and a
 //! marker that a run is in progress), and `issued` (key → a counter this node issued for it that
 //! the key's versions forgot, a big-endian `u64`, written only when a cut past (a capped
-//! context or a truncated clock) makes a merge forget one: see [`Store::issued`]; held in memory too, so a put reads no tree for it). A
-//! record is written to `issued` before the merge that needs it is written to `data`; both are
+//! context or a truncated clock) makes a merge forget one: see [`Store::issued`]; held in
+//! memory too, so a put reads no tree for it). A record is written to `issued` before the merge that needs it is written to `data`; both are
 //! in sled's one log, and the node relies on sled recovering a prefix of that log after a crash,
 //! so that the merge is never found without its record.
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
@@ -115,8 +115,8 @@ pub struct SledStore {
     /// Key → the highest counter this node issued for it that its versions forgot, big-endian
     /// (see [`Store::issued`]).
     issued: sled::Tree,
-    /// The whole `issued` tree, read at open: every put asks it, and it is almost always empty (only
-    /// made-up contexts or truncated clocks cut pasts).
+    /// The whole `issued` tree, read at open: every put asks it, and it is almost always empty
+    /// (only made-up contexts or truncated clocks cut pasts).
     /// A record that did not decode is kept as `None`.
     issued_mem: std::collections::HashMap<Vec<u8>, Option<u64>>,
     hint_count: usize,
