@@ -47,7 +47,9 @@ fn spawn(cfg: &NodeConfig) -> Proc {
         .args(["--http-listen", &cfg.http_listen.to_string()])
         .arg("--data-dir")
         .arg(&cfg.data_dir)
-        .args(["--sync", "always"]);
+        .args(["--sync", "always"])
+        // Patient with a busy machine, as the in-process clusters are (`common::configs`).
+        .args(["--request-timeout-ms", &common::TEST_REQUEST_TIMEOUT_MS.to_string()]);
     for (id, addr) in &cfg.peers {
         cmd.args(["--peer", &format!("{}={addr}", id.0)]);
     }

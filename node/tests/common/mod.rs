@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 /// Longest any polling helper waits.
 pub const WAIT_MS_MAX: u64 = 20_000;
+/// How long a test cluster's coordinators wait for replies when a request names no timeout: long
+/// enough that a busy machine does not turn a slow write into a 503 (tests of timeouts set their
+/// own).
+pub const TEST_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Pause between polls.
 pub const POLL_MS: u64 = 50;
 
@@ -82,7 +86,11 @@ pub fn configs(n: u16, dir: &std::path::Path, sync: SyncPolicy) -> Vec<NodeConfi
                 sync_interval_ms: 50,
                 threads: 1,
                 http_idle_timeout_ms: dynamo_node::config::DEFAULT_HTTP_IDLE_TIMEOUT_MS,
-                params: ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i))),
+                params: {
+                    let mut p = ConfigParams::for_nodes(ids.iter().map(|&i| NodeId(i)));
+                    p.timeouts.request_ms = TEST_REQUEST_TIMEOUT_MS;
+                    p
+                },
             }
         })
         .collect()
