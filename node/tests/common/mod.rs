@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Longest any polling helper waits.
 pub const WAIT_MS_MAX: u64 = 20_000;
+/// Tries of [`Cluster::metric`] before it gives up on a missing metric.
+const METRIC_TRIES: usize = 20;
 /// How long a test cluster's coordinators wait for replies when a request names no timeout: long
 /// enough that a busy machine does not turn a slow write into a 503 (tests of timeouts set their
 /// own).
@@ -157,18 +159,25 @@ impl Cluster {
         }
     }
 
-    /// A metric's value on node `i`.
+    /// A metric's value on node `i`; `None` if it is still missing after a few tries over a
+    /// second (a node whose driver is slow to answer leaves the driver's own metrics out).
     pub async fn metric(&self, i: usize, name: &str) -> Option<u64> {
-        let r = self
-            .client
-            .send(hyper::Method::GET, &format!("{}/metrics", self.url(i)), &[], Default::default())
-            .await
-            .ok()?;
-        let text = String::from_utf8_lossy(&r.body).to_string();
-        text.lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
+        for _ in 0..METRIC_TRIES {
+            let url = format!("{}/metrics", self.url(i));
+            let r = self.client.send(hyper::Method::GET, &url, &[], Default::default()).await;
+            let value = r.ok().and_then(|r| {
+                String::from_utf8_lossy(&r.body)
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            });
+            if value.is_some() {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+        None
     }
 
     /// Stops node `i` cleanly.
