@@ -7,7 +7,14 @@
 //! seed replays a run exactly. After every step the simulator checks [`invariants::check_node`];
 //! [`Sim::run_workload`] also checks, once faults stop and the cluster has quiesced, that no
 //! acknowledged write was lost, every value read had been written, and every key's N primaries hold
-//! the same siblings with no hints left anywhere. A failure carries the seed and the trace.
+//! the same siblings with no hints left anywhere; and it checks every version nodes send, so that
+//! no dot ever names two writes. A failure carries the seed and the trace.
+//!
+//! With contexts cut to the client limit ([`crate::clock::Context::capped`]) a write can replace a
+//! version whose past alone named an older write. The simulator keeps the past of every version
+//! nodes send, and counts a write as superseded when a held version names it through such a chain;
+//! a stale copy that came back as a sibling beside a version superseding it that way is left out
+//! when primaries are compared. Without cut pasts the chains add nothing.
 //!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
 //! replicas (as Jepsen's final reads do). Background anti-entropy is not part of the core yet.
@@ -174,6 +181,9 @@ pub struct SimReport {
     pub hints_delivered: u64,
     /// Read repairs sent (summed over nodes' counters).
     pub read_repairs: u64,
+    /// Counters the nodes recorded as issued because a merge made a key's versions forget them
+    /// (`Store::save_issued`; only cut pasts do that), counted over every node's store at the end.
+    pub issued_records: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -224,6 +234,10 @@ pub struct Sim {
     violation: Option<String>,
     /// Acknowledged writes: key, dot and the W they were acknowledged under.
     acked: Vec<(Key, Dot, usize)>,
+    /// The past of every version any node sent, by key and dot (actor, counter): a version
+    /// written on a cut context (`Context::capped`) can replace one whose past alone named an
+    /// older write, which is then superseded through that chain rather than named.
+    lineage: BTreeMap<Key, BTreeMap<(ActorId, u64), Context>>,
     copies_check_due: bool,
 }
 
@@ -255,6 +269,7 @@ impl Sim {
             steps: 0,
             violation: None,
             acked: Vec::new(),
+            lineage: BTreeMap::new(),
             copies_check_due: false,
         };
         let ids: Vec<NodeId> = sim.config.nodes().iter().copied().collect();
@@ -440,6 +455,14 @@ impl Sim {
                 self.report.read_repairs += n.stats().read_repairs;
             }
         }
+        self.report.issued_records = self
+            .slots
+            .values()
+            .map(|slot| match slot {
+                Slot::Up(n) => n.store().issued.len(),
+                Slot::Down(s) => s.issued.len(),
+            })
+            .sum();
         Ok(self.report)
     }
 
@@ -479,9 +502,16 @@ impl Sim {
         }
         for key in keys {
             let prim = self.primaries(key);
-            let first = self.store(prim[0]).map(|s| s.data.get(key).cloned().unwrap_or_default());
+            // What each holds, less the versions it holds that it also supersedes through a chain
+            // of cut pasts (a stale copy that came back as a sibling, which replicas may keep or
+            // not); without cut pasts that is everything it holds.
+            let held = |p: NodeId| {
+                self.store(p)
+                    .map(|s| self.settled(key, &s.data.get(key).cloned().unwrap_or_default()))
+            };
+            let first = held(prim[0]);
             for p in &prim[1..] {
-                let other = self.store(*p).map(|s| s.data.get(key).cloned().unwrap_or_default());
+                let other = held(*p);
                 if other != first {
                     return Err(self.fail(&format!(
                         "primaries of {key} diverge after quiescence: {} has {first:?}, {p} has {other:?}",
@@ -492,8 +522,10 @@ impl Sim {
         }
         for (key, dot) in &acked {
             for p in self.primaries(key) {
-                let covered =
-                    self.store(p).and_then(|s| s.data.get(key)).is_some_and(|s| s.covers(dot));
+                let covered = self
+                    .store(p)
+                    .and_then(|s| s.data.get(key))
+                    .is_some_and(|s| self.supersedes(key, s, dot));
                 if !covered {
                     return Err(self.fail(&format!(
                         "acknowledged write {dot} of {key} is lost: primary {p} neither holds nor supersedes it"
@@ -534,6 +566,57 @@ impl Sim {
         })
     }
 
+    /// Whether `set` holds `dot` of `key` or supersedes it: names it in a past, or names a version
+    /// (known from the versions nodes sent) whose past does, and so on. Without cut pasts the
+    /// chain adds nothing, since a past holds the pasts of the versions it names.
+    fn supersedes(&self, key: &Key, set: &crate::versioned::Siblings, dot: &Dot) -> bool {
+        set.covers(dot) || self.named_through(key, set.versions().iter().map(|v| &v.past), dot)
+    }
+
+    /// The versions of `set` that no other version of it supersedes through a chain of pasts.
+    fn settled(
+        &self,
+        key: &Key,
+        set: &crate::versioned::Siblings,
+    ) -> Vec<crate::versioned::Version> {
+        let versions = set.versions();
+        versions
+            .iter()
+            .filter(|v| {
+                let others = versions.iter().filter(|u| u.dot != v.dot).map(|u| &u.past);
+                !self.named_through(key, others, &v.dot)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether one of `pasts` names `dot` of `key`, or names a version nodes sent whose past
+    /// names it, and so on.
+    fn named_through<'a>(
+        &'a self,
+        key: &Key,
+        pasts: impl Iterator<Item = &'a Context>,
+        dot: &Dot,
+    ) -> bool {
+        let mut pasts: Vec<&Context> = pasts.collect();
+        let Some(known) = self.lineage.get(key) else {
+            return pasts.iter().any(|p| p.contains(dot));
+        };
+        let mut seen: BTreeSet<(ActorId, u64)> = BTreeSet::new();
+        while let Some(past) = pasts.pop() {
+            if past.contains(dot) {
+                return true;
+            }
+            for (&(actor, counter), p) in known {
+                if past.contains(&Dot { actor, counter, ts_ms: 0 }) && seen.insert((actor, counter))
+                {
+                    pasts.push(p);
+                }
+            }
+        }
+        false
+    }
+
     /// Every acknowledged write is held or superseded on the durable storage (primary data or a
     /// hint) of at least W nodes. Nothing may take a copy away: merges only add, and a hint goes
     /// only once its intended node holds it.
@@ -544,8 +627,10 @@ impl Sim {
                 .keys()
                 .filter(|id| {
                     self.store(**id).is_some_and(|s| {
-                        s.data.get(key).is_some_and(|v| v.covers(dot))
-                            || s.hints.iter().any(|((_, k), v)| k == key && v.covers(dot))
+                        s.data.get(key).is_some_and(|v| self.supersedes(key, v, dot))
+                            || s.hints
+                                .iter()
+                                .any(|((_, k), v)| k == key && self.supersedes(key, v, dot))
                     })
                 })
                 .count();
@@ -658,6 +743,22 @@ impl Sim {
     fn apply(&mut self, id: NodeId, effect: Effect) {
         match effect {
             Effect::Send { to, msg } => {
+                if let Msg::Store { key, siblings, .. } | Msg::Handoff { key, siblings } = &msg {
+                    let known = self.lineage.entry(key.clone()).or_default();
+                    for v in siblings.versions() {
+                        let past = known
+                            .entry((v.dot.actor, v.dot.counter))
+                            .or_insert_with(|| v.past.clone());
+                        // A version's past never changes: two pasts under one dot are two writes
+                        // that took the same counter.
+                        if *past != v.past && self.violation.is_none() {
+                            self.violation = Some(format!(
+                                "dot {} of {key} was issued twice: pasts {past:?} and {:?}",
+                                v.dot, v.past
+                            ));
+                        }
+                    }
+                }
                 let copies = if self.faults_on && self.chance(self.cfg.faults.drop_per_mille) {
                     self.report.dropped += 1;
                     0
