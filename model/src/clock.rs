@@ -608,12 +608,12 @@ impl Context {
     /// newest first, then the rest of its entries, most recently issued first. The prefix is one
     /// that fits while one entry more would not: all of `keep` whenever that alone fits, else at
     /// least `max` of its dots (not always the longest that fits, as one entry can fold others
-    /// together and shrink the whole). The result always fits and never claims a write this context does not (a dot of `keep` it does not hold is
-    /// ignored), so a write on it can only replace less than a write on the whole: a version it
-    /// leaves out survives as a sibling (a false conflict, as with truncation) and no write is
-    /// lost; when even `keep` does not fit, a write on the result resolves the newest `max` of
-    /// those versions and the rest stay siblings, `max - 1` fewer each round (the limit is at
-    /// least 2).
+    /// together and shrink the whole). The result always fits and never claims a write this
+    /// context does not (a dot of `keep` it does not hold is ignored), so a write on it can only
+    /// replace less than a write on the whole: a version it leaves out survives as a sibling (a
+    /// false conflict, as with truncation) and no write is lost; when even `keep` does not fit, a
+    /// write on the result resolves the newest `max` of those versions and the rest stay
+    /// siblings, `max - 1` fewer each round (the limit is at least 2).
     ///
     /// The cut has the cost of truncation: a write on a cut context can replace a version whose
     /// own past was the only one naming some older write, so a stale copy of that older write

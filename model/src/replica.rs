@@ -69,8 +69,8 @@ impl<S: Store> Node<S> {
     /// A merge may replace this node's versions of the key with ones whose pasts, cut (capped for
     /// a client or truncated), name none of its counters; the key's versions then forget the
     /// highest counter it issued, and it would issue that counter again. So before saving such a
-    /// merge it records that counter apart ([`crate::store::Store::save_issued`]). The record is rarely written; the
-    /// check costs two scans of the set per merge that changes it.
+    /// merge it records that counter apart ([`crate::store::Store::save_issued`]). The record is
+    /// rarely written; the check costs two scans of the set per merge that changes it.
     pub(crate) fn merge_local(&mut self, key: &Key, incoming: &Siblings) -> bool {
         let me = self.actor;
         let result = self.store.load(key).and_then(|mut held| {

@@ -787,16 +787,21 @@ impl Sim {
                     let known = self.lineage.entry(key.clone()).or_default();
                     for v in siblings.versions() {
                         let sent = Sent::of(v);
-                        let first = known
-                            .entry((v.dot.actor, v.dot.counter))
-                            .or_insert_with(|| Sent::of(v));
-                        // A version never changes once written: two under one dot are two writes
-                        // that took the same counter.
-                        if *first != sent && self.violation.is_none() {
-                            self.violation = Some(format!(
-                                "dot {} of {key} was issued twice: {first:?} and {sent:?}",
-                                v.dot
-                            ));
+                        match known.entry((v.dot.actor, v.dot.counter)) {
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(sent);
+                            }
+                            // A version never changes once written: two under one dot are two
+                            // writes that took the same counter.
+                            std::collections::btree_map::Entry::Occupied(e) => {
+                                if *e.get() != sent && self.violation.is_none() {
+                                    self.violation = Some(format!(
+                                        "dot {} of {key} was issued twice: {:?} and {sent:?}",
+                                        v.dot,
+                                        e.get()
+                                    ));
+                                }
+                            }
                         }
                     }
                 }

@@ -470,6 +470,61 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
     assert_eq!(n.store().data.get(&Key::from("kkkk")).map(Siblings::len), Some(1));
 }
 
+/// Node `id` of the test cluster with contexts limited to `max` entries.
+fn limited_node(id: u16, max: usize) -> Node<MemStore> {
+    let mut p = params();
+    p.limits.context_entries_max = max;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    Node::new(ActorId::new(NodeId(id), 0), config, ring, MemStore::default())
+}
+
+/// A made-up context naming `entries` writers that do not exist (incarnations of `node` from
+/// 100 up), one write each.
+fn made_up(node: u16, entries: usize) -> Context {
+    let mut clock = dynamo_model::clock::VClock::new();
+    for inc in 0..entries as u32 {
+        clock.witness(ActorId::new(NodeId(node), 100 + inc), 1, 0);
+    }
+    Context::from(clock)
+}
+
+/// A put of `key` on `context`, acknowledged by the coordinator alone.
+fn put_on(key: &Key, context: Context) -> ClientOp {
+    let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
+    op.w = Some(1);
+    op
+}
+
+/// The context a put's reply hands back, if it was taken.
+fn written(effects: &[Effect]) -> Option<Context> {
+    effects.iter().find_map(|e| match e {
+        Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => Some(context.clone()),
+        _ => None,
+    })
+}
+
+/// A read of `key` from `n` alone: its context, as the client sends it back (decoded with the
+/// limit `max`, so one the node would not take back fails here), and its values.
+fn read_back(n: &mut Node<MemStore>, key: &Key, max: usize) -> (Context, Vec<Vec<u8>>) {
+    let mut get = ClientOp::get(key.clone());
+    get.r = Some(1);
+    let (context, values) = ask(n, get)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply: ClientReply::Read { context, values }, .. } => {
+                Some((context, values))
+            }
+            _ => None,
+        })
+        .expect("the read is answered");
+    (Context::from_bytes(&context.to_bytes(), max).expect("the node takes it back"), values)
+}
+
+fn siblings_of(n: &Node<MemStore>, key: &Key) -> usize {
+    n.store().data.get(key).map_or(0, Siblings::len)
+}
+
 /// Found while checking the s25 audit's unresolvable key: one client alone, with one made-up
 /// context of `context_entries_max` entries, made a version whose own clock (the context plus
 /// the new dot) was one entry over the limit. Every read of the key then answered with a context
@@ -478,54 +533,23 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
 #[test]
 fn a_made_up_context_at_the_limit_leaves_a_key_that_can_be_read_back() {
     const MAX: usize = 4;
-    let mut p = params();
-    p.limits.context_entries_max = MAX;
-    let config = Arc::new(Config::new(p).expect("valid"));
-    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-    let mut n = Node::new(ActorId::new(NodeId(1), 0), config, ring, MemStore::default());
-    let made_up = |entries: u32| {
-        let mut clock = dynamo_model::clock::VClock::new();
-        for inc in 0..entries {
-            clock.witness(ActorId::new(NodeId(2), 100 + inc), 1, 0);
-        }
-        Context::from(clock)
-    };
+    let mut n = limited_node(1, MAX);
     let key = Key::from("k");
-    let put = |context: Context| {
-        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
-        op.w = Some(1);
-        op
-    };
-    let written = |effects: Vec<Effect>| {
-        effects.into_iter().find_map(|e| match e {
-            Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => Some(context),
-            _ => None,
-        })
-    };
-    let after = written(ask(&mut n, put(made_up(MAX as u32)))).expect("the put is taken");
+    let after = written(&ask(&mut n, put_on(&key, made_up(2, MAX)))).expect("the put is taken");
     let stored = n.store().data.get(&key).expect("stored").clone();
     assert_eq!(stored.context().len(), MAX + 1, "the version's own clock is over the limit");
     assert_eq!(after.len(), MAX, "its returned context is cut to the limit");
     assert!(stored.versions().iter().all(|v| after.contains(&v.dot)), "and keeps the dot");
     // A write on it is taken back and replaces the version.
     let context = Context::from_bytes(&after.to_bytes(), MAX).expect("taken back");
-    assert!(written(ask(&mut n, put(context))).is_some());
-    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(1));
+    assert!(written(&ask(&mut n, put_on(&key, context))).is_some());
+    assert_eq!(siblings_of(&n, &key), 1);
     // So is a read's context, once a new made-up write has gone beside that one.
-    assert!(written(ask(&mut n, put(made_up(MAX as u32)))).is_some());
-    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(2));
-    let mut get = ClientOp::get(key.clone());
-    get.r = Some(1);
-    let read = ask(&mut n, get)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply: ClientReply::Read { context, .. }, .. } => Some(context),
-            _ => None,
-        })
-        .expect("the read is answered");
-    let context = Context::from_bytes(&read.to_bytes(), MAX).expect("taken back");
-    assert!(written(ask(&mut n, put(context))).is_some());
-    assert_eq!(n.store().data.get(&key).map(Siblings::len), Some(1));
+    assert!(written(&ask(&mut n, put_on(&key, made_up(2, MAX)))).is_some());
+    assert_eq!(siblings_of(&n, &key), 2);
+    let (context, _) = read_back(&mut n, &key, MAX);
+    assert!(written(&ask(&mut n, put_on(&key, context))).is_some());
+    assert_eq!(siblings_of(&n, &key), 1);
 }
 
 /// Found by a read-only audit: a client that makes up contexts naming many actors, writing
@@ -536,41 +560,12 @@ fn a_made_up_context_at_the_limit_leaves_a_key_that_can_be_read_back() {
 #[test]
 fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
     const MAX: usize = 4;
-    let mut p = params();
-    p.limits.context_entries_max = MAX;
-    let config = Arc::new(Config::new(p).expect("valid"));
-    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-    let mut nodes: Vec<Node<MemStore>> = (1..=2u16)
-        .map(|i| {
-            let actor = ActorId::new(NodeId(i), 0);
-            Node::new(actor, config.clone(), ring.clone(), MemStore::default())
-        })
-        .collect();
-    let made_up = |node: u16| {
-        let mut clock = dynamo_model::clock::VClock::new();
-        for inc in 0..MAX as u32 {
-            clock.witness(ActorId::new(NodeId(node), 100 + inc), 1, 0);
-        }
-        Context::from(clock)
-    };
+    let mut nodes = [limited_node(1, MAX), limited_node(2, MAX)];
     let key = Key::from("k");
-    let put = |context: Context| {
-        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
-        op.w = Some(1);
-        op
-    };
-    let written = |effects: &[Effect]| {
-        effects.iter().find_map(|e| match e {
-            Effect::Reply { reply: ClientReply::Written { context, .. }, .. } => {
-                Some(context.clone())
-            }
-            _ => None,
-        })
-    };
     // One made-up context through each coordinator: two concurrent versions.
-    let via_1 = ask(&mut nodes[0], put(made_up(1)));
+    let via_1 = ask(&mut nodes[0], put_on(&key, made_up(1, MAX)));
     let after_1 = written(&via_1).expect("the first put is written");
-    let via_2 = ask(&mut nodes[1], put(made_up(2)));
+    let via_2 = ask(&mut nodes[1], put_on(&key, made_up(2, MAX)));
     assert!(written(&via_2).is_some(), "the second put is written");
     // A write's own context fits too, and a write on it is taken.
     assert!(after_1.len() <= MAX, "a write's context has {} entries", after_1.len());
@@ -587,25 +582,13 @@ fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
     assert_eq!(both.len(), 2);
     assert!(both.context().len() > MAX, "the versions' pasts together exceed the limit");
     // A read answers with a context that fits, and writing it back resolves the siblings.
-    let mut get = ClientOp::get(key.clone());
-    get.r = Some(1);
-    let read = ask(&mut nodes[0], get)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply: ClientReply::Read { context, values }, .. } => {
-                Some((context, values))
-            }
-            _ => None,
-        })
-        .expect("the read is answered");
-    assert_eq!(read.1.len(), 2, "both siblings are read");
-    let context = Context::from_bytes(&read.0.to_bytes(), MAX).expect("the node takes it back");
-    let resolved = ask(&mut nodes[0], put(context));
-    let after = written(&resolved).expect("the resolving put is written");
-    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
+    let (context, values) = read_back(&mut nodes[0], &key, MAX);
+    assert_eq!(values.len(), 2, "both siblings are read");
+    let after = written(&ask(&mut nodes[0], put_on(&key, context))).expect("resolving put");
+    assert_eq!(siblings_of(&nodes[0], &key), 1);
     // And a write on the write's context replaces it in turn.
-    assert!(written(&ask(&mut nodes[0], put(after))).is_some());
-    assert_eq!(nodes[0].store().data.get(&key).map(Siblings::len), Some(1));
+    assert!(written(&ask(&mut nodes[0], put_on(&key, after))).is_some());
+    assert_eq!(siblings_of(&nodes[0], &key), 1);
 }
 
 /// Found by the review of the cap: through one coordinator, a made-up context of
@@ -617,51 +600,26 @@ fn made_up_contexts_through_two_coordinators_cannot_make_a_key_unresolvable() {
 #[test]
 fn siblings_whose_dots_alone_exceed_the_limit_are_resolved_in_rounds() {
     const MAX: usize = 4;
-    let mut p = params();
-    p.limits.context_entries_max = MAX;
-    let config = Arc::new(Config::new(p).expect("valid"));
-    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut n = limited_node(1, MAX);
     let me = ActorId::new(NodeId(1), 0);
-    let mut n = Node::new(me, config, ring, MemStore::default());
     let key = Key::from("k");
-    let put = |n: &mut Node<MemStore>, context: Context| {
-        let mut op = ClientOp::put(key.clone(), context, b"v".to_vec());
-        op.w = Some(1);
-        assert!(
-            ask(n, op)
-                .iter()
-                .any(|e| matches!(e, Effect::Reply { reply: ClientReply::Written { .. }, .. })),
-            "the put is taken"
-        );
+    let put = |n: &mut Node<MemStore>, context| {
+        assert!(written(&ask(n, put_on(&key, context))).is_some(), "the put is taken");
     };
-    let mut made_up = dynamo_model::clock::VClock::new();
-    for inc in 0..MAX as u32 {
-        made_up.witness(ActorId::new(NodeId(2), 100 + inc), 1, 0);
-    }
-    put(&mut n, Context::from(made_up));
+    put(&mut n, made_up(2, MAX));
     for counter in [3, 6, 9, 12] {
         let mut lone = Context::new();
         lone.add_dot(&dynamo_model::clock::Dot { actor: me, counter, ts_ms: 0 });
         put(&mut n, lone);
     }
-    let siblings = |n: &Node<MemStore>| n.store().data.get(&key).map_or(0, Siblings::len);
-    assert_eq!(siblings(&n), MAX + 1, "five concurrent versions, one dot each");
+    assert_eq!(siblings_of(&n, &key), MAX + 1, "five concurrent versions, one dot each");
     let mut rounds = 0;
-    while siblings(&n) > 1 {
+    while siblings_of(&n, &key) > 1 {
         rounds += 1;
-        assert!(rounds <= MAX + 1, "still {} siblings after {rounds} rounds", siblings(&n));
-        let mut get = ClientOp::get(key.clone());
-        get.r = Some(1);
-        let read = ask(&mut n, get)
-            .into_iter()
-            .find_map(|e| match e {
-                Effect::Reply { reply: ClientReply::Read { context, .. }, .. } => Some(context),
-                _ => None,
-            })
-            .expect("the read is answered");
-        let before = siblings(&n);
-        let context = Context::from_bytes(&read.to_bytes(), MAX).expect("the node takes it back");
+        let before = siblings_of(&n, &key);
+        assert!(rounds <= MAX + 1, "still {before} siblings after {rounds} rounds");
+        let (context, _) = read_back(&mut n, &key, MAX);
         put(&mut n, context);
-        assert!(siblings(&n) < before, "a round resolves some siblings");
+        assert!(siblings_of(&n, &key) < before, "a round resolves some siblings");
     }
 }

@@ -56,10 +56,10 @@ use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the peer protocol; peers with another version are refused. (3: the hello carries
-/// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: a
-/// forwarded put's answer may be a refusal for the size of the key's context; 6: it never is,
-/// the contexts a node hands out being capped instead, so a version-5 refusal would not decode.)
-pub const PROTOCOL_VERSION: u32 = 6;
+/// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: the
+/// contexts a node hands out are cut to the client limit, which is safe only among nodes that
+/// record the counters a merge makes them forget.)
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.

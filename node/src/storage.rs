@@ -5,9 +5,10 @@
 //! marker that a run is in progress), and `issued` (key → a counter this node issued for it that
 //! the key's versions forgot, a big-endian `u64`, written only when a cut past (a capped
 //! context or a truncated clock) makes a merge forget one: see [`Store::issued`]; held in
-//! memory too, so a put reads no tree for it). A record is written to `issued` before the merge that needs it is written to `data`; both are
-//! in sled's one log, and the node relies on sled recovering a prefix of that log after a crash,
-//! so that the merge is never found without its record.
+//! memory too, so a put reads no tree for it). A record is written to `issued` before the merge
+//! that needs it is written to `data`; both are in sled's one log, and the node relies on sled
+//! recovering a prefix of that log after a crash, so that the merge is never found without its
+//! record.
 //! A record that fails to decode is reported as [`StoreError::Corrupt`]; nothing here panics on
 //! what it reads from disk.
 //!
