@@ -150,6 +150,10 @@ pub struct NodeState {
     /// Set if a step ever made a key's merged clock at this replica go backwards. Always false in
     /// a correct protocol, so it adds no states to a passing run.
     pub clock_regressed: bool,
+    /// Set if a step ever dropped a version of the key that the replica's new clock does not
+    /// name: lost rather than replaced. The restatement of `clock_regressed` under cut contexts,
+    /// where a replacing version need not name what the replaced one's past named.
+    pub version_lost: bool,
 }
 
 /// Hashes everything but the node's store: the actor saves its store after every step that
@@ -162,6 +166,7 @@ impl Hash for NodeState {
         self.node.actor().hash(h);
         self.node.volatile().hash(h);
         self.clock_regressed.hash(h);
+        self.version_lost.hash(h);
     }
 }
 
@@ -212,7 +217,7 @@ impl Actor for Role {
             Role::Node { actor, config, ring, .. } => {
                 let store = storage.clone().unwrap_or_default();
                 let node = Node::new(*actor, config.clone(), ring.clone(), store);
-                let mut ns = NodeState { node, clock_regressed: false };
+                let mut ns = NodeState { node, clock_regressed: false, version_lost: false };
                 if storage.is_none() {
                     // Saved at once, so that a store that was never written and one that was
                     // emptied (a fallback whose hints were all delivered) are the same state.
@@ -284,7 +289,7 @@ impl Role {
     pub fn crashed(&self, ns: &NodeState) -> Option<NodeState> {
         let Role::Node { actor, config, ring, .. } = self else { return None };
         let node = Node::new(*actor, config.clone(), ring.clone(), ns.node.store().clone());
-        Some(NodeState { node, clock_regressed: ns.clock_regressed })
+        Some(NodeState { node, ..ns.clone() })
     }
 
     /// Hands one input to the core and carries out its effects.
@@ -307,10 +312,14 @@ impl Role {
             effects.retain(|e| !matches!(e, Effect::Send { msg: Msg::Ping | Msg::Pong, .. }));
         }
         if *ns.node.store() != before {
-            let old = before.data.get(key).map(|s| s.context()).unwrap_or_default();
+            let old_versions = before.data.get(key);
+            let old = old_versions.map(|s| s.context()).unwrap_or_default();
             let new = ns.node.store().data.get(key).map(|s| s.context()).unwrap_or_default();
             if !descends(&new, &old) {
                 ns.clock_regressed = true;
+            }
+            if old_versions.is_some_and(|s| s.versions().iter().any(|v| !new.contains(&v.dot))) {
+                ns.version_lost = true;
             }
             // The durability rule: the write is durable before any effect of this step leaves.
             o.save(ns.node.store().clone());

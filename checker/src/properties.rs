@@ -10,10 +10,17 @@
 //! to fail under sloppy quorum and to hold under strict quorum with R + W > N; linearizability is
 //! expected to fail whenever two puts race or sloppy quorum can route around a primary; hint paths
 //! are reached only under sloppy quorum; and so on. A run passes when every outcome is expected.
+//!
+//! Where contexts can be cut ([`Setup::cuts_contexts`]), "superseded" and "sees" follow chains of
+//! pasts through the lineage of sent versions (see [`crate::register_view`]), the clock property
+//! becomes "a replica drops a version only for one that names it", convergence compares replicas
+//! without the stale copies a cut lets come back, and two properties are added: no dot is sent
+//! with two different versions, and every read context fits the limit.
 
 use crate::actors::{ClientState, NodeState, Outcome, Role, RoleState, Step, Wire};
+use crate::register_view::History;
 use crate::setup::{DynamoModel, DynamoState, ModelInfo, NetworkKind, Setup};
-use dynamo_model::{MemStore, Msg, NodeId, Siblings};
+use dynamo_model::{Dot, MemStore, Msg, NodeId, Siblings, Version};
 use stateright::actor::{ActorModelAction, ActorModelState, Id, Network};
 use stateright::{Expectation, Model};
 use std::collections::BTreeSet;
@@ -85,6 +92,13 @@ pub mod names {
     pub const CLOCK_MONOTONIC: &str = "a replica's clock for the key never goes backwards";
     /// Only the preference list holds primary data; fallbacks keep hints.
     pub const PRIMARY_DATA: &str = "only primaries hold primary data";
+    /// Under cut contexts, the restatement of [`CLOCK_MONOTONIC`]: a replica forgets a dot only
+    /// with a version that was replaced by one naming it.
+    pub const VERSIONS_REPLACED: &str = "a replica drops a version only for one that names it";
+    /// Under cut contexts: no counter is issued twice.
+    pub const NO_DOT_REUSE: &str = "no dot is sent with two different versions";
+    /// Under cut contexts: every read context fits the limit.
+    pub const CONTEXTS_FIT: &str = "every context a get returns fits the limit";
     /// Convergence under a quiescence premise.
     pub const CONVERGENCE: &str = "once quiescent, N primaries equal and no hints remain";
     /// Read-your-writes.
@@ -128,20 +142,41 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
     // so quiescence need not be reachable there.
     let quiescence =
         if setup.network == NetworkKind::Duplicating { Expect::Either } else { Expect::Reached };
+    // A write on a cut context can leave a version it does not name beside it: a false
+    // conflict, so one client's puts may make siblings too.
+    let siblings = if setup.concurrent_puts() {
+        Expect::Reached
+    } else if setup.cuts_contexts() {
+        Expect::Either
+    } else {
+        Expect::NotReached
+    };
     let mut specs = vec![
         spec(ANTICHAIN, Always, Expect::Holds, antichain),
         spec(READS_WRITTEN, Always, Expect::Holds, reads_written),
         spec(ACKED_DURABLE, Always, Expect::Holds, acked_durable),
-        spec(CLOCK_MONOTONIC, Always, Expect::Holds, clock_monotonic),
+    ];
+    if setup.cuts_contexts() {
+        // A cut context forgets what the versions it replaces named: the clock goes back by
+        // design, and the lineage shows what was replaced.
+        specs.extend([
+            spec(VERSIONS_REPLACED, Always, Expect::Holds, versions_replaced),
+            spec(NO_DOT_REUSE, Always, Expect::Holds, no_dot_reuse),
+            spec(CONTEXTS_FIT, Always, Expect::Holds, contexts_fit),
+        ]);
+    } else {
+        specs.push(spec(CLOCK_MONOTONIC, Always, Expect::Holds, clock_monotonic));
+    }
+    specs.extend([
         spec(PRIMARY_DATA, Always, Expect::Holds, primary_data),
         spec(CONVERGENCE, Always, converges, convergence),
         spec(READ_YOUR_WRITES, Always, ryw, read_your_writes),
-    ];
+    ]);
     if setup.linearizability {
         specs.push(spec(LINEARIZABLE, Always, lin, linearizable));
     }
     specs.extend([
-        spec(SIBLINGS, Sometimes, reached(setup.concurrent_puts()), siblings_created),
+        spec(SIBLINGS, Sometimes, siblings, siblings_created),
         spec(HINT_STORED, Sometimes, reached(sloppy_routes), hint_stored),
         spec(HINT_DELIVERED, Sometimes, reached(sloppy_routes), hint_delivered),
         spec(CRASH_RECOVER, Sometimes, reached(setup.crashes > 0), crash_recovered),
@@ -222,11 +257,12 @@ fn reads_written(m: &DynamoModel, s: &DynamoState) -> bool {
     })
 }
 
-/// Whether `siblings` holds the write (`dot`, `value`) or something that supersedes it.
-fn holds_write(siblings: &Siblings, dot: &dynamo_model::Dot, value: u8) -> bool {
+/// Whether `siblings` holds the write (`dot`, `value`) or something that supersedes it (through
+/// the lineage's chains of pasts, when the run keeps one).
+fn holds_write(siblings: &Siblings, dot: &Dot, value: u8, history: &History) -> bool {
     siblings.versions().iter().any(|v| {
         (v.dot == *dot && v.payload.value().and_then(|b| b.first()) == Some(&value))
-            || v.past.contains(dot)
+            || history.names(&v.past, dot)
     })
 }
 
@@ -238,11 +274,9 @@ fn acked_durable(m: &DynamoModel, s: &DynamoState) -> bool {
         let holders = durable(info, s)
             .filter(|(_, store)| {
                 store.is_some_and(|st| {
-                    st.data.get(&info.key).is_some_and(|sib| holds_write(sib, dot, *value))
-                        || st
-                            .hints
-                            .iter()
-                            .any(|((_, k), sib)| *k == info.key && holds_write(sib, dot, *value))
+                    let holds = |sib: &Siblings| holds_write(sib, dot, *value, &s.history);
+                    st.data.get(&info.key).is_some_and(holds)
+                        || st.hints.iter().any(|((_, k), sib)| *k == info.key && holds(sib))
                 })
             })
             .count();
@@ -252,6 +286,22 @@ fn acked_durable(m: &DynamoModel, s: &DynamoState) -> bool {
 
 fn clock_monotonic(m: &DynamoModel, s: &DynamoState) -> bool {
     nodes(&m.cfg, s).all(|(_, ns)| !ns.clock_regressed)
+}
+
+fn versions_replaced(m: &DynamoModel, s: &DynamoState) -> bool {
+    nodes(&m.cfg, s).all(|(_, ns)| !ns.version_lost)
+}
+
+fn no_dot_reuse(_: &DynamoModel, s: &DynamoState) -> bool {
+    s.history.lineage.as_ref().is_none_or(|l| l.reused.is_none())
+}
+
+fn contexts_fit(m: &DynamoModel, s: &DynamoState) -> bool {
+    let max = m.cfg.setup.context_entries_max;
+    clients(&m.cfg, s).flat_map(|c| &c.outcomes).all(|o| match o {
+        Outcome::Read { context, .. } => context.len() <= max,
+        _ => true,
+    })
 }
 
 fn primary_data(m: &DynamoModel, s: &DynamoState) -> bool {
@@ -314,11 +364,23 @@ fn convergence(m: &DynamoModel, s: &DynamoState) -> bool {
     let info = &m.cfg;
     let mut primary_sets = durable(info, s)
         .filter(|(id, _)| info.primaries.contains(id))
-        .map(|(_, st)| st.and_then(|st| st.data.get(&info.key)).cloned().unwrap_or_default());
+        .map(|(_, st)| settled(st.and_then(|st| st.data.get(&info.key)), &s.history));
     let first = primary_sets.next().unwrap_or_default();
     let equal = primary_sets.all(|p| p == first);
     let no_hints = durable(info, s).all(|(_, st)| st.is_none_or(|st| st.hints.is_empty()));
     equal && no_hints
+}
+
+/// A replica's versions, without any that another of them names through a chain of pasts: a
+/// stale copy that came back beside a write on a cut context (the cost of the cut, see
+/// `Context::capped`). Without cuts no version of an antichain names another, so this is the
+/// replica's whole set.
+fn settled<'a>(siblings: Option<&'a Siblings>, history: &History) -> Vec<&'a Version> {
+    let versions = siblings.map(|s| s.versions()).unwrap_or_default();
+    versions
+        .iter()
+        .filter(|v| !versions.iter().any(|w| w.dot != v.dot && history.names(&w.past, &v.dot)))
+        .collect()
 }
 
 fn read_your_writes(m: &DynamoModel, s: &DynamoState) -> bool {
@@ -328,7 +390,7 @@ fn read_your_writes(m: &DynamoModel, s: &DynamoState) -> bool {
             match o {
                 Outcome::Written { dot, .. } => acked.push(*dot),
                 Outcome::Read { context, .. } => {
-                    if !acked.iter().all(|d| context.contains(d)) {
+                    if !acked.iter().all(|d| s.history.names(context, d)) {
                         return false;
                     }
                 }

@@ -1,15 +1,22 @@
 //! The model's auxiliary history: a register view of the client operations for stateright's
-//! linearizability tester.
+//! linearizability tester, and the lineage of every version nodes sent.
 //!
 //! A put of value `v` is a register write of `v`; a get is a register read that returns its first
 //! sibling in dot order (or 0 when nothing was found). Indeterminate, unavailable and rejected
 //! operations never return, so the tester may place them anywhere or nowhere, as Jepsen would.
 //! The history only observes the messages clients send and receive.
+//!
+//! **Lineage.** When contexts can be cut (see [`crate::setup::Setup::cuts_contexts`]), a write on
+//! a cut context names the versions it replaces but not always what those named: an acknowledged
+//! write can then be superseded only through a chain of pasts, and the version that held the
+//! middle of the chain may be gone from every store. So the history keeps the past and payload of
+//! every version a node sent to another ([`Lineage`]), and the properties follow chains through
+//! it. It also notes a dot sent with two different versions: a counter issued twice.
 
 use crate::actors::Wire;
 use crate::setup::ModelInfo;
 use crate::symmetry::Symmetry;
-use dynamo_model::{Action, ClientReply, Payload};
+use dynamo_model::{Action, ActorId, ClientReply, Context, Dot, Msg, Payload, Siblings, Version};
 use stateright::actor::{Envelope, Id};
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
@@ -32,25 +39,92 @@ pub struct History {
     pub lin: Option<(Tester, BTreeMap<Id, u8>)>,
     /// The run's interchangeable clients.
     pub symmetry: Option<Arc<Symmetry>>,
+    /// Every version sent so far, when the run follows lineage.
+    pub lineage: Option<Arc<Lineage>>,
 }
 
 impl PartialEq for History {
     fn eq(&self, other: &Self) -> bool {
-        self.lin == other.lin
+        self.lin == other.lin && self.lineage == other.lineage
     }
 }
 
 impl Hash for History {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.lin.hash(h);
+        self.lineage.hash(h);
+    }
+}
+
+/// The versions nodes sent, each as first sent under its actor and counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lineage {
+    /// (actor, counter) to the version first sent under that dot.
+    pub sent: BTreeMap<(ActorId, u64), Version>,
+    /// A dot that was later sent with another time, past or payload: a counter issued twice.
+    pub reused: Option<Dot>,
+}
+
+impl Lineage {
+    /// The lineage with `siblings`' versions added, or `None` when it already had them all.
+    fn with(&self, siblings: &Siblings) -> Option<Lineage> {
+        let mut next: Option<Lineage> = None;
+        for v in siblings.versions() {
+            let current = next.as_ref().unwrap_or(self);
+            match current.sent.get(&(v.dot.actor, v.dot.counter)) {
+                Some(first) if first == v => {}
+                Some(_) => {
+                    if current.reused.is_none() {
+                        next.get_or_insert_with(|| self.clone()).reused = Some(v.dot);
+                    }
+                }
+                None => {
+                    let n = next.get_or_insert_with(|| self.clone());
+                    n.sent.insert((v.dot.actor, v.dot.counter), v.clone());
+                }
+            }
+        }
+        next
+    }
+
+    /// Whether `context` names `target`, directly or through the pasts of the versions it names.
+    /// Without cuts the chain adds nothing: a past holds everything its versions' pasts held.
+    pub fn names(&self, context: &Context, target: &Dot) -> bool {
+        if context.contains(target) {
+            return true;
+        }
+        let mut frontier = vec![context];
+        let mut seen: Vec<&Dot> = Vec::new();
+        while let Some(ctx) = frontier.pop() {
+            for v in self.sent.values() {
+                if !seen.contains(&&v.dot) && ctx.contains(&v.dot) {
+                    if v.past.contains(target) {
+                        return true;
+                    }
+                    seen.push(&v.dot);
+                    frontier.push(&v.past);
+                }
+            }
+        }
+        false
     }
 }
 
 impl History {
-    /// A fresh history; `linearizability` switches the tester on.
-    pub fn new(linearizability: bool, symmetry: Option<Arc<Symmetry>>) -> History {
+    /// A fresh history; `linearizability` switches the tester on, `lineage` the record of sent
+    /// versions.
+    pub fn new(linearizability: bool, symmetry: Option<Arc<Symmetry>>, lineage: bool) -> History {
         let lin = linearizability.then(|| (Tester::new(Register(0)), BTreeMap::new()));
-        History { lin, symmetry }
+        let lineage = lineage.then(|| Arc::new(Lineage::default()));
+        History { lin, symmetry, lineage }
+    }
+
+    /// Whether `context` names `target`, following the lineage when the run keeps one.
+    pub fn names(&self, context: &Context, target: &Dot) -> bool {
+        match &self.lineage {
+            Some(l) => l.names(context, target),
+            None => context.contains(target),
+        }
     }
 
     /// Whether the recorded history is linearizable (true when not tested).
@@ -61,9 +135,13 @@ impl History {
         }
     }
 
-    /// Records a client's invocation.
+    /// Records a client's invocation, or the versions a peer message carries.
     pub fn record_out(_: &Arc<ModelInfo>, h: &History, env: Envelope<&Wire>) -> Option<History> {
-        let Wire::Request { seq, op } = env.msg else { return None };
+        let (seq, op) = match env.msg {
+            Wire::Request { seq, op } => (seq, op),
+            Wire::Peer(msg) => return h.record_sent(msg),
+            Wire::Reply { .. } => return None,
+        };
         let (tester, open) = h.lin.as_ref()?;
         let reg_op = match &op.action {
             Action::Get => RegisterOp::Read,
@@ -76,7 +154,21 @@ impl History {
         let _ = tester.on_invoke(env.src, reg_op);
         let mut open = open.clone();
         open.insert(env.src, *seq);
-        Some(History { lin: Some((tester, open)), symmetry: h.symmetry.clone() })
+        Some(History { lin: Some((tester, open)), ..h.clone() })
+    }
+
+    /// Adds the versions of a message that carries some to the lineage, if the run keeps one.
+    fn record_sent(&self, msg: &Msg) -> Option<History> {
+        let lineage = self.lineage.as_ref()?;
+        let siblings = match msg {
+            Msg::Store { siblings, .. }
+            | Msg::FetchReply { siblings, .. }
+            | Msg::Handoff { siblings, .. }
+            | Msg::HandoffAck { siblings, .. } => siblings,
+            _ => return None,
+        };
+        let next = lineage.with(siblings)?;
+        Some(History { lineage: Some(Arc::new(next)), ..self.clone() })
     }
 
     /// Records a client's return (the first delivery of an ok answer only).
@@ -97,6 +189,6 @@ impl History {
         let _ = tester.on_return(env.dst, ret);
         let mut open = open.clone();
         open.remove(&env.dst);
-        Some(History { lin: Some((tester, open)), symmetry: h.symmetry.clone() })
+        Some(History { lin: Some((tester, open)), ..h.clone() })
     }
 }

@@ -11,7 +11,7 @@ use crate::properties;
 use crate::register_view::History;
 use crate::symmetry::Symmetry;
 use dynamo_model::mutant::Mutant;
-use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Msg, NodeId, Ring};
+use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Limits, Msg, NodeId, Ring};
 use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
 use stateright::{Model, Path, Property};
 use std::collections::BTreeSet;
@@ -109,17 +109,21 @@ pub struct Setup {
     pub merge_restarts: bool,
     /// Search one state per class of states that differ only in a renaming of interchangeable
     /// clients and their values (see [`crate::symmetry`]); applies in DFS (the default strategy), on the
-    /// unordered network, without the linearizability tester, and only where two clients run
-    /// the same script.
+    /// unordered network, without the linearizability tester or cut contexts (whose lineage holds
+    /// values), and only where two clients run the same script.
     pub symmetry: bool,
     /// Whether the linearizability tester runs (it keeps a history in every state).
     pub linearizability: bool,
     /// The seeded bug, if any.
     pub mutant: Option<Mutant>,
+    /// Most entries a context handed to a client may have (`Limits::context_entries_max`). Below
+    /// the default, contexts can be cut ([`Setup::cuts_contexts`]) and the properties follow a
+    /// write's lineage through the pasts of every version ever sent.
+    pub context_entries_max: usize,
 }
 
 /// Names of the configurations [`Setup::named`] knows.
-pub const NAMES: [&str; 4] = ["tiny", "canonical", "twins", "large"];
+pub const NAMES: [&str; 5] = ["tiny", "canonical", "twins", "capped", "large"];
 
 impl Setup {
     /// A named configuration, in sloppy mode (flags switch to strict).
@@ -145,6 +149,7 @@ impl Setup {
             symmetry: true,
             linearizability: false,
             mutant: None,
+            context_entries_max: Limits::default().context_entries_max,
         };
         match name {
             // Seconds: 3 nodes (2 primaries, 1 fallback), one client, one put and one get.
@@ -170,6 +175,15 @@ impl Setup {
                 crashes: 1,
                 ..base
             }),
+            // Contexts cut to 2 entries: 3 nodes, all primaries (so strict and sloppy quorum differ
+            // only in skipping a suspected primary). One client writes through each node in turn,
+            // reading in between, so that its contexts come to name three coordinators and are
+            // cut, and its last put asks a coordinator whose first counter a cut may have made its
+            // copy of the key forget (see `with_capped_script`); a second client's put races with
+            // all of it.
+            "capped" => {
+                Some(Setup { nodes: 3, context_entries_max: 2, ..base }.with_capped_script())
+            }
             // Meant for simulation: 5 nodes, three clients with read-modify-write scripts.
             "large" => Some(Setup {
                 nodes: 5,
@@ -187,6 +201,35 @@ impl Setup {
         }
     }
 
+    /// The `capped` configuration's clients. The first puts through nodes 2, 1, 0, 1 and 2 with a
+    /// get before each of the middle three. At equal times a cut keeps the lowest actors after the answered
+    /// dots, so the third get's context, cut from {n0, n1, n2} to 2 entries, leaves out n2; the
+    /// put through n1 on it replaces the version that named n2's counter, and the last put asks n2
+    /// for a new counter after n2's copy of the key may have forgotten its first. The second puts
+    /// through node 0 with no context, racing with all of that, and reads through node 2.
+    fn with_capped_script(self) -> Setup {
+        let walk = self.walk().unwrap_or_default();
+        let at = |node: u16| walk.iter().position(|n| n.0 == node).unwrap_or(0);
+        let script = vec![
+            Op::Put(at(2)),
+            Op::Get(at(1)),
+            Op::Put(at(1)),
+            Op::Get(at(0)),
+            Op::Put(at(0)),
+            Op::Get(at(1)),
+            Op::Put(at(1)),
+            Op::Put(at(2)),
+        ];
+        let racer = vec![Op::Put(at(0)), Op::Get(at(2))];
+        Setup { clients: vec![script, racer], ..self }
+    }
+
+    /// Whether contexts handed to clients can be cut: the limit is below the default, which no
+    /// named configuration's contexts reach.
+    pub fn cuts_contexts(&self) -> bool {
+        self.context_entries_max < Limits::default().context_entries_max
+    }
+
     /// The validated protocol configuration, carrying the mutant if one is set.
     pub fn config(&self) -> Result<Config, ConfigError> {
         let mut params = ConfigParams::for_nodes((0..self.nodes).map(|i| NodeId(i as u16)));
@@ -198,6 +241,7 @@ impl Setup {
         if self.forgets_finished_ops() {
             params.limits.finished_ops_remembered = 0;
         }
+        params.limits.context_entries_max = self.context_entries_max;
         Ok(Config::new(params)?.with_mutant(self.mutant))
     }
 
@@ -298,7 +342,7 @@ impl Setup {
         } else {
             None
         };
-        let history = History::new(self.linearizability, symmetry);
+        let history = History::new(self.linearizability, symmetry, self.cuts_contexts());
         let actors = ActorModel::new(info, history)
             .actors(nodes)
             .actors(clients)
@@ -332,7 +376,10 @@ impl Setup {
 
     /// Whether client symmetry may apply (it still needs two clients with the same script).
     pub fn uses_symmetry(&self) -> bool {
-        self.symmetry && !self.linearizability && self.network == NetworkKind::Unordered
+        self.symmetry
+            && !self.linearizability
+            && !self.cuts_contexts()
+            && self.network == NetworkKind::Unordered
     }
 
     /// Whether client replies are delivered in the step that sends them (see [`DynamoModel`]).
@@ -438,6 +485,17 @@ impl Setup {
             ),
             ("linearizability", if self.linearizability { "tested" } else { "off" }.into()),
             ("mutant", self.mutant.map(|m| m.name()).unwrap_or("none").into()),
+            (
+                "contexts",
+                if self.cuts_contexts() {
+                    format!(
+                        "cut to {} entries; properties follow lineage through sent versions",
+                        self.context_entries_max
+                    )
+                } else {
+                    format!("at most {} entries (never cut here)", self.context_entries_max)
+                },
+            ),
         ]
     }
 }

@@ -323,11 +323,11 @@ impl Renaming {
     }
 
     fn node(&self, ns: &NodeState) -> NodeState {
-        let NodeState { node, clock_regressed } = ns;
+        let NodeState { node, clock_regressed, version_lost } = ns;
         let mut node = node.clone();
         *node.volatile_mut() = self.volatile(node.volatile());
         *node.store_mut() = self.store(node.store());
-        NodeState { node, clock_regressed: *clock_regressed }
+        NodeState { node, clock_regressed: *clock_regressed, version_lost: *version_lost }
     }
 
     fn timer(&self, t: &ModelTimer) -> ModelTimer {

@@ -104,6 +104,8 @@ impl<S: Store> Node<S> {
                         return self.refuse(id, RequestError::Storage(e.to_string()), effects);
                     }
                 };
+                #[cfg(feature = "mutants")]
+                let issued = crate::mutant::issued(&self.config, issued);
                 let mut siblings = local;
                 let dot = match siblings.apply_put(
                     Writer { actor: self.actor, issued },

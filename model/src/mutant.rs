@@ -31,11 +31,14 @@ pub enum Mutant {
     ReadRepairOverwrites,
     /// A fallback writes the copy into its own primary data instead of the hint store.
     FallbackWritesPrimary,
+    /// The coordinator ignores its record of the counters its key's versions forgot (see
+    /// `Store::issued`), so after a cut context replaced them it can issue one of them again.
+    IssuedNotRecorded,
 }
 
 impl Mutant {
     /// Every mutant, in a stable order.
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 8] = [
         Mutant::AckBeforeQuorum,
         Mutant::ReadBeforeQuorum,
         Mutant::PutNoIncrement,
@@ -43,6 +46,7 @@ impl Mutant {
         Mutant::HintDeletedEarly,
         Mutant::ReadRepairOverwrites,
         Mutant::FallbackWritesPrimary,
+        Mutant::IssuedNotRecorded,
     ];
 
     /// The mutant's command-line name.
@@ -55,6 +59,7 @@ impl Mutant {
             Mutant::HintDeletedEarly => "hint-deleted-early",
             Mutant::ReadRepairOverwrites => "read-repair-overwrites",
             Mutant::FallbackWritesPrimary => "fallback-writes-primary",
+            Mutant::IssuedNotRecorded => "issued-not-recorded",
         }
     }
 
@@ -97,6 +102,15 @@ pub(crate) fn issued_dot(config: &Config, siblings: &mut Siblings, dot: Dot) -> 
     });
     *siblings = Siblings::from_versions(versions.collect::<Vec<_>>());
     stale
+}
+
+/// Under [`Mutant::IssuedNotRecorded`], the coordinator reads no issued-counter record.
+pub(crate) fn issued(config: &Config, issued: u64) -> u64 {
+    if active(config, Mutant::IssuedNotRecorded) {
+        0
+    } else {
+        issued
+    }
 }
 
 /// Under [`Mutant::ReconcileDropsSibling`], keeps only the highest-dot version.

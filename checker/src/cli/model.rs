@@ -15,7 +15,8 @@ use std::time::Duration;
 /// Flags of `dynamo-check model` (and the model-shaping subset used by `explore`).
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Named configuration: tiny, canonical, twins (canonical with interchangeable clients) or large.
+    /// Named configuration: tiny, canonical, twins (canonical with interchangeable clients), capped
+    /// (contexts cut to 2 entries) or large.
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Sloppy quorum with hinted handoff (the default of every named configuration).
@@ -42,6 +43,10 @@ pub struct ModelArgs {
     /// Most messages in flight at once.
     #[arg(long)]
     pub in_flight_max: Option<usize>,
+    /// Most entries a context handed to a client may have (at least 2). Below the default (256)
+    /// contexts can be cut, and the properties follow lineage (see `checker/README.md`).
+    #[arg(long)]
+    pub context_entries_max: Option<usize>,
     /// Let ticks start a new ping or handoff while the previous round trip is in flight.
     #[arg(long)]
     pub overlapping_round_trips: bool,
@@ -131,6 +136,9 @@ impl ModelArgs {
         }
         if let Some(m) = self.in_flight_max {
             s.in_flight_max = m;
+        }
+        if let Some(m) = self.context_entries_max {
+            s.context_entries_max = m;
         }
         if let Some(net) = &self.network {
             s.network = NetworkKind::from_name(net).ok_or_else(|| {
