@@ -23,7 +23,7 @@
 
 use dynamo_model::{
     ActorId, ClientOp, ClientReply, Config, Context, Dot, Effect, Input, Key, MemStore, Msg, Node,
-    NodeId, RequestId, Ring, Timer,
+    NodeId, RequestId, Ring, Timer, Version,
 };
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use std::borrow::Cow;
@@ -148,11 +148,13 @@ pub struct NodeState {
     /// The protocol state (durable store and volatile state).
     pub node: Node<MemStore>,
     /// Set if a step ever made a key's merged clock at this replica go backwards. Always false in
-    /// a correct protocol, so it adds no states to a passing run.
+    /// a correct protocol without cut contexts, so it adds no states to a passing run; not
+    /// tracked where contexts can be cut.
     pub clock_regressed: bool,
-    /// Set if a step ever dropped a version of the key that the replica's new clock does not
-    /// name: lost rather than replaced. The restatement of `clock_regressed` under cut contexts,
-    /// where a replacing version need not name what the replaced one's past named.
+    /// Set if a step ever dropped a version of the key that no version it then held names (or
+    /// is): lost rather than replaced. The restatement of `clock_regressed` where contexts can
+    /// be cut, as a replacing version then need not name what the replaced one's past named;
+    /// tracked only there.
     pub version_lost: bool,
 }
 
@@ -195,6 +197,9 @@ pub enum Role {
         /// Probes are abstracted into [`ModelTimer::Probe`] (otherwise `Ping` and `Pong` are
         /// sent as messages).
         probe_timers: bool,
+        /// Contexts can be cut: watch for lost versions (`version_lost`) instead of clock
+        /// regressions, which a cut makes by design (tracking both would split states on it).
+        cuts: bool,
     },
     /// A client running a script.
     Client {
@@ -294,7 +299,7 @@ impl Role {
 
     /// Hands one input to the core and carries out its effects.
     fn step_node(&self, ns: &mut NodeState, input: Input, o: &mut Out<Self>) {
-        let Role::Node { key, probe_timers, .. } = self else { return };
+        let Role::Node { key, probe_timers, cuts, .. } = self else { return };
         let before = ns.node.store().clone();
         let suspected_before = ns.node.volatile().suspected.clone();
         let mut effects = Vec::new();
@@ -312,14 +317,21 @@ impl Role {
             effects.retain(|e| !matches!(e, Effect::Send { msg: Msg::Ping | Msg::Pong, .. }));
         }
         if *ns.node.store() != before {
-            let old_versions = before.data.get(key);
-            let old = old_versions.map(|s| s.context()).unwrap_or_default();
-            let new = ns.node.store().data.get(key).map(|s| s.context()).unwrap_or_default();
-            if !descends(&new, &old) {
-                ns.clock_regressed = true;
-            }
-            if old_versions.is_some_and(|s| s.versions().iter().any(|v| !new.contains(&v.dot))) {
-                ns.version_lost = true;
+            let old = before.data.get(key);
+            let new = ns.node.store().data.get(key);
+            if *cuts {
+                let kept = |v: &Version| {
+                    new.is_some_and(|n| n.versions().iter().any(|w| w == v || w.supersedes(v)))
+                };
+                if old.is_some_and(|o| !o.versions().iter().all(kept)) {
+                    ns.version_lost = true;
+                }
+            } else {
+                let old = old.map(|s| s.context()).unwrap_or_default();
+                let new = new.map(|s| s.context()).unwrap_or_default();
+                if !descends(&new, &old) {
+                    ns.clock_regressed = true;
+                }
             }
             // The durability rule: the write is durable before any effect of this step leaves.
             o.save(ns.node.store().clone());

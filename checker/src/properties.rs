@@ -99,6 +99,14 @@ pub mod names {
     pub const NO_DOT_REUSE: &str = "no dot is sent with two different versions";
     /// Under cut contexts: every read context fits the limit.
     pub const CONTEXTS_FIT: &str = "every context a get returns fits the limit";
+    /// Sometimes, under cut contexts: a node records a counter its copy of a key forgot.
+    pub const COUNTER_RECORDED: &str = "a node records a counter its key's versions forgot";
+    /// Sometimes, under cut contexts: an acknowledged write is held on some store only through a
+    /// chain of pasts (what the lineage is for).
+    pub const HELD_THROUGH_CHAIN: &str = "an acked put is superseded only through a chain";
+    /// Sometimes, under cut contexts: a replica holds a version that another of its versions
+    /// names only through a chain (a stale copy back beside a write on a cut context).
+    pub const STALE_COPY: &str = "a stale copy comes back beside a write on a cut context";
     /// Convergence under a quiescence premise.
     pub const CONVERGENCE: &str = "once quiescent, N primaries equal and no hints remain";
     /// Read-your-writes.
@@ -143,7 +151,7 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
     let quiescence =
         if setup.network == NetworkKind::Duplicating { Expect::Either } else { Expect::Reached };
     // A write on a cut context can leave a version it does not name beside it: a false
-    // conflict, so one client's puts may make siblings too.
+    // conflict, so one client's puts may make siblings (and a get return them) too.
     let siblings = if setup.concurrent_puts() {
         Expect::Reached
     } else if setup.cuts_contexts() {
@@ -180,9 +188,17 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
         spec(HINT_STORED, Sometimes, reached(sloppy_routes), hint_stored),
         spec(HINT_DELIVERED, Sometimes, reached(sloppy_routes), hint_delivered),
         spec(CRASH_RECOVER, Sometimes, reached(setup.crashes > 0), crash_recovered),
-        spec(GET_SIBLINGS, Sometimes, reached(setup.concurrent_puts()), get_siblings),
+        spec(GET_SIBLINGS, Sometimes, siblings, gets_siblings),
         spec(QUIESCENT, Sometimes, quiescence, quiescent_with_data),
     ]);
+    if setup.cuts_contexts() {
+        // Witnesses that the cut is taken and that what the restated properties add is used.
+        specs.extend([
+            spec(COUNTER_RECORDED, Sometimes, Expect::Reached, counter_recorded),
+            spec(HELD_THROUGH_CHAIN, Sometimes, Expect::Reached, held_through_chain),
+            spec(STALE_COPY, Sometimes, Expect::Either, stale_copy),
+        ]);
+    }
     specs
 }
 
@@ -290,6 +306,33 @@ fn clock_monotonic(m: &DynamoModel, s: &DynamoState) -> bool {
 
 fn versions_replaced(m: &DynamoModel, s: &DynamoState) -> bool {
     nodes(&m.cfg, s).all(|(_, ns)| !ns.version_lost)
+}
+
+fn counter_recorded(m: &DynamoModel, s: &DynamoState) -> bool {
+    durable(&m.cfg, s).any(|(_, st)| st.is_some_and(|st| !st.issued.is_empty()))
+}
+
+/// Some store holds an acknowledged write only through a chain of pasts: followed through the
+/// lineage it is there, read directly from the pasts it is not.
+fn held_through_chain(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    let direct = History::new(false, None, false);
+    clients(info, s).flat_map(|c| &c.outcomes).any(|o| {
+        let Outcome::Written { dot, value } = o else { return false };
+        durable(info, s).any(|(_, st)| {
+            st.and_then(|st| st.data.get(&info.key)).is_some_and(|sib| {
+                holds_write(sib, dot, *value, &s.history) && !holds_write(sib, dot, *value, &direct)
+            })
+        })
+    })
+}
+
+fn stale_copy(m: &DynamoModel, s: &DynamoState) -> bool {
+    let info = &m.cfg;
+    durable(info, s).any(|(_, st)| {
+        let held = st.and_then(|st| st.data.get(&info.key));
+        settled(held, &s.history).len() < held.map_or(0, |h| h.len())
+    })
 }
 
 fn no_dot_reuse(_: &DynamoModel, s: &DynamoState) -> bool {
@@ -442,7 +485,7 @@ fn crash_recovered(m: &DynamoModel, s: &DynamoState) -> bool {
     })
 }
 
-fn get_siblings(m: &DynamoModel, s: &DynamoState) -> bool {
+fn gets_siblings(m: &DynamoModel, s: &DynamoState) -> bool {
     clients(&m.cfg, s)
         .flat_map(|c| &c.outcomes)
         .any(|o| matches!(o, Outcome::Read { values, .. } if values.len() > 1))

@@ -27,8 +27,8 @@ use std::sync::Arc;
 /// The register tester over client ids.
 pub type Tester = LinearizabilityTester<Id, Register<u8>>;
 
-/// Auxiliary state recorded from client traffic. Empty when linearizability is not tested, so it
-/// then adds nothing to the state space.
+/// Auxiliary state recorded from client and peer traffic. Empty when linearizability is not
+/// tested and contexts are not cut, so it then adds nothing to the state space.
 ///
 /// It also carries the model's client symmetry, if any, which is fixed for a run: stateright
 /// hands the representative function nothing but the state (see [`crate::symmetry`]). Equality

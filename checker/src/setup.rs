@@ -175,12 +175,12 @@ impl Setup {
                 crashes: 1,
                 ..base
             }),
-            // Contexts cut to 2 entries: 3 nodes, all primaries (so strict and sloppy quorum differ
-            // only in skipping a suspected primary). One client writes through each node in turn,
-            // reading in between, so that its contexts come to name three coordinators and are
-            // cut, and its last put asks a coordinator whose first counter a cut may have made its
-            // copy of the key forget (see `with_capped_script`); a second client's put races with
-            // all of it.
+            // Contexts cut to 2 entries: 3 nodes, all primaries (no fallbacks: sloppy quorum
+            // differs from strict only in its two-stage deadline). One client writes through each
+            // node in turn, reading in between, so that its contexts come to name three
+            // coordinators and are cut, and its last put asks a coordinator whose first counter a
+            // cut may have made its copy of the key forget (see `with_capped_script`); a second
+            // client's put races with all of it.
             "capped" => {
                 Some(Setup { nodes: 3, context_entries_max: 2, ..base }.with_capped_script())
             }
@@ -208,8 +208,10 @@ impl Setup {
     /// for a new counter after n2's copy of the key may have forgotten its first. The second puts
     /// through node 0 with no context, racing with all of that, and reads through node 2.
     fn with_capped_script(self) -> Setup {
-        let walk = self.walk().unwrap_or_default();
-        let at = |node: u16| walk.iter().position(|n| n.0 == node).unwrap_or(0);
+        let walk = self.walk().expect("the capped configuration is valid");
+        let at = |node: u16| {
+            walk.iter().position(|n| n.0 == node).expect("every node is on the key's walk")
+        };
         let script = vec![
             Op::Put(at(2)),
             Op::Get(at(1)),
@@ -225,9 +227,23 @@ impl Setup {
     }
 
     /// Whether contexts handed to clients can be cut: the limit is below the default, which no
-    /// named configuration's contexts reach.
+    /// named configuration's contexts reach. The properties then follow lineage through the
+    /// versions nodes send each other, which needs N >= 2 (with one replica nothing is sent; see
+    /// [`Setup::check`]).
     pub fn cuts_contexts(&self) -> bool {
         self.context_entries_max < Limits::default().context_entries_max
+    }
+
+    /// Checks what the protocol's configuration cannot: lineage needs versions to be sent.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cuts_contexts() && self.n < 2 {
+            return Err(format!(
+                "context_entries_max = {} cuts contexts, and the properties then follow the \
+                 versions nodes send each other: N must be at least 2",
+                self.context_entries_max
+            ));
+        }
+        self.config().map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// The validated protocol configuration, carrying the mutant if one is set.
@@ -298,6 +314,7 @@ impl Setup {
                 ring: ring.clone(),
                 key: key.clone(),
                 probe_timers: self.probe_timers,
+                cuts: self.cuts_contexts(),
             })
             .collect();
         let mut clients = Vec::new();

@@ -7,7 +7,7 @@ use dynamo_checker::setup::Setup;
 use dynamo_checker::Mutant;
 
 /// Which property catches which mutant, in which configuration and quorum mode.
-const CATCHES: [(Mutant, &str, bool, &[&str]); 8] = [
+const CATCHES: [(Mutant, &str, bool, &[&str]); 9] = [
     (Mutant::AckBeforeQuorum, "canonical", false, &[ACKED_DURABLE]),
     (Mutant::ReadBeforeQuorum, "canonical", false, &[READ_YOUR_WRITES]),
     (Mutant::PutNoIncrement, "canonical", false, &[ACKED_DURABLE]),
@@ -17,6 +17,7 @@ const CATCHES: [(Mutant, &str, bool, &[&str]); 8] = [
     (Mutant::FallbackWritesPrimary, "canonical", true, &[PRIMARY_DATA]),
     // Only a cut context makes a key's versions forget a counter of their coordinator's.
     (Mutant::IssuedNotRecorded, "capped", false, &[NO_DOT_REUSE]),
+    (Mutant::ReadContextUncapped, "capped", false, &[CONTEXTS_FIT]),
 ];
 
 fn caught_by(mutant: Mutant, config: &str, sloppy: bool) -> Vec<&'static str> {

@@ -223,7 +223,10 @@ impl<S: Store> Node<S> {
                     ClientReply::Written { dot: *dot, context: clock.clone() }
                 }
                 CoordKind::Get { replies } => {
-                    read_reply(&merge_all(replies), self.config.limits().context_entries_max)
+                    let max = self.config.limits().context_entries_max;
+                    #[cfg(feature = "mutants")]
+                    let max = crate::mutant::read_context_max(&self.config, max);
+                    read_reply(&merge_all(replies), max)
                 }
             };
             reply_from(me, id, reply, effects);

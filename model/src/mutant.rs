@@ -34,11 +34,14 @@ pub enum Mutant {
     /// The coordinator ignores its record of the counters its key's versions forgot (see
     /// `Store::issued`), so after a cut context replaced them it can issue one of them again.
     IssuedNotRecorded,
+    /// A get's answer carries the merged context whole, however many entries it has, instead of
+    /// cut to the limit (see `Context::capped`).
+    ReadContextUncapped,
 }
 
 impl Mutant {
     /// Every mutant, in a stable order.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::AckBeforeQuorum,
         Mutant::ReadBeforeQuorum,
         Mutant::PutNoIncrement,
@@ -47,6 +50,7 @@ impl Mutant {
         Mutant::ReadRepairOverwrites,
         Mutant::FallbackWritesPrimary,
         Mutant::IssuedNotRecorded,
+        Mutant::ReadContextUncapped,
     ];
 
     /// The mutant's command-line name.
@@ -60,6 +64,7 @@ impl Mutant {
             Mutant::ReadRepairOverwrites => "read-repair-overwrites",
             Mutant::FallbackWritesPrimary => "fallback-writes-primary",
             Mutant::IssuedNotRecorded => "issued-not-recorded",
+            Mutant::ReadContextUncapped => "read-context-uncapped",
         }
     }
 
@@ -110,6 +115,15 @@ pub(crate) fn issued(config: &Config, issued: u64) -> u64 {
         0
     } else {
         issued
+    }
+}
+
+/// The most entries a get's answer may carry: unbounded under [`Mutant::ReadContextUncapped`].
+pub(crate) fn read_context_max(config: &Config, max: usize) -> usize {
+    if active(config, Mutant::ReadContextUncapped) {
+        usize::MAX
+    } else {
+        max
     }
 }
 
