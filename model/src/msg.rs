@@ -229,3 +229,21 @@ pub enum Msg {
     /// Answer to `Ping`.
     Pong,
 }
+
+impl Msg {
+    /// The message's variant name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Forward { .. } => "Forward",
+            Msg::ForwardReply { .. } => "ForwardReply",
+            Msg::Store { .. } => "Store",
+            Msg::StoreAck { .. } => "StoreAck",
+            Msg::Fetch { .. } => "Fetch",
+            Msg::FetchReply { .. } => "FetchReply",
+            Msg::Handoff { .. } => "Handoff",
+            Msg::HandoffAck { .. } => "HandoffAck",
+            Msg::Ping => "Ping",
+            Msg::Pong => "Pong",
+        }
+    }
+}

@@ -805,7 +805,8 @@ mod tests {
         assert!(matches!(serving.await.expect("task"), WriteEnd::Stop));
     }
 
-    /// A message over the frame bound is dropped and counted; the ones around it go.
+    /// A message over the frame bound is dropped and counted (as oversized too); the ones around
+    /// it go.
     #[tokio::test]
     async fn an_oversized_message_is_dropped_and_the_rest_go() {
         let (client, server) = pair().await;
@@ -819,6 +820,7 @@ mod tests {
             assert_eq!(postcard::from_bytes::<Msg>(&frame).expect("decodes"), ack(want));
         }
         assert_eq!(count(&link), (2, 1));
+        assert_eq!(link.ctx.net.outbound_oversized.load(Ordering::Relaxed), 1);
     }
 
     /// A hello of an older version, which has no ring, is refused for its version; one of this

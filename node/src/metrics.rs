@@ -29,8 +29,14 @@ pub struct NetStats {
     pub frames_sent: AtomicU64,
     /// Frames read from peers.
     pub frames_received: AtomicU64,
-    /// Messages dropped because a peer's outbound queue was full (or the peer unknown).
+    /// Messages dropped on the way to a peer: its outbound queue was full, the peer was unknown,
+    /// the connection broke before they were written, or they were oversized (below).
     pub outbound_dropped: AtomicU64,
+    /// Of those, messages that encode larger than the peer frame bound: a key whose siblings,
+    /// merged from concurrent writes, outgrew what one frame carries (`siblings_max` versions of
+    /// the largest value). Such a key cannot be replicated or handed off until a write resolves
+    /// its siblings.
+    pub outbound_oversized: AtomicU64,
     /// Peer messages dropped because the driver's input queue was full.
     pub inbound_dropped: AtomicU64,
     /// Handshakes refused (cluster, version or node id mismatch).
@@ -69,13 +75,19 @@ impl Metrics {
         let mut out = String::new();
         self.render_requests(&mut out);
         self.render_siblings(&mut out);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             ("dynamo_peer_frames_sent_total", "Frames written to peers.", &net.frames_sent),
             ("dynamo_peer_frames_received_total", "Frames read from peers.", &net.frames_received),
             (
                 "dynamo_peer_outbound_dropped_total",
-                "Peer messages dropped: queue full.",
+                "Peer messages dropped: queue full, peer unknown, connection broken or oversized.",
                 &net.outbound_dropped,
+            ),
+            (
+                "dynamo_peer_outbound_oversized_total",
+                "Peer messages dropped for encoding larger than the frame bound (a key's merged \
+                 siblings outgrew one frame).",
+                &net.outbound_oversized,
             ),
             (
                 "dynamo_peer_inbound_dropped_total",

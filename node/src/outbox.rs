@@ -182,8 +182,9 @@ impl<S: TryWrite> State<S> {
     }
 
     /// Appends `msg` as one frame: its 4-byte big-endian length, then its postcard encoding (the
-    /// framing the reader's `LengthDelimitedCodec` expects). False if it was dropped.
-    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> bool {
+    /// framing the reader's `LengthDelimitedCodec` expects). If it was dropped, the bytes it
+    /// encoded to.
+    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> Result<(), usize> {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
         // Encoded in place, so that a failure (never expected: every message type encodes)
@@ -194,11 +195,11 @@ impl<S: TryWrite> State<S> {
             Ok(l) if encoded && len <= bounds.frame_bytes_max => {
                 self.buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&l.to_be_bytes());
                 self.ends.push_back(self.buf.len());
-                true
+                Ok(())
             }
             _ => {
                 self.buf.truncate(start);
-                false
+                Err(len)
             }
         }
     }
@@ -256,8 +257,24 @@ impl<S: TryWrite> Outbox<S> {
             let full = !st.ends.is_empty()
                 && (st.ends.len() >= self.bounds.queue_max
                     || st.buf.len() >= self.bounds.bytes_max);
-            if full || !st.encode(&msg, &self.bounds) {
+            if full {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+            } else if let Err(bytes) = st.encode(&msg, &self.bounds) {
+                net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
+                let before = net.outbound_oversized.fetch_add(1, Ordering::Relaxed);
+                // Logged the 1st, 2nd, 4th, 8th... time: a key stuck this way is retried on
+                // every tick, and its log must not grow as fast.
+                if (before + 1).is_power_of_two() {
+                    tracing::warn!(
+                        bytes,
+                        frame_bytes_max = self.bounds.frame_bytes_max,
+                        message = msg.kind(),
+                        dropped = before + 1,
+                        "a peer message encodes larger than the frame bound and was dropped: a \
+                         key's siblings outgrew one frame; a put on the context of a get with \
+                         r=1 resolves them"
+                    );
+                }
             }
         }
     }
