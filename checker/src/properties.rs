@@ -193,9 +193,11 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
     ]);
     if setup.cuts_contexts() {
         // Witnesses that the cut is taken and that what the restated properties add is used.
+        // Reported, not judged: whether a script's contexts reach the limit depends on the
+        // script (the `capped` tests assert all three are reached there).
         specs.extend([
-            spec(COUNTER_RECORDED, Sometimes, Expect::Reached, counter_recorded),
-            spec(HELD_THROUGH_CHAIN, Sometimes, Expect::Reached, held_through_chain),
+            spec(COUNTER_RECORDED, Sometimes, Expect::Either, counter_recorded),
+            spec(HELD_THROUGH_CHAIN, Sometimes, Expect::Either, held_through_chain),
             spec(STALE_COPY, Sometimes, Expect::Either, stale_copy),
         ]);
     }

@@ -246,4 +246,19 @@ impl Msg {
             Msg::Pong => "Pong",
         }
     }
+    /// The key the message is about, if it names one.
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            Msg::Forward { op, .. } => Some(&op.key),
+            Msg::Store { key, .. }
+            | Msg::Fetch { key, .. }
+            | Msg::Handoff { key, .. }
+            | Msg::HandoffAck { key, .. } => Some(key),
+            Msg::ForwardReply { .. }
+            | Msg::StoreAck { .. }
+            | Msg::FetchReply { .. }
+            | Msg::Ping
+            | Msg::Pong => None,
+        }
+    }
 }

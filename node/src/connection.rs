@@ -50,7 +50,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -469,19 +469,49 @@ pub struct PeerLink {
     outbox: Outbox<TcpStream>,
     /// Signalled when the driver left bytes unwritten or found the connection broken.
     wake: Notify,
+    /// When an oversized message was last logged.
+    oversized_logged: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often, at most, a link logs a message dropped for its size.
+pub const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerLink {
     /// A link to `peer`, not connected yet: [`run_link`] connects it.
     pub fn new(ctx: Arc<PeerContext>, peer: NodeId) -> PeerLink {
         let outbox = Outbox::new(Bounds::new(ctx.frame_bytes_max), ctx.net.clone());
-        PeerLink { ctx, peer, outbox, wake: Notify::new() }
+        PeerLink {
+            ctx,
+            peer,
+            outbox,
+            wake: Notify::new(),
+            oversized_logged: std::sync::Mutex::new(None),
+        }
     }
 
     /// Queues `msgs` in order behind what is buffered, encoded; [`PeerLink::flush`] writes them.
-    /// Messages over the frame bound, or that find the buffer full, are dropped and counted.
+    /// Messages over the frame bound, or that find the buffer full, are dropped and counted; one
+    /// dropped for its size is also logged, at most once per [`OVERSIZED_LOG_EVERY`] per link.
     pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
-        self.outbox.push(msgs);
+        let Some(o) = self.outbox.push(msgs) else { return };
+        let mut last = self.oversized_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < OVERSIZED_LOG_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        let key = o.key.map(|k| k.to_string()).unwrap_or_default();
+        tracing::warn!(
+            node = %self.ctx.me,
+            peer = %self.peer,
+            message = o.kind,
+            key,
+            bytes = o.bytes,
+            frame_bytes_max = self.ctx.frame_bytes_max,
+            "a peer message encodes larger than the frame bound and was dropped: the key's \
+             siblings outgrew one frame; a get with r=1 through this node and a put on its \
+             context resolve them (dynamo_peer_outbound_oversized_total counts every one)"
+        );
     }
 
     /// Writes what is queued as far as the socket takes it without blocking; the connection task
@@ -821,6 +851,12 @@ mod tests {
         }
         assert_eq!(count(&link), (2, 1));
         assert_eq!(link.ctx.net.outbound_oversized.load(Ordering::Relaxed), 1);
+        // What the link logs: the first oversized message of a push, with its key and size.
+        let big = Msg::Forward { req: RequestId(8), op: ClientOp::get(Key(vec![b'k'; 100])) };
+        let o = link.outbox.push([ack(3), big.clone(), big]).expect("described");
+        assert_eq!((o.kind, o.key), ("Forward", Some(Key(vec![b'k'; 100]))));
+        assert!(o.bytes > 64, "{} bytes", o.bytes);
+        assert_eq!(link.ctx.net.outbound_oversized.load(Ordering::Relaxed), 3);
     }
 
     /// A hello of an older version, which has no ring, is refused for its version; one of this

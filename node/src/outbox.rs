@@ -26,7 +26,7 @@
 //! message (one frame, however large, is always taken into an empty buffer).
 
 use crate::metrics::NetStats;
-use dynamo_model::Msg;
+use dynamo_model::{Key, Msg};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -36,6 +36,17 @@ use std::sync::Arc;
 use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(dynamo_loom))]
 use std::sync::{Mutex, MutexGuard};
+
+/// A message dropped for encoding larger than the frame bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Oversized {
+    /// The message's kind (`Msg::kind`).
+    pub kind: &'static str,
+    /// The key it was about, if any.
+    pub key: Option<Key>,
+    /// What it encoded to.
+    pub bytes: usize,
+}
 
 /// Frames buffered per peer (unwritten) before the driver starts dropping.
 pub const OUTBOUND_QUEUE_MAX: usize = 8 * 1024;
@@ -182,9 +193,9 @@ impl<S: TryWrite> State<S> {
     }
 
     /// Appends `msg` as one frame: its 4-byte big-endian length, then its postcard encoding (the
-    /// framing the reader's `LengthDelimitedCodec` expects). If it was dropped, the bytes it
-    /// encoded to.
-    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> Result<(), usize> {
+    /// framing the reader's `LengthDelimitedCodec` expects). If it was dropped: the bytes it
+    /// encoded to when it was too large, `None` when it did not encode.
+    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> Result<(), Option<usize>> {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
         // Encoded in place, so that a failure (never expected: every message type encodes)
@@ -199,7 +210,7 @@ impl<S: TryWrite> State<S> {
             }
             _ => {
                 self.buf.truncate(start);
-                Err(len)
+                Err((encoded && len > bounds.frame_bytes_max).then_some(len))
             }
         }
     }
@@ -249,9 +260,12 @@ impl<S: TryWrite> Outbox<S> {
     }
 
     /// Queues `msgs` in order behind what is buffered, encoded; [`Outbox::flush`] writes them.
-    /// Messages over the frame bound, or that find the buffer full, are dropped and counted.
-    pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
+    /// Messages over the frame bound, or that find the buffer full, are dropped and counted. The
+    /// first message dropped for its size is described in the answer, for the caller to log
+    /// (outside the lock).
+    pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) -> Option<Oversized> {
         let net = &self.net;
+        let mut oversized = None;
         let mut st = self.lock();
         for msg in msgs {
             let full = !st.ends.is_empty()
@@ -259,24 +273,19 @@ impl<S: TryWrite> Outbox<S> {
                     || st.buf.len() >= self.bounds.bytes_max);
             if full {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-            } else if let Err(bytes) = st.encode(&msg, &self.bounds) {
+            } else if let Err(too_large) = st.encode(&msg, &self.bounds) {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                let before = net.outbound_oversized.fetch_add(1, Ordering::Relaxed);
-                // Logged the 1st, 2nd, 4th, 8th... time: a key stuck this way is retried on
-                // every tick, and its log must not grow as fast.
-                if (before + 1).is_power_of_two() {
-                    tracing::warn!(
+                if let Some(bytes) = too_large {
+                    net.outbound_oversized.fetch_add(1, Ordering::Relaxed);
+                    oversized.get_or_insert_with(|| Oversized {
+                        kind: msg.kind(),
+                        key: msg.key().cloned(),
                         bytes,
-                        frame_bytes_max = self.bounds.frame_bytes_max,
-                        message = msg.kind(),
-                        dropped = before + 1,
-                        "a peer message encodes larger than the frame bound and was dropped: a \
-                         key's siblings outgrew one frame; a put on the context of a get with \
-                         r=1 resolves them"
-                    );
+                    });
                 }
             }
         }
+        oversized
     }
 
     /// The driver's write: as much of the queue as the socket takes without blocking. True when

@@ -166,6 +166,65 @@ async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
     c.shutdown().await;
 }
 
+/// A key whose siblings, written on both sides of a partition, merge past what one peer frame
+/// carries (`siblings_max` versions of the largest value): the messages that would carry them
+/// are dropped and counted as oversized, not lost silently; a get with `r = 1` still answers from
+/// the coordinator, and a put on its context resolves the key, which replicates again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_that_outgrow_a_peer_frame_are_counted_and_a_put_resolves_them() {
+    // Frames of 2 x 64 KiB versions (and slack): three 60 KB values fit, four do not.
+    let mut c = Cluster::start(3, |cfg| {
+        cfg.params.limits.siblings_max = 2;
+        cfg.params.limits.value_bytes_max = 64 << 10;
+    })
+    .await;
+    let one = Overrides { w: Some(1), r: Some(1), ..NO };
+    let value = |b: u8| Bytes::from(vec![b; 60_000]);
+    // Two siblings written on node 1 alone, two on node 2 alone.
+    c.stop(2).await;
+    c.stop(3).await;
+    for b in [b'a', b'b'] {
+        let w = c.client.put(&c.url(1), b"big", None, value(b), one).await.expect("put");
+        assert_eq!(w.status, 204, "{}", w.text());
+    }
+    c.stop(1).await;
+    c.restart(2).await;
+    for b in [b'c', b'd'] {
+        let w = c.client.put(&c.url(2), b"big", None, value(b), one).await.expect("put");
+        assert_eq!(w.status, 204, "{}", w.text());
+    }
+    c.restart(1).await;
+    c.restart(3).await;
+    c.wait_connected().await;
+    // Node 1 merges all four; its read repair cannot carry them to the others.
+    let all = Overrides { r: Some(3), ..NO };
+    let r = c.client.get(&c.url(1), b"big", all).await.expect("get");
+    assert_eq!((r.status, r.values.len()), (300, 4), "four siblings");
+    eventually("oversized repairs counted", || async {
+        (c.metric(1, "dynamo_peer_outbound_oversized_total").await? > 0).then_some(())
+    })
+    .await;
+    let r = c.client.get(&c.url(1), b"big", one).await.expect("get");
+    assert_eq!((r.status, r.values.len()), (300, 4), "node 1 holds all four");
+    let w = c
+        .client
+        .put(
+            &c.url(1),
+            b"big",
+            r.context.as_deref(),
+            Bytes::from("one"),
+            Overrides { w: Some(3), ..NO },
+        )
+        .await
+        .expect("put");
+    assert_eq!(w.status, 204, "the resolving write reaches every replica: {}", w.text());
+    for i in 1..=3 {
+        let r = c.client.get(&c.url(i), b"big", one).await.expect("get");
+        assert_eq!((r.status, r.values), (200, vec![b"one".to_vec()]), "node {i}");
+    }
+    c.shutdown().await;
+}
+
 /// Writes in flight when a node is told to stop are answered, not left to time out: the node's
 /// peer links stay up until its HTTP server has drained, so the replicas' acknowledgements
 /// still arrive. (Before, the links closed at once and every write in flight ended 503 after its
