@@ -234,7 +234,8 @@ impl Setup {
         self.context_entries_max < Limits::default().context_entries_max
     }
 
-    /// Checks what the protocol's configuration cannot: lineage needs versions to be sent.
+    /// Checks what the protocol's configuration cannot: lineage needs versions to be sent. The
+    /// command line and [`crate::run::check`] call it.
     pub fn check(&self) -> Result<(), String> {
         if self.cuts_contexts() && self.n < 2 {
             return Err(format!(

@@ -137,3 +137,13 @@ fn capped_one_client_with_a_crash_meets_every_expectation() {
         found(&exhaustive(s, sloppy), &[SIBLINGS, COUNTER_RECORDED, HELD_THROUGH_CHAIN]);
     }
 }
+
+/// Cut contexts with a single replica are refused: nothing is sent, so there is no lineage to
+/// follow and the restated properties would raise false alarms.
+#[test]
+fn cuts_with_one_replica_are_refused() {
+    let mut s = named("capped");
+    (s.n, s.r, s.w) = (1, 1, 1);
+    let err = check(&s, &RunOptions::default()).expect_err("refused");
+    assert!(err.to_string().contains("N must be at least 2"), "{err}");
+}
