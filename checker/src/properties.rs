@@ -338,7 +338,7 @@ fn stale_copy(m: &DynamoModel, s: &DynamoState) -> bool {
 }
 
 fn no_dot_reuse(_: &DynamoModel, s: &DynamoState) -> bool {
-    s.history.lineage.as_ref().is_none_or(|l| l.reused.is_none())
+    s.history.lineage.as_ref().is_none_or(|sent| sent.reused.is_none())
 }
 
 fn contexts_fit(m: &DynamoModel, s: &DynamoState) -> bool {
@@ -416,16 +416,14 @@ fn convergence(m: &DynamoModel, s: &DynamoState) -> bool {
     equal && no_hints
 }
 
-/// A replica's versions, without any that another of them names through a chain of pasts: a
-/// stale copy that came back beside a write on a cut context (the cost of the cut, see
-/// `Context::capped`). Without cuts no version of an antichain names another, so this is the
-/// replica's whole set.
+/// A replica's versions, without a stale copy another of them names through a chain of pasts
+/// (see `Lineage::settled`); the whole set when the run keeps no lineage.
 fn settled<'a>(siblings: Option<&'a Siblings>, history: &History) -> Vec<&'a Version> {
-    let versions = siblings.map(|s| s.versions()).unwrap_or_default();
-    versions
-        .iter()
-        .filter(|v| !versions.iter().any(|w| w.dot != v.dot && history.names(&w.past, &v.dot)))
-        .collect()
+    match (siblings, &history.lineage) {
+        (Some(set), Some(sent)) => sent.lineage.settled(set),
+        (Some(set), None) => set.versions().iter().collect(),
+        (None, _) => Vec::new(),
+    }
 }
 
 fn read_your_writes(m: &DynamoModel, s: &DynamoState) -> bool {

@@ -10,13 +10,14 @@
 //! a cut context names the versions it replaces but not always what those named: an acknowledged
 //! write can then be superseded only through a chain of pasts, and the version that held the
 //! middle of the chain may be gone from every store. So the history keeps the past and payload of
-//! every version a node sent to another ([`Lineage`]), and the properties follow chains through
-//! it. It also notes a dot sent with two different versions: a counter issued twice.
+//! every version a node sent to another ([`Sent`], over the core's [`Lineage`]), and the
+//! properties follow chains through it. It also notes a dot sent with two different versions: a counter issued twice.
 
 use crate::actors::Wire;
 use crate::setup::ModelInfo;
 use crate::symmetry::Symmetry;
-use dynamo_model::{Action, ActorId, ClientReply, Context, Dot, Msg, Payload, Siblings, Version};
+use dynamo_model::lineage::Lineage;
+use dynamo_model::{Action, ClientReply, Context, Dot, Msg, Payload, Siblings};
 use stateright::actor::{Envelope, Id};
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
@@ -40,7 +41,7 @@ pub struct History {
     /// The run's interchangeable clients.
     pub symmetry: Option<Arc<Symmetry>>,
     /// Every version sent so far, when the run follows lineage.
-    pub lineage: Option<Arc<Lineage>>,
+    pub lineage: Option<Arc<Sent>>,
 }
 
 impl PartialEq for History {
@@ -56,57 +57,30 @@ impl Hash for History {
     }
 }
 
-/// The versions nodes sent, each as first sent under its actor and counter.
+/// The versions nodes sent (see [`dynamo_model::lineage`]), and the first dot sent with two
+/// different versions, if any: a counter issued twice.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lineage {
-    /// (actor, counter) to the version first sent under that dot.
-    pub sent: BTreeMap<(ActorId, u64), Version>,
-    /// A dot that was later sent with another time, past or payload: a counter issued twice.
+pub struct Sent {
+    /// Every version sent, as first sent under its dot.
+    pub lineage: Lineage,
+    /// A dot that was later sent with another time, past or payload.
     pub reused: Option<Dot>,
 }
 
-impl Lineage {
-    /// The lineage with `siblings`' versions added, or `None` when it already had them all.
-    fn with(&self, siblings: &Siblings) -> Option<Lineage> {
-        let mut next: Option<Lineage> = None;
+impl Sent {
+    /// With `siblings`' versions added, or `None` when it already had them all.
+    fn with(&self, siblings: &Siblings) -> Option<Sent> {
+        let mut next: Option<Sent> = None;
         for v in siblings.versions() {
-            let current = next.as_ref().unwrap_or(self);
-            match current.sent.get(&(v.dot.actor, v.dot.counter)) {
-                Some(first) if first == v => {}
-                Some(_) => {
-                    if current.reused.is_none() {
-                        next.get_or_insert_with(|| self.clone()).reused = Some(v.dot);
-                    }
-                }
-                None => {
-                    let n = next.get_or_insert_with(|| self.clone());
-                    n.sent.insert((v.dot.actor, v.dot.counter), v.clone());
-                }
+            if next.as_ref().unwrap_or(self).lineage.get(&v.dot) == Some(v) {
+                continue;
+            }
+            let n = next.get_or_insert_with(|| self.clone());
+            if n.lineage.record(v).is_some() {
+                n.reused.get_or_insert(v.dot);
             }
         }
         next
-    }
-
-    /// Whether `context` names `target`, directly or through the pasts of the versions it names.
-    /// Without cuts the chain adds nothing: a past holds everything its versions' pasts held.
-    pub fn names(&self, context: &Context, target: &Dot) -> bool {
-        if context.contains(target) {
-            return true;
-        }
-        let mut frontier = vec![context];
-        let mut seen: Vec<&Dot> = Vec::new();
-        while let Some(ctx) = frontier.pop() {
-            for v in self.sent.values() {
-                if !seen.contains(&&v.dot) && ctx.contains(&v.dot) {
-                    if v.past.contains(target) {
-                        return true;
-                    }
-                    seen.push(&v.dot);
-                    frontier.push(&v.past);
-                }
-            }
-        }
-        false
     }
 }
 
@@ -115,14 +89,14 @@ impl History {
     /// versions.
     pub fn new(linearizability: bool, symmetry: Option<Arc<Symmetry>>, lineage: bool) -> History {
         let lin = linearizability.then(|| (Tester::new(Register(0)), BTreeMap::new()));
-        let lineage = lineage.then(|| Arc::new(Lineage::default()));
+        let lineage = lineage.then(|| Arc::new(Sent::default()));
         History { lin, symmetry, lineage }
     }
 
     /// Whether `context` names `target`, following the lineage when the run keeps one.
     pub fn names(&self, context: &Context, target: &Dot) -> bool {
         match &self.lineage {
-            Some(l) => l.names(context, target),
+            Some(sent) => sent.lineage.names([context], target),
             None => context.contains(target),
         }
     }

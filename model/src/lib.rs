@@ -33,6 +33,7 @@ pub mod coordinator;
 pub mod handoff;
 pub mod ids;
 pub mod invariants;
+pub mod lineage;
 pub mod msg;
 #[cfg(feature = "mutants")]
 pub mod mutant;

@@ -23,6 +23,7 @@ use crate::clock::{Context, Dot};
 use crate::config::{Config, ConfigParams};
 use crate::ids::{ActorId, Key, NodeId, RequestId};
 use crate::invariants;
+use crate::lineage::Lineage;
 use crate::msg::{Action, ClientOp, ClientReply, Msg};
 use crate::node::{Effect, Input, Node, Timer};
 use crate::ring::Ring;
@@ -79,7 +80,7 @@ pub struct SimConfig {
     pub keys: usize,
     /// A client gives up on a request after this long (its outcome is then unknown).
     pub client_timeout_ms: u64,
-    /// Keep every sent version (its time, payload hash and past) for the checks that no dot is
+    /// Keep every sent version (see [`Lineage`]) for the checks that no dot is
     /// issued twice and that follow chains of pasts. On for every checked run; off only where
     /// one simulation makes millions of puts (the benchmark), since what it keeps only grows.
     pub track_lineage: bool,
@@ -206,22 +207,6 @@ enum EventKind {
     Restart { node: NodeId },
 }
 
-/// What the simulator keeps of a version a node sent: enough to tell another write under the same
-/// dot (its time, a hash of its payload, its past) and to follow its past.
-#[derive(Debug, PartialEq, Eq)]
-struct Sent {
-    ts_ms: u64,
-    payload: Option<u64>,
-    past: Context,
-}
-
-impl Sent {
-    fn of(v: &crate::versioned::Version) -> Sent {
-        let payload = v.payload.value().map(xxhash_rust::xxh3::xxh3_64);
-        Sent { ts_ms: v.dot.ts_ms, payload, past: v.past.clone() }
-    }
-}
-
 #[derive(Debug)]
 enum Slot {
     Up(Box<Node<MemStore>>),
@@ -264,7 +249,7 @@ pub struct Sim {
     /// The past of every version any node sent, by key and dot (actor, counter): a version
     /// written on a cut context (`Context::capped`) can replace one whose past alone named an
     /// older write, which is then superseded through that chain rather than named.
-    lineage: BTreeMap<Key, BTreeMap<(ActorId, u64), Sent>>,
+    lineage: BTreeMap<Key, Lineage>,
     copies_check_due: bool,
 }
 
@@ -604,11 +589,13 @@ impl Sim {
         })
     }
 
-    /// Whether `set` holds `dot` of `key` or supersedes it: names it in a past, or names a version
-    /// (known from the versions nodes sent) whose past does, and so on. Without cut pasts the
-    /// chain adds nothing, since a past holds the pasts of the versions it names.
+    /// Whether `set` holds `dot` of `key` or supersedes it, through the pasts of the versions
+    /// nodes sent (see [`Lineage::covers`]).
     fn supersedes(&self, key: &Key, set: &crate::versioned::Siblings, dot: &Dot) -> bool {
-        set.covers(dot) || self.named_through(key, set.versions().iter().map(|v| &v.past), dot)
+        match self.lineage.get(key) {
+            Some(known) => known.covers(set, dot),
+            None => set.covers(dot),
+        }
     }
 
     /// The versions of `set` that no other version of it supersedes through a chain of pasts.
@@ -617,42 +604,11 @@ impl Sim {
         key: &Key,
         set: &crate::versioned::Siblings,
     ) -> Vec<crate::versioned::Version> {
-        let versions = set.versions();
-        versions
-            .iter()
-            .filter(|v| {
-                let others = versions.iter().filter(|u| u.dot != v.dot).map(|u| &u.past);
-                !self.named_through(key, others, &v.dot)
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Whether one of `pasts` names `dot` of `key`, or names a version nodes sent whose past
-    /// names it, and so on.
-    fn named_through<'a>(
-        &'a self,
-        key: &Key,
-        pasts: impl Iterator<Item = &'a Context>,
-        dot: &Dot,
-    ) -> bool {
-        let mut pasts: Vec<&Context> = pasts.collect();
-        let Some(known) = self.lineage.get(key) else {
-            return pasts.iter().any(|p| p.contains(dot));
+        let settled = match self.lineage.get(key) {
+            Some(known) => known.settled(set),
+            None => set.versions().iter().collect(),
         };
-        let mut seen: BTreeSet<(ActorId, u64)> = BTreeSet::new();
-        while let Some(past) = pasts.pop() {
-            if past.contains(dot) {
-                return true;
-            }
-            for (&(actor, counter), sent) in known {
-                if past.contains(&Dot { actor, counter, ts_ms: 0 }) && seen.insert((actor, counter))
-                {
-                    pasts.push(&sent.past);
-                }
-            }
-        }
-        false
+        settled.into_iter().cloned().collect()
     }
 
     /// Every acknowledged write is held or superseded on the durable storage (primary data or a
@@ -786,21 +742,14 @@ impl Sim {
                 {
                     let known = self.lineage.entry(key.clone()).or_default();
                     for v in siblings.versions() {
-                        let sent = Sent::of(v);
-                        match known.entry((v.dot.actor, v.dot.counter)) {
-                            std::collections::btree_map::Entry::Vacant(e) => {
-                                e.insert(sent);
-                            }
-                            // A version never changes once written: two under one dot are two
-                            // writes that took the same counter.
-                            std::collections::btree_map::Entry::Occupied(e) => {
-                                if *e.get() != sent && self.violation.is_none() {
-                                    self.violation = Some(format!(
-                                        "dot {} of {key} was issued twice: {:?} and {sent:?}",
-                                        v.dot,
-                                        e.get()
-                                    ));
-                                }
+                        // A version never changes once written: two under one dot are two
+                        // writes that took the same counter.
+                        if let Some(first) = known.record(v) {
+                            if self.violation.is_none() {
+                                self.violation = Some(format!(
+                                    "dot {} of {key} was issued twice: {first:?} and {v:?}",
+                                    v.dot
+                                ));
                             }
                         }
                     }

@@ -573,6 +573,8 @@ fn a_put_supersedes_exactly_what_its_context_covers() {
     check(prop as fn(u64, bool) -> bool);
 }
 
+/// With read contexts capped no actor issues a counter twice, and a capped read context fits and,
+/// written back, replaces every version it was read from whenever their dots alone fit the cap.
 #[test]
 fn capped_contexts_never_issue_a_dot_twice_and_resolve_what_they_read() {
     fn prop(seed: u64, max: u8) -> bool {
