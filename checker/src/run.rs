@@ -199,7 +199,6 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 /// Checks `setup` with `opts`.
 pub fn check(setup: &Setup, opts: &RunOptions) -> anyhow::Result<Report> {
-    setup.check().map_err(anyhow::Error::msg)?;
     let model = setup.model()?;
     let symmetric = model.init_states().iter().any(|s| s.history.symmetry.is_some());
     let mut builder = model.checker().threads(opts.threads.max(1));

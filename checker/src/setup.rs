@@ -21,6 +21,20 @@ use std::sync::Arc;
 /// The key every named configuration works on.
 pub const KEY: &str = "k";
 
+/// Why a [`Setup`] cannot be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The protocol refuses the configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Contexts are cut where no versions are sent, so lineage would be empty.
+    #[error(
+        "context_entries_max = {0} cuts contexts, and the properties then follow the versions \
+         nodes send each other: N must be at least 2"
+    )]
+    CutsNeedReplicas(usize),
+}
+
 /// The network semantics of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NetworkKind {
@@ -234,17 +248,14 @@ impl Setup {
         self.context_entries_max < Limits::default().context_entries_max
     }
 
-    /// Checks what the protocol's configuration cannot: lineage needs versions to be sent. The
-    /// command line and [`crate::run::check`] call it.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks what the protocol's configuration cannot: lineage needs versions to be sent.
+    /// [`Setup::model`] calls it, so no model is built from a setup it refuses.
+    pub fn check(&self) -> Result<(), SetupError> {
         if self.cuts_contexts() && self.n < 2 {
-            return Err(format!(
-                "context_entries_max = {} cuts contexts, and the properties then follow the \
-                 versions nodes send each other: N must be at least 2",
-                self.context_entries_max
-            ));
+            return Err(SetupError::CutsNeedReplicas(self.context_entries_max));
         }
-        self.config().map(|_| ()).map_err(|e| e.to_string())
+        self.config()?;
+        Ok(())
     }
 
     /// The validated protocol configuration, carrying the mutant if one is set.
@@ -301,7 +312,8 @@ impl Setup {
     }
 
     /// Builds the stateright model.
-    pub fn model(&self) -> Result<DynamoModel, ConfigError> {
+    pub fn model(&self) -> Result<DynamoModel, SetupError> {
+        self.check()?;
         let config = Arc::new(self.config()?);
         let ring = Arc::new(self.ring(&config));
         let key = Key::from(KEY);

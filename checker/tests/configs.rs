@@ -146,4 +146,6 @@ fn cuts_with_one_replica_are_refused() {
     (s.n, s.r, s.w) = (1, 1, 1);
     let err = check(&s, &RunOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("N must be at least 2"), "{err}");
+    let Err(err) = s.model() else { panic!("a model was built from a refused setup") };
+    assert!(err.to_string().contains("N must be at least 2"), "{err}");
 }

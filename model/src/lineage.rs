@@ -47,10 +47,14 @@ impl Lineage {
             if past.contains(dot) {
                 return true;
             }
-            for (&(actor, counter), sent) in &self.sent {
-                if past.contains(&Dot { actor, counter, ts_ms: 0 }) && seen.insert((actor, counter))
-                {
-                    pasts.push(&sent.past);
+            // Only versions inside the past's runs of counters can be named by it.
+            let clock = past.clock().entries().iter().map(|e| (e.actor, 1, e.counter));
+            let runs = clock.chain(past.cloud().iter().map(|r| (r.actor, r.first, r.last)));
+            for (actor, first, last) in runs {
+                for (&sent_dot, sent) in self.sent.range((actor, first)..=(actor, last)) {
+                    if seen.insert(sent_dot) {
+                        pasts.push(&sent.past);
+                    }
                 }
             }
         }
@@ -74,5 +78,59 @@ impl Lineage {
                 !self.names(others, &v.dot)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::versioned::Payload;
+
+    fn dot(node: u16, counter: u64) -> Dot {
+        Dot { actor: ActorId::new(NodeId(node), 0), counter, ts_ms: counter }
+    }
+
+    fn version(d: Dot, past: &[Dot]) -> Version {
+        let mut p = Context::new();
+        past.iter().for_each(|x| p.add_dot(x));
+        Version { dot: d, past: p, payload: Payload::Value(vec![d.counter as u8]) }
+    }
+
+    /// c names b, b named a: c's past alone does not hold a, the chain through b does; with b
+    /// never sent, nothing links c to a. A cloud run (a past holding 1:3 but not 1:2) names only
+    /// what it holds.
+    #[test]
+    fn chains_follow_sent_pasts_and_only_what_they_hold() {
+        let (a, b, c) = (dot(1, 1), dot(2, 1), dot(3, 1));
+        let mut lineage = Lineage::default();
+        assert!(lineage.record(&version(a, &[])).is_none());
+        let vc = version(c, &[b]);
+        assert!(!lineage.names([&vc.past], &a), "b was never sent");
+        assert!(lineage.record(&version(b, &[a])).is_none());
+        assert!(lineage.names([&vc.past], &a));
+        assert!(lineage.covers(&Siblings::from_versions([vc.clone()]), &a));
+        let stale = version(a, &[]);
+        let both = Siblings::from_versions([vc.clone(), stale]);
+        let settled: Vec<Dot> = lineage.settled(&both).iter().map(|v| v.dot).collect();
+        assert_eq!(settled, vec![c], "a came back beside the write that superseded it");
+
+        let (d2, d3) = (dot(1, 2), dot(1, 3));
+        assert!(lineage.record(&version(d2, &[])).is_none());
+        let gap = version(dot(4, 1), &[d3]);
+        assert!(!lineage.names([&gap.past], &d2), "1:3 alone does not name 1:2");
+        assert!(lineage.names([&gap.past], &d3));
+    }
+
+    /// A dot sent again with another payload is a counter issued twice: the first is kept.
+    #[test]
+    fn a_dot_sent_with_two_versions_is_told() {
+        let mut lineage = Lineage::default();
+        let first = version(dot(1, 1), &[]);
+        assert!(lineage.record(&first).is_none());
+        assert!(lineage.record(&first).is_none(), "the same version again is no reuse");
+        let other = Version { payload: Payload::Tombstone, ..first.clone() };
+        assert_eq!(lineage.record(&other), Some(&first));
+        assert_eq!(lineage.get(&first.dot), Some(&first));
     }
 }

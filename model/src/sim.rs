@@ -84,6 +84,10 @@ pub struct SimConfig {
     /// issued twice and that follow chains of pasts. On for every checked run; off only where
     /// one simulation makes millions of puts (the benchmark), since what it keeps only grows.
     pub track_lineage: bool,
+    /// The seeded bug every node runs (see [`crate::mutant`]): shows that a simulation, a pinned
+    /// seed above all, still catches the bug it was written for.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<crate::mutant::Mutant>,
 }
 
 impl Default for SimConfig {
@@ -110,6 +114,8 @@ impl Default for SimConfig {
             keys: 3,
             client_timeout_ms: 1_000,
             track_lineage: true,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 }
@@ -256,7 +262,10 @@ pub struct Sim {
 impl Sim {
     /// A cluster of `cfg.params.nodes`, all up and started. Fails on an invalid configuration.
     pub fn new(cfg: SimConfig) -> Result<Sim, crate::config::ConfigError> {
-        let config = Arc::new(Config::new(cfg.params.clone())?);
+        let config = Config::new(cfg.params.clone())?;
+        #[cfg(feature = "mutants")]
+        let config = config.with_mutant(cfg.mutant);
+        let config = Arc::new(config);
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),

@@ -93,6 +93,28 @@ fn capped_seeds_that_reused_a_counter_without_the_record() {
     }
 }
 
+/// The pinned seeds above still find the bug they were pinned for: with the coordinator ignoring
+/// its issued-counter record (the seeded bug `issued-not-recorded`), each of them fails. Compiled
+/// where the core's `mutants` feature is on, as in the workspace's test run (`dynamo-checker`
+/// turns it on).
+#[cfg(feature = "mutants")]
+#[test]
+fn capped_pinned_seeds_catch_a_coordinator_that_ignores_its_record() {
+    for seed in [0, 3] {
+        let mut cfg = SimConfig { seed, ..SimConfig::default() };
+        cfg.params.limits.context_entries_max = 2;
+        cfg.mutant = Some(dynamo_model::mutant::Mutant::IssuedNotRecorded);
+        match Sim::new(cfg).expect("valid").run_workload() {
+            Ok(_) => panic!("seed {seed}: the seeded bug issued-not-recorded went unnoticed"),
+            Err(f) => {
+                let found = f.to_string();
+                let first = found.lines().next().unwrap_or_default();
+                eprintln!("seed {seed} with issued-not-recorded: {first}");
+            }
+        }
+    }
+}
+
 #[test]
 fn strict_quorum_with_faults() {
     let cuts = run("strict", |seed| {

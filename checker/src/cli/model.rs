@@ -158,7 +158,7 @@ impl ModelArgs {
                     .ok_or_else(|| format!("unknown mutant {m:?}; see `dynamo-check mutants`"))?,
             );
         }
-        s.check()?;
+        s.check().map_err(|e| e.to_string())?;
         Ok(s)
     }
 
