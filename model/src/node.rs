@@ -333,10 +333,15 @@ impl<S: Store> Node<S> {
             .find(|p| !self.state.suspected.contains(p))
             .or(prefs.first().copied());
         let Some(to) = to else { return };
+        // The client is answered within its timeout here too: the coordinator gets the time left
+        // after a hop there and back (a fifth of it), so that its answer, even at its own
+        // deadline, normally arrives before this node's.
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
+        let mut op = op;
+        op.timeout_ms = Some(coordinator_timeout_ms(timeout_ms));
         self.stats.forwarded += 1;
         self.state.forwards.insert(req, Forwarded { to, is_write: op.is_write() });
-        effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: 2 * timeout_ms });
+        effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: timeout_ms });
         effects.push(Effect::Send { to, msg: Msg::Forward { req, op } });
     }
 
@@ -520,4 +525,10 @@ pub(crate) fn reply_from(me: NodeId, op: OpId, reply: ClientReply, effects: &mut
     } else {
         effects.push(Effect::Send { to: op.origin, msg: Msg::ForwardReply { req: op.req, reply } });
     }
+}
+
+/// The timeout a coordinator gets for a request forwarded with `timeout_ms` left: four fifths of
+/// it, at least 1 ms, leaving the rest for the hop there and back.
+pub(crate) fn coordinator_timeout_ms(timeout_ms: u64) -> u64 {
+    (timeout_ms - timeout_ms / 5).max(1)
 }

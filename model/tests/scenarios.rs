@@ -167,6 +167,35 @@ fn requests_at_other_nodes_are_forwarded() {
     assert!(sim.node(outsider).expect("up").stats().forwarded >= 1);
 }
 
+/// A forwarded request is answered within its own timeout: when the coordinator is down (and not
+/// yet suspected) the forwarding node answers at the deadline; when the coordinator times out
+/// itself, its answer (here a put with one acknowledgement) arrives first and is the one relayed.
+#[test]
+fn forwarded_requests_are_answered_within_their_timeout() {
+    let mut sim = quiet(false);
+    let walk = sim.ring().walk(&key()).to_vec();
+    let put = |value: &str| {
+        let mut op = ClientOp::put(key(), Context::new(), value.as_bytes().to_vec());
+        op.timeout_ms = Some(500);
+        op
+    };
+    sim.crash(walk[0]);
+    let start = sim.now_ms();
+    let req = sim.submit(walk[3], put("a"));
+    let reply = sim.run_until_reply(req, 10_000);
+    assert_eq!(reply, Some(ClientReply::Indeterminate { acks: 0, needed: 2 }));
+    assert!(sim.now_ms() - start <= 500, "answered after {} ms", sim.now_ms() - start);
+
+    sim.restart(walk[0]);
+    sim.crash(walk[1]);
+    sim.crash(walk[2]);
+    let start = sim.now_ms();
+    let req = sim.submit(walk[4], put("b"));
+    let reply = sim.run_until_reply(req, 10_000);
+    assert_eq!(reply, Some(ClientReply::Indeterminate { acks: 1, needed: 2 }), "the coordinator's");
+    assert!(sim.now_ms() - start <= 500, "answered after {} ms", sim.now_ms() - start);
+}
+
 /// A put that cannot gather W acknowledgements is indeterminate, never failed, and it may
 /// survive: here it does, on the coordinator, and shows up once the cluster heals.
 #[test]

@@ -285,12 +285,11 @@ fn rejected(e: &RequestError) -> (StatusCode, &'static str) {
 
 /// Sends `op` to the core and waits (bounded) for its answer.
 async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
-    // Saturating: a `timeout_ms` from the query is only range-checked by the core, after this.
-    let wait_ms = op
-        .timeout_ms
-        .unwrap_or(st.config.timeouts().request_ms)
-        .saturating_mul(2)
-        .saturating_add(REPLY_SLACK_MS);
+    // The core answers by the request's timeout, forwarded or not; the slack covers a busy
+    // driver. Saturating: a `timeout_ms` from the query is only range-checked by the core, after
+    // this.
+    let wait_ms =
+        op.timeout_ms.unwrap_or(st.config.timeouts().request_ms).saturating_add(REPLY_SLACK_MS);
     let is_write = op.is_write();
     let lost = if is_write {
         "node stopped before answering: the write may or may not have happened"
