@@ -115,11 +115,23 @@ mod tests {
         let settled: Vec<Dot> = lineage.settled(&both).iter().map(|v| v.dot).collect();
         assert_eq!(settled, vec![c], "a came back beside the write that superseded it");
 
-        let (d2, d3) = (dot(1, 2), dot(1, 3));
-        assert!(lineage.record(&version(d2, &[])).is_none());
+        // A cloud run holds only its own counters: 1:3 alone reaches neither 1:2 nor what 1:2's
+        // past named.
+        let (d2, d3, e) = (dot(1, 2), dot(1, 3), dot(5, 1));
+        assert!(lineage.record(&version(d2, &[e])).is_none());
         let gap = version(dot(4, 1), &[d3]);
         assert!(!lineage.names([&gap.past], &d2), "1:3 alone does not name 1:2");
+        assert!(!lineage.names([&gap.past], &e), "nor what 1:2 named");
         assert!(lineage.names([&gap.past], &d3));
+        // A clock entry holds every counter up to its own: {6:2} reaches a sent 6:1 and, through
+        // its past, what 6:1 named.
+        let (f1, f2, g) = (dot(6, 1), dot(6, 2), dot(7, 1));
+        assert!(lineage.record(&version(f1, &[g])).is_none());
+        let mut clock = Context::new();
+        clock.add_dot(&f1);
+        clock.add_dot(&f2);
+        assert!(clock.cloud().is_empty(), "6:1 and 6:2 fold into the clock entry {{6:2}}");
+        assert!(lineage.names([&clock], &g));
     }
 
     /// A dot sent again with another payload is a counter issued twice: the first is kept.

@@ -139,6 +139,8 @@ pub struct Forwarded {
     pub to: NodeId,
     /// Whether it writes (a timeout is then indeterminate).
     pub is_write: bool,
+    /// The answers the request needs (its R or W), for the timeout's reply.
+    pub needed: usize,
 }
 
 /// The volatile protocol state: lost on a crash. Part of the model checker's state.
@@ -334,13 +336,19 @@ impl<S: Store> Node<S> {
             .or(prefs.first().copied());
         let Some(to) = to else { return };
         // The client is answered within its timeout here too: the coordinator gets the time left
-        // after a hop there and back (a fifth of it), so that its answer, even at its own
-        // deadline, normally arrives before this node's.
+        // after a hop there and back (see `coordinator_timeout_ms`), so that its answer, even at
+        // its own deadline, normally arrives before this node's.
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
+        let is_write = op.is_write();
+        let needed = if is_write {
+            op.w.unwrap_or(self.config.w())
+        } else {
+            op.r.unwrap_or(self.config.r())
+        };
         let mut op = op;
         op.timeout_ms = Some(coordinator_timeout_ms(timeout_ms));
         self.stats.forwarded += 1;
-        self.state.forwards.insert(req, Forwarded { to, is_write: op.is_write() });
+        self.state.forwards.insert(req, Forwarded { to, is_write, needed });
         effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: timeout_ms });
         effects.push(Effect::Send { to, msg: Msg::Forward { req, op } });
     }
@@ -505,9 +513,9 @@ impl<S: Store> Node<S> {
         let Some(f) = self.state.forwards.remove(&req) else { return };
         self.state.suspected.insert(f.to);
         let reply = if f.is_write {
-            ClientReply::Indeterminate { acks: 0, needed: self.config.w() }
+            ClientReply::Indeterminate { acks: 0, needed: f.needed }
         } else {
-            ClientReply::Unavailable { replies: 0, needed: self.config.r() }
+            ClientReply::Unavailable { replies: 0, needed: f.needed }
         };
         effects.push(Effect::Reply { req, reply });
     }
@@ -527,8 +535,39 @@ pub(crate) fn reply_from(me: NodeId, op: OpId, reply: ClientReply, effects: &mut
     }
 }
 
-/// The timeout a coordinator gets for a request forwarded with `timeout_ms` left: four fifths of
-/// it, at least 1 ms, leaving the rest for the hop there and back.
+/// A forwarded request's timeout is split: this fraction of it (one part in
+/// `FORWARD_HOP_SHARE`) is kept for the hop to the coordinator and back...
+pub const FORWARD_HOP_SHARE: u64 = 5;
+/// ...and at least this much, or half the timeout when that is shorter, so that a short timeout
+/// does not leave a healthy coordinator's answer late (and the coordinator suspected).
+pub const FORWARD_HOP_MIN_MS: u64 = 20;
+
+/// The timeout a coordinator gets for a request forwarded with `timeout_ms` left: the rest after
+/// the hop's share ([`FORWARD_HOP_SHARE`], [`FORWARD_HOP_MIN_MS`]), at least 1 ms.
 pub(crate) fn coordinator_timeout_ms(timeout_ms: u64) -> u64 {
-    (timeout_ms - timeout_ms / 5).max(1)
+    let hop = (timeout_ms / FORWARD_HOP_SHARE).max(FORWARD_HOP_MIN_MS.min(timeout_ms / 2));
+    (timeout_ms - hop).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every timeout a client may set (1-60,000 ms) leaves the coordinator at least 1 ms and at
+    /// most the whole, and the hop a fifth of it, at least 20 ms or half, whichever is shorter.
+    #[test]
+    fn a_forwarded_timeout_leaves_time_for_the_hop() {
+        for t in 1..=60_000u64 {
+            let c = coordinator_timeout_ms(t);
+            assert!((1..=t).contains(&c), "{t} ms gave the coordinator {c} ms");
+            if t >= 2 {
+                let hop = t - c;
+                assert!(hop >= t / FORWARD_HOP_SHARE, "{t}: hop {hop}");
+                assert!(hop >= FORWARD_HOP_MIN_MS.min(t / 2), "{t}: hop {hop}");
+            }
+        }
+        assert_eq!(coordinator_timeout_ms(1_000), 800);
+        assert_eq!(coordinator_timeout_ms(50), 30);
+        assert_eq!(coordinator_timeout_ms(10), 5);
+    }
 }

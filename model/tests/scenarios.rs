@@ -168,8 +168,9 @@ fn requests_at_other_nodes_are_forwarded() {
 }
 
 /// A forwarded request is answered within its own timeout: when the coordinator is down (and not
-/// yet suspected) the forwarding node answers at the deadline; when the coordinator times out
-/// itself, its answer (here a put with one acknowledgement) arrives first and is the one relayed.
+/// yet suspected) the forwarding node answers at the deadline, with the W the request asked for;
+/// when the coordinator times out itself, its answer (here a put with one acknowledgement)
+/// arrives first and is the one relayed.
 #[test]
 fn forwarded_requests_are_answered_within_their_timeout() {
     let mut sim = quiet(false);
@@ -181,9 +182,11 @@ fn forwarded_requests_are_answered_within_their_timeout() {
     };
     sim.crash(walk[0]);
     let start = sim.now_ms();
-    let req = sim.submit(walk[3], put("a"));
+    let mut all = put("a");
+    all.w = Some(3);
+    let req = sim.submit(walk[3], all);
     let reply = sim.run_until_reply(req, 10_000);
-    assert_eq!(reply, Some(ClientReply::Indeterminate { acks: 0, needed: 2 }));
+    assert_eq!(reply, Some(ClientReply::Indeterminate { acks: 0, needed: 3 }), "the request's W");
     assert!(sim.now_ms() - start <= 500, "answered after {} ms", sim.now_ms() - start);
 
     sim.restart(walk[0]);

@@ -103,9 +103,9 @@ fn capped_seeds_that_reused_a_counter_without_the_record() {
 }
 
 /// The pinned seeds still find the bug they are pinned for: with the coordinator ignoring its
-/// issued-counter record (the seeded bug `issued-not-recorded`), each of them fails. Compiled
-/// where the core's `mutants` feature is on, as in the workspace's test run (`dynamo-checker`
-/// turns it on).
+/// issued-counter record (the seeded bug `issued-not-recorded`), each of them issues a dot twice.
+/// Compiled where the core's `mutants` feature is on: in the workspace's test run
+/// (`dynamo-checker` turns it on), or with `cargo test -p dynamo-model --features mutants`.
 #[cfg(feature = "mutants")]
 #[test]
 fn capped_pinned_seeds_catch_a_coordinator_that_ignores_its_record() {
@@ -119,6 +119,10 @@ fn capped_pinned_seeds_catch_a_coordinator_that_ignores_its_record() {
                 let found = f.to_string();
                 let first = found.lines().next().unwrap_or_default();
                 eprintln!("seed {seed} with issued-not-recorded: {first}");
+                assert!(
+                    first.contains("was issued twice"),
+                    "seed {seed} failed otherwise: {first}"
+                );
             }
         }
     }
