@@ -75,6 +75,30 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// A get's context over a set of `k` concurrent siblings: `Siblings::context` (one join of the
+/// pasts, then the dots added at once) against merging one version at a time, its former
+/// definition, as the baseline measured in the same run.
+fn context(c: &mut Criterion) {
+    let mut g = c.benchmark_group("siblings_context");
+    for k in [1usize, 4, 16, 64] {
+        let (set, _) = sibling_pair(k);
+        g.bench_with_input(BenchmarkId::new("at_once", k), &k, |bch, _| {
+            bch.iter(|| black_box(&set).context())
+        });
+        g.bench_with_input(BenchmarkId::new("one_at_a_time", k), &k, |bch, _| {
+            bch.iter(|| {
+                let mut c = Context::new();
+                for v in black_box(&set).versions() {
+                    c.merge(&v.past);
+                    c.add_dot(&v.dot);
+                }
+                c
+            })
+        });
+    }
+    g.finish();
+}
+
 fn ring(c: &mut Criterion) {
     let nodes = (1..=16).map(NodeId).collect();
     let ring = Ring::new(1024, &nodes);
@@ -112,5 +136,5 @@ fn sim_put(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, clocks, reconcile, decode, ring, sim_put);
+criterion_group!(benches, clocks, reconcile, decode, context, ring, sim_put);
 criterion_main!(benches);

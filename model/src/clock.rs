@@ -544,6 +544,21 @@ impl Context {
         self.clock.get(actor).max(in_cloud.unwrap_or(0))
     }
 
+    /// Records every write of `dots` not yet seen, sorting the cloud once (adding them one at a
+    /// time sorts it again each time).
+    pub fn add_dots<'a>(&mut self, dots: impl IntoIterator<Item = &'a Dot>) {
+        let before = self.cloud.len();
+        let new: Vec<DotRun> = dots
+            .into_iter()
+            .filter(|d| d.counter != 0 && !self.contains(d))
+            .map(DotRun::of)
+            .collect();
+        self.cloud.extend(new);
+        if self.cloud.len() > before {
+            self.normalize();
+        }
+    }
+
     /// Records the write `dot`.
     pub fn add_dot(&mut self, dot: &Dot) {
         if dot.counter == 0 || self.contains(dot) {

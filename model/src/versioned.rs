@@ -241,12 +241,19 @@ impl Siblings {
 
     /// The join of every version's clock: the context a reader of this set gets.
     pub fn context(&self) -> Context {
-        let mut c = Context::new();
-        for v in self.versions.iter() {
-            c.merge(&v.past);
-            c.add_dot(&v.dot);
+        match &self.versions[..] {
+            // The usual case, and the quickest by a copy.
+            [v] => {
+                let mut c = v.past.clone();
+                c.add_dot(&v.dot);
+                c
+            }
+            versions => {
+                let mut c = Context::join_all(versions.iter().map(|v| &v.past));
+                c.add_dots(versions.iter().map(|v| &v.dot));
+                c
+            }
         }
-        c
     }
 
     /// The values of the non-tombstone versions, in dot order.

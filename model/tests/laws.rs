@@ -290,6 +290,36 @@ fn context_is_canonical() {
     check(prop as fn(Ctx) -> bool);
 }
 
+/// A set's context (built in one pass: `Context::join_all` of the pasts, then `add_dots`) is
+/// what merging its versions' pasts and dots one at a time gives, for the sets random runs of
+/// puts and merges make, with and without truncated clocks and cut contexts, and their union.
+#[test]
+fn a_sets_context_is_its_versions_merged_one_at_a_time() {
+    fn prop(seed: u64) -> bool {
+        let fold = |s: &Siblings| {
+            let mut c = Context::new();
+            for v in s.versions() {
+                c.merge(&v.past);
+                c.add_dot(&v.dot);
+            }
+            c
+        };
+        let runs = [
+            random_replicas(seed).0,
+            random_replicas_truncating(seed, Some(2)).0,
+            random_replicas_forgetting(seed, None, Some(2)).0,
+        ];
+        runs.iter().all(|replicas| {
+            let mut all = Siblings::new();
+            for r in replicas {
+                all.reconcile(r);
+            }
+            all.context() == fold(&all) && replicas.iter().all(|s| s.context() == fold(s))
+        })
+    }
+    check(prop as fn(u64) -> bool);
+}
+
 /// Replica sets produced by a random run of puts (each coordinated by its replica's actor, on a
 /// context read from some replica or blind) and pairwise syncs, from a seed.
 fn random_replicas(seed: u64) -> (Vec<Siblings>, Vec<Dot>) {
