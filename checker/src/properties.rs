@@ -125,6 +125,8 @@ pub mod names {
     pub const GET_SIBLINGS: &str = "a get returns siblings";
     /// Sometimes: a quiescent state with data exists.
     pub const QUIESCENT: &str = "a quiescent state with data is reached";
+    /// Sometimes: a coordinator's answer reaches the node that forwarded the request.
+    pub const FORWARD_ANSWERED: &str = "a forwarded request's answer comes back";
 }
 
 /// The specification for `setup`, with expected outcomes.
@@ -190,6 +192,7 @@ pub fn specs(setup: &Setup) -> Vec<Spec> {
         spec(CRASH_RECOVER, Sometimes, reached(setup.crashes > 0), crash_recovered),
         spec(GET_SIBLINGS, Sometimes, siblings, gets_siblings),
         spec(QUIESCENT, Sometimes, quiescence, quiescent_with_data),
+        spec(FORWARD_ANSWERED, Sometimes, reached(setup.forwards()), forward_answered),
     ]);
     if setup.cuts_contexts() {
         // Witnesses that the cut is taken and that what the restated properties add is used.
@@ -489,6 +492,21 @@ fn gets_siblings(m: &DynamoModel, s: &DynamoState) -> bool {
     clients(&m.cfg, s)
         .flat_map(|c| &c.outcomes)
         .any(|o| matches!(o, Outcome::Read { values, .. } if values.len() > 1))
+}
+
+/// A coordinator's `ForwardReply` is deliverable to the node still waiting on that forward: the
+/// state before the answer is relayed to the client (as for a delivered hint, nothing in a state
+/// marks a request answered through a forward).
+fn forward_answered(m: &DynamoModel, s: &DynamoState) -> bool {
+    s.network.iter_deliverable().any(|env| {
+        let Wire::Peer(Msg::ForwardReply { req, .. }) = env.msg else { return false };
+        let i = usize::from(env.dst);
+        i < m.cfg.node_count
+            && matches!(
+                s.actor_states.get(i).map(|st| &**st),
+                Some(RoleState::Node(ns)) if ns.node.volatile().forwards.contains_key(req)
+            )
+    })
 }
 
 fn quiescent_with_data(m: &DynamoModel, s: &DynamoState) -> bool {

@@ -68,13 +68,14 @@ impl NetworkKind {
     }
 }
 
-/// Which client operations go where: the script is built from the preference list, so it does not
-/// depend on node ids.
+/// Which client operations go where: the script is built from the key's walk of the ring (its
+/// preference list first), so it does not depend on node ids.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// A put through the preference list's `i`-th node.
+    /// A put through the walk's `i`-th node: a preference-list node when `i` < N, which
+    /// coordinates it; a later one forwards it to a coordinator.
     Put(usize),
-    /// A get through the preference list's `i`-th node.
+    /// A get through the walk's `i`-th node, as for a put.
     Get(usize),
 }
 
@@ -137,7 +138,7 @@ pub struct Setup {
 }
 
 /// Names of the configurations [`Setup::named`] knows.
-pub const NAMES: [&str; 5] = ["tiny", "canonical", "twins", "capped", "large"];
+pub const NAMES: [&str; 6] = ["tiny", "canonical", "twins", "capped", "forwarded", "large"];
 
 impl Setup {
     /// A named configuration, in sloppy mode (flags switch to strict).
@@ -198,6 +199,15 @@ impl Setup {
             "capped" => {
                 Some(Setup { nodes: 3, context_entries_max: 2, ..base }.with_capped_script())
             }
+            // Requests through a node outside the preference list: one client puts and reads
+            // through the fallback (walk index 3 of 4 nodes), which forwards both to a primary
+            // and answers by itself when no answer comes in time; the other puts through the
+            // first primary and reads through the second; at most one node crashed.
+            "forwarded" => Some(Setup {
+                clients: vec![vec![Op::Put(3), Op::Get(3)], vec![Op::Put(0), Op::Get(1)]],
+                crashes: 1,
+                ..base
+            }),
             // Meant for simulation: 5 nodes, three clients with read-modify-write scripts.
             "large" => Some(Setup {
                 nodes: 5,
@@ -306,6 +316,14 @@ impl Setup {
         self.nodes > self.n
     }
 
+    /// Whether a client sends a request through a node outside the key's preference list, which
+    /// forwards it.
+    pub fn forwards(&self) -> bool {
+        self.clients.iter().flatten().any(|op| match op {
+            Op::Put(i) | Op::Get(i) => i % self.nodes.max(1) >= self.n,
+        })
+    }
+
     /// Whether any two puts may race (siblings become possible).
     pub fn concurrent_puts(&self) -> bool {
         self.clients.iter().filter(|s| s.iter().any(|o| matches!(o, Op::Put(_)))).count() > 1
@@ -318,7 +336,7 @@ impl Setup {
         let ring = Arc::new(self.ring(&config));
         let key = Key::from(KEY);
         let walk = ring.walk(&key).to_vec();
-        let pref = |i: usize| walk.get(i % self.n.max(1)).copied().unwrap_or(NodeId(0));
+        let pref = |i: usize| walk.get(i % walk.len().max(1)).copied().unwrap_or(NodeId(0));
         let mut next_value = b'a';
         let nodes: Vec<Role> = (0..self.nodes)
             .map(|i| Role::Node {
