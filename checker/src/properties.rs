@@ -494,17 +494,19 @@ fn gets_siblings(m: &DynamoModel, s: &DynamoState) -> bool {
         .any(|o| matches!(o, Outcome::Read { values, .. } if values.len() > 1))
 }
 
-/// A coordinator's `ForwardReply` is deliverable to the node still waiting on that forward: the
-/// state before the answer is relayed to the client (as for a delivered hint, nothing in a state
-/// marks a request answered through a forward).
+/// A coordinator's `ForwardReply` is deliverable to the node still waiting on that forward from
+/// that coordinator, which relays it to the client: the state before the answer is relayed (as
+/// for a delivered hint, nothing in a state marks a request answered through a forward).
 fn forward_answered(m: &DynamoModel, s: &DynamoState) -> bool {
     s.network.iter_deliverable().any(|env| {
         let Wire::Peer(Msg::ForwardReply { req, .. }) = env.msg else { return false };
         let i = usize::from(env.dst);
+        let from = crate::actors::node_id(env.src);
         i < m.cfg.node_count
             && matches!(
                 s.actor_states.get(i).map(|st| &**st),
-                Some(RoleState::Node(ns)) if ns.node.volatile().forwards.contains_key(req)
+                Some(RoleState::Node(ns))
+                    if ns.node.volatile().forwards.get(req).is_some_and(|f| f.to == from)
             )
     })
 }

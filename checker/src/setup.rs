@@ -69,7 +69,9 @@ impl NetworkKind {
 }
 
 /// Which client operations go where: the script is built from the key's walk of the ring (its
-/// preference list first), so it does not depend on node ids.
+/// preference list first), so it does not depend on node ids. An index counts along the whole
+/// walk (modulo the node count): with `--n` below a named configuration's N, an index that was on
+/// the preference list can fall outside it, and the request is then forwarded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// A put through the walk's `i`-th node: a preference-list node when `i` < N, which
@@ -336,7 +338,8 @@ impl Setup {
         let ring = Arc::new(self.ring(&config));
         let key = Key::from(KEY);
         let walk = ring.walk(&key).to_vec();
-        let pref = |i: usize| walk.get(i % walk.len().max(1)).copied().unwrap_or(NodeId(0));
+        // The walk holds every node (each has a partition), so this is `forwards`' index too.
+        let pref = |i: usize| walk.get(i % self.nodes.max(1)).copied().unwrap_or(NodeId(0));
         let mut next_value = b'a';
         let nodes: Vec<Role> = (0..self.nodes)
             .map(|i| Role::Node {

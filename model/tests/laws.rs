@@ -290,20 +290,25 @@ fn context_is_canonical() {
     check(prop as fn(Ctx) -> bool);
 }
 
+/// A set's context as its former definition built it: its versions' pasts and dots merged one
+/// at a time.
+fn context_one_at_a_time(s: &Siblings) -> Context {
+    let mut c = Context::new();
+    for v in s.versions() {
+        c.merge(&v.past);
+        c.add_dot(&v.dot);
+    }
+    c
+}
+
 /// A set's context (built in one pass: `Context::join_all` of the pasts, then `add_dots`) is
-/// what merging its versions' pasts and dots one at a time gives, for the sets random runs of
-/// puts and merges make, with and without truncated clocks and cut contexts, and their union.
+/// what merging its versions' pasts and dots one at a time gives, times included, for the sets
+/// random runs of puts and merges make (where each dot has one time), with and without truncated
+/// clocks and cut contexts, and their union.
 #[test]
 fn a_sets_context_is_its_versions_merged_one_at_a_time() {
     fn prop(seed: u64) -> bool {
-        let fold = |s: &Siblings| {
-            let mut c = Context::new();
-            for v in s.versions() {
-                c.merge(&v.past);
-                c.add_dot(&v.dot);
-            }
-            c
-        };
+        let fold = context_one_at_a_time;
         let runs = [
             random_replicas(seed).0,
             random_replicas_truncating(seed, Some(2)).0,
@@ -318,6 +323,45 @@ fn a_sets_context_is_its_versions_merged_one_at_a_time() {
         })
     }
     check(prop as fn(u64) -> bool);
+}
+
+/// Where pasts name one dot with different times (a client may make up the times in a context
+/// it sends), a set's context still holds exactly the writes the one-at-a-time merge holds, in
+/// the same clock entries and runs; only the time kept for such a dot may differ.
+#[test]
+fn a_sets_context_holds_what_the_fold_holds_whatever_the_times() {
+    /// A version: its dot's actor and counter, and the (actor, counter) dots its past names.
+    type Made = (u8, u8, Vec<(u8, u8)>);
+    fn prop(versions: Vec<Made>) -> bool {
+        let versions = versions.into_iter().take(4).enumerate().map(|(n, (i, k, past))| {
+            let n = n as u64;
+            let mut p = Context::new();
+            for (pi, pk) in past.into_iter().take(5) {
+                let counter = u64::from(pk % 8) + 1;
+                // The same dot gets another time in each version's past.
+                p.add_dot(&Dot { actor: actor(pi % 4), counter, ts_ms: counter * 10 + n * 3 });
+            }
+            let counter = u64::from(k % 8) + 1;
+            let dot = Dot { actor: actor(i % 4), counter, ts_ms: 100 + n };
+            Version { dot, past: p, payload: Payload::Tombstone }
+        });
+        let set = Siblings::from_versions(versions.collect::<Vec<_>>());
+        let (at_once, fold) = (set.context(), context_one_at_a_time(&set));
+        let shape = |c: &Context| {
+            let clock: Vec<(ActorId, u64)> =
+                c.clock().entries().iter().map(|e| (e.actor, e.counter)).collect();
+            let cloud: Vec<(ActorId, u64, u64)> =
+                c.cloud().iter().map(|r| (r.actor, r.first, r.last)).collect();
+            (clock, cloud)
+        };
+        let domain = (0..4u8).flat_map(|i| (1..=9).map(move |k| (i, k)));
+        shape(&at_once) == shape(&fold)
+            && domain.into_iter().all(|(i, k)| {
+                let d = Dot { actor: actor(i), counter: k, ts_ms: 0 };
+                at_once.contains(&d) == fold.contains(&d)
+            })
+    }
+    check(prop as fn(Vec<Made>) -> bool);
 }
 
 /// Replica sets produced by a random run of puts (each coordinated by its replica's actor, on a

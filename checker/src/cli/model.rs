@@ -16,7 +16,8 @@ use std::time::Duration;
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
     /// Named configuration: tiny, canonical, twins (canonical with interchangeable clients), capped
-    /// (contexts cut to 2 entries) or large.
+    /// (contexts cut to 2 entries), forwarded (requests through a node outside the preference
+    /// list) or large.
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Sloppy quorum with hinted handoff (the default of every named configuration).
