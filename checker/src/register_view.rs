@@ -11,7 +11,8 @@
 //! write can then be superseded only through a chain of pasts, and the version that held the
 //! middle of the chain may be gone from every store. So the history keeps the past and payload of
 //! every version a node sent to another ([`Sent`], over the core's [`Lineage`]), and the
-//! properties follow chains through it. It also notes a dot sent with two different versions: a counter issued twice.
+//! properties follow chains through it. It also notes a dot sent with two different versions: a
+//! counter issued twice.
 
 use crate::actors::Wire;
 use crate::setup::ModelInfo;

@@ -322,8 +322,13 @@ impl Setup {
     /// forwards it.
     pub fn forwards(&self) -> bool {
         self.clients.iter().flatten().any(|op| match op {
-            Op::Put(i) | Op::Get(i) => i % self.nodes.max(1) >= self.n,
+            Op::Put(i) | Op::Get(i) => self.walk_index(*i) >= self.n,
         })
+    }
+
+    /// The position on the key's walk that a script's index `i` names (see [`Op`]).
+    fn walk_index(&self, i: usize) -> usize {
+        i % self.nodes.max(1)
     }
 
     /// Whether any two puts may race (siblings become possible).
@@ -338,8 +343,8 @@ impl Setup {
         let ring = Arc::new(self.ring(&config));
         let key = Key::from(KEY);
         let walk = ring.walk(&key).to_vec();
-        // The walk holds every node (each has a partition), so this is `forwards`' index too.
-        let pref = |i: usize| walk.get(i % self.nodes.max(1)).copied().unwrap_or(NodeId(0));
+        // The walk holds every node (each has a partition).
+        let pref = |i: usize| walk.get(self.walk_index(i)).copied().unwrap_or(NodeId(0));
         let mut next_value = b'a';
         let nodes: Vec<Role> = (0..self.nodes)
             .map(|i| Role::Node {

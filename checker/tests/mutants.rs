@@ -20,6 +20,17 @@ const CATCHES: [(Mutant, &str, bool, &[&str]); 9] = [
     (Mutant::ReadContextUncapped, "capped", false, &[CONTEXTS_FIT]),
 ];
 
+/// Checks `mutant` on `config` and asserts that one of `expected` is among what it violated.
+fn assert_caught(mutant: Mutant, config: &str, sloppy: bool, expected: &[&str]) {
+    let violated = caught_by(mutant, config, sloppy);
+    eprintln!("{:<26} caught on {config} by {violated:?}", mutant.name());
+    assert!(
+        violated.iter().any(|v| expected.contains(v)),
+        "{} was caught on {config} by {violated:?}, expected one of {expected:?}",
+        mutant.name()
+    );
+}
+
 fn caught_by(mutant: Mutant, config: &str, sloppy: bool) -> Vec<&'static str> {
     let mut setup = Setup::named(config).expect("known configuration");
     setup.sloppy = sloppy;
@@ -44,13 +55,7 @@ fn every_mutant_is_listed() {
 #[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
 fn every_mutant_is_caught() {
     for (mutant, config, sloppy, expected) in CATCHES {
-        let violated = caught_by(mutant, config, sloppy);
-        eprintln!("{:<26} caught by {violated:?}", mutant.name());
-        assert!(
-            violated.iter().any(|v| expected.contains(v)),
-            "{} was caught by {violated:?}, expected one of {expected:?}",
-            mutant.name()
-        );
+        assert_caught(mutant, config, sloppy, expected);
     }
 }
 
@@ -67,12 +72,6 @@ const CAPPED_CATCHES: [(Mutant, &[&str]); 3] = [
 #[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
 fn the_restated_properties_catch_mutants_under_cuts() {
     for (mutant, expected) in CAPPED_CATCHES {
-        let violated = caught_by(mutant, "capped", false);
-        eprintln!("{:<26} caught on capped by {violated:?}", mutant.name());
-        assert!(
-            violated.iter().any(|v| expected.contains(v)),
-            "{} was caught on capped by {violated:?}, expected one of {expected:?}",
-            mutant.name()
-        );
+        assert_caught(mutant, "capped", false, expected);
     }
 }

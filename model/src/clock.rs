@@ -547,14 +547,13 @@ impl Context {
     /// Records every write of `dots` not yet seen, sorting the cloud once (adding them one at a
     /// time sorts it again each time).
     pub fn add_dots<'a>(&mut self, dots: impl IntoIterator<Item = &'a Dot>) {
-        let before = self.cloud.len();
         let new: Vec<DotRun> = dots
             .into_iter()
             .filter(|d| d.counter != 0 && !self.contains(d))
             .map(DotRun::of)
             .collect();
-        self.cloud.extend(new);
-        if self.cloud.len() > before {
+        if !new.is_empty() {
+            self.cloud.extend(new);
             self.normalize();
         }
     }

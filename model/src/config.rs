@@ -278,6 +278,15 @@ impl Config {
     pub fn w(&self) -> usize {
         self.params.w
     }
+    /// The answers `op` needs, the coordinator's own included: the R (for a get) or W (for a put
+    /// or delete) it asks for, else the configured one.
+    pub fn needed(&self, op: &crate::msg::ClientOp) -> usize {
+        if op.is_write() {
+            op.w.unwrap_or(self.w())
+        } else {
+            op.r.unwrap_or(self.r())
+        }
+    }
     /// Q.
     pub fn partitions(&self) -> u32 {
         self.params.partitions

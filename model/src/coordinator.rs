@@ -89,11 +89,9 @@ impl<S: Store> Node<S> {
             (timeout_ms, 0)
         };
         let targets = self.choose_targets(&op.key);
-        let (kind, needed) = match op.action {
-            Action::Get => {
-                let replies = BTreeMap::from([(self.id, local)]);
-                (CoordKind::Get { replies }, op.r.unwrap_or(self.config.r()))
-            }
+        let needed = self.config.needed(&op);
+        let kind = match op.action {
+            Action::Get => CoordKind::Get { replies: BTreeMap::from([(self.id, local)]) },
             Action::Put { context, payload } => {
                 // The counter the key's versions forgot, if they forgot one of this node's (see
                 // `Store::issued`): the next counter goes above it too.
@@ -131,7 +129,7 @@ impl<S: Store> Node<S> {
                     .find(|v| v.dot == dot)
                     .map(|v| v.clock().capped(self.config.limits().context_entries_max, [dot]))
                     .unwrap_or_default();
-                (CoordKind::Put { dot, clock, siblings }, op.w.unwrap_or(self.config.w()))
+                CoordKind::Put { dot, clock, siblings }
             }
         };
         #[cfg(feature = "mutants")]

@@ -20,6 +20,11 @@ pub struct Lineage {
 }
 
 impl Lineage {
+    /// Nothing sent yet.
+    pub const fn new() -> Lineage {
+        Lineage { sent: BTreeMap::new() }
+    }
+
     /// The version first sent under `dot`'s actor and counter.
     pub fn get(&self, dot: &Dot) -> Option<&Version> {
         self.sent.get(&(dot.actor, dot.counter))

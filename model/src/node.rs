@@ -313,7 +313,13 @@ impl<S: Store> Node<S> {
         }
     }
 
-    fn on_client(&mut self, now_ms: u64, req: RequestId, op: ClientOp, effects: &mut Vec<Effect>) {
+    fn on_client(
+        &mut self,
+        now_ms: u64,
+        req: RequestId,
+        mut op: ClientOp,
+        effects: &mut Vec<Effect>,
+    ) {
         let id = OpId { origin: self.id, req };
         let st = &self.state;
         if st.ops.contains_key(&id) || st.done.contains(&id) || st.forwards.contains_key(&req) {
@@ -339,16 +345,10 @@ impl<S: Store> Node<S> {
         // after a hop there and back (see `coordinator_timeout_ms`), so that its answer, even at
         // its own deadline, normally arrives before this node's.
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
-        let is_write = op.is_write();
-        let needed = if is_write {
-            op.w.unwrap_or(self.config.w())
-        } else {
-            op.r.unwrap_or(self.config.r())
-        };
-        let mut op = op;
+        let forwarded = Forwarded { to, is_write: op.is_write(), needed: self.config.needed(&op) };
         op.timeout_ms = Some(coordinator_timeout_ms(timeout_ms));
         self.stats.forwarded += 1;
-        self.state.forwards.insert(req, Forwarded { to, is_write, needed });
+        self.state.forwards.insert(req, forwarded);
         effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: timeout_ms });
         effects.push(Effect::Send { to, msg: Msg::Forward { req, op } });
     }

@@ -533,7 +533,8 @@ impl Sim {
             let mut held = |p: NodeId| {
                 self.store(p).map(|s| {
                     let set = s.data.get(key).cloned().unwrap_or_default();
-                    let settled = self.settled(key, &set);
+                    let settled: Vec<_> =
+                        self.known(key).settled(&set).into_iter().cloned().collect();
                     stale += set.len() - settled.len();
                     settled
                 })
@@ -598,26 +599,16 @@ impl Sim {
         })
     }
 
+    /// The versions of `key` nodes sent (none, when the run does not keep them).
+    fn known(&self, key: &Key) -> &Lineage {
+        static NONE_SENT: Lineage = Lineage::new();
+        self.lineage.get(key).unwrap_or(&NONE_SENT)
+    }
+
     /// Whether `set` holds `dot` of `key` or supersedes it, through the pasts of the versions
     /// nodes sent (see [`Lineage::covers`]).
     fn supersedes(&self, key: &Key, set: &crate::versioned::Siblings, dot: &Dot) -> bool {
-        match self.lineage.get(key) {
-            Some(known) => known.covers(set, dot),
-            None => set.covers(dot),
-        }
-    }
-
-    /// The versions of `set` that no other version of it supersedes through a chain of pasts.
-    fn settled(
-        &self,
-        key: &Key,
-        set: &crate::versioned::Siblings,
-    ) -> Vec<crate::versioned::Version> {
-        let settled = match self.lineage.get(key) {
-            Some(known) => known.settled(set),
-            None => set.versions().iter().collect(),
-        };
-        settled.into_iter().cloned().collect()
+        self.known(key).covers(set, dot)
     }
 
     /// Every acknowledged write is held or superseded on the durable storage (primary data or a

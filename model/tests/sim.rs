@@ -63,17 +63,20 @@ fn sloppy_quorum_with_faults() {
     assert_eq!(cuts, Cuts::default());
 }
 
+/// The default faulty run with read and write contexts cut to two entries.
+fn capped(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig { seed, ..SimConfig::default() };
+    cfg.params.limits.context_entries_max = 2;
+    cfg
+}
+
 /// Read and write contexts over two entries are cut (`Context::capped`), so writes replace
 /// versions whose pasts alone named older writes, and merges make keys' versions forget their
 /// coordinators' counters: still no acknowledged write is lost (superseded now counts through the
 /// chain of versions the nodes sent) and no value is read that was never written.
 #[test]
 fn capped_contexts_with_faults() {
-    let cuts = run("capped", |seed| {
-        let mut cfg = SimConfig { seed, ..SimConfig::default() };
-        cfg.params.limits.context_entries_max = 2;
-        cfg
-    });
+    let cuts = run("capped", capped);
     assert!(cuts.issued > 0, "no merge ever forgot a counter: the cut was never exercised");
 }
 
@@ -91,9 +94,7 @@ const COUNTER_REUSE_SEEDS: [u64; 2] = [1, 3];
 #[test]
 fn capped_seeds_that_reused_a_counter_without_the_record() {
     for seed in [0].into_iter().chain(COUNTER_REUSE_SEEDS) {
-        let mut cfg = SimConfig { seed, ..SimConfig::default() };
-        cfg.params.limits.context_entries_max = 2;
-        let report = Sim::new(cfg).expect("valid").run_workload();
+        let report = Sim::new(capped(seed)).expect("valid").run_workload();
         assert!(
             report.is_ok(),
             "seed {seed}: {}",
@@ -110,8 +111,7 @@ fn capped_seeds_that_reused_a_counter_without_the_record() {
 #[test]
 fn capped_pinned_seeds_catch_a_coordinator_that_ignores_its_record() {
     for seed in COUNTER_REUSE_SEEDS {
-        let mut cfg = SimConfig { seed, ..SimConfig::default() };
-        cfg.params.limits.context_entries_max = 2;
+        let mut cfg = capped(seed);
         cfg.mutant = Some(dynamo_model::mutant::Mutant::IssuedNotRecorded);
         match Sim::new(cfg).expect("valid").run_workload() {
             Ok(_) => panic!("seed {seed}: the seeded bug issued-not-recorded went unnoticed"),
