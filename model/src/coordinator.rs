@@ -119,9 +119,13 @@ impl<S: Store> Node<S> {
                 #[cfg(feature = "mutants")]
                 let dot = crate::mutant::issued_dot(&self.config, &mut siblings, dot);
                 // The new version names the counter it took, the highest: nothing to record.
-                if let Err(e) = self.store.save(&op.key, &siblings) {
+                if self.store.save(&op.key, &siblings).is_err() {
+                    // A failed write may still have been applied (and be read, repaired and
+                    // replicated later): the put may or may not have happened.
                     self.stats.store_errors += 1;
-                    return self.refuse(id, RequestError::Storage(e.to_string()), effects);
+                    self.remember_done(id);
+                    let reply = ClientReply::Indeterminate { acks: 0, needed };
+                    return self.reply(id, reply, effects);
                 }
                 let clock = siblings
                     .versions()

@@ -118,7 +118,8 @@ pub enum RequestError {
         /// The node that refused.
         node: NodeId,
     },
-    /// The coordinator could not read or write its own storage.
+    /// The coordinator could not read its own storage; nothing was written. (A put whose own
+    /// write fails is answered `Indeterminate`: a failed write may still have been applied.)
     #[error("storage error on the coordinator: {0}")]
     Storage(String),
 }

@@ -6,6 +6,9 @@ use dynamo_model::clock::Context;
 use dynamo_model::ids::{Key, NodeId};
 use dynamo_model::msg::{ClientOp, ClientReply};
 use dynamo_model::sim::{Faults, Sim, SimConfig};
+use dynamo_model::store::{Hint, Store, StoreError};
+use dynamo_model::versioned::Siblings;
+use std::collections::BTreeSet;
 
 fn quiet(sloppy: bool) -> Sim {
     let mut cfg = SimConfig { faults: Faults::none(), ..SimConfig::default() };
@@ -322,4 +325,73 @@ fn truncation_never_makes_a_coordinator_reuse_a_counter() {
     assert!(matches!(reply, ClientReply::Written { .. }), "{reply:?}");
     let at_n3 = nodes[2].store().data.get(&key()).expect("n3 holds the key").clone();
     assert!(at_n3.values().any(|v| v == b"v4"), "n3 lost the acknowledged v4: {at_n3:?}");
+}
+
+/// A store whose writes are applied and then reported failed: the worst case of a failed write,
+/// which a node cannot tell from one that changed nothing.
+#[derive(Default)]
+struct WritesReportedFailed(dynamo_model::store::MemStore);
+
+impl Store for WritesReportedFailed {
+    fn load(&self, key: &Key) -> Result<Siblings, StoreError> {
+        self.0.load(key)
+    }
+    fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
+        self.0.save(key, siblings)?;
+        Err(StoreError::Io("reported failed after it was applied".into()))
+    }
+    fn load_hint(&self, intended: NodeId, key: &Key) -> Result<Siblings, StoreError> {
+        self.0.load_hint(intended, key)
+    }
+    fn save_hint(&mut self, i: NodeId, key: &Key, s: &Siblings) -> Result<(), StoreError> {
+        self.0.save_hint(i, key, s)
+    }
+    fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
+        self.0.remove_hint(intended, key)
+    }
+    fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
+        self.0.hints(skip, limit)
+    }
+    fn hint_count(&self) -> Result<usize, StoreError> {
+        self.0.hint_count()
+    }
+    fn issued(&self, key: &Key) -> Result<u64, StoreError> {
+        self.0.issued(key)
+    }
+    fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError> {
+        self.0.save_issued(key, counter)
+    }
+}
+
+/// A coordinator whose own write of a put fails cannot know whether the write was applied (a
+/// later read may find it, and repair it onto the replicas): it answers the put indeterminate,
+/// never refused, and sends it to no replica.
+#[test]
+fn a_put_whose_own_write_fails_is_indeterminate() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::{ActorId, RequestId};
+    use dynamo_model::node::{Effect, Input, Node};
+    use dynamo_model::ring::Ring;
+    use std::sync::Arc;
+
+    let config = Arc::new(Config::new(ConfigParams::for_nodes((1..=3).map(NodeId))).expect("ok"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let actor = ActorId::new(NodeId(1), 0);
+    let mut node = Node::new(actor, config, ring, WritesReportedFailed::default());
+    let mut effects = Vec::new();
+    let op = ClientOp::put(key(), Context::new(), b"v".to_vec());
+    node.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+    let replies: Vec<&ClientReply> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [&ClientReply::Indeterminate { acks: 0, needed: 2 }], "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Send { .. })), "{effects:?}");
+    assert_eq!(node.stats().store_errors, 1);
+    // And it did happen here: the failed write was applied.
+    let held = node.store().load(&key()).expect("load");
+    assert_eq!(held.values().collect::<Vec<_>>(), [b"v".as_slice()]);
 }

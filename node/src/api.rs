@@ -12,13 +12,13 @@
 //!   (Prometheus text).
 //!
 //! Bad input gets 400 (413 for a value over the limit, 409 for a write that would make more
-//! siblings than the limit) with a message, and changes nothing; 500 means the node's store
-//! failed.
+//! siblings than the limit) with a message, and changes nothing; 500 means the node could not
+//! read its store, and changed nothing either.
 //! Every decision about the data is the core's; this module only translates.
 
 use crate::driver::{DriverHandle, SubmitError};
 use crate::metrics::{Metrics, NetStats};
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -37,12 +37,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The header that carries a key's context, base64-encoded.
 pub const CONTEXT_HEADER: &str = "x-dynamo-context";
 /// Bodies this much over `value_bytes_max` still reach the core (which answers 413 with the exact
 /// limit); larger ones are refused unread, with a 413 that closes the connection.
 pub const BODY_SLACK_BYTES: usize = 4 * 1024;
+/// Bytes of put bodies read at once, over all connections, besides one body of the largest
+/// size: a put finds its share (its `Content-Length`, or the largest body when it sends none) or
+/// is answered 503 unread. Without it, slow senders on every connection could hold a largest body
+/// each, gigabytes at the defaults.
+pub const BODY_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// Extra time the HTTP handler waits past the request timeout before giving up on the core.
 pub const REPLY_SLACK_MS: u64 = 2_000;
 /// Attempts at a multipart boundary that occurs in no value.
@@ -50,6 +56,8 @@ const BOUNDARY_TRIES_MAX: u32 = 16;
 /// Why a DELETE without a context is refused.
 const BLIND_DELETE: &str = "a DELETE needs the x-dynamo-context header of a GET of the key: \
      it removes only the versions that context covers, so without one it would remove nothing";
+const EMPTY_CONTEXT_DELETE: &str = "the x-dynamo-context header names no version (it is the \
+     context of a GET that found nothing): there is nothing this DELETE could remove";
 /// Longest a metrics or status scrape waits for the driver.
 const STATUS_WAIT_MS: u64 = 2_000;
 
@@ -74,6 +82,43 @@ pub struct ApiState {
     pub peer_secret: bool,
     /// How long a put's body may take to arrive.
     pub body_timeout: std::time::Duration,
+    /// The byte budget of the put bodies being read (see [`body_budget`]).
+    pub bodies: Arc<Semaphore>,
+}
+
+/// The byte budget of put bodies being read, one permit a byte: [`BODY_BYTES_IN_FLIGHT_MAX`]
+/// besides one largest body.
+pub fn body_budget(limits: &Limits) -> Arc<Semaphore> {
+    let bytes = BODY_BYTES_IN_FLIGHT_MAX.saturating_add(body_max(limits));
+    Arc::new(Semaphore::new(bytes.min(u32::MAX as usize).min(Semaphore::MAX_PERMITS)))
+}
+
+/// A put body's share of `budget`: the length it announces, or `max` (what [`read_body`] reads
+/// at most) when it announces none; taken without waiting. None when the budget is spent.
+fn reserve_body(
+    budget: &Arc<Semaphore>,
+    announced: Option<u64>,
+    max: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let bytes = announced.map_or(max, |n| usize::try_from(n).unwrap_or(usize::MAX).min(max));
+    let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+    budget.clone().try_acquire_many_owned(permits).ok()
+}
+
+/// The answer to a put that found the body budget spent: 503, its body unread, so the
+/// connection closes (as after a 413).
+fn bodies_in_flight() -> Response {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the node is reading as many put bodies as it takes at once \
+             ({BODY_BYTES_IN_FLIGHT_MAX} bytes); nothing was written, retry later; the \
+             connection closes"
+        ),
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// The router of the API.
@@ -251,11 +296,35 @@ fn encode_context(c: &Context) -> Option<HeaderValue> {
     HeaderValue::from_str(&B64.encode(c.to_bytes())).ok()
 }
 
+/// Whether a read should answer JSON: the client's `Accept` names `application/json` (in any
+/// case) with a quality above 0, and no lower than any `multipart/mixed` it names. Anything else,
+/// wildcards included, gets the default, multipart. A range whose quality does not parse is
+/// ignored.
 fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"))
+    let (mut json, mut multipart) = (None::<f32>, None::<f32>);
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let slot = if media.eq_ignore_ascii_case("application/json") {
+                &mut json
+            } else if media.eq_ignore_ascii_case("multipart/mixed") {
+                &mut multipart
+            } else {
+                continue;
+            };
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, q)| q.trim().parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q));
+            if let Some(q) = q {
+                *slot = Some(slot.map_or(q, |held| held.max(q)));
+            }
+        }
+    }
+    json.is_some_and(|j| j > 0.0 && multipart.is_none_or(|m| j >= m))
 }
 
 fn key_of(raw: String, max: usize) -> Result<Key, BadRequest> {
@@ -486,7 +555,17 @@ async fn write(
         // 204 and remove nothing (its tombstone would stand beside the value as a sibling). The
         // core accepts such a delete, as the harmless no-op it is (the simulator sends them);
         // over HTTP a 204 for it would mislead, so this surface refuses it.
-        None if context.is_empty() => return bad_request(BLIND_DELETE).into_response(),
+        None if context.is_empty() => {
+            // A context that names nothing (a GET of a missing key hands one out) is not a blind
+            // delete: it says the client saw no version, and there is none it could remove.
+            let sent =
+                headers.context.as_ref().is_some_and(|c| !c.as_bytes().trim_ascii().is_empty());
+            return if sent {
+                text(StatusCode::NOT_FOUND, EMPTY_CONTEXT_DELETE)
+            } else {
+                bad_request(BLIND_DELETE).into_response()
+            };
+        }
         None => ClientOp::delete(key, context),
     };
     let op = match apply_params(op, p) {
@@ -509,9 +588,14 @@ async fn put_kv(
     let started = Instant::now();
     let resp = match kv_target(key, query) {
         Ok((Path(key), Query(p))) => {
-            match read_body(body, body_max(st.config.limits()), st.body_timeout).await {
-                Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
-                Err(r) => r,
+            let max = body_max(st.config.limits());
+            // Held until the core has the value (the driver's queue then counts it too).
+            match reserve_body(&st.bodies, HttpBody::size_hint(&body).exact(), max) {
+                Some(_share) => match read_body(body, max, st.body_timeout).await {
+                    Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
+                    Err(r) => r,
+                },
+                None => bodies_in_flight(),
             }
         }
         Err(r) => r.into_response(),
@@ -626,5 +710,62 @@ mod tests {
         assert_eq!(body_max(&small), 1024 + BODY_SLACK_BYTES);
         let huge = Limits { value_bytes_max: usize::MAX, ..Limits::default() };
         assert_eq!(body_max(&huge), usize::MAX);
+    }
+
+    /// A put body takes its announced length from the budget, or the largest body when it
+    /// announces none, and gives it back when done; past the budget it is answered 503 and closes
+    /// its connection.
+    #[test]
+    fn put_bodies_share_a_byte_budget() {
+        let budget = Arc::new(Semaphore::new(1_000));
+        let announced = reserve_body(&budget, Some(300), 600).expect("fits");
+        assert_eq!(budget.available_permits(), 700);
+        let unannounced = reserve_body(&budget, None, 600).expect("fits");
+        assert_eq!(budget.available_permits(), 100);
+        assert!(reserve_body(&budget, Some(101), 600).is_none(), "past the budget");
+        let refused = bodies_in_flight();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::CONNECTION], "close");
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        let overlong = reserve_body(&budget, Some(u64::MAX), 100).expect("counted as the largest");
+        assert_eq!(budget.available_permits(), 0);
+        drop((announced, unannounced, overlong));
+        assert_eq!(budget.available_permits(), 1_000);
+        // One largest body fits besides the whole in-flight bound.
+        let limits = Limits::default();
+        let most = body_budget(&limits).available_permits();
+        assert_eq!(most, BODY_BYTES_IN_FLIGHT_MAX + body_max(&limits));
+    }
+
+    #[test]
+    fn json_is_chosen_by_media_range_and_quality() {
+        let wants = |accepts: &[&str]| {
+            let mut h = HeaderMap::new();
+            for a in accepts {
+                h.append(header::ACCEPT, HeaderValue::from_str(a).expect("header"));
+            }
+            wants_json(&h)
+        };
+        for json in [
+            &["application/json"][..],
+            &["Application/JSON"],
+            &["text/plain, application/json;q=0.5"],
+            &["multipart/mixed;q=0.2, application/json;q=0.9"],
+            &["multipart/mixed; q=0.5", "application/json"],
+            &["application/json ; charset=utf-8"],
+        ] {
+            assert!(wants(json), "{json:?} asks for JSON");
+        }
+        for multipart in [
+            &[][..],
+            &["*/*"],
+            &["application/*"],
+            &["application/json;q=0"],
+            &["multipart/mixed, application/json;q=0.1"],
+            &["application/json;q=high"],
+            &["application/jsonx"],
+        ] {
+            assert!(!wants(multipart), "{multipart:?} does not ask for JSON");
+        }
     }
 }

@@ -55,13 +55,19 @@ impl ContextJar {
         std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    /// Writes the jar (best effort: the CLI works without it).
+    /// Writes the jar (best effort: the CLI works without it) through a file of its own renamed
+    /// over the jar, so that a `dynamo` running at the same time reads the old jar or the new
+    /// one, never half of one (which it would take for an empty jar, and then save as such).
     pub fn save(&self, path: &std::path::Path) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(b) = serde_json::to_vec(self) {
-            let _ = std::fs::write(path, b);
+        let Ok(b) = serde_json::to_vec(self) else { return };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        if std::fs::write(&tmp, b).is_err() || std::fs::rename(&tmp, path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -245,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ = signals.recv() => {}
                 _ = node.stopping() => {}
             }
-            node.shutdown().await?;
+            crate::shutdown::unless_signalled_again(&mut signals, node.shutdown()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
@@ -313,6 +319,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = client
                 .delete(&a.target.node, a.key.as_bytes(), context.as_deref(), a.q.overrides())
                 .await?;
+            if r.status == 404 {
+                // The context named no version: the key was missing when it was read.
+                outln!("not found");
+                return Ok(ExitCode::SUCCESS);
+            }
             Ok(write_outcome(&a.key, r))
         }
         Command::Status(t) => {

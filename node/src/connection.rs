@@ -76,6 +76,11 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 pub const BACKOFF_MIN_MS: u64 = 50;
 /// Longest redial delay.
 pub const BACKOFF_MAX_MS: u64 = 2_000;
+/// A connection that lasted this long before it broke was a working one: the link redials at
+/// once and from the shortest delay. One that broke sooner (a peer that takes the connection and
+/// then drops it, as two processes started under one node id make each other do) is redialled
+/// after the delay, growing, as a failed dial is; not in a loop of full handshakes.
+pub const CONNECTION_SETTLED_MS: u64 = 1_000;
 
 /// The first frame each way. Its first three fields keep their place in every version, so that
 /// a peer of another version is refused for its version, whatever follows.
@@ -655,9 +660,9 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
         };
         ctx.net.connects.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(node = %ctx.me, %peer, "outbound peer connected");
-        backoff_ms = BACKOFF_MIN_MS;
         logged_down = false;
         failed_dials = 0;
+        let connected = tokio::time::Instant::now();
         // The accepting side sends nothing after its proof, so the codec holds no bytes of ours.
         let stream = Arc::new(f.into_inner());
         let end = link.serve(stream, &mut down).await;
@@ -668,6 +673,15 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
                 tracing::info!(node = %ctx.me, %peer, "peer connection lost: {e}");
             }
         }
+        if connected.elapsed() >= Duration::from_millis(CONNECTION_SETTLED_MS) {
+            backoff_ms = BACKOFF_MIN_MS;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            _ = &mut down => return,
+        }
+        backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
     }
 }
 
@@ -979,6 +993,43 @@ mod tests {
         assert!(!check(2, &n2, 1, &n1), "reflected back");
         let other = proof(&s, "other", (NodeId(1), &n1), (NodeId(2), &n2));
         assert!(other.verify_slice(&sent).is_err(), "another cluster's name");
+    }
+
+    /// A peer that completes each handshake and then drops the connection (as two processes
+    /// started under one node id make each other's connections do) is redialled after a delay
+    /// that grows, as after a failed dial: not in a loop of full handshakes. (Before, the link
+    /// redialled at once after any connection: thousands of handshakes a second.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_that_break_at_once_are_redialled_after_a_growing_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = Arc::new(context(2, 1, &ClusterSecret::none()));
+        let acceptor = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut f = framed(stream);
+                let Ok(hello) = read_hello(&mut f).await else { continue };
+                let mine = peer.hello();
+                if write_hello(&mut f, &mine).await.is_ok() {
+                    let _ = peer.prove(&mut f, &mine, &hello, false).await;
+                }
+                // Dropped here: the connection closes right after the handshake.
+            }
+        });
+        let link =
+            Arc::new(PeerLink::new(Arc::new(context(1, 2, &ClusterSecret::none())), NodeId(2)));
+        let (shutdown, _) = Shutdown::new();
+        let task = tokio::spawn(run_link(link.clone(), addr, shutdown.subscribe()));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the link stops on shutdown")
+            .expect("task");
+        acceptor.abort();
+        let connects = link.ctx.net.connects.load(Ordering::Relaxed);
+        // Delays of 50, 100, 200, 400 and 800 ms: at most six connections fit in 1.5 s (fewer
+        // on a slow machine).
+        assert!((1..=6).contains(&connects), "{connects} connections in 1.5 s");
     }
 
     /// When the peer closes its end, the connection task gives the connection up at once, with

@@ -124,6 +124,9 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
     println!("  curl -i -X PUT --data-binary hello http://{first}/kv/greeting");
     println!("  curl -i http://{first}/kv/greeting");
     println!("  curl -s http://{first}/status");
+    if first != "127.0.0.1:8081" {
+        println!("  export DYNAMO_NODE={first}   # the CLI's default node is 127.0.0.1:8081");
+    }
     println!("  dynamo put greeting hello   # or: cargo run --release -p dynamo-node -- put ...");
     println!("  dynamo get greeting         # every sibling, and the context (remembered)");
     println!("  dynamo put greeting world   # sends the remembered context: supersedes the get");
@@ -135,16 +138,20 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
         _ = signals.recv() => {}
         _ = any_stopping => {}
     }
-    println!("stopping...");
+    println!("stopping... (a second Ctrl-C exits at once)");
     for n in &nodes {
         n.stop();
     }
-    let mut result = Ok(());
-    for n in nodes {
-        if let Err(e) = n.wait().await {
-            result = Err(e);
+    let result = crate::shutdown::unless_signalled_again(&mut signals, async {
+        let mut result = Ok(());
+        for n in nodes {
+            if let Err(e) = n.wait().await {
+                result = Err(e);
+            }
         }
-    }
+        result
+    })
+    .await;
     println!("stopped.");
     result
 }

@@ -165,7 +165,9 @@ async fn start_here(
         handle.clone(),
         transport.subscribe(),
     ));
+    let bodies = api::body_budget(config.limits());
     let state = ApiState {
+        bodies,
         driver: handle.clone(),
         metrics: Arc::new(Metrics::default()),
         net,
@@ -290,7 +292,9 @@ pub const HTTP_CONNECTIONS_MAX: usize = 4096;
 /// each with `TCP_NODELAY` (small request/response exchanges: Nagle must never hold a reply back)
 /// and each given `idle` to send a request's head, counted from when the connection opens or
 /// its previous answer was written. So a connection that sends nothing, or half a head, closes
-/// instead of holding its slot for good; the body has the same bound (see `api::read_body`). On
+/// instead of holding its slot for good; the body has the same bound (see `api::read_body`), and
+/// so has writing the answer, on Linux (`TCP_USER_TIMEOUT`: a client that reads none of it for
+/// that long is cut off). On
 /// shutdown: stops accepting, lets the requests in flight finish, closes idle connections, and
 /// returns once every connection has ended.
 async fn serve_http(
@@ -328,6 +332,11 @@ async fn serve_http(
             _ = &mut down => break,
         };
         let _ = stream.set_nodelay(true);
+        // The answer's side of the bound: a client that stops reading (its window stays shut)
+        // or vanishes while an answer is unacknowledged is cut off after `idle` by the kernel,
+        // instead of holding its slot and the unsent answer for good.
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(idle));
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn =
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));

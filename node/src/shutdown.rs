@@ -5,6 +5,7 @@
 //! the peer transport stops (on a second signal: see `server`), and the driver syncs the store
 //! before it exits.
 
+use std::future::Future;
 use tokio::sync::watch;
 
 /// How long in-flight HTTP requests get to finish once shutdown starts.
@@ -99,6 +100,21 @@ impl Signals {
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `stop`, a node's (or the dev cluster's) orderly shutdown after a first signal, unless
+/// another signal comes first: an operator who signals again does not want to wait for in-flight
+/// requests or the final sync, so the process exits at once, with status 130. That is a crash
+/// as far as the data directory knows: under `always` it loses nothing acknowledged, and under the
+/// other policies the next start takes a new incarnation.
+pub async fn unless_signalled_again<T>(signals: &mut Signals, stop: impl Future<Output = T>) -> T {
+    tokio::select! {
+        done = stop => done,
+        _ = signals.recv() => {
+            tracing::warn!("a second signal: exiting at once, without waiting for the shutdown");
+            std::process::exit(130)
         }
     }
 }

@@ -46,8 +46,16 @@ const FORMAT_KEY: &[u8] = b"format";
 /// record of its own: a directory without one is format 1).
 pub const STORE_FORMAT: u32 = 2;
 const NODE_ID_KEY: &[u8] = b"node_id";
-/// Present while a node runs on the directory; removed by a clean shutdown.
+/// Present while a node runs on the directory; removed by a clean shutdown. Its value says
+/// whether that run kept every acknowledgement behind an fsync, which is what a restart after a
+/// crash needs to know, whatever its own policy.
 const RUNNING_KEY: &[u8] = b"running";
+/// The running record of a run under `always`: everything it acknowledged was durable first.
+const RUNNING_ACKS_DURABLE: u8 = 2;
+/// The running record of a run whose acknowledgements could precede fsync (`interval`, `none`).
+/// Builds before the record had two values wrote 1 for every run; a restart reads any value but
+/// [`RUNNING_ACKS_DURABLE`] as this one.
+const RUNNING_ACKS_UNSYNCED: u8 = 3;
 
 /// Whether sled failed to open because another handle still holds the directory's lock. sled
 /// reports it as an `io::Error` of kind `Other` whose message names the lock (the `WouldBlock`
@@ -268,9 +276,11 @@ impl SledStore {
     /// a store is dropped) is retried for up to 5 s before opening fails.
     ///
     /// `acks_durable` says whether the sync policy keeps every acknowledgement behind an fsync
-    /// (`always`). When it does not, a run that ended without a clean shutdown may have lost
-    /// counters locally that other nodes already hold; reissuing them would give two different
-    /// writes the same dot. Such a restart therefore takes a new incarnation too.
+    /// (`always`); the store records it while it runs. A run without it that ended without a
+    /// clean shutdown may have lost counters locally that other nodes already hold; reissuing
+    /// them would give two different writes the same dot. The next open therefore takes a new
+    /// incarnation, under whatever policy it runs itself: a restart under `always` after a crash
+    /// under `none` is no safer than one under `none`.
     pub fn open(
         dir: &Path,
         node: NodeId,
@@ -364,7 +374,8 @@ impl SledStore {
                     )));
                 }
                 let previous = u32::from_be_bytes(bytes);
-                if !acks_durable && meta.get(RUNNING_KEY).map_err(fail)?.is_some() {
+                let crashed = meta.get(RUNNING_KEY).map_err(fail)?;
+                if crashed.is_some_and(|run| run.as_ref() != [RUNNING_ACKS_DURABLE]) {
                     let fresh = fresh_incarnation(previous);
                     meta.insert(INCARNATION_KEY, &fresh.to_be_bytes()).map_err(fail)?;
                     tracing::warn!(
@@ -388,7 +399,8 @@ impl SledStore {
                 inc
             }
         };
-        meta.insert(RUNNING_KEY, &[1u8]).map_err(fail)?;
+        let run = if acks_durable { RUNNING_ACKS_DURABLE } else { RUNNING_ACKS_UNSYNCED };
+        meta.insert(RUNNING_KEY, &[run]).map_err(fail)?;
         db.flush().map_err(fail)?;
         if recorded {
             // The store is about to change; a stale record must not survive a crash. (Until here
@@ -702,9 +714,23 @@ mod tests {
         let (s, third) = open(false).expect("reopen after a clean shutdown");
         assert_eq!(second, third);
         drop(s);
-        // Under `always` every acknowledged counter was durable: the actor stays.
-        let (_, fourth) = open(true).expect("reopen with durable acks");
-        assert_eq!(third, fourth);
+        // The crash of a run without durable acks costs the actor under any policy that follows.
+        let (s, fourth) = open(true).expect("reopen under always after a crash under none");
+        assert_ne!(third, fourth, "the crashed run's acks could precede fsync");
+        drop(s); // a crash under `always`
+                 // Under `always` every acknowledged counter was durable: the actor stays, whatever the
+                 // policy of the restart.
+        let (s, fifth) = open(false).expect("reopen under none after a crash under always");
+        assert_eq!(fourth, fifth);
+        drop(s);
+        // The record of a build before it said which policy ran: read as acks before fsync.
+        let (mut s, sixth) = open(true).expect("reopen");
+        assert_ne!(fifth, sixth, "the crash of the run under none");
+        s.meta.insert(RUNNING_KEY, &[1u8]).expect("insert");
+        s.sync().expect("sync");
+        drop(s);
+        let (_, seventh) = open(true).expect("reopen after an old build's crash");
+        assert_ne!(sixth, seventh);
     }
 
     #[test]

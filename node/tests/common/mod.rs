@@ -27,15 +27,32 @@ const PORT_HIGH: u16 = 32_000;
 /// Attempts at finding a free port.
 const PORT_TRIES_MAX: usize = 1_000;
 
+/// Where test ports are chosen: [`PORT_LOW`]..[`PORT_HIGH`], or below the kernel's ephemeral range
+/// where a host starts it lower than usual.
+fn port_range() -> std::ops::Range<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(PORT_HIGH);
+    let high = PORT_HIGH.min(ephemeral_low);
+    let low = PORT_LOW.min(high / 2).max(1_024);
+    if high > low.saturating_add(1_000) {
+        low..high
+    } else {
+        PORT_LOW..PORT_HIGH
+    }
+}
+
 /// Binds a free loopback port below the ephemeral range and keeps it bound.
 pub fn hold_free_port() -> std::net::TcpListener {
+    let range = port_range();
     for _ in 0..PORT_TRIES_MAX {
-        let port = rand::random_range(PORT_LOW..PORT_HIGH);
+        let port = rand::random_range(range.clone());
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             return l;
         }
     }
-    panic!("no free port in {PORT_LOW}..{PORT_HIGH}");
+    panic!("no free port in {range:?}");
 }
 
 /// A loopback port nothing listens on right now.
