@@ -607,10 +607,14 @@ impl Context {
         self.cloud = joined;
     }
 
-    /// Truncates the gap-free part as [`VClock::truncate`] does, and drops the cloud runs of every
-    /// actor left without a clock entry (those it dropped, and any that had only runs). Risky;
-    /// see the module docs.
+    /// Bounds the context to `max` entries, clock entries and cloud runs together: one within it
+    /// is left whole. One over it has its gap-free part truncated as [`VClock::truncate`] does,
+    /// and loses the cloud runs of every actor left without a clock entry (those it dropped, and
+    /// any that had only runs). Risky; see the module docs.
     pub fn truncate(&mut self, max: usize) {
+        if self.len() <= max {
+            return;
+        }
         self.clock.truncate(max);
         let clock = &self.clock;
         self.cloud.retain(|d| clock.get(d.actor) > 0);

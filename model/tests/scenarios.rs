@@ -395,3 +395,36 @@ fn a_put_whose_own_write_fails_is_indeterminate() {
     let held = node.store().load(&key()).expect("load");
     assert_eq!(held.values().collect::<Vec<_>>(), [b"v".as_slice()]);
 }
+
+/// With truncation on, a context far within the bound is kept whole. A chain of writes through one
+/// coordinator that starts above a gap (a client wrote blind after another client's blind write,
+/// so its context is a run of dots with no clock entry) supersedes each predecessor on every
+/// replica. (Before, truncation dropped every run of an actor without a clock entry, however
+/// small the context: the chain's versions had empty pasts, and each predecessor came back from
+/// the other replicas as a false sibling.) Found by review.
+#[test]
+fn truncation_keeps_a_context_within_its_bound_whole() {
+    use dynamo_model::{ActorId, Limits, Payload, Writer};
+    let writer = Writer { actor: ActorId::new(NodeId(1), 0), issued: 0 };
+    let limits = Limits::default();
+    let value = |v: &str| Payload::Value(v.as_bytes().to_vec());
+    let mut at_n1 = Siblings::new();
+    let put = |at: &mut Siblings, context: &Context, v: &str, now: u64| {
+        at.apply_put(writer, context, value(v), now, &limits, Some(8)).expect("put")
+    };
+    put(&mut at_n1, &Context::new(), "x", 1);
+    let y1 = put(&mut at_n1, &Context::new(), "y1", 2);
+    // Another replica has both blind writes.
+    let mut at_n2 = at_n1.clone();
+    // The writer of y1 writes y2 on the context its write returned: y1 alone.
+    let mut seen = Context::new();
+    seen.add_dot(&y1);
+    assert!(seen.clock().is_empty(), "a run above a gap: {seen:?}");
+    put(&mut at_n1, &seen, "y2", 3);
+    at_n2.reconcile(&at_n1);
+    for held in [&at_n1, &at_n2] {
+        let mut values: Vec<&[u8]> = held.values().collect();
+        values.sort();
+        assert_eq!(values, [b"x".as_slice(), b"y2"], "y1 was superseded: {held:?}");
+    }
+}
