@@ -64,12 +64,6 @@ pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
 pub const SWEEP_EVERY_MS: u64 = 1_000;
 /// Longest the driver sleeps with nothing to do (it re-checks shutdown and timers).
 pub const IDLE_WAKE_MS: u64 = 1_000;
-/// After a failed fsync under `always`, the wait before the next try; it doubles with each
-/// failure in a row, up to [`SYNC_RETRY_MAX_MS`], so that a disk that keeps failing is not
-/// retried (and logged) as fast as the driver can loop.
-const SYNC_RETRY_MIN_MS: u64 = 10;
-/// The longest wait between two tries of a failing fsync.
-const SYNC_RETRY_MAX_MS: u64 = 1_000;
 /// Bits of a request id taken by the per-boot random prefix; the rest count requests.
 const REQUEST_PREFIX_BITS: u32 = 24;
 
@@ -326,8 +320,8 @@ pub struct Driver {
     pending: HashMap<RequestId, (oneshot::Sender<ClientReply>, u64)>,
     flusher: Flusher,
     inflight: Option<Inflight>,
-    /// After failed fsyncs: when the next may start, and the wait that led to it.
-    sync_retry: Option<(Instant, Duration)>,
+    /// Under `always`, why an fsync failed: the driver then stops (see [`Driver::flush_done`]).
+    sync_failed: Option<StoreError>,
     /// Under `always`, effects waiting for a sync, each with the write mark it needs durable
     /// (always above the store's durable mark).
     held: Vec<(u64, Effect)>,
@@ -383,7 +377,7 @@ impl Driver {
             timers: Timers::default(),
             pending: HashMap::new(),
             inflight: None,
-            sync_retry: None,
+            sync_failed: None,
             held: Vec::new(),
             prefix: prefix << (64 - REQUEST_PREFIX_BITS),
             next_req: 0,
@@ -419,7 +413,7 @@ impl Driver {
         self.finish_batch(&mut ready);
         let sleep = tokio::time::sleep_until(self.next_wake().into());
         tokio::pin!(sleep);
-        while !stop {
+        while !stop && self.sync_failed.is_none() {
             if !self.unflushed.is_empty() || self.fsync_wanted() {
                 // Before writing (and, under `always`, before starting an fsync), let the tasks
                 // that are ready run once (other connections' messages and clients' requests
@@ -508,6 +502,12 @@ impl Driver {
             let res = flushed(&mut self.inflight).await;
             self.flush_done(res);
         }
+        if let Some(e) = self.sync_failed.take() {
+            // No final sync and no clean-shutdown record: the next start treats this as the crash
+            // it is.
+            self.flush_links();
+            return Err(StoreError::Io(format!("fsync failed, the node stopped: {e}")));
+        }
         // Through the flusher, as every `always` fsync is (and its fault injection in tests).
         let covers = self.node.store().write_mark();
         let final_sync = if self.node.store().is_dirty() {
@@ -543,9 +543,6 @@ impl Driver {
         }
         if self.sync == SyncPolicy::Interval && self.node.store().is_dirty() {
             at = at.min(self.last_sync + self.sync_interval);
-        }
-        if let (Some((retry_at, _)), None) = (self.sync_retry, &self.inflight) {
-            at = at.min(retry_at);
         }
         at
     }
@@ -621,18 +618,17 @@ impl Driver {
         }
     }
 
-    /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running (nor
-    /// waiting to be retried), and writes are not yet durable (held effects imply such writes).
+    /// Whether, under `always`, [`Driver::start_flush`] has work: no fsync is running (nor has
+    /// one failed), and writes are not yet durable (held effects imply such writes).
     fn fsync_wanted(&self) -> bool {
         self.sync == SyncPolicy::Always
             && self.inflight.is_none()
-            && self.sync_retry.is_none_or(|(at, _)| Instant::now() >= at)
+            && self.sync_failed.is_none()
             && self.node.store().is_dirty()
     }
 
-    /// Under `always`, starts an fsync covering every write so far, unless one is running or a
-    /// failed one waits to be retried (the writes wait for the next). Under the other policies,
-    /// does nothing.
+    /// Under `always`, starts an fsync covering every write so far, unless one is running (the
+    /// writes wait for the next) or one failed. Under the other policies, does nothing.
     fn start_flush(&mut self) {
         if !self.fsync_wanted() {
             return;
@@ -654,7 +650,6 @@ impl Driver {
         let Some(done) = self.inflight.take() else { return };
         match res {
             Ok(()) => {
-                self.sync_retry = None;
                 self.synced(done.started);
                 self.node.store_mut().mark_durable(done.covers);
                 let durable = self.node.store().durable_mark();
@@ -669,17 +664,19 @@ impl Driver {
                 self.release(ready);
             }
             Err(e) => {
-                let wait = self.sync_retry.map_or(Duration::from_millis(SYNC_RETRY_MIN_MS), |r| {
-                    (r.1 * 2).min(Duration::from_millis(SYNC_RETRY_MAX_MS))
-                });
-                self.sync_retry = Some((Instant::now() + wait, wait));
-                // The writes are not known to be durable (a failed fsync may have dropped them
-                // from the page cache), so what this fsync was to let out never leaves: clients
-                // time out as indeterminate, peers retry or give up, as the protocol allows.
-                // Later effects wait for the next fsync.
-                self.held.retain(|(needs, _)| *needs > done.covers);
+                // Fail-stop. The writes are not known to be durable, and no later fsync could
+                // tell: a failed fsync may have dropped them from the page cache and still let
+                // the next one succeed, and sled fails every write after an I/O error of its own.
+                // So nothing held leaves (clients time out as indeterminate, peers retry or give
+                // up, as the protocol allows) and the node stops; a restart recovers what is
+                // durable, under the same incarnation (nothing that depends on the rest left).
+                self.held.clear();
                 self.sync_failures += 1;
-                tracing::error!(node = %self.node.id(), "sync failed: {e}; next try in {wait:?}");
+                tracing::error!(
+                    node = %self.node.id(),
+                    "sync failed: {e}; stopping (a restart recovers what the store holds durably)"
+                );
+                self.sync_failed = Some(e);
             }
         }
     }
@@ -750,30 +747,26 @@ impl Driver {
 mod tests {
     use super::*;
     use dynamo_model::{Config, ConfigParams, Context, Key, Ring};
-    use std::sync::atomic::AtomicBool;
 
-    /// A one-node driver under `always` on a fresh directory, and the switch that makes its
-    /// fsyncs fail.
-    /// A one-node driver running on `dir` whose every fsync fails until the returned flag is
-    /// cleared.
+    /// A one-node driver under `sync` running on `dir`, every fsync of which fails.
     fn failing_node(
         dir: &std::path::Path,
-    ) -> (JoinHandle<Result<(), StoreError>>, DriverHandle, Arc<AtomicBool>) {
-        let (driver, handle, _) = one_node(dir);
-        let fault = driver.flusher.fault.clone();
-        fault.store(true, Ordering::SeqCst);
-        (tokio::spawn(driver.run()), handle, fault)
+        sync: SyncPolicy,
+    ) -> (JoinHandle<Result<(), StoreError>>, DriverHandle) {
+        let (driver, handle, _) = one_node(dir, sync);
+        driver.flusher.fault.store(true, Ordering::SeqCst);
+        (tokio::spawn(driver.run()), handle)
     }
 
-    /// A one-node driver under `always` on `dir`, not yet running, its handle and its counters.
-    fn one_node(dir: &std::path::Path) -> (Driver, DriverHandle, Arc<NetStats>) {
+    /// A one-node driver under `sync` on `dir`, not yet running, its handle and its counters.
+    fn one_node(dir: &std::path::Path, sync: SyncPolicy) -> (Driver, DriverHandle, Arc<NetStats>) {
         let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-        let (store, incarnation) = SledStore::open(dir, NodeId(1), false, true).expect("opens");
+        let durable = sync == SyncPolicy::Always;
+        let (store, incarnation) = SledStore::open(dir, NodeId(1), false, durable).expect("opens");
         let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
         let net = Arc::new(NetStats::default());
-        let (driver, handle) =
-            Driver::new(node, Outbound::new(), net.clone(), SyncPolicy::Always, 1_000);
+        let (driver, handle) = Driver::new(node, Outbound::new(), net.clone(), sync, 1_000);
         (driver, handle, net)
     }
 
@@ -783,7 +776,7 @@ mod tests {
     #[tokio::test]
     async fn the_input_queue_is_bounded_by_bytes_as_well_as_by_count() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut driver, handle, net) = one_node(dir.path());
+        let (mut driver, handle, net) = one_node(dir.path(), SyncPolicy::Always);
         let dropped = || net.inbound_dropped.load(Ordering::Relaxed);
         // Two messages, the queue nearly empty by count, but past the budget by bytes.
         let budget = handle.budget.available_permits();
@@ -832,42 +825,38 @@ mod tests {
         }
     }
 
+    /// Under `always` a failed fsync stops the driver, with an error and without its final
+    /// sync, and what waited for that fsync never leaves. (Before, the driver retried, and the
+    /// first fsync that succeeded let out what depended on writes the failed one may have lost.)
     #[tokio::test]
-    async fn a_failing_fsync_is_retried_with_backoff_and_nothing_leaves_until_one_succeeds() {
+    async fn a_failing_fsync_stops_the_node_and_lets_nothing_out() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (task, handle, fault) = failing_node(dir.path());
-        let started = Instant::now();
+        let (task, handle) = failing_node(dir.path(), SyncPolicy::Always);
         let first = spawn_put(&handle, "v1");
-        // Four tries are at least 10 + 20 + 40 ms apart in all: retried, each wait twice the one
-        // before (without the backoff four tries take well under a millisecond; with a constant
-        // wait, 30 ms). A slow machine only makes the time longer.
-        sync_failures_reach(&handle, 4).await;
-        let waits: u64 = (0..3).map(|k| SYNC_RETRY_MIN_MS << k).sum();
-        assert!(started.elapsed() >= Duration::from_millis(waits), "{:?}", started.elapsed());
-        let failing = handle.status().await.expect("status");
-        assert_eq!(failing.syncs, 0);
-        assert!(!first.is_finished(), "a put was answered before any fsync succeeded");
-
-        fault.store(false, Ordering::SeqCst);
-        let second = tokio::time::timeout(Duration::from_secs(10), handle.request(put("v2")))
+        let ended = tokio::time::timeout(Duration::from_secs(10), task)
             .await
-            .expect("answered once fsyncs succeed again")
-            .expect("taken");
-        assert!(matches!(second, ClientReply::Written { .. }), "{second:?}");
-        let recovered = handle.status().await.expect("status");
-        assert!(recovered.syncs >= 1);
-        // The first put's answer was withheld for good (its fsync failed): never a success.
-        handle.shutdown().await;
-        task.await.expect("driver ends").expect("the final sync succeeds");
+            .expect("the driver stops by itself")
+            .expect("joined");
+        assert!(
+            matches!(&ended, Err(StoreError::Io(why)) if why.contains("fsync failed")),
+            "{ended:?}"
+        );
         never_written(first).await;
+        assert!(handle.request(put("v2")).await.is_err(), "a stopped driver takes nothing");
+        // No clean-shutdown record: the next start knows it for a crash (and, the run having
+        // kept every acknowledgement behind an fsync, keeps the actor).
+        assert!(!dir.path().join(crate::storage::SHUTDOWN_RECORD).exists());
     }
 
+    /// Under the other policies acknowledgements do not wait for fsyncs, so a failed one stops
+    /// nothing; but a final sync that fails fails the stop.
     #[tokio::test]
     async fn a_final_sync_that_fails_fails_the_stop() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (task, handle, _fault) = failing_node(dir.path());
+        let (task, handle) = failing_node(dir.path(), SyncPolicy::Interval);
         // A write the store holds but no fsync has covered: the stop cannot make it durable.
-        let put = spawn_put(&handle, "v");
+        let put = handle.request(put("v")).await.expect("taken");
+        assert!(matches!(put, ClientReply::Written { .. }), "{put:?}");
         sync_failures_reach(&handle, 1).await;
         handle.shutdown().await;
         let ended = tokio::time::timeout(Duration::from_secs(10), task)
@@ -878,7 +867,6 @@ mod tests {
             matches!(&ended, Err(StoreError::Io(why)) if why.contains("final sync")),
             "{ended:?}"
         );
-        never_written(put).await;
     }
 
     #[test]
@@ -920,21 +908,39 @@ mod tests {
         assert_eq!(dependency(&fetched, 8, 9, None, Some(0)), 9);
     }
 
+    /// A one-node driver under `always` running on `dir`, whose fsyncs stall while the flag is
+    /// set, and the count of fsyncs that began stalled.
+    fn stalling_node(
+        dir: &std::path::Path,
+    ) -> (JoinHandle<Result<(), StoreError>>, DriverHandle, Flusher) {
+        let (driver, handle, _) = one_node(dir, SyncPolicy::Always);
+        let flusher = driver.flusher.clone();
+        (tokio::spawn(driver.run()), handle, flusher)
+    }
+
+    /// Waits (bounded) until an fsync has begun stalled.
+    async fn a_stalled_fsync(flusher: &Flusher) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while flusher.stalled.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "no fsync began");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_read_of_a_key_whose_writes_are_durable_is_answered_while_others_wait() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (task, handle, fault) = failing_node(dir.path());
-        fault.store(false, Ordering::SeqCst);
+        let (task, handle, flusher) = stalling_node(dir.path());
         let first = handle.request(put("v1")).await.expect("taken");
         assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
-        // Key "k" is durable; a write to "other" is not, and cannot become so.
-        fault.store(true, Ordering::SeqCst);
+        // Key "k" is durable; a write to "other" waits for an fsync that does not finish.
+        flusher.stall.store(true, Ordering::SeqCst);
         let other = {
             let handle = handle.clone();
             let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
             tokio::spawn(async move { handle.request(op).await })
         };
-        sync_failures_reach(&handle, 1).await;
+        a_stalled_fsync(&flusher).await;
         let read = tokio::time::timeout(
             Duration::from_secs(10),
             handle.request(ClientOp::get(Key(b"k".to_vec()))),
@@ -947,38 +953,38 @@ mod tests {
             "{read:?}"
         );
         assert!(!other.is_finished(), "a write was answered before any fsync covered it");
-        fault.store(false, Ordering::SeqCst);
+        flusher.stall.store(false, Ordering::SeqCst);
+        let other = other.await.expect("joined").expect("taken");
+        assert!(matches!(other, ClientReply::Written { .. }), "once its fsync is done: {other:?}");
         handle.shutdown().await;
         task.await.expect("driver ends").expect("the final sync succeeds");
-        never_written(other).await;
     }
 
     #[tokio::test]
     async fn a_read_of_a_write_not_yet_durable_is_not_answered_before_it_is() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (task, handle, fault) = failing_node(dir.path());
+        let (task, handle, flusher) = stalling_node(dir.path());
+        flusher.stall.store(true, Ordering::SeqCst);
         let written = spawn_put(&handle, "v1");
-        // The read is taken once the write is made (its first fsync has been tried), and checked
-        // once a later fsync has been tried and failed too.
-        sync_failures_reach(&handle, 1).await;
-        let read = {
+        // The read is taken once the write is made (its fsync has begun).
+        a_stalled_fsync(&flusher).await;
+        let mut read = {
             let handle = handle.clone();
             tokio::spawn(async move { handle.request(ClientOp::get(Key(b"k".to_vec()))).await })
         };
-        let tried = handle.status().await.expect("status").sync_failures;
-        sync_failures_reach(&handle, tried + 1).await;
-        assert!(!read.is_finished(), "a read answered with a write that no fsync covered");
-        fault.store(false, Ordering::SeqCst);
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut read).await;
+        assert!(early.is_err(), "a read answered with a write that no fsync covered: {early:?}");
+        assert!(!written.is_finished(), "a put answered before its fsync");
+        flusher.stall.store(false, Ordering::SeqCst);
+        let written = written.await.expect("joined").expect("taken");
+        assert!(matches!(written, ClientReply::Written { .. }), "{written:?}");
+        let read = read.await.expect("joined").expect("taken");
+        assert!(
+            matches!(&read, ClientReply::Read { values, .. } if values == &[b"v1".to_vec()]),
+            "{read:?}"
+        );
         handle.shutdown().await;
         task.await.expect("driver ends").expect("the final sync succeeds");
-        // The put's answer was dropped with the first failed fsync; the read's, depending on when
-        // it was taken, with a later one, or let out by the first fsync that succeeded.
-        never_written(written).await;
-        match read.await.expect("joined") {
-            Err(_) => {}
-            Ok(ClientReply::Read { values, .. }) => assert_eq!(values, [b"v1".to_vec()]),
-            Ok(other) => panic!("{other:?}"),
-        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ use dynamo_model::{Key, NodeId, Siblings, Store, StoreError};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// sled's page cache per node.
 pub const CACHE_BYTES: u64 = 64 << 20;
@@ -80,24 +82,69 @@ fn fresh_incarnation(previous: u32) -> u32 {
     }
 }
 
+/// sled's log segment size, set explicitly so that [`BLOB_BYTES_MIN`] is known.
+const SEGMENT_BYTES: usize = 512 << 10;
+/// Records this large or larger may be written by sled beside its log, as a file of their own (a
+/// "blob"; sled's bound is a quarter of a segment less a header, so this is a little under it).
+/// sled never fsyncs such files or their directory entries: a sync after one covers the whole
+/// file system instead (see [`Flusher::flush`]).
+const BLOB_BYTES_MIN: usize = SEGMENT_BYTES / 4 - 4096;
+
 /// Makes every write made to a [`SledStore`] before the call durable; usable from any thread, so
 /// that the driver can keep working while an fsync runs.
 #[derive(Clone, Debug)]
 pub struct Flusher {
     db: sled::Db,
+    /// sled's log file, whose data and size `fdatasync` makes durable.
+    log: Arc<std::fs::File>,
+    /// Set by a write that may have gone to a blob since the last flush began.
+    blobs: Arc<AtomicBool>,
     /// The driver's unit tests make every flush fail while this is set.
     #[cfg(test)]
-    pub(crate) fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) fault: Arc<AtomicBool>,
+    /// The driver's unit tests hold every flush back while this is set (see `stalled`).
+    #[cfg(test)]
+    pub(crate) stall: Arc<AtomicBool>,
+    /// How many flushes began while `stall` was set.
+    #[cfg(test)]
+    pub(crate) stalled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Flusher {
-    /// Flushes and fsyncs.
+    /// Makes every write made before the call durable: sled writes its log out and waits for the
+    /// device (`sync_file_range`, which on Linux is all its flush does), then `fdatasync` of the
+    /// log makes the device keep it (its volatile cache flushed) and records the log's length;
+    /// after a write that may have gone to a blob, `syncfs` of the store's file system covers
+    /// the blob files and their directory entries too.
     pub fn flush(&self) -> Result<(), StoreError> {
         #[cfg(test)]
-        if self.fault.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Io("injected sync failure".into()));
+        {
+            if self.stall.load(Ordering::SeqCst) {
+                self.stalled.fetch_add(1, Ordering::SeqCst);
+                while self.stall.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            if self.fault.load(Ordering::SeqCst) {
+                return Err(StoreError::Io("injected sync failure".into()));
+            }
         }
-        self.db.flush().map(|_| ()).map_err(io)
+        // Taken before the flush: a blob written after this is covered by the next one.
+        let blobs = self.blobs.swap(false, Ordering::SeqCst);
+        let synced = self.db.flush().map_err(io).and_then(|_| {
+            #[cfg(target_os = "linux")]
+            if blobs {
+                return rustix::fs::syncfs(&*self.log)
+                    .map_err(|e| StoreError::Io(format!("syncfs: {e}")));
+            }
+            {
+                self.log.sync_data().map_err(|e| StoreError::Io(format!("fdatasync: {e}")))
+            }
+        });
+        if synced.is_err() && blobs {
+            self.blobs.store(true, Ordering::SeqCst);
+        }
+        synced
     }
 }
 
@@ -116,7 +163,8 @@ type ReadCache = quick_cache::sync::Cache<Vec<u8>, Siblings, SiblingsWeight>;
 /// A [`Store`] on sled.
 pub struct SledStore {
     dir: PathBuf,
-    db: sled::Db,
+    /// Makes the store's writes durable (see [`Flusher::flush`]).
+    flusher: Flusher,
     data: sled::Tree,
     cache: ReadCache,
     hints: sled::Tree,
@@ -186,7 +234,7 @@ pub enum OpenError {
 /// as it opens), and a record kept inside sled would be rolled back with the rest. So damage to
 /// a cleanly stopped node's files is reported instead of served; after a crash the counts are
 /// unknown and sled's recovery is all there is.
-const SHUTDOWN_RECORD: &str = "dynamo-clean-shutdown";
+pub(crate) const SHUTDOWN_RECORD: &str = "dynamo-clean-shutdown";
 
 /// The record counts a clean shutdown writes into [`SHUTDOWN_RECORD`].
 fn shutdown_record(data: usize, hints: usize) -> String {
@@ -293,6 +341,7 @@ impl SledStore {
         };
         let config = sled::Config::new()
             .path(dir)
+            .segment_size(SEGMENT_BYTES)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(background_flush.then_some(BACKGROUND_FLUSH_MS));
         // sled releases a directory's lock when its last background job lets go of the database,
@@ -306,6 +355,27 @@ impl SledStore {
                 }
                 other => break other.map_err(fail)?,
             }
+        };
+        let log = std::fs::File::open(dir.join("db")).map_err(|e| OpenError::Io {
+            dir: dir.display().to_string(),
+            detail: format!("sled's log file: {e}"),
+        })?;
+        let flusher = Flusher {
+            db: db.clone(),
+            log: Arc::new(log),
+            blobs: Default::default(),
+            #[cfg(test)]
+            fault: Default::default(),
+            #[cfg(test)]
+            stall: Default::default(),
+            #[cfg(test)]
+            stalled: Default::default(),
+        };
+        let flush = || {
+            flusher.flush().map_err(|e| OpenError::Io {
+                dir: dir.display().to_string(),
+                detail: e.to_string(),
+            })
         };
         let data = db.open_tree("data").map_err(fail)?;
         let hints = db.open_tree("hints").map_err(fail)?;
@@ -395,13 +465,13 @@ impl SledStore {
                 meta.insert(NODE_ID_KEY, &node.0.to_be_bytes()).map_err(fail)?;
                 meta.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes()).map_err(fail)?;
                 meta.insert(INCARNATION_KEY, &inc.to_be_bytes()).map_err(fail)?;
-                db.flush().map_err(fail)?;
+                flush()?;
                 inc
             }
         };
         let run = if acks_durable { RUNNING_ACKS_DURABLE } else { RUNNING_ACKS_UNSYNCED };
         meta.insert(RUNNING_KEY, &[run]).map_err(fail)?;
-        db.flush().map_err(fail)?;
+        flush()?;
         if recorded {
             // The store is about to change; a stale record must not survive a crash. (Until here
             // only metadata changed, which the record does not count, so a refusal above left it
@@ -413,7 +483,7 @@ impl SledStore {
         let dir = dir.to_path_buf();
         let store = SledStore {
             dir,
-            db,
+            flusher,
             data,
             cache,
             hints,
@@ -435,7 +505,7 @@ impl SledStore {
     /// done to its files meanwhile ([`OpenError::Damaged`]). Call it last, after the final sync.
     pub fn mark_clean_shutdown(&mut self) -> Result<(), StoreError> {
         self.meta.remove(RUNNING_KEY).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.flusher.flush()?;
         let record = shutdown_record(self.data.len(), self.hints.len());
         write_durably(&self.dir.join(SHUTDOWN_RECORD), &record)
             .map_err(|e| StoreError::Io(format!("writing {SHUTDOWN_RECORD}: {e}")))
@@ -486,7 +556,7 @@ impl SledStore {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if self.is_dirty() {
             let mark = self.written;
-            self.db.flush().map_err(io)?;
+            self.flusher.flush()?;
             self.mark_durable(mark);
         }
         Ok(())
@@ -494,10 +564,13 @@ impl SledStore {
 
     /// A handle that flushes this store from another thread.
     pub fn flusher(&self) -> Flusher {
-        Flusher {
-            db: self.db.clone(),
-            #[cfg(test)]
-            fault: Default::default(),
+        self.flusher.clone()
+    }
+
+    /// Notes a write of `bytes` that sled may put in a blob, which the next flush must cover.
+    fn note_size(&self, bytes: usize) {
+        if bytes >= BLOB_BYTES_MIN {
+            self.flusher.blobs.store(true, Ordering::SeqCst);
         }
     }
 
@@ -532,6 +605,7 @@ impl Store for SledStore {
 
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
+        self.note_size(encoded.len());
         // Set before the write: a write that fails may still have been applied, and until a
         // sync covers it nothing that could have read it may be let out as settled.
         self.written += 1;
@@ -584,6 +658,7 @@ impl Store for SledStore {
         siblings: &Siblings,
     ) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
+        self.note_size(encoded.len());
         self.written += 1; // before the write, as in `save`
         self.hints_written = self.written;
         let old = self.hints.insert(hint_key(intended, key), encoded).map_err(io)?;
