@@ -443,6 +443,11 @@ impl<S: Store> Node<S> {
             }
             // A get's answers are merged, stored and repaired onto other replicas.
             Msg::FetchReply { siblings, .. } => !self.within_limits(siblings),
+            // A forwarded put's context becomes the new version's past: it must be one a client
+            // could send (a counter past the bound would make the version one no replica takes).
+            Msg::Forward { op: ClientOp { action: Action::Put { context, .. }, .. }, .. } => {
+                context.check(self.config.limits().context_entries_max).is_err()
+            }
             _ => false,
         };
         if outside_limits {

@@ -623,3 +623,34 @@ fn siblings_whose_dots_alone_exceed_the_limit_are_resolved_in_rounds() {
         assert!(siblings_of(&n, &key) < before, "a round resolves some siblings");
     }
 }
+
+/// A forwarded put whose context claims a counter no client context may carry is dropped as
+/// malformed: written, it would become the past of a version every replica refuses to store, and
+/// whose read context no client could send back. (Found by review: only the client's own
+/// decoding checked counters, not a forward.)
+#[test]
+fn a_forward_whose_context_claims_a_counter_past_the_bound_is_dropped() {
+    use dynamo_model::clock::CONTEXT_COUNTER_MAX;
+    use dynamo_model::VClock;
+    let mut n = node(1);
+    let mut clock = VClock::new();
+    clock.witness(ActorId::new(NodeId(2), 7), CONTEXT_COUNTER_MAX + 1, 0);
+    let forward = |context| Input::Peer {
+        from: NodeId(2),
+        msg: Msg::Forward {
+            req: RequestId(5),
+            op: ClientOp::put(Key::from("k"), context, b"v".to_vec()),
+        },
+    };
+    let mut effects = Vec::new();
+    n.handle(0, forward(Context::from(clock)), &mut effects);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(n.stats().malformed_dropped, 1);
+    assert_eq!(n.store(), &MemStore::default());
+    // At the bound it is taken.
+    let mut clock = VClock::new();
+    clock.witness(ActorId::new(NodeId(2), 7), CONTEXT_COUNTER_MAX, 0);
+    n.handle(0, forward(Context::from(clock)), &mut effects);
+    assert_eq!(n.stats().malformed_dropped, 1);
+    assert!(!effects.is_empty(), "a forward within the bound is coordinated");
+}

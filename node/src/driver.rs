@@ -64,6 +64,9 @@ pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
 pub const SWEEP_EVERY_MS: u64 = 1_000;
 /// Longest the driver sleeps with nothing to do (it re-checks shutdown and timers).
 pub const IDLE_WAKE_MS: u64 = 1_000;
+/// Under `always`, effects held for an fsync past which the driver takes no more input until it
+/// finishes (a few hundred are held at the peak; this bound is for a device that stalls).
+pub const HELD_EFFECTS_MAX: usize = 16 * 1024;
 /// Bits of a request id taken by the per-boot random prefix; the rest count requests.
 const REQUEST_PREFIX_BITS: u32 = 24;
 
@@ -434,16 +437,20 @@ impl Driver {
                 }
             }
             sleep.as_mut().reset(self.next_wake().into());
+            // While an fsync takes long (a failing or hung device), effects pile up behind it:
+            // past a bound the driver takes no input until it finishes, so the queue fills and
+            // clients are refused and peer messages dropped, as the protocol allows.
+            let taking = self.held.len() < HELD_EFFECTS_MAX;
             tokio::select! {
                 biased;
                 res = flushed(&mut self.inflight) => self.flush_done(res),
-                input = self.rx.recv() => match input {
+                input = self.rx.recv(), if taking => match input {
                     Some(first) => batch.push(first),
                     None => stop = true,
                 },
                 _ = &mut sleep => {}
             }
-            while batch.len() < BATCH_MAX {
+            while taking && batch.len() < BATCH_MAX {
                 match self.rx.try_recv() {
                     Ok(input) => batch.push(input),
                     Err(_) => break,
@@ -451,11 +458,6 @@ impl Driver {
             }
             let now = Instant::now();
             let now_ms = wall_ms();
-            while let Some(timer) = self.timers.pop_due(now) {
-                let before = self.node.store().write_mark();
-                self.node.handle(now_ms, Input::Timer(timer), &mut effects);
-                self.settle(now, before, None, &mut effects, &mut ready);
-            }
             self.inputs += batch.len() as u64;
             for input in batch.drain(..) {
                 let before = self.node.store().write_mark();
@@ -487,6 +489,14 @@ impl Driver {
                     DriverInput::Shutdown => stop = true,
                 }
                 self.settle(now, before, fetched, &mut effects, &mut ready);
+            }
+            // Timers after the batch's inputs: an answer that arrived by the deadline (the
+            // acknowledgement that completes a quorum, a forwarded request's reply) counts, even
+            // when the driver takes it in the same batch as the deadline.
+            while let Some(timer) = self.timers.pop_due(now) {
+                let before = self.node.store().write_mark();
+                self.node.handle(now_ms, Input::Timer(timer), &mut effects);
+                self.settle(now, before, None, &mut effects, &mut ready);
             }
             self.batches += 1;
             self.finish_batch(&mut ready);
@@ -918,6 +928,23 @@ mod tests {
         (tokio::spawn(driver.run()), handle, flusher)
     }
 
+    /// Stalls the flusher's fsyncs until dropped (also when a test fails: a stalled fsync left
+    /// running would keep the test's runtime from shutting down).
+    struct Stall(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Stall {
+        fn new(flusher: &Flusher) -> Stall {
+            flusher.stall.store(true, Ordering::SeqCst);
+            Stall(flusher.stall.clone())
+        }
+    }
+
+    impl Drop for Stall {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Waits (bounded) until an fsync has begun stalled.
     async fn a_stalled_fsync(flusher: &Flusher) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -927,6 +954,45 @@ mod tests {
         }
     }
 
+    /// While an fsync stalls, the driver holds at most [`HELD_EFFECTS_MAX`] effects (and one
+    /// batch's) and then takes no input, not even a status request, until it finishes; then
+    /// every request is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_fsync_holds_a_bounded_number_of_effects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (task, handle, flusher) = stalling_node(dir.path());
+        let stall = Stall::new(&flusher);
+        let first = spawn_put(&handle, "first");
+        a_stalled_fsync(&flusher).await;
+        // More puts than the bound (each answered by one held reply, N = 1); the queue holds
+        // the rest.
+        let asked = HELD_EFFECTS_MAX + 2 * BATCH_MAX;
+        let puts: Vec<_> = (0..asked)
+            .map(|i| {
+                let handle = handle.clone();
+                let op = ClientOp::put(Key(format!("k{i}").into_bytes()), Context::new(), vec![1]);
+                tokio::spawn(async move { handle.request(op).await })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = tokio::time::timeout(Duration::from_millis(200), handle.status()).await;
+            if status.is_err() {
+                break; // no longer taken
+            }
+            assert!(Instant::now() < deadline, "the driver kept taking input behind the fsync");
+        }
+        drop(stall);
+        for p in puts {
+            let reply = p.await.expect("joined");
+            assert!(matches!(reply, Ok(ClientReply::Written { .. })), "{reply:?}");
+        }
+        assert!(matches!(first.await.expect("joined"), Ok(ClientReply::Written { .. })));
+        handle.status().await.expect("taking input again");
+        handle.shutdown().await;
+        task.await.expect("driver ends").expect("the final sync succeeds");
+    }
+
     #[tokio::test]
     async fn a_read_of_a_key_whose_writes_are_durable_is_answered_while_others_wait() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -934,7 +1000,7 @@ mod tests {
         let first = handle.request(put("v1")).await.expect("taken");
         assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
         // Key "k" is durable; a write to "other" waits for an fsync that does not finish.
-        flusher.stall.store(true, Ordering::SeqCst);
+        let stall = Stall::new(&flusher);
         let other = {
             let handle = handle.clone();
             let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
@@ -953,7 +1019,7 @@ mod tests {
             "{read:?}"
         );
         assert!(!other.is_finished(), "a write was answered before any fsync covered it");
-        flusher.stall.store(false, Ordering::SeqCst);
+        drop(stall);
         let other = other.await.expect("joined").expect("taken");
         assert!(matches!(other, ClientReply::Written { .. }), "once its fsync is done: {other:?}");
         handle.shutdown().await;
@@ -964,7 +1030,7 @@ mod tests {
     async fn a_read_of_a_write_not_yet_durable_is_not_answered_before_it_is() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (task, handle, flusher) = stalling_node(dir.path());
-        flusher.stall.store(true, Ordering::SeqCst);
+        let stall = Stall::new(&flusher);
         let written = spawn_put(&handle, "v1");
         // The read is taken once the write is made (its fsync has begun).
         a_stalled_fsync(&flusher).await;
@@ -975,7 +1041,7 @@ mod tests {
         let early = tokio::time::timeout(Duration::from_millis(200), &mut read).await;
         assert!(early.is_err(), "a read answered with a write that no fsync covered: {early:?}");
         assert!(!written.is_finished(), "a put answered before its fsync");
-        flusher.stall.store(false, Ordering::SeqCst);
+        drop(stall);
         let written = written.await.expect("joined").expect("taken");
         assert!(matches!(written, ClientReply::Written { .. }), "{written:?}");
         let read = read.await.expect("joined").expect("taken");
