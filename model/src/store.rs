@@ -47,7 +47,10 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// Removes the hint kept for `intended` under `key`.
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError>;
-    /// Up to `limit` hints whose intended node is not in `skip`.
+    /// Up to `limit` hints whose intended node is not in `skip`, taken in turns: one of each
+    /// such node's (in key order), then a second of each, and so on. So every node's hints get
+    /// their share of a handoff batch, and a node that does not take its hints (down, and not yet
+    /// suspected) cannot hold up the others' for good.
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError>;
     /// How many hints are kept.
     fn hint_count(&self) -> Result<usize, StoreError>;
@@ -116,13 +119,23 @@ impl Store for MemStore {
         Ok(())
     }
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
-        Ok(self
-            .hints
-            .iter()
-            .filter(|((n, _), _)| !skip.contains(n))
-            .take(limit)
-            .map(|((n, k), s)| (*n, k.clone(), s.clone()))
-            .collect())
+        let mut by_node: BTreeMap<NodeId, Vec<Hint>> = BTreeMap::new();
+        for ((n, k), s) in self.hints.iter().filter(|((n, _), _)| !skip.contains(n)) {
+            by_node.entry(*n).or_default().push((*n, k.clone(), s.clone()));
+        }
+        let mut walks: Vec<_> = by_node.into_values().map(Vec::into_iter).collect();
+        let mut out = Vec::new();
+        while out.len() < limit && !walks.is_empty() {
+            walks.retain_mut(|w| match w.next() {
+                Some(h) if out.len() < limit => {
+                    out.push(h);
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            });
+        }
+        Ok(out)
     }
     fn hint_count(&self) -> Result<usize, StoreError> {
         Ok(self.hints.len())

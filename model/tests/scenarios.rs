@@ -428,3 +428,45 @@ fn truncation_keeps_a_context_within_its_bound_whole() {
         assert_eq!(values, [b"x".as_slice(), b"y2"], "y1 was superseded: {held:?}");
     }
 }
+
+/// Hinted handoff shares each batch among the nodes hints are kept for: a node that does not take
+/// its hints (down, and not suspected by this node, which has not tried to reach it since it
+/// restarted) cannot hold up the others'. (Found by review: the batch was the first
+/// `handoff_batch_max` hints in key order, the same ones every tick, so the lowest node's hints
+/// could starve every other node's.)
+#[test]
+fn a_handoff_batch_is_shared_among_the_intended_nodes() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::ActorId;
+    use dynamo_model::node::{Effect, Input, Node, Timer};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use dynamo_model::Msg;
+    use std::sync::Arc;
+
+    let mut p = ConfigParams::for_nodes((1..=4).map(NodeId));
+    p.limits.handoff_batch_max = 2;
+    let config = Arc::new(Config::new(p).expect("valid"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut node = Node::new(ActorId::new(NodeId(4), 0), config, ring, MemStore::default());
+    let mut held = Siblings::new();
+    let writer = dynamo_model::Writer { actor: ActorId::new(NodeId(1), 0), issued: 0 };
+    let limits = dynamo_model::Limits::default();
+    let value = dynamo_model::Payload::Value(b"v".to_vec());
+    held.apply_put(writer, &Context::new(), value, 1, &limits, None).expect("put");
+    for (intended, key) in [(1, "a"), (1, "b"), (1, "c"), (2, "d")] {
+        node.store_mut().save_hint(NodeId(intended), &Key::from(key), &held).expect("hint");
+    }
+    let mut effects = Vec::new();
+    node.handle(0, Input::Timer(Timer::Tick), &mut effects);
+    let handed: Vec<(u16, String)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg: Msg::Handoff { key, .. } } => {
+                Some((to.0, String::from_utf8_lossy(&key.0).into_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [(1, "a".to_string()), (2, "d".to_string())]);
+}

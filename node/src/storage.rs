@@ -678,33 +678,46 @@ impl Store for SledStore {
     }
 
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
-        let mut out = Vec::new();
+        // The nodes that hints are kept for, one range seek each (a skipped node's hints are
+        // jumped over whole), then their hints in turns.
+        let mut nodes = Vec::new();
         let mut from: Vec<u8> = Vec::new();
-        // Each skipped node's hints are jumped over with one range seek, so the walk costs at most
-        // `limit` records plus one seek per skipped node.
-        for _ in 0..=skip.len() {
-            let mut jump = None;
-            for item in self.hints.range(from.clone()..) {
-                let (k, v) = item.map_err(io)?;
-                let Some((node, key)) = split_hint_key(&k) else {
-                    self.skip_corrupt_hint(&k, "its key is shorter than a node id");
-                    continue;
-                };
-                if skip.contains(&node) {
-                    jump = node.0.checked_add(1);
-                    break;
-                }
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-                match decode(|| format!("hint for {node} key {key}"), &v) {
-                    Ok(siblings) => out.push((node, key, siblings)),
-                    Err(e) => self.skip_corrupt_hint(&k, &e.to_string()),
-                }
+        while let Some(item) = self.hints.range(from.clone()..).next() {
+            let (k, _) = item.map_err(io)?;
+            let Some((node, _)) = split_hint_key(&k) else {
+                self.skip_corrupt_hint(&k, "its key is shorter than a node id");
+                from = [&k[..], &[0]].concat();
+                continue;
+            };
+            if !skip.contains(&node) {
+                nodes.push(node);
             }
-            match jump {
+            match node.0.checked_add(1) {
                 Some(next) => from = next.to_be_bytes().to_vec(),
                 None => break,
+            }
+        }
+        let mut walks: Vec<_> =
+            nodes.iter().map(|n| self.hints.scan_prefix(n.0.to_be_bytes())).collect();
+        let mut out = Vec::new();
+        while out.len() < limit && !walks.is_empty() {
+            let mut i = 0;
+            while i < walks.len() && out.len() < limit {
+                match walks[i].next() {
+                    Some(item) => {
+                        let (k, v) = item.map_err(io)?;
+                        // The prefix is the node's id: the key splits.
+                        let Some((node, key)) = split_hint_key(&k) else { continue };
+                        match decode(|| format!("hint for {node} key {key}"), &v) {
+                            Ok(siblings) => out.push((node, key, siblings)),
+                            Err(e) => self.skip_corrupt_hint(&k, &e.to_string()),
+                        }
+                        i += 1;
+                    }
+                    None => {
+                        walks.remove(i);
+                    }
+                }
             }
         }
         Ok(out)
@@ -974,6 +987,30 @@ mod tests {
         let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// Hints are handed out in turns among the nodes they are for, so that one node's many hints
+    /// cannot fill every batch; skipped nodes' hints are left out.
+    #[test]
+    fn hints_are_taken_in_turns_among_their_nodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        for (n, k) in [(2, "a"), (2, "b"), (2, "c"), (3, "d"), (4, "e"), (4, "f")] {
+            s.save_hint(NodeId(n), &Key::from(k), &sibs(b"v")).expect("hint");
+        }
+        let taken = |skip: &[u16], limit| {
+            let skip: BTreeSet<NodeId> = skip.iter().map(|&n| NodeId(n)).collect();
+            let hs = s.hints(&skip, limit).expect("hints");
+            hs.into_iter().map(|(n, k, _)| (n.0, String::from_utf8(k.0).expect("utf8"))).collect()
+        };
+        let turns: Vec<(u16, String)> = taken(&[], 4);
+        let want = [(2, "a"), (3, "d"), (4, "e"), (2, "b")];
+        assert_eq!(turns, want.map(|(n, k)| (n, k.to_string())));
+        let all: Vec<(u16, String)> = taken(&[], 10);
+        assert_eq!(all.len(), 6);
+        let skipped: Vec<(u16, String)> = taken(&[3], 3);
+        let want = [(2, "a"), (4, "e"), (2, "b")];
+        assert_eq!(skipped, want.map(|(n, k)| (n, k.to_string())));
     }
 
     /// A hint record that does not decode (or whose key is too short to name a node) is walked
