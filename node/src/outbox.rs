@@ -56,6 +56,9 @@ pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// A write buffer grown past this by a burst of large messages is released once empty.
 const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
+/// Written bytes a buffer that has not emptied keeps at most before they are cut off its front
+/// (a link whose peer reads about as fast as frames come may never empty it).
+const WRITTEN_BYTES_KEPT_MAX: usize = 1 << 20;
 
 /// A socket that can be written without blocking.
 pub trait TryWrite {
@@ -181,6 +184,12 @@ impl<S: TryWrite> State<S> {
             if self.buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
                 self.buf = Vec::new();
             }
+        } else if self.written > WRITTEN_BYTES_KEPT_MAX {
+            // Every frame end left lies past the written bytes (the written ones were popped).
+            let written = self.written;
+            self.buf.drain(..written);
+            self.ends.iter_mut().for_each(|end| *end -= written);
+            self.written = 0;
         }
     }
 
@@ -270,7 +279,7 @@ impl<S: TryWrite> Outbox<S> {
         for msg in msgs {
             let full = !st.ends.is_empty()
                 && (st.ends.len() >= self.bounds.queue_max
-                    || st.buf.len() >= self.bounds.bytes_max);
+                    || st.buf.len() - st.written >= self.bounds.bytes_max);
             if full {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
             } else if let Err(too_large) = st.encode(&msg, &self.bounds) {
@@ -359,5 +368,79 @@ impl<S: TryWrite> Outbox<S> {
     /// Messages waiting for the connection.
     pub fn queued(&self) -> usize {
         self.lock().ends.len()
+    }
+}
+
+#[cfg(all(test, not(dynamo_loom)))]
+mod tests {
+    use super::*;
+    use dynamo_model::{NodeId, OpId, RequestId};
+
+    /// A socket that takes `per_try` bytes at the first try of each flush and then has no room.
+    #[derive(Debug, Default)]
+    struct Trickle {
+        got: Mutex<Vec<u8>>,
+        room: std::sync::atomic::AtomicBool,
+    }
+
+    const PER_TRY: usize = 300;
+
+    impl TryWrite for Trickle {
+        fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+            if !self.room.swap(false, Ordering::SeqCst) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(PER_TRY);
+            self.got.lock().expect("lock").extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    /// The byte bound counts the bytes not yet written, and a buffer that never empties keeps
+    /// only a bounded prefix of written ones. (Before, it counted every byte since the buffer
+    /// last emptied: a link whose socket kept up but never drained it whole dropped frames once
+    /// that many had gone out.)
+    #[test]
+    fn a_link_that_never_drains_whole_drops_nothing_and_keeps_little() {
+        let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 1 << 20, bytes_max: 4 << 10 };
+        let net = Arc::new(NetStats::default());
+        let outbox: Outbox<Trickle> = Outbox::new(bounds, net.clone());
+        let socket = Arc::new(Trickle::default());
+        outbox.attach(socket.clone());
+        let ack = |i| Msg::StoreAck { op: OpId { origin: NodeId(1), req: RequestId(i) } };
+        let frame_bytes = |i| postcard::to_stdvec(&ack(i)).expect("encodes").len() + 4;
+        // Each round tops the unwritten bytes up to half the bound, then the socket takes a
+        // little: the buffer never empties, and twice the written bytes it may keep go out.
+        let (mut sent, mut pushed) = (0u64, 0usize);
+        while socket.got.lock().expect("lock").len() < 2 * WRITTEN_BYTES_KEPT_MAX {
+            let written = socket.got.lock().expect("lock").len();
+            let mut round = Vec::new();
+            while pushed - written < bounds.bytes_max / 2 {
+                sent += 1;
+                pushed += frame_bytes(sent);
+                round.push(ack(sent));
+            }
+            outbox.push(round);
+            socket.room.store(true, Ordering::SeqCst);
+            let _ = outbox.flush();
+            assert!(outbox.lock().buf.len() <= WRITTEN_BYTES_KEPT_MAX + PER_TRY + bounds.bytes_max);
+            assert!(outbox.queued() > 0, "the buffer never empties");
+        }
+        assert_eq!(net.outbound_dropped.load(Ordering::Relaxed), 0);
+        // What arrived is the frames, in order.
+        while outbox.queued() > 0 {
+            socket.room.store(true, Ordering::SeqCst);
+            let _ = outbox.flush();
+        }
+        let got = socket.got.lock().expect("lock").clone();
+        let mut rest = &got[..];
+        for i in 1..=sent {
+            let (len, tail) = rest.split_at(4);
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (frame, tail) = tail.split_at(len);
+            assert_eq!(postcard::from_bytes::<Msg>(frame).expect("decodes"), ack(i));
+            rest = tail;
+        }
+        assert!(rest.is_empty());
     }
 }
