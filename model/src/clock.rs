@@ -607,10 +607,11 @@ impl Context {
         self.cloud = joined;
     }
 
-    /// Bounds the context to `max` entries, clock entries and cloud runs together: one within it
-    /// is left whole. One over it has its gap-free part truncated as [`VClock::truncate`] does,
-    /// and loses the cloud runs of every actor left without a clock entry (those it dropped, and
-    /// any that had only runs). Risky; see the module docs.
+    /// Cuts a context of more than `max` entries (clock entries and cloud runs together); one
+    /// within it is left whole. One over it has its gap-free part truncated to `max` entries as
+    /// [`VClock::truncate`] does, and loses the cloud runs of every actor left without a clock
+    /// entry (those it dropped, and any that had only runs); the runs of actors that keep their
+    /// entry stay, so it may still be over `max`. Risky; see the module docs.
     pub fn truncate(&mut self, max: usize) {
         if self.len() <= max {
             return;

@@ -538,7 +538,8 @@ async fn write(
     key: String,
     p: &KvParams,
     headers: &KvHeaders,
-    value: Option<Bytes>,
+    // A put's body, with its share of the body budget (see `reserve_body`).
+    value: Option<(Bytes, OwnedSemaphorePermit)>,
 ) -> Response {
     let key = match key_of(key, st.config.limits().key_bytes_max) {
         Ok(k) => k,
@@ -549,8 +550,8 @@ async fn write(
             Ok(c) => c,
             Err(r) => return r.into_response(),
         };
-    let op = match value {
-        Some(v) => ClientOp::put(key, context, v.to_vec()),
+    let (op, share) = match value {
+        Some((v, share)) => (ClientOp::put(key, context, v.to_vec()), Some(share)),
         // A delete removes only the versions its context covers: without one it would answer
         // 204 and remove nothing (its tombstone would stand beside the value as a sibling). The
         // core accepts such a delete, as the harmless no-op it is (the simulator sends them);
@@ -566,12 +567,15 @@ async fn write(
                 bad_request(BLIND_DELETE).into_response()
             };
         }
-        None => ClientOp::delete(key, context),
+        None => (ClientOp::delete(key, context), None),
     };
     let op = match apply_params(op, p) {
         Ok(op) => op,
         Err(r) => return r.into_response(),
     };
+    // The body's share goes back as the request goes to the driver, whose queue counts it from
+    // there: a put waiting for its quorum holds no share of the bodies being read.
+    drop(share);
     match run(st, op).await {
         Ok(reply) => reply_response(reply),
         Err(r) => r,
@@ -589,10 +593,9 @@ async fn put_kv(
     let resp = match kv_target(key, query) {
         Ok((Path(key), Query(p))) => {
             let max = body_max(st.config.limits());
-            // Held until the core has the value (the driver's queue then counts it too).
             match reserve_body(&st.bodies, HttpBody::size_hint(&body).exact(), max) {
-                Some(_share) => match read_body(body, max, st.body_timeout).await {
-                    Ok(value) => write(&st, key, &p, &headers, Some(value)).await,
+                Some(share) => match read_body(body, max, st.body_timeout).await {
+                    Ok(value) => write(&st, key, &p, &headers, Some((value, share))).await,
                     Err(r) => r,
                 },
                 None => bodies_in_flight(),

@@ -56,8 +56,9 @@ pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// A write buffer grown past this by a burst of large messages is released once empty.
 const WRITE_BUFFER_KEEP_BYTES: usize = 4 << 20;
-/// Written bytes a buffer that has not emptied keeps at most before they are cut off its front
-/// (a link whose peer reads about as fast as frames come may never empty it).
+/// Written bytes a buffer that has not emptied keeps before they are cut off its front, once
+/// they are at least half of it (a link whose peer reads about as fast as frames come may never
+/// empty it).
 const WRITTEN_BYTES_KEPT_MAX: usize = 1 << 20;
 
 /// A socket that can be written without blocking.
@@ -184,8 +185,10 @@ impl<S: TryWrite> State<S> {
             if self.buf.capacity() > WRITE_BUFFER_KEEP_BYTES {
                 self.buf = Vec::new();
             }
-        } else if self.written > WRITTEN_BYTES_KEPT_MAX {
-            // Every frame end left lies past the written bytes (the written ones were popped).
+        } else if self.written > WRITTEN_BYTES_KEPT_MAX && self.written >= self.buf.len() / 2 {
+            // At least as many written bytes as unwritten ones are dropped each time, so the
+            // copying costs at most one move per byte written. Every frame end left lies past
+            // the written bytes (the written ones were popped).
             let written = self.written;
             self.buf.drain(..written);
             self.ends.iter_mut().for_each(|end| *end -= written);

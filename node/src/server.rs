@@ -197,8 +197,9 @@ async fn start_here(
     let trigger = shutdown.clone();
     let task = tokio::spawn(async move {
         let mut driver_task = driver_task;
-        // The driver ends only when told to; if it ends on its own (a bug in the core made it
-        // panic), the node stops rather than linger without a brain.
+        // The driver ends only when told to, unless an fsync failed under `always` (fail-stop)
+        // or a bug in the core made it panic: then the node stops rather than linger without a
+        // brain, and exits non-zero.
         let crashed = tokio::select! {
             _ = down.wait() => None,
             ended = &mut driver_task => Some(ended),
@@ -335,8 +336,10 @@ async fn serve_http(
         // The answer's side of the bound: a client that stops reading (its window stays shut)
         // or vanishes while an answer is unacknowledged is cut off after `idle` by the kernel,
         // instead of holding its slot and the unsent answer for good.
+        // (At least a second: below that, one retransmission on a real network would do.)
         #[cfg(target_os = "linux")]
-        let _ = socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(idle));
+        let _ = socket2::SockRef::from(&stream)
+            .set_tcp_user_timeout(Some(idle.max(Duration::from_secs(1))));
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn =
             graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));

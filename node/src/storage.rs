@@ -26,6 +26,7 @@ use dynamo_model::{Key, NodeId, Siblings, Store, StoreError};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -82,14 +83,6 @@ fn fresh_incarnation(previous: u32) -> u32 {
     }
 }
 
-/// sled's log segment size, set explicitly so that [`BLOB_BYTES_MIN`] is known.
-const SEGMENT_BYTES: usize = 512 << 10;
-/// Records this large or larger may be written by sled beside its log, as a file of their own (a
-/// "blob"; sled's bound is a quarter of a segment less a header, so this is a little under it).
-/// sled never fsyncs such files or their directory entries: a sync after one covers the whole
-/// file system instead (see [`Flusher::flush`]).
-const BLOB_BYTES_MIN: usize = SEGMENT_BYTES / 4 - 4096;
-
 /// Makes every write made to a [`SledStore`] before the call durable; usable from any thread, so
 /// that the driver can keep working while an fsync runs.
 #[derive(Clone, Debug)]
@@ -97,8 +90,10 @@ pub struct Flusher {
     db: sled::Db,
     /// sled's log file, whose data and size `fdatasync` makes durable.
     log: Arc<std::fs::File>,
-    /// Set by a write that may have gone to a blob since the last flush began.
-    blobs: Arc<AtomicBool>,
+    /// Where sled keeps records too large for its log, one file each ("blobs").
+    blobs_dir: Arc<Path>,
+    /// The blob files made durable so far, with the length each had then.
+    blobs_synced: Arc<std::sync::Mutex<std::collections::HashMap<std::ffi::OsString, u64>>>,
     /// The driver's unit tests make every flush fail while this is set.
     #[cfg(test)]
     pub(crate) fault: Arc<AtomicBool>,
@@ -111,11 +106,27 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Makes every write made before the call durable: sled writes its log out and waits for the
-    /// device (`sync_file_range`, which on Linux is all its flush does), then `fdatasync` of the
-    /// log makes the device keep it (its volatile cache flushed) and records the log's length;
-    /// after a write that may have gone to a blob, `syncfs` of the store's file system covers
-    /// the blob files and their directory entries too.
+    fn new(db: &sled::Db, dir: &Path) -> std::io::Result<Flusher> {
+        Ok(Flusher {
+            db: db.clone(),
+            log: Arc::new(std::fs::File::open(dir.join("db"))?),
+            blobs_dir: dir.join("blobs").into(),
+            blobs_synced: Default::default(),
+            #[cfg(test)]
+            fault: Default::default(),
+            #[cfg(test)]
+            stall: Default::default(),
+            #[cfg(test)]
+            stalled: Default::default(),
+        })
+    }
+
+    /// Makes every write made before the call durable. sled writes its log out and waits for the
+    /// device (`sync_file_range`, which on Linux is all its flush does); then every blob file
+    /// that is new or has grown since it was last made durable is fsynced, with the directory
+    /// when one is new (sled writes a blob before the log record that points to it, and never
+    /// fsyncs it; blobs come of large values and of large tree nodes alike); last, `fdatasync`
+    /// of the log makes the device keep it (its volatile cache flushed) and records its length.
     pub fn flush(&self) -> Result<(), StoreError> {
         #[cfg(test)]
         {
@@ -129,22 +140,48 @@ impl Flusher {
                 return Err(StoreError::Io("injected sync failure".into()));
             }
         }
-        // Taken before the flush: a blob written after this is covered by the next one.
-        let blobs = self.blobs.swap(false, Ordering::SeqCst);
-        let synced = self.db.flush().map_err(io).and_then(|_| {
-            #[cfg(target_os = "linux")]
-            if blobs {
-                return rustix::fs::syncfs(&*self.log)
-                    .map_err(|e| StoreError::Io(format!("syncfs: {e}")));
+        self.db.flush().map_err(io)?;
+        self.sync_blobs().map_err(|e| StoreError::Io(format!("syncing sled's blobs: {e}")))?;
+        self.log.sync_data().map_err(|e| StoreError::Io(format!("fdatasync: {e}")))
+    }
+
+    /// Fsyncs the blob files that are new or longer than when they were last fsynced (one may
+    /// be half written by a write this flush does not cover: it is fsynced again once it has
+    /// grown), then the directory if any was new. Returns how many files it fsynced.
+    fn sync_blobs(&self) -> std::io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
+        let mut present = std::collections::HashSet::new();
+        let (mut files, mut new) = (0, false);
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // sled removes blobs it no longer needs, at any moment: a vanished one is not owed.
+            let opened =
+                std::fs::File::open(entry.path()).and_then(|f| Ok((f.metadata()?.len(), f)));
+            let (len, file) = match opened {
+                Ok(opened) => opened,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            present.insert(name.clone());
+            let before = synced.get(&name).copied();
+            if before != Some(len) {
+                file.sync_data()?;
+                new |= before.is_none();
+                files += 1;
+                synced.insert(name, len);
             }
-            {
-                self.log.sync_data().map_err(|e| StoreError::Io(format!("fdatasync: {e}")))
-            }
-        });
-        if synced.is_err() && blobs {
-            self.blobs.store(true, Ordering::SeqCst);
         }
-        synced
+        synced.retain(|name, _| present.contains(name));
+        if new {
+            std::fs::File::open(&*self.blobs_dir)?.sync_all()?;
+        }
+        Ok(files)
     }
 }
 
@@ -341,7 +378,6 @@ impl SledStore {
         };
         let config = sled::Config::new()
             .path(dir)
-            .segment_size(SEGMENT_BYTES)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(background_flush.then_some(BACKGROUND_FLUSH_MS));
         // sled releases a directory's lock when its last background job lets go of the database,
@@ -356,21 +392,10 @@ impl SledStore {
                 other => break other.map_err(fail)?,
             }
         };
-        let log = std::fs::File::open(dir.join("db")).map_err(|e| OpenError::Io {
+        let flusher = Flusher::new(&db, dir).map_err(|e| OpenError::Io {
             dir: dir.display().to_string(),
             detail: format!("sled's log file: {e}"),
         })?;
-        let flusher = Flusher {
-            db: db.clone(),
-            log: Arc::new(log),
-            blobs: Default::default(),
-            #[cfg(test)]
-            fault: Default::default(),
-            #[cfg(test)]
-            stall: Default::default(),
-            #[cfg(test)]
-            stalled: Default::default(),
-        };
         let flush = || {
             flusher.flush().map_err(|e| OpenError::Io {
                 dir: dir.display().to_string(),
@@ -567,13 +592,6 @@ impl SledStore {
         self.flusher.clone()
     }
 
-    /// Notes a write of `bytes` that sled may put in a blob, which the next flush must cover.
-    fn note_size(&self, bytes: usize) {
-        if bytes >= BLOB_BYTES_MIN {
-            self.flusher.blobs.store(true, Ordering::SeqCst);
-        }
-    }
-
     /// Number of primary keys (a scan: for status, not hot paths).
     pub fn key_count(&self) -> usize {
         self.data.len()
@@ -605,7 +623,6 @@ impl Store for SledStore {
 
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
-        self.note_size(encoded.len());
         // Set before the write: a write that fails may still have been applied, and until a
         // sync covers it nothing that could have read it may be let out as settled.
         self.written += 1;
@@ -658,7 +675,6 @@ impl Store for SledStore {
         siblings: &Siblings,
     ) -> Result<(), StoreError> {
         let encoded = encode(siblings)?;
-        self.note_size(encoded.len());
         self.written += 1; // before the write, as in `save`
         self.hints_written = self.written;
         let old = self.hints.insert(hint_key(intended, key), encoded).map_err(io)?;
@@ -812,10 +828,10 @@ mod tests {
         assert_eq!(fourth, fifth);
         drop(s);
         // The record of a build before it said which policy ran: read as acks before fsync.
-        let (mut s, sixth) = open(true).expect("reopen");
+        let (s, sixth) = open(true).expect("reopen");
         assert_ne!(fifth, sixth, "the crash of the run under none");
         s.meta.insert(RUNNING_KEY, &[1u8]).expect("insert");
-        s.sync().expect("sync");
+        s.flusher.flush().expect("flush"); // a raw write: no write mark says the store is dirty
         drop(s);
         let (_, seventh) = open(true).expect("reopen after an old build's crash");
         assert_ne!(sixth, seventh);
@@ -987,6 +1003,27 @@ mod tests {
         let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// A flush fsyncs the files sled keeps large records in (it never does): each new or grown
+    /// one once, none again while they stay as they are.
+    #[test]
+    fn a_flush_fsyncs_new_blob_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let flusher = s.flusher();
+        assert_eq!(flusher.sync_blobs().expect("no blobs yet"), 0);
+        s.save(&Key::from("small"), &sibs(b"v")).expect("save");
+        s.sync().expect("sync");
+        assert_eq!(flusher.sync_blobs().expect("sync"), 0, "a small record stays in the log");
+        s.save(&Key::from("large"), &sibs(&vec![7; 300 << 10])).expect("save");
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).expect("blobs").count();
+        assert!(blobs >= 1, "sled kept the 300 KiB record in a file of its own");
+        s.sync().expect("sync"); // fsyncs it, through the store's own flusher
+        assert_eq!(flusher.sync_blobs().expect("sync"), 0, "already durable");
+        s.save(&Key::from("large2"), &sibs(&vec![8; 300 << 10])).expect("save");
+        assert!(flusher.sync_blobs().expect("sync") >= 1, "a new one is fsynced");
+        assert_eq!(flusher.sync_blobs().expect("sync"), 0);
     }
 
     /// Hints are handed out in turns among the nodes they are for, so that one node's many hints

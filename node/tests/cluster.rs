@@ -663,7 +663,9 @@ async fn silent_and_slow_http_clients_are_cut_off_and_change_nothing() {
             deaf.write_all(asks.as_bytes()),
         )
         .await;
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        // The bound is the idle time but at least a second; zero-window probes come at most
+        // a few hundred milliseconds apart on loopback.
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
         let mut got = Vec::new();
         let read =
             tokio::time::timeout(std::time::Duration::from_secs(20), deaf.read_to_end(&mut got))
