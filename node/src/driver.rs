@@ -67,6 +67,9 @@ pub const IDLE_WAKE_MS: u64 = 1_000;
 /// Under `always`, effects held for an fsync past which the driver takes no more input until it
 /// finishes (a few hundred are held at the peak; this bound is for a device that stalls).
 pub const HELD_EFFECTS_MAX: usize = 16 * 1024;
+/// The same bound on the bytes of values and versions the held effects carry (as estimated by
+/// `effect_bytes`: versions shared by several effects count once for each).
+pub const HELD_BYTES_MAX: usize = 256 << 20;
 /// Bits of a request id taken by the per-boot random prefix; the rest count requests.
 const REQUEST_PREFIX_BITS: u32 = 24;
 
@@ -165,6 +168,74 @@ fn client_bytes(op: &ClientOp) -> usize {
 
 /// What a client request costs the byte budget besides its key, value and context.
 const CLIENT_OVERHEAD_BYTES: usize = 128;
+
+/// Roughly the bytes an effect holds: its values, and a fixed share for each version and for the
+/// effect itself (for the held-effects bound, not for accounting).
+fn effect_bytes(effect: &Effect) -> usize {
+    const EACH: usize = 128;
+    let versions = |s: &dynamo_model::Siblings| -> usize {
+        s.versions().iter().map(|v| EACH + v.payload.value().map_or(0, <[u8]>::len)).sum()
+    };
+    let reply = |r: &ClientReply| -> usize {
+        match r {
+            ClientReply::Read { values, .. } => values.iter().map(|v| EACH + v.len()).sum(),
+            _ => 0,
+        }
+    };
+    EACH + match effect {
+        Effect::Send { msg, .. } => match msg {
+            Msg::Store { siblings, .. }
+            | Msg::FetchReply { siblings, .. }
+            | Msg::Handoff { siblings, .. }
+            | Msg::HandoffAck { siblings, .. } => versions(siblings),
+            Msg::Forward { op, .. } => client_bytes(op),
+            Msg::ForwardReply { reply: r, .. } => reply(r),
+            _ => 0,
+        },
+        Effect::Reply { reply: r, .. } => reply(r),
+        _ => 0,
+    }
+}
+
+/// Under `always`, the effects waiting for an fsync, each with the write mark it needs durable
+/// (always above the store's durable mark), and the bytes they hold ([`effect_bytes`]).
+#[derive(Debug, Default)]
+struct Held {
+    effects: Vec<(u64, Effect)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, needs: u64, effect: Effect) {
+        self.bytes += effect_bytes(&effect);
+        self.effects.push((needs, effect));
+    }
+
+    /// Takes out the effects whose writes are durable up to `durable`.
+    fn take_ready(&mut self, durable: u64) -> Vec<Effect> {
+        let mut ready = Vec::new();
+        for (needs, effect) in std::mem::take(&mut self.effects) {
+            if needs <= durable {
+                self.bytes -= effect_bytes(&effect);
+                ready.push(effect);
+            } else {
+                self.effects.push((needs, effect));
+            }
+        }
+        ready
+    }
+
+    /// Takes out every effect.
+    fn take_all(&mut self) -> Vec<Effect> {
+        self.bytes = 0;
+        std::mem::take(&mut self.effects).into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Whether the driver should stop taking input until an fsync lets some out.
+    fn full(&self, bytes_max: usize) -> bool {
+        self.effects.len() >= HELD_EFFECTS_MAX || self.bytes >= bytes_max
+    }
+}
 
 impl DriverHandle {
     /// Takes `bytes` of the queue's byte budget, without waiting.
@@ -329,7 +400,9 @@ pub struct Driver {
     sync_failed: Option<StoreError>,
     /// Under `always`, effects waiting for a sync, each with the write mark it needs durable
     /// (always above the store's durable mark).
-    held: Vec<(u64, Effect)>,
+    held: Held,
+    /// [`HELD_BYTES_MAX`], lowered by tests.
+    held_bytes_max: usize,
     prefix: u64,
     next_req: u64,
     syncs: u64,
@@ -383,7 +456,8 @@ impl Driver {
             pending: HashMap::new(),
             inflight: None,
             sync_failed: None,
-            held: Vec::new(),
+            held: Held::default(),
+            held_bytes_max: HELD_BYTES_MAX,
             prefix: prefix << (64 - REQUEST_PREFIX_BITS),
             next_req: 0,
             syncs: 0,
@@ -423,7 +497,7 @@ impl Driver {
             // While an fsync takes long (a failing or hung device), effects pile up behind it:
             // past a bound the driver takes no input until it finishes, so the queue fills and
             // clients are refused and peer messages dropped, as the protocol allows.
-            let taking = self.held.len() < HELD_EFFECTS_MAX;
+            let taking = !self.held.full(self.held_bytes_max);
             if !self.unflushed.is_empty() || self.fsync_wanted() {
                 // Before writing (and, under `always`, before starting an fsync), let the tasks
                 // that are ready run once (other connections' messages and clients' requests
@@ -535,7 +609,7 @@ impl Driver {
         let ended = match final_sync {
             Ok(()) => {
                 self.node.store_mut().mark_durable(covers);
-                let held = std::mem::take(&mut self.held).into_iter().map(|(_, e)| e).collect();
+                let held = self.held.take_all();
                 self.release(held);
                 blocking(|| self.node.store_mut().mark_clean_shutdown()).map_err(|e| {
                     tracing::error!(node = %self.node.id(), "recording the clean shutdown failed: {e}");
@@ -603,7 +677,7 @@ impl Driver {
                     if needs <= durable {
                         ready.push(other);
                     } else {
-                        self.held.push((needs, other));
+                        self.held.push(needs, other);
                     }
                 }
             }
@@ -669,14 +743,7 @@ impl Driver {
                 self.synced(done.started);
                 self.node.store_mut().mark_durable(done.covers);
                 let durable = self.node.store().durable_mark();
-                let mut ready = Vec::new();
-                for (needs, effect) in std::mem::take(&mut self.held) {
-                    if needs <= durable {
-                        ready.push(effect);
-                    } else {
-                        self.held.push((needs, effect));
-                    }
-                }
+                let ready = self.held.take_ready(durable);
                 self.release(ready);
             }
             Err(e) => {
@@ -686,7 +753,7 @@ impl Driver {
                 // So nothing held leaves (clients time out as indeterminate, peers retry or give
                 // up, as the protocol allows) and the node stops; a restart recovers what is
                 // durable, under the same incarnation (nothing that depends on the rest left).
-                self.held.clear();
+                drop(self.held.take_all());
                 self.sync_failures += 1;
                 tracing::error!(
                     node = %self.node.id(),
@@ -1000,6 +1067,78 @@ mod tests {
         handle.status().await.expect("taking input again");
         handle.shutdown().await;
         task.await.expect("driver ends").expect("the final sync succeeds");
+    }
+
+    /// The held effects are bounded by the bytes they carry too: with the bound lowered to
+    /// 1 MiB and a stalled fsync, reads of 64 KiB values not yet durable (each answer held with
+    /// its value) stop the driver taking input after about sixteen, far below the count bound;
+    /// once the fsync finishes every request is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_effects_are_bounded_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut driver, handle, _) = one_node(dir.path(), SyncPolicy::Always);
+        driver.held_bytes_max = 1 << 20;
+        let flusher = driver.flusher.clone();
+        let task = tokio::spawn(driver.run());
+        let stall = Stall::new(&flusher);
+        let key = |i: usize| Key(format!("k{i}").into_bytes());
+        let spawn = |op: ClientOp| {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.request(op).await })
+        };
+        let puts: Vec<_> = (0..64)
+            .map(|i| spawn(ClientOp::put(key(i), Context::new(), vec![1; 64 << 10])))
+            .collect();
+        // The puts are taken (their answers held, small) before the reads are sent. (The
+        // driver counts the status requests among its inputs too; "first" is not here.)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut asked = 0;
+        loop {
+            asked += 1;
+            if handle.status().await.expect("status").inputs >= 64 + asked {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the puts were not taken");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let gets: Vec<_> = (0..64).map(|i| spawn(ClientOp::get(key(i)))).collect();
+        loop {
+            let status = tokio::time::timeout(Duration::from_millis(200), handle.status()).await;
+            if status.is_err() {
+                break; // no longer taken
+            }
+            assert!(Instant::now() < deadline, "the driver kept taking input behind the fsync");
+        }
+        drop(stall);
+        for p in puts {
+            let reply = p.await.expect("joined");
+            assert!(matches!(reply, Ok(ClientReply::Written { .. })), "{reply:?}");
+        }
+        for g in gets {
+            let reply = g.await.expect("joined");
+            let ok = matches!(&reply, Ok(ClientReply::Read { values, .. }) if values.len() == 1);
+            assert!(ok, "{reply:?}");
+        }
+        handle.shutdown().await;
+        task.await.expect("driver ends").expect("the final sync succeeds");
+    }
+
+    /// The byte estimate of the held effects goes up and back down to nothing.
+    #[test]
+    fn held_bytes_are_counted_in_and_out() {
+        let mut held = Held::default();
+        let reply = |values: Vec<Vec<u8>>| Effect::Reply {
+            req: RequestId(1),
+            reply: ClientReply::Read { context: Context::new(), values },
+        };
+        held.push(3, reply(vec![vec![0; 1000]]));
+        held.push(5, reply(vec![vec![0; 10], vec![0; 20]]));
+        assert!(held.bytes >= 1030, "{}", held.bytes);
+        assert!(held.full(1000) && !held.full(1 << 20));
+        assert_eq!(held.take_ready(4).len(), 1);
+        assert!(held.bytes >= 30 && held.bytes < 1000, "{}", held.bytes);
+        assert_eq!(held.take_all().len(), 1);
+        assert_eq!(held.bytes, 0);
     }
 
     #[tokio::test]
