@@ -44,10 +44,10 @@ pub const CONTEXT_HEADER: &str = "x-dynamo-context";
 /// Bodies this much over `value_bytes_max` still reach the core (which answers 413 with the exact
 /// limit); larger ones are refused unread, with a 413 that closes the connection.
 pub const BODY_SLACK_BYTES: usize = 4 * 1024;
-/// Bytes of put bodies read at once, over all connections, besides one body of the largest
-/// size: a put finds its share (its `Content-Length`, or the largest body when it sends none) or
-/// is answered 503 unread. Without it, slow senders on every connection could hold a largest body
-/// each, gigabytes at the defaults.
+/// Bytes of put bodies read or waiting for their answer at once, over all connections, besides
+/// one body of the largest size: a put finds its share (its `Content-Length`, or the largest body
+/// when it sends none) or is answered 503 unread. Without it, slow senders (or slow quorums) on
+/// every connection could hold a largest body each, gigabytes at the defaults.
 pub const BODY_BYTES_IN_FLIGHT_MAX: usize = 256 << 20;
 /// Extra time the HTTP handler waits past the request timeout before giving up on the core.
 pub const REPLY_SLACK_MS: u64 = 2_000;
@@ -573,10 +573,12 @@ async fn write(
         Ok(op) => op,
         Err(r) => return r.into_response(),
     };
-    // The body's share goes back as the request goes to the driver, whose queue counts it from
-    // there: a put waiting for its quorum holds no share of the bodies being read.
+    // The body's share is held until the answer: the value stays in memory meanwhile (in the
+    // driver's queue, then in the coordinator's state until its quorum or deadline), so the
+    // budget bounds the put values in flight, not only the bodies being read.
+    let answer = run(st, op).await;
     drop(share);
-    match run(st, op).await {
+    match answer {
         Ok(reply) => reply_response(reply),
         Err(r) => r,
     }

@@ -38,7 +38,7 @@ use dynamo_model::{
     ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, Record, RequestId,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -292,8 +292,9 @@ impl DriverHandle {
     /// Asks the driver to sync and stop.
     pub async fn shutdown(&self) {
         // Waits for room if the queue is full: the driver drains it without waiting on anyone,
-        // except, under `always`, on an fsync while it holds HELD_EFFECTS_MAX effects (a hung
-        // device holds the stop up too; a second signal exits at once).
+        // except, under `always`, on an fsync while the effects it holds are past their bound
+        // (HELD_EFFECTS_MAX, HELD_BYTES_MAX): a hung device holds the stop up too (a second
+        // signal exits at once).
         let _ = self.tx.send(DriverInput::Shutdown).await;
     }
 }
@@ -479,7 +480,9 @@ impl Driver {
     /// acknowledged under a policy other than `always` may not be durable), or, under `always`,
     /// that an fsync failed and the driver stopped at once, without a final sync (fail-stop).
     pub async fn run(mut self) -> Result<(), StoreError> {
-        let mut batch: Vec<DriverInput> = Vec::with_capacity(BATCH_MAX);
+        // Inputs taken and not yet handled: the handling of a batch stops early when the held
+        // effects reach their bound, and the rest wait there (see `taking`).
+        let mut batch: VecDeque<DriverInput> = VecDeque::with_capacity(BATCH_MAX);
         let mut effects: Vec<Effect> = Vec::new();
         let mut statuses: Vec<oneshot::Sender<NodeStatus>> = Vec::new();
         let mut last_sweep = Instant::now();
@@ -522,7 +525,7 @@ impl Driver {
                 biased;
                 res = flushed(&mut self.inflight) => self.flush_done(res),
                 input = self.rx.recv(), if taking => match input {
-                    Some(first) => batch.push(first),
+                    Some(first) => batch.push_back(first),
                     None => stop = true,
                 },
                 _ = &mut sleep => {}
@@ -532,14 +535,21 @@ impl Driver {
             }
             while taking && batch.len() < BATCH_MAX {
                 match self.rx.try_recv() {
-                    Ok(input) => batch.push(input),
+                    Ok(input) => batch.push_back(input),
                     Err(_) => break,
                 }
             }
             let now = Instant::now();
             let now_ms = wall_ms();
-            self.inputs += batch.len() as u64;
-            for input in batch.drain(..) {
+            while let Some(input) = batch.pop_front() {
+                // Past the held effects' bound, the rest of the batch waits for the fsync that
+                // lets some of them out (there is one: held effects wait for writes not yet
+                // durable, and `!taking` starts an fsync at once).
+                if self.held.full(self.held_bytes_max) {
+                    batch.push_front(input);
+                    break;
+                }
+                self.inputs += 1;
                 let before = self.node.store().write_mark();
                 let mut fetched = None;
                 match input {
@@ -1027,6 +1037,23 @@ mod tests {
         }
     }
 
+    /// Waits (bounded by `deadline`) until the driver takes nothing from its queue for half a
+    /// second while something waits there (a status request is sent each turn, so the queue is
+    /// never empty for lack of input).
+    async fn stops_taking_input(handle: &DriverHandle, deadline: Instant) {
+        let queued = || handle.tx.max_capacity() - handle.tx.capacity();
+        loop {
+            let asking = handle.clone();
+            let status = tokio::spawn(async move { asking.status().await });
+            let before = queued();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if before > 0 && queued() >= before && !status.is_finished() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the driver kept taking input behind the fsync");
+        }
+    }
+
     /// While an fsync stalls, the driver holds at most [`HELD_EFFECTS_MAX`] effects (and one
     /// batch's) and then takes no input, not even a status request, until it finishes; then
     /// every request is answered.
@@ -1048,13 +1075,7 @@ mod tests {
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let status = tokio::time::timeout(Duration::from_millis(200), handle.status()).await;
-            if status.is_err() {
-                break; // no longer taken
-            }
-            assert!(Instant::now() < deadline, "the driver kept taking input behind the fsync");
-        }
+        stops_taking_input(&handle, deadline).await;
         drop(stall);
         // (A put may have found the queue full, if the driver fell far behind the spawns.)
         for p in puts {
@@ -1102,13 +1123,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let gets: Vec<_> = (0..64).map(|i| spawn(ClientOp::get(key(i)))).collect();
-        loop {
-            let status = tokio::time::timeout(Duration::from_millis(200), handle.status()).await;
-            if status.is_err() {
-                break; // no longer taken
-            }
-            assert!(Instant::now() < deadline, "the driver kept taking input behind the fsync");
-        }
+        stops_taking_input(&handle, deadline).await;
         drop(stall);
         for p in puts {
             let reply = p.await.expect("joined");

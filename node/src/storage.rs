@@ -161,17 +161,21 @@ impl Flusher {
             let entry = entry?;
             let name = entry.file_name();
             // sled removes blobs it no longer needs, at any moment: a vanished one is not owed.
-            let opened =
-                std::fs::File::open(entry.path()).and_then(|f| Ok((f.metadata()?.len(), f)));
-            let (len, file) = match opened {
-                Ok(opened) => opened,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if gone(&e) => continue,
                 Err(e) => return Err(e),
             };
             present.insert(name.clone());
             let before = synced.get(&name).copied();
             if before != Some(len) {
-                file.sync_data()?;
+                // Opened only when owed an fsync: a sync looks at the others' lengths alone.
+                match std::fs::File::open(entry.path()).and_then(|f| f.sync_data()) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(e),
+                }
                 new |= before.is_none();
                 files += 1;
                 synced.insert(name, len);
