@@ -893,13 +893,21 @@ mod tests {
         ClientOp::put(Key(b"k".to_vec()), Context::default(), value.as_bytes().to_vec())
     }
 
+    /// `op`, waiting for its answer on a task of its own.
+    fn spawn_request(
+        handle: &DriverHandle,
+        op: ClientOp,
+    ) -> JoinHandle<Result<ClientReply, SubmitError>> {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.request(op).await })
+    }
+
     /// A put of `value`, waiting for its answer on a task of its own.
     fn spawn_put(
         handle: &DriverHandle,
-        value: &'static str,
+        value: &str,
     ) -> JoinHandle<Result<ClientReply, SubmitError>> {
-        let handle = handle.clone();
-        tokio::spawn(async move { handle.request(put(value)).await })
+        spawn_request(handle, put(value))
     }
 
     /// Waits (bounded) until the driver has counted at least `n` failed fsyncs.
@@ -1069,9 +1077,8 @@ mod tests {
         let asked = HELD_EFFECTS_MAX + 2 * BATCH_MAX;
         let puts: Vec<_> = (0..asked)
             .map(|i| {
-                let handle = handle.clone();
                 let op = ClientOp::put(Key(format!("k{i}").into_bytes()), Context::new(), vec![1]);
-                tokio::spawn(async move { handle.request(op).await })
+                spawn_request(&handle, op)
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -1103,10 +1110,7 @@ mod tests {
         let task = tokio::spawn(driver.run());
         let stall = Stall::new(&flusher);
         let key = |i: usize| Key(format!("k{i}").into_bytes());
-        let spawn = |op: ClientOp| {
-            let handle = handle.clone();
-            tokio::spawn(async move { handle.request(op).await })
-        };
+        let spawn = |op| spawn_request(&handle, op);
         let puts: Vec<_> = (0..64)
             .map(|i| spawn(ClientOp::put(key(i), Context::new(), vec![1; 64 << 10])))
             .collect();
@@ -1164,11 +1168,8 @@ mod tests {
         assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
         // Key "k" is durable; a write to "other" waits for an fsync that does not finish.
         let stall = Stall::new(&flusher);
-        let other = {
-            let handle = handle.clone();
-            let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
-            tokio::spawn(async move { handle.request(op).await })
-        };
+        let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
+        let other = spawn_request(&handle, op);
         a_stalled_fsync(&flusher).await;
         let read = tokio::time::timeout(
             Duration::from_secs(10),
@@ -1197,10 +1198,7 @@ mod tests {
         let written = spawn_put(&handle, "v1");
         // The read is taken once the write is made (its fsync has begun).
         a_stalled_fsync(&flusher).await;
-        let mut read = {
-            let handle = handle.clone();
-            tokio::spawn(async move { handle.request(ClientOp::get(Key(b"k".to_vec()))).await })
-        };
+        let mut read = spawn_request(&handle, ClientOp::get(Key(b"k".to_vec())));
         let early = tokio::time::timeout(Duration::from_millis(200), &mut read).await;
         assert!(early.is_err(), "a read answered with a write that no fsync covered: {early:?}");
         assert!(!written.is_finished(), "a put answered before its fsync");
