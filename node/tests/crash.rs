@@ -12,7 +12,7 @@ use common::{configs, eventually};
 use dynamo_node::client::{HttpClient, Overrides};
 use dynamo_node::{NodeConfig, SyncPolicy};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,84 +61,139 @@ async fn wait_serving(client: &HttpClient, url: &str) {
     eventually("node serving", || async { client.status(url).await.ok().map(|_| ()) }).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_write_load_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfgs = configs(3, dir.path(), SyncPolicy::Always);
-    let urls: Vec<String> = cfgs.iter().map(|c| format!("http://{}", c.http_listen)).collect();
-    let mut procs: Vec<Proc> = cfgs.iter().map(spawn).collect();
-    let client = HttpClient::new();
-    for u in &urls {
-        wait_serving(&client, u).await;
-    }
-    // Wait for the mesh: a W=3 write succeeds.
-    eventually("full mesh", || async {
-        let o = Overrides { w: Some(3), ..Default::default() };
-        let r = client.put(&urls[0], b"warmup", None, Bytes::from("x"), o).await.ok()?;
-        (r.status == 204).then_some(())
-    })
-    .await;
+/// A cluster of three `dynamo serve` processes under `always`, every link up.
+struct Procs {
+    _dir: tempfile::TempDir,
+    cfgs: Vec<NodeConfig>,
+    urls: Vec<String>,
+    procs: Vec<Proc>,
+    client: HttpClient,
+}
 
-    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+impl Procs {
+    async fn start() -> Procs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfgs = configs(3, dir.path(), SyncPolicy::Always);
+        let urls: Vec<String> = cfgs.iter().map(|c| format!("http://{}", c.http_listen)).collect();
+        let procs: Vec<Proc> = cfgs.iter().map(spawn).collect();
+        let client = HttpClient::new();
+        for u in &urls {
+            wait_serving(&client, u).await;
+        }
+        // Wait for the mesh: a W=3 write succeeds.
+        eventually("full mesh", || async {
+            let o = Overrides { w: Some(3), ..Default::default() };
+            let r = client.put(&urls[0], b"warmup", None, Bytes::from("x"), o).await.ok()?;
+            (r.status == 204).then_some(())
+        })
+        .await;
+        Procs { _dir: dir, cfgs, urls, procs, client }
+    }
+
+    /// Starts node `i` again and waits until it serves (failing at once if it exits).
+    async fn restart(&mut self, i: usize) {
+        self.procs[i] = spawn(&self.cfgs[i]);
+        for _ in 0..(common::WAIT_MS_MAX / common::POLL_MS) {
+            if self.client.status(&self.urls[i]).await.is_ok() {
+                break;
+            }
+            if let Some(status) = self.procs[i].0.try_wait().expect("try_wait") {
+                panic!("restarted node exited with {status} (see its log above)");
+            }
+            tokio::time::sleep(Duration::from_millis(common::POLL_MS)).await;
+        }
+        wait_serving(&self.client, &self.urls[i]).await;
+    }
+}
+
+/// What a writer of [`kill_9_under_load`] is given.
+#[derive(Clone)]
+struct Load {
+    client: HttpClient,
+    urls: Vec<String>,
+    stop: Arc<AtomicBool>,
+    give_up: Instant,
+}
+
+impl Load {
+    /// Whether the writer should go on.
+    fn go(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && Instant::now() < self.give_up
+    }
+}
+
+/// Runs `writers` copies of `write` (each given its index) against the cluster, kills node 1
+/// (the second) with SIGKILL once `ready` says enough was acknowledged, lets the load run on for
+/// [`LOAD_AFTER_KILL_MS`], stops it and restarts the node.
+async fn kill_9_under_load<F, Fut>(
+    c: &mut Procs,
+    writers: usize,
+    ready: impl Fn() -> bool,
+    write: F,
+) where
+    F: Fn(usize, Load) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     // The load stops once it has run LOAD_AFTER_KILL_MS past the kill, and in any case by
     // `give_up` (a slow machine may take long to acknowledge the writes the kill waits for).
-    let stop = Arc::new(AtomicBool::new(false));
-    let give_up = Instant::now() + Duration::from_millis(common::WAIT_MS_MAX * 2);
-    let mut writers = Vec::new();
-    for t in 0..WRITERS {
-        let (client, urls, acked, stop) =
-            (client.clone(), urls.clone(), acked.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
+    let load = Load {
+        client: c.client.clone(),
+        urls: c.urls.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        give_up: Instant::now() + Duration::from_millis(common::WAIT_MS_MAX * 2),
+    };
+    let tasks: Vec<_> = (0..writers).map(|t| tokio::spawn(write(t, load.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(LOAD_BEFORE_KILL_MS)).await;
+    // Time alone does not make the load acknowledge writes on a busy machine: wait for some.
+    eventually("acknowledged writes before the kill", || async { ready().then_some(()) }).await;
+    c.procs[1].0.kill().expect("kill -9");
+    let _ = c.procs[1].0.wait();
+    tokio::time::sleep(Duration::from_millis(LOAD_AFTER_KILL_MS)).await;
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    c.restart(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_write_load_loses_no_acknowledged_write() {
+    let mut c = Procs::start().await;
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let acked_at_kill = Arc::new(AtomicUsize::new(0));
+    let ready = || {
+        let n = acked.lock().expect("lock").len();
+        acked_at_kill.store(n, Ordering::Relaxed);
+        n > 20
+    };
+    let write = |t: usize, load: Load| {
+        let acked = acked.clone();
+        async move {
             let o = Overrides { w: Some(3), timeout_ms: Some(1_000), ..Default::default() };
             for i in 0..WRITES_PER_WRITER_MAX {
-                if stop.load(Ordering::Relaxed) || Instant::now() >= give_up {
+                if !load.go() {
                     break;
                 }
                 let key = format!("k{t}-{i}");
                 let value = format!("v{t}-{i}");
-                let url = &urls[(t + i) % urls.len()];
-                let put = client.put(url, key.as_bytes(), None, Bytes::from(value.clone()), o);
+                let url = &load.urls[(t + i) % load.urls.len()];
+                let put = load.client.put(url, key.as_bytes(), None, Bytes::from(value.clone()), o);
                 if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), put).await {
                     if r.status == 204 {
                         acked.lock().expect("lock").push((key, value));
                     }
                 }
             }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(LOAD_BEFORE_KILL_MS)).await;
-    // Time alone does not make the load acknowledge writes on a busy machine: wait for some.
-    eventually("acknowledged writes before the kill", || async {
-        (acked.lock().expect("lock").len() > 20).then_some(())
-    })
-    .await;
-    // SIGKILL node 2 in the middle of the load.
-    procs[1].0.kill().expect("kill -9");
-    let _ = procs[1].0.wait();
-    let acked_at_kill = acked.lock().expect("lock").len();
-    tokio::time::sleep(Duration::from_millis(LOAD_AFTER_KILL_MS)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer");
-    }
-    procs[1] = spawn(&cfgs[1]);
-    for _ in 0..(common::WAIT_MS_MAX / common::POLL_MS) {
-        if client.status(&urls[1]).await.is_ok() {
-            break;
         }
-        if let Some(status) = procs[1].0.try_wait().expect("try_wait") {
-            panic!("restarted node exited with {status} (see its log above)");
-        }
-        tokio::time::sleep(Duration::from_millis(common::POLL_MS)).await;
-    }
-    wait_serving(&client, &urls[1]).await;
+    };
+    kill_9_under_load(&mut c, WRITERS, ready, write).await;
 
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked_at_kill > 20, "the load acknowledged writes before the kill ({acked_at_kill})");
+    let acked_at_kill = acked_at_kill.load(Ordering::Relaxed);
     let one = Overrides { r: Some(1), ..Default::default() };
     let mut missing = Vec::new();
     for (key, value) in &acked {
-        let r = client.get(&urls[1], key.as_bytes(), one).await.expect("read");
+        let r = c.client.get(&c.urls[1], key.as_bytes(), one).await.expect("read");
         if !r.values.iter().any(|v| v == value.as_bytes()) {
             missing.push(key.clone());
         }
@@ -152,11 +207,107 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     );
     // And through any node with the default quorum.
     for (key, value) in acked.iter().step_by(7) {
-        let r = client.get(&urls[0], key.as_bytes(), Overrides::default()).await.expect("read");
+        let r = c.client.get(&c.urls[0], key.as_bytes(), Overrides::default()).await.expect("read");
         assert_eq!(r.values, vec![value.as_bytes().to_vec()], "{key}");
     }
     eprintln!("kill -9 test: {} acknowledged writes ({acked_at_kill} before the kill), all readable from the restarted node", acked.len());
-    drop(procs);
+}
+
+/// Sizes the large-value writers cycle through: under and over the size at which sled keeps a
+/// record out of its log, in a blob file (about a quarter of its 512 KiB segments), so that
+/// versions kept in blobs replace, and are replaced by, versions kept in the log and other blobs.
+const LARGE_VALUE_SIZES: [usize; 4] = [160 << 10, 9 << 10, 400 << 10, 48 << 10];
+/// Large-value writers (one key each).
+const LARGE_WRITERS: usize = 3;
+/// Acknowledged versions each large-value writer needs before the kill: one of each size.
+const LARGE_ACKED_BEFORE_KILL: usize = LARGE_VALUE_SIZES.len();
+
+/// Version `i` of large-value writer `t`'s key: a header naming both, then filler, so that a read
+/// shows which version it returned and whether the bytes are whole.
+fn large_value(t: usize, i: usize) -> Vec<u8> {
+    let size = LARGE_VALUE_SIZES[i % LARGE_VALUE_SIZES.len()];
+    let mut v = format!("{t}:{i}:").into_bytes();
+    v.extend((v.len()..size).map(|j| b'a' + ((j + t + i) % 26) as u8));
+    v
+}
+
+/// The version a value read back is, if it is one of writer `t`'s whole.
+fn large_version(t: usize, v: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(v.get(..24.min(v.len()))?).ok()?;
+    let mut parts = text.splitn(3, ':');
+    let (w, i) = (parts.next()?.parse::<usize>().ok()?, parts.next()?.parse::<usize>().ok()?);
+    (w == t && large_value(t, i) == v).then_some(i)
+}
+
+/// Of a large-value writer: the last version acknowledged, and how many were.
+type Acked = (Option<usize>, usize);
+
+/// The same for large values overwritten in place: each of a few keys is rewritten with versions
+/// of 9 to 400 KiB, each put carrying the context of the version it replaces, so that sled keeps
+/// many of them in blob files and replaces them there. After the restart the killed node must
+/// still have, for each key, the last version it acknowledged or a later one, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_large_overwrites_loses_no_acknowledged_version() {
+    let mut c = Procs::start().await;
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::new(Mutex::new(vec![(None, 0); LARGE_WRITERS]));
+    let at_kill = Arc::new(Mutex::new(Vec::new()));
+    let ready = || {
+        let a = acked.lock().expect("lock").clone();
+        *at_kill.lock().expect("lock") = a.clone();
+        a.iter().all(|&(_, n)| n >= LARGE_ACKED_BEFORE_KILL)
+    };
+    let write = |t: usize, load: Load| {
+        let acked = acked.clone();
+        async move {
+            let key = format!("big{t}");
+            let o = Overrides { w: Some(3), timeout_ms: Some(2_000), ..Default::default() };
+            let mut context: Option<String> = None;
+            for i in 0..WRITES_PER_WRITER_MAX {
+                if !load.go() {
+                    break;
+                }
+                let url = &load.urls[(t + i) % load.urls.len()];
+                let value = Bytes::from(large_value(t, i));
+                let put = load.client.put(url, key.as_bytes(), context.as_deref(), value, o);
+                match tokio::time::timeout(Duration::from_secs(5), put).await {
+                    Ok(Ok(r)) if r.status == 204 => {
+                        let mut a = acked.lock().expect("lock");
+                        a[t] = (Some(i), a[t].1 + 1);
+                        context = r.context;
+                    }
+                    _ => {
+                        // The write may have happened: read what is there, to replace it.
+                        let read = load.client.get(url, key.as_bytes(), Overrides::default());
+                        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), read).await
+                        {
+                            if r.status == 200 || r.status == 300 {
+                                context = r.context;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    kill_9_under_load(&mut c, LARGE_WRITERS, ready, write).await;
+
+    let acked = acked.lock().expect("lock").clone();
+    let at_kill = at_kill.lock().expect("lock").clone();
+    let one = Overrides { r: Some(1), ..Default::default() };
+    for (t, &(last, _)) in acked.iter().enumerate() {
+        let last = last.expect("every writer had versions acknowledged before the kill");
+        let key = format!("big{t}");
+        let r = c.client.get(&c.urls[1], key.as_bytes(), one).await.expect("read");
+        assert!(r.status == 200 || r.status == 300, "{key}: status {}", r.status);
+        let versions: Vec<Option<usize>> = r.values.iter().map(|v| large_version(t, v)).collect();
+        assert!(versions.iter().all(Option::is_some), "{key}: a value is not whole: {versions:?}");
+        let newest = versions.iter().flatten().max().copied();
+        assert!(
+            newest >= Some(last),
+            "{key}: the restarted node has versions {versions:?}; version {last} was acknowledged"
+        );
+    }
+    eprintln!("kill -9 large-value test: versions acknowledged {acked:?} (at the kill {at_kill:?}), each readable from the restarted node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
