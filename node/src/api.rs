@@ -84,6 +84,9 @@ pub struct ApiState {
     pub body_timeout: std::time::Duration,
     /// The byte budget of the put bodies being read (see [`body_budget`]).
     pub bodies: Arc<Semaphore>,
+    /// The node's shutdown signal: requests still waiting [`crate::shutdown::ANSWER_BY_MS`]
+    /// after it are answered 503.
+    pub stopping: crate::shutdown::ShutdownRx,
 }
 
 /// The byte budget of put bodies being read, one permit a byte: [`BODY_BYTES_IN_FLIGHT_MAX`]
@@ -167,6 +170,17 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> Response {
 /// configuration, and a huge `value_bytes_max` must mean "no cut-off", not an overflow.
 fn body_max(limits: &Limits) -> usize {
     limits.value_bytes_max.saturating_add(BODY_SLACK_BYTES)
+}
+
+/// The answer to a put whose body was still arriving when the node, stopping, had to answer
+/// ([`crate::shutdown::ANSWER_BY_MS`]): 503, and the connection closes (the body is unread).
+fn stopping_before_body() -> Response {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node shutting down before the body arrived; nothing was written and the connection closes",
+    );
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// A put's body, read up to `max` bytes. A larger one is refused with 413 and left unread, so
@@ -365,7 +379,23 @@ async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
     } else {
         "node stopped before answering"
     };
-    match tokio::time::timeout(Duration::from_millis(wait_ms), st.driver.request(op)).await {
+    let answer = tokio::time::timeout(Duration::from_millis(wait_ms), st.driver.request(op));
+    // A node that is stopping answers what still waits before its grace period ends, rather
+    // than letting the connection be cut.
+    let answer = tokio::select! {
+        a = answer => a,
+        _ = st.stopping.clone().answer_by() => {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                if is_write {
+                    "node shutting down before the answer: the write may or may not have happened"
+                } else {
+                    "node shutting down before the answer"
+                },
+            ));
+        }
+    };
+    match answer {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(SubmitError::Overloaded)) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "node overloaded, retry later");
@@ -596,10 +626,16 @@ async fn put_kv(
         Ok((Path(key), Query(p))) => {
             let max = body_max(st.config.limits());
             match reserve_body(&st.bodies, HttpBody::size_hint(&body).exact(), max) {
-                Some(share) => match read_body(body, max, st.body_timeout).await {
-                    Ok(value) => write(&st, key, &p, &headers, Some((value, share))).await,
-                    Err(r) => r,
-                },
+                Some(share) => {
+                    let read = tokio::select! {
+                        read = read_body(body, max, st.body_timeout) => read,
+                        _ = st.stopping.clone().answer_by() => Err(stopping_before_body()),
+                    };
+                    match read {
+                        Ok(value) => write(&st, key, &p, &headers, Some((value, share))).await,
+                        Err(r) => r,
+                    }
+                }
                 None => bodies_in_flight(),
             }
         }

@@ -176,6 +176,7 @@ async fn start_here(
         peers: Arc::new(cfg.peers.clone()),
         peer_secret: !cfg.cluster_secret.is_none(),
         body_timeout: Duration::from_millis(cfg.http_idle_timeout_ms),
+        stopping: shutdown.subscribe(),
     };
     let app = api::router(state);
     let http_down = shutdown.subscribe();

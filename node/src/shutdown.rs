@@ -10,6 +10,10 @@ use tokio::sync::watch;
 
 /// How long in-flight HTTP requests get to finish once shutdown starts.
 pub const GRACE_MS: u64 = 5_000;
+/// How long after shutdown starts a request still waiting for the core (or for its body) is
+/// answered 503 instead: inside [`GRACE_MS`], so that the answer is written before the server
+/// closes the connections that are left.
+pub const ANSWER_BY_MS: u64 = GRACE_MS - 1_000;
 
 /// The sending side: trigger once, every [`ShutdownRx`] sees it.
 #[derive(Clone, Debug)]
@@ -50,6 +54,13 @@ impl ShutdownRx {
     /// Whether shutdown has been triggered.
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
+    }
+
+    /// Resolves [`ANSWER_BY_MS`] after shutdown was triggered: when a request still in flight
+    /// must be answered without waiting any longer.
+    pub async fn answer_by(mut self) {
+        self.wait().await;
+        tokio::time::sleep(std::time::Duration::from_millis(ANSWER_BY_MS)).await;
     }
 }
 

@@ -9,6 +9,7 @@ use dynamo_node::client::{HttpClient, Overrides};
 use hyper::Method;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A bad request: what it is, its URL, headers, body, and the status it must get.
 type Case = (&'static str, String, Vec<(&'static str, String)>, Vec<u8>, u16);
@@ -271,6 +272,53 @@ async fn writes_in_flight_at_shutdown_are_answered() {
     c.shutdown().await;
 }
 
+/// Requests that would outlast the shutdown's grace period are answered 503 before it ends,
+/// not cut off with the connection: a write that waits for replicas that are down (saying it may
+/// or may not have happened), a read that waits likewise, and a put whose body is still arriving
+/// (nothing written; the connection closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_outlasting_the_shutdown_grace_are_answered_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = Cluster::start(3, |_| {}).await;
+    c.stop(2).await;
+    c.stop(3).await;
+    // Far longer than the grace period: only the shutdown can end them in time.
+    let patient = |n| Overrides { r: Some(n), w: Some(n), timeout_ms: Some(30_000) };
+    let (client, url) = (c.client.clone(), c.url(1));
+    let put =
+        tokio::spawn(
+            async move { client.put(&url, b"k", None, Bytes::from("v"), patient(3)).await },
+        );
+    let (client, url) = (c.client.clone(), c.url(1));
+    let get = tokio::spawn(async move { client.get(&url, b"k", patient(3)).await });
+    let addr = c.cfgs[0].http_listen;
+    let body = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"PUT /kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+            .await
+            .expect("send a head and part of the body");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+        (read.map(|r| r.is_ok()), String::from_utf8_lossy(&answer).to_string())
+    });
+    // Let all three reach the node and wait there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!put.is_finished() && !get.is_finished() && !body.is_finished(), "still waiting");
+    let stopped = Instant::now();
+    c.stop(1).await;
+    let waited = stopped.elapsed();
+    let put = put.await.expect("put task").expect("the put is answered");
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put.text().contains("may or may not have happened"), "{}", put.text());
+    let get = get.await.expect("get task").expect("the get is answered");
+    assert_eq!(get.status, 503);
+    let (read, answer) = body.await.expect("body task");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{read:?} {answer:?}");
+    assert!(answer.contains("nothing was written"), "{answer:?}");
+    eprintln!("the stop took {waited:?}");
+    c.shutdown().await;
+}
+
 /// With three nodes and one stopped, a write asking for W = 3 has no fallback to reach: it ends
 /// 503, saying the write may or may not have happened (it did happen on the two live nodes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +462,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         c.url(1).trim_start_matches("http://"),
         64 * 1024
     );
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(u.trim_start_matches("http://")).await?;
         s.write_all(head.as_bytes()).await?;
@@ -610,7 +658,7 @@ async fn silent_and_slow_http_clients_are_cut_off_and_change_nothing() {
     // within 5 s (the bound is 300 ms).
     let until_closed = |mut s: tokio::net::TcpStream| async move {
         let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got))
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
             .await
             .expect("the server closed the connection")
             .expect("read");
@@ -658,19 +706,14 @@ async fn silent_and_slow_http_clients_are_cut_off_and_change_nothing() {
         let mut deaf = socket.connect(addr).await.expect("connect");
         let asks = "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n".repeat(ASKED);
         // The node stops reading too once its answers back up: a partial write is expected.
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            deaf.write_all(asks.as_bytes()),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), deaf.write_all(asks.as_bytes())).await;
         // The bound is the idle time but at least a second; zero-window probes come at most
         // a few hundred milliseconds apart on loopback.
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         let mut got = Vec::new();
-        let read =
-            tokio::time::timeout(std::time::Duration::from_secs(20), deaf.read_to_end(&mut got))
-                .await
-                .expect("the connection ended");
+        let read = tokio::time::timeout(Duration::from_secs(20), deaf.read_to_end(&mut got))
+            .await
+            .expect("the connection ended");
         let answers = String::from_utf8_lossy(&got).matches("HTTP/1.1 200").count();
         assert!(
             read.is_err() && answers < ASKED,
