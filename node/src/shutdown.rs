@@ -6,7 +6,9 @@
 //! before it exits.
 
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How long in-flight HTTP requests get to finish once shutdown starts.
 pub const GRACE_MS: u64 = 5_000;
@@ -18,25 +20,30 @@ pub const ANSWER_BY_MS: u64 = GRACE_MS - 1_000;
 /// The sending side: trigger once, every [`ShutdownRx`] sees it.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
-    tx: watch::Sender<bool>,
+    /// When it was first triggered.
+    tx: watch::Sender<Option<Instant>>,
 }
 
 /// The watching side.
 #[derive(Clone, Debug)]
 pub struct ShutdownRx {
-    rx: watch::Receiver<bool>,
+    rx: watch::Receiver<Option<Instant>>,
 }
 
 impl Shutdown {
     /// A signal not yet triggered, and a receiver for it.
     pub fn new() -> (Shutdown, ShutdownRx) {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(None);
         (Shutdown { tx }, ShutdownRx { rx })
     }
 
-    /// Starts shutting down.
+    /// Starts shutting down (a later call changes nothing: the first one's time counts).
     pub fn trigger(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_if_modified(|at| {
+            let first = at.is_none();
+            at.get_or_insert_with(Instant::now);
+            first
+        });
     }
 
     /// Another receiver.
@@ -48,19 +55,26 @@ impl Shutdown {
 impl ShutdownRx {
     /// Resolves once shutdown has been triggered (or every sender is gone).
     pub async fn wait(&mut self) {
-        let _ = self.rx.wait_for(|down| *down).await;
+        let _ = self.rx.wait_for(Option::is_some).await;
     }
 
     /// Whether shutdown has been triggered.
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.rx.borrow().is_some()
     }
 
-    /// Resolves [`ANSWER_BY_MS`] after shutdown was triggered: when a request still in flight
-    /// must be answered without waiting any longer.
+    /// Resolves [`ANSWER_BY_MS`] after shutdown was triggered, however late it is first polled:
+    /// when a request still in flight must be answered without waiting any longer. (Never, if
+    /// every sender is gone untriggered.)
     pub async fn answer_by(mut self) {
-        self.wait().await;
-        tokio::time::sleep(std::time::Duration::from_millis(ANSWER_BY_MS)).await;
+        let at = match self.rx.wait_for(Option::is_some).await {
+            Ok(at) => *at,
+            Err(_) => None,
+        };
+        match at {
+            Some(at) => tokio::time::sleep_until(at + Duration::from_millis(ANSWER_BY_MS)).await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -274,8 +274,10 @@ async fn writes_in_flight_at_shutdown_are_answered() {
 
 /// Requests that would outlast the shutdown's grace period are answered 503 before it ends,
 /// not cut off with the connection: a write that waits for replicas that are down (saying it may
-/// or may not have happened), a read that waits likewise, and a put whose body is still arriving
-/// (nothing written; the connection closes).
+/// or may not have happened), a read that waits likewise, a put whose body is still arriving
+/// (nothing written; the connection closes), and a put whose body arrives late in the grace
+/// period and then waits for the replicas (answered by the same deadline, counted from the
+/// signal, not from when it began to wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_outlasting_the_shutdown_grace_are_answered_503() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -284,6 +286,29 @@ async fn requests_outlasting_the_shutdown_grace_are_answered_503() {
     c.stop(3).await;
     // Far longer than the grace period: only the shutdown can end them in time.
     let patient = |n| Overrides { r: Some(n), w: Some(n), timeout_ms: Some(30_000) };
+    let addr = c.cfgs[0].http_listen;
+    // A put with a head and part of a body; once `rest_at` has a time, the rest is sent then.
+    // Returns what came back.
+    let slow_put = |path: &'static str, rest_at: tokio::sync::watch::Receiver<Option<Instant>>| {
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let head = format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nab");
+            s.write_all(head.as_bytes()).await.expect("send a head and half the body");
+            let mut rest_at = rest_at;
+            let at = rest_at.wait_for(Option::is_some).await.ok().and_then(|at| *at);
+            if let Some(at) = at {
+                tokio::time::sleep_until(at.into()).await;
+                let _ = s.write_all(b"cd").await;
+            }
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).to_string()
+        })
+    };
+    let (never, never_rx) = tokio::sync::watch::channel(None);
+    let (late, late_rx) = tokio::sync::watch::channel(None);
+    let body_never = slow_put("/kv/never", never_rx);
+    let body_late = slow_put("/kv/late?w=3&timeout_ms=30000", late_rx);
     let (client, url) = (c.client.clone(), c.url(1));
     let put =
         tokio::spawn(
@@ -291,30 +316,35 @@ async fn requests_outlasting_the_shutdown_grace_are_answered_503() {
         );
     let (client, url) = (c.client.clone(), c.url(1));
     let get = tokio::spawn(async move { client.get(&url, b"k", patient(3)).await });
-    let addr = c.cfgs[0].http_listen;
-    let body = tokio::spawn(async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"PUT /kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
-            .await
-            .expect("send a head and part of the body");
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
-        (read.map(|r| r.is_ok()), String::from_utf8_lossy(&answer).to_string())
-    });
-    // Let all three reach the node and wait there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!put.is_finished() && !get.is_finished() && !body.is_finished(), "still waiting");
+    // Both the put and the get wait in the node for replicas; the raw connections, begun
+    // first, are in by then (and get a moment more).
+    eventually("the put and the get under way", || async {
+        (c.metric(1, "dynamo_ops_in_progress").await? >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!put.is_finished() && !get.is_finished() && !body_never.is_finished());
     let stopped = Instant::now();
+    // The late body arrives 3.5 s into the grace period, half a second before the deadline.
+    late.send_replace(Some(stopped + Duration::from_millis(3_500)));
     c.stop(1).await;
     let waited = stopped.elapsed();
+    drop(never);
+    let shutting_down = "node shutting down before the answer";
     let put = put.await.expect("put task").expect("the put is answered");
     assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put.text().contains(shutting_down), "{}", put.text());
     assert!(put.text().contains("may or may not have happened"), "{}", put.text());
     let get = get.await.expect("get task").expect("the get is answered");
     assert_eq!(get.status, 503);
-    let (read, answer) = body.await.expect("body task");
-    assert!(answer.starts_with("HTTP/1.1 503"), "{read:?} {answer:?}");
-    assert!(answer.contains("nothing was written"), "{answer:?}");
+    let answer = body_never.await.expect("body task");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("shutting down before the body arrived"), "{answer:?}");
+    // Whether its body made it before the deadline (then the answer is the put's) or not (a
+    // slow machine: then it is the body's), a 503, not a cut connection.
+    let answer = body_late.await.expect("late body task");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("node shutting down before the"), "{answer:?}");
     eprintln!("the stop took {waited:?}");
     c.shutdown().await;
 }

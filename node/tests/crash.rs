@@ -63,11 +63,12 @@ async fn wait_serving(client: &HttpClient, url: &str) {
 
 /// A cluster of three `dynamo serve` processes under `always`, every link up.
 struct Procs {
-    _dir: tempfile::TempDir,
     cfgs: Vec<NodeConfig>,
     urls: Vec<String>,
     procs: Vec<Proc>,
     client: HttpClient,
+    /// Last: removed once the processes are gone (fields drop in order).
+    _dir: tempfile::TempDir,
 }
 
 impl Procs {
@@ -87,7 +88,7 @@ impl Procs {
             (r.status == 204).then_some(())
         })
         .await;
-        Procs { _dir: dir, cfgs, urls, procs, client }
+        Procs { cfgs, urls, procs, client, _dir: dir }
     }
 
     /// Starts node `i` again and waits until it serves (failing at once if it exits).
@@ -122,6 +123,16 @@ impl Load {
     }
 }
 
+/// Whether the other nodes stay up for the restart of the killed one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Others {
+    /// They stay up.
+    Up,
+    /// They are killed before it restarts, so that nothing they send it (writes queued for it
+    /// while it was down, read repairs) can put back what it lost before it is read.
+    Down,
+}
+
 /// Runs `writers` copies of `write` (each given its index) against the cluster, kills node 1
 /// (the second) with SIGKILL once `ready` says enough was acknowledged, lets the load run on for
 /// [`LOAD_AFTER_KILL_MS`], stops it and restarts the node.
@@ -130,6 +141,7 @@ async fn kill_9_under_load<F, Fut>(
     writers: usize,
     ready: impl Fn() -> bool,
     write: F,
+    others: Others,
 ) where
     F: Fn(usize, Load) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -152,6 +164,12 @@ async fn kill_9_under_load<F, Fut>(
     load.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("writer");
+    }
+    if others == Others::Down {
+        for i in [0, 2] {
+            let _ = c.procs[i].0.kill();
+            let _ = c.procs[i].0.wait();
+        }
     }
     c.restart(1).await;
 }
@@ -186,7 +204,9 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
             }
         }
     };
-    kill_9_under_load(&mut c, WRITERS, ready, write).await;
+    // Its acknowledged keys are never written again, so nothing the others send the restarted
+    // node could bring back one it lost: they stay up, for the read through any node below.
+    kill_9_under_load(&mut c, WRITERS, ready, write, Others::Up).await;
 
     let acked = acked.lock().expect("lock").clone();
     let acked_at_kill = acked_at_kill.load(Ordering::Relaxed);
@@ -244,8 +264,9 @@ type Acked = (Option<usize>, usize);
 
 /// The same for large values overwritten in place: each of a few keys is rewritten with versions
 /// of 9 to 400 KiB, each put carrying the context of the version it replaces, so that sled keeps
-/// many of them in blob files and replaces them there. After the restart the killed node must
-/// still have, for each key, the last version it acknowledged or a later one, whole.
+/// many of them in blob files and replaces them there. After the restart (alone: the others are
+/// down) the killed node must still have, for each key, the last version it acknowledged or a
+/// later one, whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_large_overwrites_loses_no_acknowledged_version() {
     let mut c = Procs::start().await;
@@ -289,7 +310,9 @@ async fn kill_9_under_large_overwrites_loses_no_acknowledged_version() {
             }
         }
     };
-    kill_9_under_load(&mut c, LARGE_WRITERS, ready, write).await;
+    // Its keys were written on after the kill: the others must not hand those writes to the
+    // restarted node before it is read.
+    kill_9_under_load(&mut c, LARGE_WRITERS, ready, write, Others::Down).await;
 
     let acked = acked.lock().expect("lock").clone();
     let at_kill = at_kill.lock().expect("lock").clone();
