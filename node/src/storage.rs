@@ -149,7 +149,7 @@ impl Flusher {
     /// be half written by a write this flush does not cover: it is fsynced again once it has
     /// grown), then the directory if any was new. Returns how many files it fsynced.
     fn sync_blobs(&self) -> std::io::Result<usize> {
-        let entries = match std::fs::read_dir(&self.blobs_dir) {
+        let entries = match open_retrying(|| std::fs::read_dir(&self.blobs_dir)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
@@ -171,11 +171,12 @@ impl Flusher {
             let before = synced.get(&name).copied();
             if before != Some(len) {
                 // Opened only when owed an fsync: a sync looks at the others' lengths alone.
-                match std::fs::File::open(entry.path()).and_then(|f| f.sync_data()) {
-                    Ok(()) => {}
+                let file = match open_retrying(|| std::fs::File::open(entry.path())) {
+                    Ok(f) => f,
                     Err(e) if gone(&e) => continue,
                     Err(e) => return Err(e),
-                }
+                };
+                file.sync_data()?;
                 new |= before.is_none();
                 files += 1;
                 synced.insert(name, len);
@@ -183,10 +184,35 @@ impl Flusher {
         }
         synced.retain(|name, _| present.contains(name));
         if new {
-            std::fs::File::open(&*self.blobs_dir)?.sync_all()?;
+            open_retrying(|| std::fs::File::open(&*self.blobs_dir))?.sync_all()?;
         }
         Ok(files)
     }
+}
+
+/// Attempts of an open that fails for want of file descriptors or kernel memory.
+const OPEN_TRIES: u32 = 6;
+/// The first pause between them (doubling: 310 ms in all).
+const OPEN_RETRY_PAUSE_MS: u64 = 10;
+
+/// Runs `open`, again after a growing pause while it fails for want of file descriptors or
+/// kernel memory (`EMFILE`, `ENFILE`, `ENOMEM`), up to [`OPEN_TRIES`] times. A passing shortage
+/// says nothing about the data, unlike a failed fsync, so it should not stop a node under
+/// `always`; other errors return at once.
+fn open_retrying<T>(mut open: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut pause = std::time::Duration::from_millis(OPEN_RETRY_PAUSE_MS);
+    for _ in 1..OPEN_TRIES {
+        match open() {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) =>
+            {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    open()
 }
 
 /// Weighs a cached sibling set by the bytes it holds.
@@ -1028,6 +1054,39 @@ mod tests {
         s.save(&Key::from("large2"), &sibs(&vec![8; 300 << 10])).expect("save");
         assert!(flusher.sync_blobs().expect("sync") >= 1, "a new one is fsynced");
         assert_eq!(flusher.sync_blobs().expect("sync"), 0);
+    }
+
+    /// An open that fails for want of file descriptors (or memory) is tried again, up to
+    /// `OPEN_TRIES` times in all; other errors are returned at once.
+    #[test]
+    fn opens_short_of_descriptors_are_retried() {
+        let short = |errno| std::io::Error::from_raw_os_error(errno);
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            let mut calls = 0;
+            let got = open_retrying(|| {
+                calls += 1;
+                if calls < 3 {
+                    Err(short(errno))
+                } else {
+                    Ok(calls)
+                }
+            });
+            assert_eq!(got.expect("the third attempt succeeds"), 3);
+        }
+        let mut calls = 0;
+        let got: std::io::Result<()> = open_retrying(|| {
+            calls += 1;
+            Err(short(libc::EMFILE))
+        });
+        assert_eq!(got.expect_err("never succeeds").raw_os_error(), Some(libc::EMFILE));
+        assert_eq!(calls, OPEN_TRIES);
+        let mut calls = 0;
+        let got: std::io::Result<()> = open_retrying(|| {
+            calls += 1;
+            Err(short(libc::EACCES))
+        });
+        assert!(got.is_err());
+        assert_eq!(calls, 1, "other errors are not retried");
     }
 
     /// Hints are handed out in turns among the nodes they are for, so that one node's many hints
