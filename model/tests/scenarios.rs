@@ -396,6 +396,70 @@ fn a_put_whose_own_write_fails_is_indeterminate() {
     assert_eq!(held.values().collect::<Vec<_>>(), [b"v".as_slice()]);
 }
 
+/// A client's timeout shorter than the coordinator's own first deadline (`sloppy_retry_ms`) ends
+/// its request as the client asked, but the targets still silent then are not suspected: they
+/// had less time than the node itself would give them, and suspecting them sends other requests
+/// to fallbacks (and makes hints) while they are healthy. With the default timeout, silent
+/// targets are suspected as before. Found by review.
+#[test]
+fn a_short_client_timeout_suspects_no_one() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::{ActorId, RequestId};
+    use dynamo_model::node::{Effect, Input, Node, Timer};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use std::sync::Arc;
+
+    for sloppy in [true, false] {
+        // The targets never answer: every deadline the coordinator arms fires.
+        let suspected_after = |timeout_ms: Option<u64>| {
+            let mut params = ConfigParams::for_nodes((1..=3).map(NodeId));
+            params.sloppy_quorum = sloppy;
+            let config = Arc::new(Config::new(params).expect("ok"));
+            let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+            let actor = ActorId::new(NodeId(1), 1);
+            let mut node = Node::new(actor, config, ring, MemStore::default());
+            let mut op = ClientOp::put(key(), Context::new(), b"v".to_vec());
+            op.timeout_ms = timeout_ms;
+            let mut effects = Vec::new();
+            node.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+            let mut now = 0;
+            let mut answer = None;
+            for _ in 0..4 {
+                let timer = effects.iter().find_map(|e| match e {
+                    Effect::SetTimer { timer: t @ Timer::Op(_), after_ms } => Some((*t, *after_ms)),
+                    _ => None,
+                });
+                answer = answer.or_else(|| {
+                    effects.iter().find_map(|e| match e {
+                        Effect::Reply { reply, .. } => Some(reply.clone()),
+                        _ => None,
+                    })
+                });
+                let Some((timer, after_ms)) = timer else { break };
+                now += after_ms;
+                effects.clear();
+                node.handle(now, Input::Timer(timer), &mut effects);
+            }
+            let answer = answer.or_else(|| {
+                effects.iter().find_map(|e| match e {
+                    Effect::Reply { reply, .. } => Some(reply.clone()),
+                    _ => None,
+                })
+            });
+            assert!(
+                matches!(answer, Some(ClientReply::Indeterminate { acks: 1, .. })),
+                "sloppy {sloppy}, timeout {timeout_ms:?}: {answer:?}"
+            );
+            node.volatile().suspected.clone()
+        };
+        let short = suspected_after(Some(20));
+        assert!(short.is_empty(), "sloppy {sloppy}: a 20 ms timeout suspected {short:?}");
+        let default = suspected_after(None);
+        assert_eq!(default, BTreeSet::from([NodeId(2), NodeId(3)]), "sloppy {sloppy}");
+    }
+}
+
 /// With truncation on, a context far within the bound is kept whole. A chain of writes through one
 /// coordinator that starts above a gap (a client wrote blind after another client's blind write,
 /// so its context is a run of dots with no clock entry) supersedes each predecessor on every
