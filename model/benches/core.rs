@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the core's hot paths: clock compare and merge, reconcile with 1–16
-//! siblings, decoding a sibling set of 1–4096 versions, preference-list lookup, and one put
-//! handled end to end in the simulator.
+//! siblings, decoding a sibling set of 1–4096 versions, decoding a made-up context of many
+//! folding runs, preference-list lookup, and one put handled end to end in the simulator.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dynamo_model::clock::{Context, VClock};
@@ -136,5 +136,33 @@ fn sim_put(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, clocks, reconcile, decode, context, ring, sim_put);
+/// Decoding a context of `n` clock entries and `n` runs that each fold into the clock under an
+/// actor of its own (what a client can send in one header), against a context of `2n` clock
+/// entries alone, the baseline measured in the same run: folding must cost about what plain
+/// entries do, not time quadratic in `n`.
+fn context_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("context_decode");
+    for n in [256u32, 4_096, 28_000] {
+        let actor = |node: u16, i: u32| ActorId::new(NodeId(node), i);
+        let entry =
+            |node, i| dynamo_model::clock::Entry { actor: actor(node, i), counter: 1, ts_ms: 0 };
+        let entries: Vec<_> = (0..n).map(|i| entry(2, i)).collect();
+        let runs: Vec<_> = (0..n)
+            .map(|i| dynamo_model::DotRun { actor: actor(1, i), first: 1, last: 3, ts_ms: 0 })
+            .collect();
+        let folding = postcard::to_stdvec(&(&entries, &runs)).expect("encodes");
+        let plain: Vec<_> = (0..2 * n).map(|i| entry(2, i)).collect();
+        let plain =
+            postcard::to_stdvec(&(&plain, Vec::<dynamo_model::DotRun>::new())).expect("encodes");
+        g.bench_with_input(BenchmarkId::new("many_folding_runs", n), &n, |bch, _| {
+            bch.iter(|| Context::from_bytes(black_box(&folding), usize::MAX).expect("decodes"))
+        });
+        g.bench_with_input(BenchmarkId::new("clock_entries_only", n), &n, |bch, _| {
+            bch.iter(|| Context::from_bytes(black_box(&plain), usize::MAX).expect("decodes"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, clocks, reconcile, decode, context, context_decode, ring, sim_put);
 criterion_main!(benches);

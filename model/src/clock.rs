@@ -591,19 +591,27 @@ impl Context {
                 _ => joined.push(r),
             }
         }
-        let clock = &mut self.clock;
-        // Runs of one actor are now disjoint and apart, so at most the lowest one folds.
+        let clock = &self.clock;
+        // Runs of one actor are now disjoint and apart, so at most the lowest one folds, and
+        // whether a run folds depends on the clock as it was: the folds are gathered (sorted by
+        // actor, like the runs) and merged in at once. (Witnessing each in turn shifted the
+        // clock's entries once per fold: quadratic in a made-up context of many runs that each
+        // fold under a new actor.)
+        let mut folds: Vec<Entry> = Vec::new();
         joined.retain(|r| {
             let have = clock.get(r.actor);
             if r.last <= have {
                 false
             } else if r.first <= have.saturating_add(1) {
-                clock.witness(r.actor, r.last, r.ts_ms);
+                folds.push(Entry { actor: r.actor, counter: r.last, ts_ms: r.ts_ms });
                 false
             } else {
                 true
             }
         });
+        if !folds.is_empty() {
+            self.clock.merge(&VClock { entries: folds });
+        }
         self.cloud = joined;
     }
 

@@ -141,9 +141,10 @@ impl From<ActorId> for Writer {
 }
 
 /// An antichain of versions, sorted by dot. Decoding rebuilds the antichain, so a set read from
-/// the network or disk is canonical whatever order or redundancy it arrived with.
+/// the network or disk is canonical whatever order or redundancy it arrived with; it refuses a
+/// set with more than [`DAMAGED_VERSIONS_MAX`] versions whose past holds their own dot.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
-#[serde(from = "Vec<Version>")]
+#[serde(try_from = "DecodedVersions")]
 pub struct Siblings {
     /// Shared on clone, copied on write: sibling sets are copied far more often (into messages,
     /// replies, caches and model-checker states) than changed.
@@ -153,6 +154,31 @@ pub struct Siblings {
 impl From<Vec<Version>> for Siblings {
     fn from(versions: Vec<Version>) -> Self {
         Siblings::from_versions(versions)
+    }
+}
+
+/// Versions whose past holds their own dot that a decoded sibling set may carry. No real history
+/// makes one (only a made-up or damaged context); each costs [`Siblings::from_versions`] a look
+/// at every other such version, so a set of many (a peer's frame can hold tens of thousands)
+/// would take time quadratic in its size.
+pub const DAMAGED_VERSIONS_MAX: usize = 16;
+
+/// A sibling set as decoded, before [`Siblings::from_versions`] rebuilds it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct DecodedVersions(Vec<Version>);
+
+impl TryFrom<DecodedVersions> for Siblings {
+    type Error = String;
+    fn try_from(DecodedVersions(versions): DecodedVersions) -> Result<Self, String> {
+        let damaged = versions.iter().filter(|v| v.past.contains(&v.dot)).count();
+        if damaged > DAMAGED_VERSIONS_MAX {
+            return Err(format!(
+                "{damaged} versions hold their own dot in their past (at most \
+                 {DAMAGED_VERSIONS_MAX} are decoded)"
+            ));
+        }
+        Ok(Siblings::from_versions(versions))
     }
 }
 
@@ -184,7 +210,9 @@ impl Siblings {
 
     /// Builds the antichain of the maximal versions among `versions`: those no other version
     /// supersedes (of versions with one dot, the first). In time about linear in the versions and
-    /// their pasts, not quadratic: a set read from disk or the network may be large.
+    /// their pasts, not quadratic: a set read from disk or the network may be large. (Plus, for
+    /// each damaged version, one whose past holds its own dot, a look at the other damaged ones:
+    /// decoding admits at most [`DAMAGED_VERSIONS_MAX`] of them.)
     pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
         let mut versions: Vec<Version> = versions.into_iter().collect();
         // Stable: of versions with equal dots the first stays.
@@ -193,12 +221,24 @@ impl Siblings {
         if versions.len() > 1 {
             let seen = Context::join_all(versions.iter().map(|v| &v.past));
             // A dot some past holds is superseded, unless the only past holding it may be its own
-            // version's (never so in a real history; a damaged one is judged pair by pair).
+            // version's (never so in a real history): a damaged version is superseded when an
+            // undamaged version's past holds its dot (those pasts joined) or another damaged
+            // one supersedes it (pair by pair).
+            let damaged: Vec<bool> =
+                versions.iter().map(|v| seen.contains(&v.dot) && v.past.contains(&v.dot)).collect();
+            let undamaged_seen = damaged.contains(&true).then(|| {
+                let undamaged = versions.iter().zip(&damaged).filter(|(_, d)| !**d);
+                Context::join_all(undamaged.map(|(v, _)| &v.past))
+            });
             let superseded: Vec<bool> = versions
                 .iter()
-                .map(|v| {
-                    seen.contains(&v.dot)
-                        && (!v.past.contains(&v.dot) || versions.iter().any(|w| w.supersedes(v)))
+                .zip(&damaged)
+                .map(|(v, &d)| {
+                    if !d {
+                        return seen.contains(&v.dot);
+                    }
+                    undamaged_seen.as_ref().is_some_and(|s| s.contains(&v.dot))
+                        || versions.iter().zip(&damaged).any(|(w, &dw)| dw && w.supersedes(v))
                 })
                 .collect();
             let mut superseded = superseded.into_iter();

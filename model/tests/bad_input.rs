@@ -219,6 +219,92 @@ fn undecodable_or_oversized_contexts_are_typed_errors() {
     }
 }
 
+/// A context made of many runs that each fold into the clock under an actor of their own (the
+/// shape that made decoding quadratic: each fold shifted the clock's entries) decodes to the
+/// context those dots make one by one. Found by review; its cost is measured by the core
+/// benchmark (`context_decode/many_folding_runs`).
+#[test]
+fn a_context_of_many_folding_runs_decodes_to_what_its_dots_make() {
+    let entries: Vec<dynamo_model::clock::Entry> = (0..2_000u16)
+        .map(|i| dynamo_model::clock::Entry {
+            actor: ActorId::new(NodeId(2), u32::from(i)),
+            counter: 1,
+            ts_ms: 0,
+        })
+        .collect();
+    // Runs starting at 1 under other actors (all sorted after the clock's): each folds.
+    let runs: Vec<dynamo_model::DotRun> = (0..2_000u16)
+        .map(|i| dynamo_model::DotRun {
+            actor: ActorId::new(NodeId(1), u32::from(i)),
+            first: 1,
+            last: 3,
+            ts_ms: 7,
+        })
+        .collect();
+    let bytes = postcard::to_stdvec(&(&entries, &runs)).expect("encodes");
+    let decoded = Context::from_bytes(&bytes, 10_000).expect("decodes");
+    let mut built = Context::new();
+    for e in &entries {
+        built.add_dot(&dynamo_model::Dot { actor: e.actor, counter: 1, ts_ms: 0 });
+    }
+    for r in &runs {
+        for counter in 1..=3 {
+            built.add_dot(&dynamo_model::Dot { actor: r.actor, counter, ts_ms: 7 });
+        }
+    }
+    assert_eq!(decoded, built);
+    assert_eq!(decoded.len(), 4_000);
+    assert!(decoded.cloud().is_empty());
+}
+
+/// A sibling set with more than `DAMAGED_VERSIONS_MAX` versions whose past holds their own dot
+/// (which no real history makes; each costs decoding a look at every other one) does not decode,
+/// in a peer's message or anywhere; up to that many decode to what inserting them one by one
+/// makes. Found by review.
+#[test]
+fn a_set_of_many_self_holding_versions_does_not_decode() {
+    use dynamo_model::versioned::{Payload, Version, DAMAGED_VERSIONS_MAX};
+    let damaged = |i: u16| {
+        let dot = dynamo_model::Dot {
+            actor: ActorId::new(NodeId(1), u32::from(i)),
+            counter: 1,
+            ts_ms: 0,
+        };
+        let mut past = Context::new();
+        past.add_dot(&dot);
+        Version { dot, past, payload: Payload::Value(vec![1]) }
+    };
+    let set = |n: u16| -> Vec<Version> { (0..n).map(damaged).collect() };
+    let store = |versions: Vec<Version>| {
+        postcard::to_stdvec(&(
+            // Msg::Store's fields in order, by hand: the variant, op, key, siblings, intended.
+            2u8,
+            None::<OpId>,
+            Key::from("k"),
+            versions,
+            None::<NodeId>,
+        ))
+        .expect("encodes")
+    };
+    let at_max = DAMAGED_VERSIONS_MAX as u16;
+    let decoded: Siblings =
+        postcard::from_bytes(&postcard::to_stdvec(&set(at_max)).expect("encodes"))
+            .expect("up to the bound, a set decodes");
+    let mut one_by_one = Siblings::new();
+    for v in set(at_max) {
+        one_by_one.insert(v);
+    }
+    assert_eq!(decoded, one_by_one);
+    assert_eq!(decoded.len(), DAMAGED_VERSIONS_MAX, "none supersedes another");
+    let over = postcard::to_stdvec(&set(at_max + 1)).expect("encodes");
+    assert!(postcard::from_bytes::<Siblings>(&over).is_err());
+    assert!(
+        postcard::from_bytes::<Msg>(&store(set(at_max))).is_ok(),
+        "the hand-made Store decodes"
+    );
+    assert!(postcard::from_bytes::<Msg>(&store(set(at_max + 1))).is_err());
+}
+
 /// A version whose dot has counter 0 is covered by every context, so any write would replace it
 /// unseen: it does not decode, wherever it comes from.
 #[test]
