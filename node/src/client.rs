@@ -116,6 +116,9 @@ impl Overrides {
 /// assert_eq!(node_base_url("http://db1:8080/").as_deref(), Ok("http://db1:8080"));
 /// assert!(node_base_url("https://db1:8080").is_err());
 /// assert!(node_base_url("http://db1:8080/kv/x").is_err());
+/// // The port is required: no silent port 80, and a bare port is not a host.
+/// assert!(node_base_url("localhost").is_err());
+/// assert!(node_base_url("8081").unwrap_err().contains("127.0.0.1:8081"));
 /// ```
 pub fn node_base_url(given: &str) -> Result<String, String> {
     let expected = "expected http://HOST:PORT or HOST:PORT";
@@ -132,6 +135,15 @@ pub fn node_base_url(given: &str) -> Result<String, String> {
     let host_given = uri.authority().is_some_and(|a| !a.host().is_empty());
     if !host_given || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!("{given:?}: {expected}, with no path or query"));
+    }
+    if uri.port_u16().is_none() {
+        let bare_port = !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit());
+        let hint = if bare_port {
+            format!(" (for a node on this machine: 127.0.0.1:{trimmed})")
+        } else {
+            String::new()
+        };
+        return Err(format!("{given:?} names no port; {expected}{hint}"));
     }
     Ok(base)
 }
