@@ -14,14 +14,28 @@ pub enum NodeError {
     Config(String),
     /// The protocol core refused the configuration.
     #[error("invalid protocol configuration: {0}")]
-    Protocol(#[from] dynamo_model::ConfigError),
+    Protocol(dynamo_model::ConfigError),
     /// The data directory could not be opened or written.
     #[error("storage: {0}")]
     Storage(String),
     /// A socket or file operation failed.
     #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The driver task stopped unexpectedly.
     #[error("driver stopped: {0}")]
     Driver(String),
+}
+
+// Not `#[from]`: that would also make the wrapped error the source, and printing the error with
+// its causes (as the CLI does) would then say the same thing twice.
+impl From<dynamo_model::ConfigError> for NodeError {
+    fn from(e: dynamo_model::ConfigError) -> Self {
+        NodeError::Protocol(e)
+    }
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::Io(e)
+    }
 }

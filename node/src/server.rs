@@ -124,8 +124,14 @@ async fn start_here(
         cfg.sync == SyncPolicy::Always,
     )
     .map_err(|e| NodeError::Storage(e.to_string()))?;
-    let peer_listener = TcpListener::bind(cfg.peer_listen).await?;
-    let http_listener = TcpListener::bind(cfg.http_listen).await?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr).await.map_err(|e| {
+            let e = std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
+            NodeError::Io(e)
+        })
+    };
+    let peer_listener = bind(cfg.peer_listen, "peers").await?;
+    let http_listener = bind(cfg.http_listen, "HTTP").await?;
     let peer_addr = peer_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (shutdown, _) = Shutdown::new();
