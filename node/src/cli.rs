@@ -76,17 +76,35 @@ impl ContextJar {
         self.entries.get(key).map(|(_, c)| c.as_str())
     }
 
-    /// Remembers `context` for `key`, forgetting the least recently used key beyond the bound.
+    /// Remembers `context` for `key`, forgetting the least recently used keys beyond the bound
+    /// (in one pass, however many a jar edited by hand holds; its stamps never wrap).
     pub fn put(&mut self, key: &str, context: String) {
-        self.stamp += 1;
+        self.stamp = self.stamp.saturating_add(1).max(self.newest_stamp().saturating_add(1));
         self.entries.insert(key.to_string(), (self.stamp, context));
-        while self.entries.len() > CONTEXT_JAR_KEYS_MAX {
-            let oldest = self.entries.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => self.entries.remove(&k),
-                None => break,
-            };
+        if self.entries.len() > CONTEXT_JAR_KEYS_MAX {
+            let mut stamps: Vec<u64> = self.entries.values().map(|(s, _)| *s).collect();
+            let cut = stamps.len() - CONTEXT_JAR_KEYS_MAX;
+            let (_, &mut oldest_kept, _) = stamps.select_nth_unstable(cut);
+            self.entries.retain(|k, (s, _)| *s >= oldest_kept || k == key);
+            // Equal stamps (only in a jar edited by hand) may keep more: of those at the oldest
+            // stamp kept, the first in key order go.
+            let excess = self.entries.len().saturating_sub(CONTEXT_JAR_KEYS_MAX);
+            let tied: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(k, (s, _))| *s == oldest_kept && k.as_str() != key)
+                .map(|(k, _)| k.clone())
+                .take(excess)
+                .collect();
+            for k in tied {
+                self.entries.remove(&k);
+            }
         }
+    }
+
+    /// The highest stamp held.
+    fn newest_stamp(&self) -> u64 {
+        self.entries.values().map(|(s, _)| *s).max().unwrap_or(0)
     }
 }
 
@@ -371,5 +389,32 @@ mod tests {
         assert_eq!(jar.entries.len(), CONTEXT_JAR_KEYS_MAX);
         assert_eq!(jar.get("k0"), None, "least recently used is forgotten");
         assert_eq!(jar.get("k10"), Some("newer"));
+    }
+
+    /// A jar edited by hand (far over the bound, stamps at the top, or all equal) is cut to the
+    /// bound in one put, keeps the key just put, and its stamps do not wrap around.
+    #[test]
+    fn a_hand_edited_jar_is_cut_at_once_and_keeps_the_key_put() {
+        let many = 20 * CONTEXT_JAR_KEYS_MAX;
+        for stamp_of in [|i: usize| i as u64, |_| u64::MAX, |_| 7] {
+            let mut jar = ContextJar::default();
+            for i in 0..many {
+                jar.entries.insert(format!("k{i:06}"), (stamp_of(i), format!("c{i}")));
+            }
+            jar.stamp = jar.entries.values().map(|(s, _)| *s).max().unwrap_or(0);
+            jar.put("fresh", "new".into());
+            assert_eq!(jar.entries.len(), CONTEXT_JAR_KEYS_MAX);
+            assert_eq!(jar.get("fresh"), Some("new"));
+            let newest = jar.entries.get("fresh").map(|(s, _)| *s).expect("kept");
+            assert!(jar.entries.values().all(|(s, _)| *s <= newest), "the key put is the newest");
+        }
+        // With distinct stamps, the most recent ones stay.
+        let mut jar = ContextJar::default();
+        for i in 0..many {
+            jar.entries.insert(format!("k{i:06}"), (i as u64, String::new()));
+        }
+        jar.put("fresh", "new".into());
+        assert_eq!(jar.get(&format!("k{:06}", many - 1)), Some(""));
+        assert_eq!(jar.get(&format!("k{:06}", many - CONTEXT_JAR_KEYS_MAX)), None);
     }
 }
