@@ -57,10 +57,6 @@ pub struct Coord {
     pub replied: bool,
     /// Time left after the first deadline; zero once the final deadline is armed.
     pub rest_ms: u64,
-    /// Whether targets still silent at a deadline are suspected: only when the request allows at
-    /// least this node's own first deadline (`sloppy_retry_ms`). A client's shorter timeout says
-    /// nothing about the targets' health, and must not turn healthy nodes into suspects.
-    pub suspects_silent: bool,
 }
 
 impl Coord {
@@ -86,7 +82,6 @@ impl<S: Store> Node<S> {
             Err(e) => return self.refuse(id, RequestError::Storage(e.to_string()), effects),
         };
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
-        let suspects_silent = timeout_ms >= self.config.timeouts().sloppy_retry_ms;
         let (first_ms, rest_ms) = if self.config.sloppy_quorum() {
             let first = self.config.timeouts().sloppy_retry_ms.min(timeout_ms);
             (first, timeout_ms - first)
@@ -151,7 +146,6 @@ impl<S: Store> Node<S> {
             needed,
             replied: false,
             rest_ms,
-            suspects_silent,
         };
         for (&to, &intended) in &coord.targets {
             effects.push(Effect::Send { to, msg: request_msg(id, &coord, intended) });
@@ -250,9 +244,7 @@ impl<S: Store> Node<S> {
         let Some(c) = self.state.ops.get(&id) else { return };
         let silent: Vec<NodeId> =
             c.targets.keys().copied().filter(|t| !c.answered.contains(t)).collect();
-        if c.suspects_silent {
-            self.state.suspected.extend(silent.iter().copied());
-        }
+        self.state.suspected.extend(silent.iter().copied());
         if c.rest_ms > 0 {
             let rest_ms = c.rest_ms;
             self.send_to_fallbacks(id, &silent, effects);
