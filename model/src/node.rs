@@ -414,10 +414,14 @@ impl<S: Store> Node<S> {
     /// a counter no write can follow.
     fn within_limits(&self, siblings: &Siblings) -> bool {
         let limits = self.config.limits();
+        // A version whose past holds its own dot comes of no real history (a put's counter is
+        // above everything its context names); stored, it could make a set that no longer
+        // decodes (see `versioned::DAMAGED_VERSIONS_MAX`).
         siblings.versions().iter().all(|v| {
             v.payload.value().is_none_or(|b| b.len() <= limits.value_bytes_max)
                 && v.dot.counter <= CONTEXT_COUNTER_MAX
                 && v.past.check(limits.context_entries_max).is_ok()
+                && !v.past.contains(&v.dot)
         })
     }
 

@@ -523,6 +523,15 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         intended: None,
     };
     let handoff = |key: &str, siblings| Msg::Handoff { key: Key::from(key), siblings };
+    // A version whose past holds its own dot (no real history makes one).
+    let self_holding = {
+        let dot =
+            dynamo_model::clock::Dot { actor: ActorId::new(NodeId(2), 0), counter: 1, ts_ms: 0 };
+        let mut past = Context::new();
+        past.add_dot(&dot);
+        let payload = dynamo_model::Payload::Value(b"v".to_vec());
+        Siblings::from_versions([dynamo_model::Version { dot, past, payload }])
+    };
     let mut effects = Vec::new();
     for msg in [
         store("k", versions(&[0; 9], 0)),
@@ -534,6 +543,8 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         // Counters no write can follow (a client's context may not claim them either).
         store("k", counted(b"v", 0, 1, max_counter + 1)),
         store("k", counted(b"v", 1, max_counter + 1, 1)),
+        store("k", self_holding.clone()),
+        handoff("k", self_holding),
         // A get's answer is merged, stored and repaired onto other replicas: held to the same.
         Msg::FetchReply {
             op: OpId { origin: NodeId(1), req: RequestId(5) },
@@ -543,7 +554,7 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         n.handle(0, Input::Peer { from: NodeId(2), msg }, &mut effects);
     }
     assert!(effects.is_empty(), "{effects:?}");
-    assert_eq!(n.stats().malformed_dropped, 9);
+    assert_eq!(n.stats().malformed_dropped, 11);
     assert_eq!(n.stats().stale_responses_dropped, 0, "dropped as malformed, not as stale");
     assert_eq!(n.store(), &MemStore::default());
     // At the limits, stored.
@@ -552,7 +563,7 @@ fn peer_versions_outside_the_client_limits_are_dropped_and_counted() {
         Input::Peer { from: NodeId(2), msg: store("kkkk", versions(&[0; 8], max_entries)) },
         &mut effects,
     );
-    assert_eq!(n.stats().malformed_dropped, 9);
+    assert_eq!(n.stats().malformed_dropped, 11);
     assert_eq!(n.store().data.get(&Key::from("kkkk")).map(Siblings::len), Some(1));
 }
 
