@@ -72,6 +72,49 @@ pub const FRAME_BYTES_CAP: usize = 256 << 20;
 pub const HELLO_BYTES_MAX: usize = 256 * 1024;
 /// Time allowed to connect and exchange hellos and proofs.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+/// Inbound connections from one IP address that may be in their handshake at once. Connections
+/// take a slot of the node's inbound bound from the moment they are accepted, and a handshake may
+/// last [`HANDSHAKE_TIMEOUT_MS`]: without this, one host that opens connections and sends nothing
+/// could hold every slot and keep the real peers out. A peer needs one at a time (two while it
+/// replaces a broken connection); nodes sharing an address (a dev cluster on 127.0.0.1) a few.
+pub const HANDSHAKES_PER_ADDRESS_MAX: usize = 16;
+
+/// The inbound connections in their handshake, counted by the IP address they come from.
+#[derive(Clone, Debug, Default)]
+pub struct Handshaking(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection's place among [`Handshaking`]'s; given back when dropped.
+#[derive(Debug)]
+pub struct HandshakeSlot {
+    of: Handshaking,
+    ip: std::net::IpAddr,
+}
+
+impl Handshaking {
+    /// A place for a connection from `ip`, unless [`HANDSHAKES_PER_ADDRESS_MAX`] from it are in
+    /// their handshake already.
+    pub fn slot(&self, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= HANDSHAKES_PER_ADDRESS_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot { of: self.clone(), ip })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut counts = self.of.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
 /// First redial delay.
 pub const BACKOFF_MIN_MS: u64 = 50;
 /// Longest redial delay.
@@ -305,6 +348,14 @@ impl PeerContext {
         self.inbound.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts a connection closed unheard because its address has
+    /// [`HANDSHAKES_PER_ADDRESS_MAX`] in their handshake already (logged at debug level only: a
+    /// host flooding the port would flood the log).
+    pub fn refuse_busy_address(&self, addr: SocketAddr) {
+        self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(node = %self.me, %addr, "peer connection closed: too many handshakes from its address");
+    }
+
     fn refuse(&self, addr: SocketAddr, why: &str) {
         self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why}");
@@ -342,14 +393,15 @@ async fn write_hello(f: &mut PeerFramed, hello: &Hello) -> Result<(), String> {
     f.send(Bytes::from(bytes)).await.map_err(|e| format!("writing hello: {e}"))
 }
 
-/// Serves one inbound connection: handshake, then feed every message to the driver until the
-/// connection ends, a frame is bad, or shutdown.
+/// Serves one inbound connection: handshake (holding `slot` meanwhile), then feed every message
+/// to the driver until the connection ends, a frame is bad, or shutdown.
 pub async fn serve_inbound(
     ctx: Arc<PeerContext>,
     stream: TcpStream,
     addr: SocketAddr,
     driver: DriverHandle,
     mut shutdown: ShutdownRx,
+    slot: HandshakeSlot,
 ) {
     let mut f = framed(stream);
     let handshake = async {
@@ -368,6 +420,7 @@ pub async fn serve_inbound(
             Ok(Err(why)) => return ctx.refuse(addr, &why),
             Err(_) => return ctx.refuse(addr, "handshake timed out"),
         };
+    drop(slot);
     let from = hello.node;
     f.codec_mut().set_max_frame_length(ctx.frame_bytes_max);
     tracing::debug!(node = %ctx.me, peer = %from, "inbound peer connected");

@@ -271,6 +271,7 @@ async fn accept_peers(
     mut shutdown: ShutdownRx,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(INBOUND_CONNECTIONS_MAX));
+    let handshaking = connection::Handshaking::default();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let accepted = tokio::select! {
@@ -279,9 +280,14 @@ async fn accept_peers(
         };
         match accepted {
             Ok((stream, addr)) => {
+                let Some(slot) = handshaking.slot(addr.ip()) else {
+                    ctx.refuse_busy_address(addr);
+                    drop(stream);
+                    continue;
+                };
                 let (ctx, driver, sd) = (ctx.clone(), driver.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    connection::serve_inbound(ctx, stream, addr, driver, sd).await;
+                    connection::serve_inbound(ctx, stream, addr, driver, sd, slot).await;
                     drop(permit);
                 });
             }

@@ -214,3 +214,45 @@ async fn a_newer_connection_from_a_peer_replaces_the_older() {
 
     c.shutdown().await;
 }
+
+/// One address cannot hold every inbound slot with connections that never finish a handshake:
+/// past `HANDSHAKES_PER_ADDRESS_MAX` of them from one IP, a further one from it is closed at once
+/// (and counted), while a peer from another address still completes its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_the_handshake_slots() {
+    use dynamo_node::connection::HANDSHAKES_PER_ADDRESS_MAX;
+    let c = lone_node_1(1024).await;
+    // Another loopback address as the source: the silent host.
+    let from_silent_host = || async {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+        s.connect(c.cfgs[0].peer_listen).await.expect("connect")
+    };
+    let mut held = Vec::new();
+    for _ in 0..HANDSHAKES_PER_ADDRESS_MAX {
+        held.push(from_silent_host().await);
+    }
+    // Accepted ones wait for a hello (up to the handshake timeout, 2 s); the one past the bound
+    // is closed at once.
+    let mut over = from_silent_host().await;
+    let mut buf = [0u8; 16];
+    let wait = std::time::Duration::from_millis(1_500);
+    let read = tokio::time::timeout(wait, tokio::io::AsyncReadExt::read(&mut over, &mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed at once: {read:?}");
+    let quiet = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        tokio::io::AsyncReadExt::read(&mut held[0], &mut buf),
+    )
+    .await;
+    assert!(quiet.is_err(), "the first ones are still waiting for a hello: {quiet:?}");
+    // A peer from 127.0.0.1 meanwhile.
+    let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
+    let nonce = [9; NONCE_BYTES];
+    let as_node_2 =
+        Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring, nonce };
+    let mut f = connect(&c).await;
+    assert!(handshake(&mut f, &as_node_2, &c.cfgs[0].cluster_secret).await);
+    assert!(c.metric(1, "dynamo_peer_handshakes_refused_total").await >= Some(1));
+    drop(held);
+    c.shutdown().await;
+}
