@@ -263,7 +263,7 @@ impl Renaming {
     }
 
     fn coord(&self, c: &Coord) -> Coord {
-        let Coord { key, kind, targets, answered, needed, replied, rest_ms } = c;
+        let Coord { key, kind, targets, answered, needed, replied, rest_ms, linger_ms } = c;
         let kind = match kind {
             CoordKind::Put { dot, clock, siblings } => CoordKind::Put {
                 dot: *dot,
@@ -282,6 +282,7 @@ impl Renaming {
             needed: *needed,
             replied: *replied,
             rest_ms: *rest_ms,
+            linger_ms: *linger_ms,
         }
     }
 

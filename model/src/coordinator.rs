@@ -57,6 +57,12 @@ pub struct Coord {
     pub replied: bool,
     /// Time left after the first deadline; zero once the final deadline is armed.
     pub rest_ms: u64,
+    /// How long the operation stays after the client's deadline, when that came before this
+    /// node's own first deadline (`sloppy_retry_ms`): the targets still silent are suspected
+    /// only once they had that long. A client's short timeout says nothing of their health, but
+    /// a node that never answers must still be suspected, whatever timeouts clients choose.
+    /// Zero once armed (and for every request that allows `sloppy_retry_ms`).
+    pub linger_ms: u64,
 }
 
 impl Coord {
@@ -82,6 +88,7 @@ impl<S: Store> Node<S> {
             Err(e) => return self.refuse(id, RequestError::Storage(e.to_string()), effects),
         };
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
+        let linger_ms = self.config.timeouts().sloppy_retry_ms.saturating_sub(timeout_ms);
         let (first_ms, rest_ms) = if self.config.sloppy_quorum() {
             let first = self.config.timeouts().sloppy_retry_ms.min(timeout_ms);
             (first, timeout_ms - first)
@@ -146,6 +153,7 @@ impl<S: Store> Node<S> {
             needed,
             replied: false,
             rest_ms,
+            linger_ms,
         };
         for (&to, &intended) in &coord.targets {
             effects.push(Effect::Send { to, msg: request_msg(id, &coord, intended) });
@@ -242,6 +250,17 @@ impl<S: Store> Node<S> {
 
     pub(crate) fn on_op_timer(&mut self, id: OpId, effects: &mut Vec<Effect>) {
         let Some(c) = self.state.ops.get(&id) else { return };
+        if c.linger_ms > 0 {
+            // The client's deadline, before the targets had this node's own patience: answer it,
+            // and judge the targets once they have had it.
+            let linger_ms = c.linger_ms;
+            self.answer_at_deadline(id, effects);
+            if let Some(c) = self.state.ops.get_mut(&id) {
+                c.linger_ms = 0;
+            }
+            effects.push(Effect::SetTimer { timer: Timer::Op(id), after_ms: linger_ms });
+            return;
+        }
         let silent: Vec<NodeId> =
             c.targets.keys().copied().filter(|t| !c.answered.contains(t)).collect();
         self.state.suspected.extend(silent.iter().copied());
@@ -254,18 +273,26 @@ impl<S: Store> Node<S> {
             effects.push(Effect::SetTimer { timer: Timer::Op(id), after_ms: rest_ms });
             return;
         }
-        if !c.replied {
-            let reply = match &c.kind {
-                CoordKind::Put { .. } => {
-                    ClientReply::Indeterminate { acks: c.count(), needed: c.needed }
-                }
-                CoordKind::Get { .. } => {
-                    ClientReply::Unavailable { replies: c.count(), needed: c.needed }
-                }
-            };
-            self.reply(id, reply, effects);
-        }
+        self.answer_at_deadline(id, effects);
         self.finish(id, effects);
+    }
+
+    /// At the client's deadline, answers an operation that has not had its R or W.
+    fn answer_at_deadline(&mut self, id: OpId, effects: &mut Vec<Effect>) {
+        let Some(c) = self.state.ops.get_mut(&id) else { return };
+        if c.replied {
+            return;
+        }
+        c.replied = true;
+        let reply = match &c.kind {
+            CoordKind::Put { .. } => {
+                ClientReply::Indeterminate { acks: c.count(), needed: c.needed }
+            }
+            CoordKind::Get { .. } => {
+                ClientReply::Unavailable { replies: c.count(), needed: c.needed }
+            }
+        };
+        self.reply(id, reply, effects);
     }
 
     /// Under sloppy quorum, asks a further fallback in place of each silent target.

@@ -396,6 +396,86 @@ fn a_put_whose_own_write_fails_is_indeterminate() {
     assert_eq!(held.values().collect::<Vec<_>>(), [b"v".as_slice()]);
 }
 
+/// A client's timeout shorter than the coordinator's own first deadline (`sloppy_retry_ms`) is
+/// answered at that timeout, but the targets still silent then are judged only once they had
+/// `sloppy_retry_ms`: one that answers meanwhile is not suspected, one that never answers is
+/// (so a node that is down is suspected whatever timeouts clients choose). With the default
+/// timeout, silent targets are suspected at the first deadline as before. Found by review.
+#[test]
+fn a_short_client_timeout_is_answered_in_time_and_suspects_only_the_silent() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::{ActorId, OpId, RequestId};
+    use dynamo_model::msg::Msg;
+    use dynamo_model::node::{Effect, Input, Node, Timer};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use std::sync::Arc;
+
+    let replies = |effects: &[Effect]| -> Vec<ClientReply> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { reply, .. } => Some(reply.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let op_timer = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::SetTimer { timer: t @ Timer::Op(_), after_ms } => Some((*t, *after_ms)),
+            _ => None,
+        })
+    };
+    for sloppy in [true, false] {
+        let mut params = ConfigParams::for_nodes((1..=3).map(NodeId));
+        params.sloppy_quorum = sloppy;
+        let patience = params.timeouts.sloppy_retry_ms;
+        let config = Arc::new(Config::new(params).expect("ok"));
+        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+        let node = || {
+            let actor = ActorId::new(NodeId(1), 1);
+            Node::new(actor, config.clone(), ring.clone(), MemStore::default())
+        };
+        // A 20 ms timeout: answered at 20 ms, nobody suspected yet.
+        let mut n = node();
+        let mut op = ClientOp::put(key(), Context::new(), b"v".to_vec());
+        op.timeout_ms = Some(20);
+        let mut effects = Vec::new();
+        n.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+        let (timer, after) = op_timer(&effects).expect("a deadline");
+        assert_eq!(after, 20);
+        effects.clear();
+        n.handle(20, Input::Timer(timer), &mut effects);
+        let answered = replies(&effects);
+        assert!(
+            matches!(answered[..], [ClientReply::Indeterminate { acks: 1, needed: 2 }]),
+            "sloppy {sloppy}: {effects:?}"
+        );
+        assert!(n.volatile().suspected.is_empty(), "sloppy {sloppy}: suspected at 20 ms");
+        let (linger, after) = op_timer(&effects).expect("the operation stays to judge the targets");
+        assert_eq!(after, patience - 20);
+        // Node 2 answers late; node 3 never does.
+        effects.clear();
+        let op = OpId { origin: NodeId(1), req: RequestId(1) };
+        n.handle(100, Input::Peer { from: NodeId(2), msg: Msg::StoreAck { op } }, &mut effects);
+        assert!(replies(&effects).is_empty(), "answered once only: {effects:?}");
+        effects.clear();
+        n.handle(patience, Input::Timer(linger), &mut effects);
+        assert!(replies(&effects).is_empty(), "answered once only: {effects:?}");
+        assert_eq!(n.volatile().suspected, BTreeSet::from([NodeId(3)]), "sloppy {sloppy}");
+        assert!(n.volatile().ops.is_empty(), "sloppy {sloppy}: the operation is done");
+        // The default timeout: both silent targets suspected at the first deadline.
+        let mut n = node();
+        let mut effects = Vec::new();
+        let op = ClientOp::put(key(), Context::new(), b"v".to_vec());
+        n.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+        let (timer, after) = op_timer(&effects).expect("a deadline");
+        effects.clear();
+        n.handle(after, Input::Timer(timer), &mut effects);
+        assert_eq!(n.volatile().suspected, BTreeSet::from([NodeId(2), NodeId(3)]));
+    }
+}
+
 /// With truncation on, a context far within the bound is kept whole. A chain of writes through one
 /// coordinator that starts above a gap (a client wrote blind after another client's blind write,
 /// so its context is a run of dots with no clock entry) supersedes each predecessor on every
