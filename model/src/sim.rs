@@ -80,6 +80,11 @@ pub struct SimConfig {
     pub keys: usize,
     /// A client gives up on a request after this long (its outcome is then unknown).
     pub client_timeout_ms: u64,
+    /// Out of 1,000 requests, how many name a timeout of their own (`timeout_ms`), drawn
+    /// between 1 ms and twice `sloppy_retry_ms`: many shorter than the coordinator's first
+    /// deadline, which answers them at once and judges the replicas later. Drawn from a stream
+    /// of its own, so that 0 (the default) leaves every other run as it was.
+    pub short_timeouts_per_mille: u32,
     /// Keep every sent version (see [`Lineage`]) for the checks that no dot is
     /// issued twice and that follow chains of pasts. On for every checked run; off only where
     /// one simulation makes millions of puts (the benchmark), since what it keeps only grows.
@@ -113,6 +118,7 @@ impl Default for SimConfig {
             ops_per_client: 12,
             keys: 3,
             client_timeout_ms: 1_000,
+            short_timeouts_per_mille: 0,
             track_lineage: true,
             #[cfg(feature = "mutants")]
             mutant: None,
@@ -821,6 +827,15 @@ impl Sim {
                 ClientOp::put(key.clone(), context, value)
             }
         };
+        let mut op = op;
+        if self.cfg.short_timeouts_per_mille > 0 {
+            // A stream of its own: the main one draws as it would without it.
+            let draw = split_mix(self.cfg.seed ^ self.next_req.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            if draw % 1_000 < u64::from(self.cfg.short_timeouts_per_mille) {
+                let most = 2 * self.config.timeouts().sloppy_retry_ms.max(1);
+                op.timeout_ms = Some(1 + (draw >> 16) % most);
+            }
+        }
         let ids: Vec<NodeId> = self.config.nodes().iter().copied().collect();
         let origin = ids[self.rng.random_range(0..ids.len())];
         let req = RequestId(self.next_req);
@@ -898,4 +913,12 @@ impl Sim {
 /// The name of the `i`-th workload key.
 pub fn key_name(i: usize) -> Key {
     Key(format!("k{i}").into_bytes())
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value of `x`.
+fn split_mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

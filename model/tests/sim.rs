@@ -138,6 +138,21 @@ fn strict_quorum_with_faults() {
     assert_eq!(cuts, Cuts::default(), "nothing cuts a past here");
 }
 
+/// A quarter of the requests name their own timeout, many shorter than the coordinator's first
+/// deadline (answered at once, the replicas judged later), under both quorum modes.
+#[test]
+fn short_client_timeouts_with_faults() {
+    for sloppy in [true, false] {
+        let name = if sloppy { "short timeouts, sloppy" } else { "short timeouts, strict" };
+        let cuts = run(name, |seed| {
+            let mut cfg = SimConfig { seed, short_timeouts_per_mille: 250, ..SimConfig::default() };
+            cfg.params.sloppy_quorum = sloppy;
+            cfg
+        });
+        assert_eq!(cuts, Cuts::default(), "nothing cuts a past here");
+    }
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let run = |seed| {

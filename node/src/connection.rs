@@ -91,9 +91,16 @@ pub struct HandshakeSlot {
 }
 
 impl Handshaking {
-    /// A place for a connection from `ip`, unless [`HANDSHAKES_PER_ADDRESS_MAX`] from it are in
-    /// their handshake already.
+    /// A place for a connection from `ip`, unless [`HANDSHAKES_PER_ADDRESS_MAX`] from its
+    /// address are in their handshake already. IPv6 addresses count by their /64 prefix (what
+    /// one host is usually given), and an IPv4 address mapped into IPv6 as itself.
     pub fn slot(&self, ip: std::net::IpAddr) -> Option<HandshakeSlot> {
+        let ip = match ip.to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128)))
+            }
+            v4 => v4,
+        };
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= HANDSHAKES_PER_ADDRESS_MAX {
@@ -352,7 +359,7 @@ impl PeerContext {
     /// [`HANDSHAKES_PER_ADDRESS_MAX`] in their handshake already (logged at debug level only: a
     /// host flooding the port would flood the log).
     pub fn refuse_busy_address(&self, addr: SocketAddr) {
-        self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+        self.net.handshakes_busy_address.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(node = %self.me, %addr, "peer connection closed: too many handshakes from its address");
     }
 
@@ -741,6 +748,27 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Handshake places count per address: IPv6 by its /64, an IPv4-mapped address as the IPv4
+    /// one; a place given back is free again.
+    #[test]
+    fn handshake_places_count_per_address() {
+        let h = Handshaking::default();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an address");
+        let host: Vec<HandshakeSlot> = (0..HANDSHAKES_PER_ADDRESS_MAX)
+            .map(|i| h.slot(ip(&format!("2001:db8::{:x}", i + 1))).expect("a place"))
+            .collect();
+        assert!(h.slot(ip("2001:db8::ffff:1")).is_none(), "the same /64");
+        assert!(h.slot(ip("2001:db8:0:1::1")).is_some(), "another /64");
+        let v4: Vec<HandshakeSlot> = (0..HANDSHAKES_PER_ADDRESS_MAX)
+            .map(|_| h.slot(ip("192.0.2.7")).expect("a place"))
+            .collect();
+        assert!(h.slot(ip("::ffff:192.0.2.7")).is_none(), "mapped counts as the IPv4 address");
+        drop(v4);
+        assert!(h.slot(ip("::ffff:192.0.2.7")).is_some(), "given back");
+        drop(host);
+        assert!(h.0.lock().expect("lock").is_empty(), "every place given back");
+    }
     use crate::shutdown::Shutdown;
     use dynamo_model::{ClientOp, Key, OpId, RequestId};
     use tokio::net::{TcpListener, TcpSocket};

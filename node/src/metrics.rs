@@ -41,6 +41,8 @@ pub struct NetStats {
     pub inbound_dropped: AtomicU64,
     /// Handshakes refused (cluster, version or node id mismatch).
     pub handshakes_refused: AtomicU64,
+    /// Peer connections closed unheard: their address had too many in their handshake.
+    pub handshakes_busy_address: AtomicU64,
     /// Connections dropped for an oversized or undecodable frame.
     pub bad_frames: AtomicU64,
     /// Outbound connections established.
@@ -75,7 +77,7 @@ impl Metrics {
         let mut out = String::new();
         self.render_requests(&mut out);
         self.render_siblings(&mut out);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("dynamo_peer_frames_sent_total", "Frames written to peers.", &net.frames_sent),
             ("dynamo_peer_frames_received_total", "Frames read from peers.", &net.frames_received),
             (
@@ -98,6 +100,11 @@ impl Metrics {
                 "dynamo_peer_handshakes_refused_total",
                 "Peer handshakes refused.",
                 &net.handshakes_refused,
+            ),
+            (
+                "dynamo_peer_connections_busy_address_total",
+                "Peer connections closed unheard: their address had too many in their handshake.",
+                &net.handshakes_busy_address,
             ),
             (
                 "dynamo_peer_bad_frames_total",

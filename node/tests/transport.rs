@@ -252,7 +252,7 @@ async fn one_address_cannot_hold_the_handshake_slots() {
         Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring, nonce };
     let mut f = connect(&c).await;
     assert!(handshake(&mut f, &as_node_2, &c.cfgs[0].cluster_secret).await);
-    assert!(c.metric(1, "dynamo_peer_handshakes_refused_total").await >= Some(1));
+    assert!(c.metric(1, "dynamo_peer_connections_busy_address_total").await >= Some(1));
     drop(held);
     c.shutdown().await;
 }
