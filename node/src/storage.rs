@@ -190,6 +190,31 @@ impl Flusher {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Makes the next open on this thread panic inside sled's place (tests of the catch).
+    static PANIC_IN_OPEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Opens sled, turning a panic inside it (sled 0.34 can panic on some damaged files rather than
+/// return an error) into an error that says what panicked.
+fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(test)]
+        if PANIC_IN_OPEN.with(|p| p.replace(false)) {
+            panic!("injected panic in open");
+        }
+        config.open()
+    }))
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into())
+    })
+}
+
 /// Attempts of an open that fails for want of file descriptors or kernel memory.
 const OPEN_TRIES: u32 = 6;
 /// The first pause between them (doubling: 310 ms in all).
@@ -414,7 +439,14 @@ impl SledStore {
         // a moment after the store is dropped: a quick reopen (a restart in-process) waits for it.
         let mut attempts = 0;
         let db = loop {
-            match config.open() {
+            match open_catching_panics(&config).map_err(|why| OpenError::Io {
+                dir: dir.display().to_string(),
+                detail: format!(
+                    "sled panicked while opening it ({why}): its files are likely damaged; \
+                     restore the directory from a backup, or move it away to start this node \
+                     empty (read repair refills each key as it is read)"
+                ),
+            })? {
                 Err(e) if is_lock_contention(&e) && attempts < LOCK_RETRIES => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
@@ -1054,6 +1086,19 @@ mod tests {
         s.save(&Key::from("large2"), &sibs(&vec![8; 300 << 10])).expect("save");
         assert!(flusher.sync_blobs().expect("sync") >= 1, "a new one is fsynced");
         assert_eq!(flusher.sync_blobs().expect("sync"), 0);
+    }
+
+    /// A panic inside sled while it opens a store (it panics on some damaged files) is an error
+    /// that says so, not a crash of the node; the directory opens again afterwards.
+    #[test]
+    fn a_panic_inside_sled_at_open_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SledStore::open(dir.path(), NodeId(1), false, true).expect("open"));
+        PANIC_IN_OPEN.with(|p| p.set(true));
+        let err = SledStore::open(dir.path(), NodeId(1), false, true).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("sled panicked") && text.contains("injected panic"), "{text}");
+        assert!(SledStore::open(dir.path(), NodeId(1), false, true).is_ok(), "opens again");
     }
 
     /// An open that fails for want of file descriptors (or memory) is tried again, up to
