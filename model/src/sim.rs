@@ -83,7 +83,7 @@ pub struct SimConfig {
     /// Out of 1,000 requests, how many name a timeout of their own (`timeout_ms`), drawn
     /// between 1 ms and twice `sloppy_retry_ms`: many shorter than the coordinator's first
     /// deadline, which answers them at once and judges the replicas later. Drawn from a stream
-    /// of its own, so that 0 (the default) leaves every other run as it was.
+    /// of their own, so that 0 (the default) leaves every other run as it was.
     pub short_timeouts_per_mille: u32,
     /// Keep every sent version (see [`Lineage`]) for the checks that no dot is
     /// issued twice and that follow chains of pasts. On for every checked run; off only where
@@ -208,6 +208,8 @@ pub struct SimReport {
     /// Versions left out when primaries were compared because another version they held
     /// superseded them through a chain of pasts (stale copies back beside a cut past).
     pub stale_siblings: usize,
+    /// Requests given a timeout of their own (see [`SimConfig::short_timeouts_per_mille`]).
+    pub own_timeouts: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -239,6 +241,9 @@ pub struct Sim {
     config: Arc<Config>,
     ring: Arc<Ring>,
     rng: ChaCha8Rng,
+    /// The same seed's second stream, for the requests' own timeouts only: drawing them leaves
+    /// `rng`'s draws, and so every other run, as they were.
+    timeouts_rng: ChaCha8Rng,
     now_ms: u64,
     seq: u64,
     next_req: u64,
@@ -275,6 +280,11 @@ impl Sim {
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            timeouts_rng: {
+                let mut r = ChaCha8Rng::seed_from_u64(cfg.seed);
+                r.set_stream(1);
+                r
+            },
             clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
             cfg,
             config,
@@ -828,13 +838,10 @@ impl Sim {
             }
         };
         let mut op = op;
-        if self.cfg.short_timeouts_per_mille > 0 {
-            // A stream of its own: the main one draws as it would without it.
-            let draw = split_mix(self.cfg.seed ^ self.next_req.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            if draw % 1_000 < u64::from(self.cfg.short_timeouts_per_mille) {
-                let most = 2 * self.config.timeouts().sloppy_retry_ms.max(1);
-                op.timeout_ms = Some(1 + (draw >> 16) % most);
-            }
+        if self.timeouts_rng.random_range(0..1000) < self.cfg.short_timeouts_per_mille {
+            let most = 2 * self.config.timeouts().sloppy_retry_ms.max(1);
+            op.timeout_ms = Some(self.timeouts_rng.random_range(1..=most));
+            self.report.own_timeouts += 1;
         }
         let ids: Vec<NodeId> = self.config.nodes().iter().copied().collect();
         let origin = ids[self.rng.random_range(0..ids.len())];
@@ -913,12 +920,4 @@ impl Sim {
 /// The name of the `i`-th workload key.
 pub fn key_name(i: usize) -> Key {
     Key(format!("k{i}").into_bytes())
-}
-
-/// SplitMix64's output function: a well-mixed 64-bit value of `x`.
-fn split_mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

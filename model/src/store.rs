@@ -68,6 +68,31 @@ pub trait Store {
     fn save_issued(&mut self, key: &Key, counter: u64) -> Result<(), StoreError>;
 }
 
+/// Up to `limit` items of `walks` taken in turns: the first of each walk (in order), then the
+/// second of each, and so on (the order of [`Store::hints`]). A walk's `Ok(None)` is an item it
+/// passes over, which uses its turn; an error ends the taking.
+pub fn take_in_turns<T, E>(
+    mut walks: Vec<impl Iterator<Item = Result<Option<T>, E>>>,
+    limit: usize,
+) -> Result<Vec<T>, E> {
+    let mut out = Vec::new();
+    while out.len() < limit && !walks.is_empty() {
+        let mut i = 0;
+        while i < walks.len() && out.len() < limit {
+            match walks[i].next() {
+                Some(item) => {
+                    out.extend(item?);
+                    i += 1;
+                }
+                None => {
+                    walks.remove(i);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// An in-memory store: what the simulator and the model checker use. Every write is durable at
 /// once, which is what a synced store looks like to the protocol.
 ///
@@ -119,23 +144,15 @@ impl Store for MemStore {
         Ok(())
     }
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
-        let mut by_node: BTreeMap<NodeId, Vec<Hint>> = BTreeMap::new();
-        for ((n, k), s) in self.hints.iter().filter(|((n, _), _)| !skip.contains(n)) {
-            by_node.entry(*n).or_default().push((*n, k.clone(), s.clone()));
-        }
-        let mut walks: Vec<_> = by_node.into_values().map(Vec::into_iter).collect();
-        let mut out = Vec::new();
-        while out.len() < limit && !walks.is_empty() {
-            walks.retain_mut(|w| match w.next() {
-                Some(h) if out.len() < limit => {
-                    out.push(h);
-                    true
-                }
-                Some(_) => true,
-                None => false,
-            });
-        }
-        Ok(out)
+        let nodes: BTreeSet<NodeId> =
+            self.hints.keys().map(|(n, _)| *n).filter(|n| !skip.contains(n)).collect();
+        let walks = nodes.into_iter().map(|node| {
+            self.hints
+                .range((node, Key::default())..)
+                .take_while(move |((n, _), _)| *n == node)
+                .map(|((n, k), s)| Ok(Some((*n, k.clone(), s.clone()))))
+        });
+        take_in_turns(walks.collect(), limit)
     }
     fn hint_count(&self) -> Result<usize, StoreError> {
         Ok(self.hints.len())

@@ -26,6 +26,7 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
     let mut totals = (0usize, 0usize, 0usize, 0u64, 0u64, 0usize, 0usize);
     let mut cuts = Cuts::default();
     let seeds = seeds();
+    let mut own_timeouts = 0;
     for &seed in &seeds {
         let sim = Sim::new(make(seed)).expect("valid sim config");
         match sim.run_workload() {
@@ -40,6 +41,7 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
                 cuts.issued += r.issued_records;
                 cuts.chains += r.superseded_through_chains;
                 cuts.stale += r.stale_siblings;
+                own_timeouts += r.own_timeouts;
             }
             Err(f) => panic!("[{name}] {f}"),
         }
@@ -52,6 +54,10 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
     assert!(totals.0 > 0, "no write was ever acknowledged");
     assert!(totals.2 > 0, "no read ever saw siblings");
     assert!(totals.4 > 0, "read repair never ran");
+    if seeds.first().is_some_and(|&s| make(s).short_timeouts_per_mille > 0) {
+        eprintln!("[{name}] {own_timeouts} requests with a timeout of their own");
+        assert!(own_timeouts > 0, "no request had a timeout of its own");
+    }
     eprintln!("[{name}] cuts: {cuts:?}");
     cuts
 }

@@ -373,11 +373,16 @@ async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
     // this.
     let wait_ms =
         op.timeout_ms.unwrap_or(st.config.timeouts().request_ms).saturating_add(REPLY_SLACK_MS);
+    // A 503 for a request left without the core's answer, which for a write says the write may
+    // or may not have happened.
     let is_write = op.is_write();
-    let lost = if is_write {
-        "node stopped before answering: the write may or may not have happened"
-    } else {
-        "node stopped before answering"
+    let unanswered = |why: &str| {
+        let text_of = if is_write {
+            format!("{why}: the write may or may not have happened")
+        } else {
+            why.to_string()
+        };
+        text(StatusCode::SERVICE_UNAVAILABLE, text_of)
     };
     let answer = tokio::time::timeout(Duration::from_millis(wait_ms), st.driver.request(op));
     // A node that is stopping answers what still waits before its grace period ends, rather
@@ -385,14 +390,7 @@ async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
     let answer = tokio::select! {
         a = answer => a,
         _ = st.stopping.clone().answer_by() => {
-            return Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                if is_write {
-                    "node shutting down before the answer: the write may or may not have happened"
-                } else {
-                    "node shutting down before the answer"
-                },
-            ));
+            return Err(unanswered("node shutting down before the answer"));
         }
     };
     match answer {
@@ -402,15 +400,8 @@ async fn run(st: &ApiState, op: ClientOp) -> Result<ClientReply, Response> {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             Err(r)
         }
-        Ok(Err(SubmitError::Stopped)) => Err(text(StatusCode::SERVICE_UNAVAILABLE, lost)),
-        Err(_) => Err(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            if is_write {
-                "no answer in time: the write may or may not have happened"
-            } else {
-                "no answer in time"
-            },
-        )),
+        Ok(Err(SubmitError::Stopped)) => Err(unanswered("node stopped before answering")),
+        Err(_) => Err(unanswered("no answer in time")),
     }
 }
 

@@ -35,10 +35,9 @@ pub const CONTEXT_JAR_KEYS_MAX: usize = 1_000;
 /// The contexts the CLI remembers, by key, in a JSON file.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContextJar {
-    /// Key → (use stamp, base64 context).
+    /// Key → (use stamp, base64 context). A new use is stamped above every stamp held. (A jar
+    /// written by an older build also has the last stamp handed out: left unread.)
     entries: BTreeMap<String, (u64, String)>,
-    /// Last stamp handed out.
-    stamp: u64,
 }
 
 impl ContextJar {
@@ -77,34 +76,24 @@ impl ContextJar {
     }
 
     /// Remembers `context` for `key`, forgetting the least recently used keys beyond the bound
-    /// (in one pass, however many a jar edited by hand holds; its stamps never wrap).
+    /// (in one pass, however many a jar edited by hand holds; of equal stamps, the first in key
+    /// order go first; stamps stop at `u64::MAX` rather than wrap).
     pub fn put(&mut self, key: &str, context: String) {
-        self.stamp = self.stamp.saturating_add(1).max(self.newest_stamp().saturating_add(1));
-        self.entries.insert(key.to_string(), (self.stamp, context));
+        let newest = self.entries.values().map(|(s, _)| *s).max().unwrap_or(0);
+        self.entries.insert(key.to_string(), (newest.saturating_add(1), context));
         if self.entries.len() > CONTEXT_JAR_KEYS_MAX {
-            let mut stamps: Vec<u64> = self.entries.values().map(|(s, _)| *s).collect();
-            let cut = stamps.len() - CONTEXT_JAR_KEYS_MAX;
-            let (_, &mut oldest_kept, _) = stamps.select_nth_unstable(cut);
-            self.entries.retain(|k, (s, _)| *s >= oldest_kept || k == key);
-            // Equal stamps (only in a jar edited by hand) may keep more: of those at the oldest
-            // stamp kept, the first in key order go.
-            let excess = self.entries.len().saturating_sub(CONTEXT_JAR_KEYS_MAX);
-            let tied: Vec<String> = self
+            let mut by_age: Vec<(u64, String)> = self
                 .entries
                 .iter()
-                .filter(|(k, (s, _))| *s == oldest_kept && k.as_str() != key)
-                .map(|(k, _)| k.clone())
-                .take(excess)
+                .filter(|(k, _)| k.as_str() != key)
+                .map(|(k, (s, _))| (*s, k.clone()))
                 .collect();
-            for k in tied {
+            by_age.sort_unstable();
+            let excess = self.entries.len() - CONTEXT_JAR_KEYS_MAX;
+            for (_, k) in by_age.into_iter().take(excess) {
                 self.entries.remove(&k);
             }
         }
-    }
-
-    /// The highest stamp held.
-    fn newest_stamp(&self) -> u64 {
-        self.entries.values().map(|(s, _)| *s).max().unwrap_or(0)
     }
 }
 
@@ -401,7 +390,6 @@ mod tests {
             for i in 0..many {
                 jar.entries.insert(format!("k{i:06}"), (stamp_of(i), format!("c{i}")));
             }
-            jar.stamp = jar.entries.values().map(|(s, _)| *s).max().unwrap_or(0);
             jar.put("fresh", "new".into());
             assert_eq!(jar.entries.len(), CONTEXT_JAR_KEYS_MAX);
             assert_eq!(jar.get("fresh"), Some("new"));

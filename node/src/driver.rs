@@ -902,14 +902,6 @@ mod tests {
         tokio::spawn(async move { handle.request(op).await })
     }
 
-    /// A put of `value`, waiting for its answer on a task of its own.
-    fn spawn_put(
-        handle: &DriverHandle,
-        value: &str,
-    ) -> JoinHandle<Result<ClientReply, SubmitError>> {
-        spawn_request(handle, put(value))
-    }
-
     /// Waits (bounded) until the driver has counted at least `n` failed fsyncs.
     async fn sync_failures_reach(handle: &DriverHandle, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -933,7 +925,7 @@ mod tests {
     async fn a_failing_fsync_stops_the_node_and_lets_nothing_out() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (task, handle) = failing_node(dir.path(), SyncPolicy::Always);
-        let first = spawn_put(&handle, "v1");
+        let first = spawn_request(&handle, put("v1"));
         let ended = tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the driver stops by itself")
@@ -1045,6 +1037,19 @@ mod tests {
         }
     }
 
+    /// Sends `op` with fsyncs stalled and waits until the fsync of its writes has begun; they stay
+    /// stalled until the returned guard is dropped.
+    async fn behind_a_stalled_fsync(
+        handle: &DriverHandle,
+        flusher: &Flusher,
+        op: ClientOp,
+    ) -> (Stall, JoinHandle<Result<ClientReply, SubmitError>>) {
+        let stall = Stall::new(flusher);
+        let request = spawn_request(handle, op);
+        a_stalled_fsync(flusher).await;
+        (stall, request)
+    }
+
     /// Waits (bounded by `deadline`) until the driver takes nothing from its queue for half a
     /// second while something waits there (a status request is sent each turn, so the queue is
     /// never empty for lack of input).
@@ -1069,9 +1074,7 @@ mod tests {
     async fn a_stalled_fsync_holds_a_bounded_number_of_effects() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (task, handle, flusher) = stalling_node(dir.path());
-        let stall = Stall::new(&flusher);
-        let first = spawn_put(&handle, "first");
-        a_stalled_fsync(&flusher).await;
+        let (stall, first) = behind_a_stalled_fsync(&handle, &flusher, put("first")).await;
         // More puts than the bound (each answered by one held reply, N = 1); the queue holds
         // the rest.
         let asked = HELD_EFFECTS_MAX + 2 * BATCH_MAX;
@@ -1167,10 +1170,8 @@ mod tests {
         let first = handle.request(put("v1")).await.expect("taken");
         assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
         // Key "k" is durable; a write to "other" waits for an fsync that does not finish.
-        let stall = Stall::new(&flusher);
         let op = ClientOp::put(Key(b"other".to_vec()), Context::default(), b"x".to_vec());
-        let other = spawn_request(&handle, op);
-        a_stalled_fsync(&flusher).await;
+        let (stall, other) = behind_a_stalled_fsync(&handle, &flusher, op).await;
         let read = tokio::time::timeout(
             Duration::from_secs(10),
             handle.request(ClientOp::get(Key(b"k".to_vec()))),
@@ -1194,10 +1195,8 @@ mod tests {
     async fn a_read_of_a_write_not_yet_durable_is_not_answered_before_it_is() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (task, handle, flusher) = stalling_node(dir.path());
-        let stall = Stall::new(&flusher);
-        let written = spawn_put(&handle, "v1");
         // The read is taken once the write is made (its fsync has begun).
-        a_stalled_fsync(&flusher).await;
+        let (stall, written) = behind_a_stalled_fsync(&handle, &flusher, put("v1")).await;
         let mut read = spawn_request(&handle, ClientOp::get(Key(b"k".to_vec())));
         let early = tokio::time::timeout(Duration::from_millis(200), &mut read).await;
         assert!(early.is_err(), "a read answered with a write that no fsync covered: {early:?}");

@@ -157,11 +157,11 @@ impl Flusher {
         let mut synced = self.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
         let mut present = std::collections::HashSet::new();
         let (mut files, mut new) = (0, false);
+        // sled removes blobs it no longer needs, at any moment: a vanished one is not owed.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
-            // sled removes blobs it no longer needs, at any moment: a vanished one is not owed.
-            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
             let len = match entry.metadata() {
                 Ok(m) => m.len(),
                 Err(e) if gone(&e) => continue,
@@ -775,30 +775,21 @@ impl Store for SledStore {
                 None => break,
             }
         }
-        let mut walks: Vec<_> =
-            nodes.iter().map(|n| self.hints.scan_prefix(n.0.to_be_bytes())).collect();
-        let mut out = Vec::new();
-        while out.len() < limit && !walks.is_empty() {
-            let mut i = 0;
-            while i < walks.len() && out.len() < limit {
-                match walks[i].next() {
-                    Some(item) => {
-                        let (k, v) = item.map_err(io)?;
-                        // The prefix is the node's id: the key splits.
-                        let Some((node, key)) = split_hint_key(&k) else { continue };
-                        match decode(|| format!("hint for {node} key {key}"), &v) {
-                            Ok(siblings) => out.push((node, key, siblings)),
-                            Err(e) => self.skip_corrupt_hint(&k, &e.to_string()),
-                        }
-                        i += 1;
-                    }
-                    None => {
-                        walks.remove(i);
+        let walks = nodes.iter().map(|n| {
+            self.hints.scan_prefix(n.0.to_be_bytes()).map(|item| {
+                let (k, v) = item.map_err(io)?;
+                // The prefix is the node's id: the key splits.
+                let Some((node, key)) = split_hint_key(&k) else { return Ok(None) };
+                match decode(|| format!("hint for {node} key {key}"), &v) {
+                    Ok(siblings) => Ok(Some((node, key, siblings))),
+                    Err(e) => {
+                        self.skip_corrupt_hint(&k, &e.to_string());
+                        Ok(None)
                     }
                 }
-            }
-        }
-        Ok(out)
+            })
+        });
+        dynamo_model::store::take_in_turns(walks.collect(), limit)
     }
 
     fn hint_count(&self) -> Result<usize, StoreError> {

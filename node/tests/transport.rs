@@ -216,8 +216,9 @@ async fn a_newer_connection_from_a_peer_replaces_the_older() {
 }
 
 /// One address cannot hold every inbound slot with connections that never finish a handshake:
-/// past `HANDSHAKES_PER_ADDRESS_MAX` of them from one IP, a further one from it is closed at once
-/// (and counted), while a peer from another address still completes its handshake.
+/// while `HANDSHAKES_PER_ADDRESS_MAX` of them from one IP are open, a peer from another address
+/// still completes its handshake, and a further one from that IP is closed unheard and counted
+/// as such (a handshake that times out instead, after 2 s, is counted elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_the_handshake_slots() {
     use dynamo_node::connection::HANDSHAKES_PER_ADDRESS_MAX;
@@ -232,19 +233,6 @@ async fn one_address_cannot_hold_the_handshake_slots() {
     for _ in 0..HANDSHAKES_PER_ADDRESS_MAX {
         held.push(from_silent_host().await);
     }
-    // Accepted ones wait for a hello (up to the handshake timeout, 2 s); the one past the bound
-    // is closed at once.
-    let mut over = from_silent_host().await;
-    let mut buf = [0u8; 16];
-    let wait = std::time::Duration::from_millis(1_500);
-    let read = tokio::time::timeout(wait, tokio::io::AsyncReadExt::read(&mut over, &mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed at once: {read:?}");
-    let quiet = tokio::time::timeout(
-        std::time::Duration::from_millis(200),
-        tokio::io::AsyncReadExt::read(&mut held[0], &mut buf),
-    )
-    .await;
-    assert!(quiet.is_err(), "the first ones are still waiting for a hello: {quiet:?}");
     // A peer from 127.0.0.1 meanwhile.
     let ring = RingShape::of(&c.cfgs[0].protocol().expect("config"));
     let nonce = [9; NONCE_BYTES];
@@ -252,6 +240,12 @@ async fn one_address_cannot_hold_the_handshake_slots() {
         Hello { cluster: "test".into(), version: PROTOCOL_VERSION, node: NodeId(2), ring, nonce };
     let mut f = connect(&c).await;
     assert!(handshake(&mut f, &as_node_2, &c.cfgs[0].cluster_secret).await);
+    // One more from the silent host is closed, and for its address, not for a timeout.
+    let mut over = from_silent_host().await;
+    let mut buf = [0u8; 16];
+    let wait = std::time::Duration::from_secs(10);
+    let read = tokio::time::timeout(wait, tokio::io::AsyncReadExt::read(&mut over, &mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
     assert!(c.metric(1, "dynamo_peer_connections_busy_address_total").await >= Some(1));
     drop(held);
     c.shutdown().await;
