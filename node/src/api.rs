@@ -299,9 +299,20 @@ fn parse_context(header: Option<&HeaderValue>, entries_max: usize) -> Result<Con
     if s.trim().is_empty() {
         return Ok(Context::new());
     }
-    let bytes = B64
-        .decode(s.trim())
-        .map_err(|e| bad_request(format!("{CONTEXT_HEADER} is not valid base64: {e}")))?;
+    let bytes = B64.decode(s.trim()).map_err(|e| {
+        let why = match e {
+            base64::DecodeError::InvalidByte(at, b)
+            | base64::DecodeError::InvalidLastSymbol(at, b) => {
+                format!("{:?} at offset {at}", char::from(b))
+            }
+            base64::DecodeError::InvalidLength(n) => format!("{n} characters"),
+            base64::DecodeError::InvalidPadding => "bad padding".to_string(),
+        };
+        bad_request(format!(
+            "{CONTEXT_HEADER} is not valid base64 ({why}): send back the header a read or write \
+             returned, unchanged"
+        ))
+    })?;
     Context::from_bytes(&bytes, entries_max)
         .map_err(|e| bad_request(format!("{CONTEXT_HEADER} is not a valid context: {e}")))
 }
@@ -426,7 +437,14 @@ fn kv_target(
     query: Result<Query<KvParams>, QueryRejection>,
 ) -> KvTarget {
     let key = key.map_err(|e| bad_request(e.body_text()))?;
-    let query = query.map_err(|e| bad_request(e.body_text()))?;
+    let query = query.map_err(|e| {
+        // The deserializer's own words name the parameter and the ones there are; the
+        // extractor's prefix and its repetition of the name add nothing.
+        let text = e.body_text();
+        let why = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+        let why = why.split_once(": ").filter(|(at, _)| !at.contains(' ')).map_or(why, |(_, r)| r);
+        bad_request(format!("query string: {why}"))
+    })?;
     Ok((key, query))
 }
 

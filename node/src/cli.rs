@@ -29,6 +29,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `dynamo get`'s exit status for a key with no value, so that a script tells it from a value
+/// (0) and from an error (1; 2 is the argument parser's).
+pub const NOT_FOUND: u8 = 3;
+
 /// Most keys whose context the CLI remembers; the least recently used are forgotten first.
 pub const CONTEXT_JAR_KEYS_MAX: usize = 1_000;
 
@@ -129,7 +133,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local 3-node cluster on 127.0.0.1 (data under ./dev-data).
     Dev(DevArgs),
-    /// Read a key: every sibling, and the context to write back.
+    /// Read a key: every sibling, and the context to write back. Exits 0 with a value, 3 when
+    /// the key has none (missing or deleted), 1 on an error.
     Get(GetArgs),
     /// Write a key, superseding what the given context covers.
     Put(PutArgs),
@@ -215,6 +220,11 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: not in a file or a pipe, nor under `NO_COLOR`.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     // `serve` runs its node on a runtime of its own (see `server::start`) and this one only waits
     // for signals; client commands and the load generator need one thread. `dev` shares this
@@ -267,8 +277,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Get(a) => {
             let r = client.get(&a.target.node, a.key.as_bytes(), a.q.overrides()).await?;
+            let mut code = ExitCode::SUCCESS;
             match r.status {
-                404 => outln!("not found"),
+                404 => {
+                    outln!("not found");
+                    code = ExitCode::from(NOT_FOUND);
+                }
                 200 | 300 => {
                     if r.values.len() > 1 {
                         outln!("{} siblings:", r.values.len());
@@ -290,7 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 outln!("context: {c}");
             }
             remember(&a.key, r.context.as_deref());
-            Ok(ExitCode::SUCCESS)
+            Ok(code)
         }
         Command::Put(a) => {
             let context = context_for(&a.key, a.context, a.blind);

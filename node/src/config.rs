@@ -378,9 +378,12 @@ impl NodeConfig {
         Ok(cfg)
     }
 
-    /// The validated protocol configuration.
+    /// The validated protocol configuration. A refusal names the settings as the node's flags
+    /// and file do: the core's `request_ms` is the node's `request_timeout_ms`.
     pub fn protocol(&self) -> Result<Config, NodeError> {
-        Ok(Config::new(self.params.clone())?)
+        Config::new(self.params.clone()).map_err(|e| {
+            NodeError::Config(e.to_string().replace("request_ms", "request_timeout_ms"))
+        })
     }
 }
 
@@ -500,7 +503,10 @@ mod tests {
         let why = refused(ServeArgs { sync_interval_ms: Some(u64::MAX), ..five_nodes() });
         assert!(why.contains("sync_interval_ms"), "{why}");
         let why = refused(ServeArgs { request_timeout_ms: Some(u64::MAX), ..five_nodes() });
-        assert!(why.contains("request_ms"), "{why}");
+        assert!(why.contains("request_timeout_ms = "), "{why}");
+        let args = ServeArgs { sloppy_retry_ms: Some(2_000), ..five_nodes() };
+        let why = refused(args);
+        assert!(why.ends_with("must not exceed request_timeout_ms"), "{why}");
         let why = refused(ServeArgs { partitions: Some(1 << 31), ..five_nodes() });
         assert!(why.contains("partitions"), "{why}");
     }

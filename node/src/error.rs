@@ -12,9 +12,6 @@ pub enum NodeError {
     /// The configuration is invalid (flags, TOML file, or the protocol's own checks).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The protocol core refused the configuration.
-    #[error("invalid protocol configuration: {0}")]
-    Protocol(dynamo_model::ConfigError),
     /// The data directory could not be opened or written.
     #[error("storage: {0}")]
     Storage(String),
@@ -28,12 +25,6 @@ pub enum NodeError {
 
 // Not `#[from]`: that would also make the wrapped error the source, and printing the error with
 // its causes (as the CLI does) would then say the same thing twice.
-impl From<dynamo_model::ConfigError> for NodeError {
-    fn from(e: dynamo_model::ConfigError) -> Self {
-        NodeError::Protocol(e)
-    }
-}
-
 impl From<std::io::Error> for NodeError {
     fn from(e: std::io::Error) -> Self {
         NodeError::Io(e)

@@ -117,13 +117,8 @@ async fn start_here(
 ) -> Result<(RunningNode, JoinHandle<Result<(), NodeError>>), NodeError> {
     let config = Arc::new(cfg.protocol()?);
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-    let (store, incarnation) = SledStore::open(
-        &cfg.data_dir,
-        cfg.id,
-        cfg.sync == SyncPolicy::None,
-        cfg.sync == SyncPolicy::Always,
-    )
-    .map_err(|e| NodeError::Storage(e.to_string()))?;
+    // The ports first: a node that cannot listen leaves no data directory behind (a new one
+    // would also have made an incarnation for nothing).
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
             let e = std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
@@ -132,6 +127,13 @@ async fn start_here(
     };
     let peer_listener = bind(cfg.peer_listen, "peers").await?;
     let http_listener = bind(cfg.http_listen, "HTTP").await?;
+    let (store, incarnation) = SledStore::open(
+        &cfg.data_dir,
+        cfg.id,
+        cfg.sync == SyncPolicy::None,
+        cfg.sync == SyncPolicy::Always,
+    )
+    .map_err(|e| NodeError::Storage(e.to_string()))?;
     let peer_addr = peer_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (shutdown, _) = Shutdown::new();

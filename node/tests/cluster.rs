@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{eventually, Cluster};
+use common::{configs, eventually, Cluster};
 use dynamo_node::client::{HttpClient, Overrides};
 use hyper::Method;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -407,6 +407,15 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         assert_eq!(r.status, want, "{what}: {}", r.text());
         assert!(!r.body.is_empty(), "{what}: a message explains the refusal");
     }
+    // The messages speak of the request, not of the libraries that parsed it.
+    for (path, headers, says) in [
+        (format!("{u}/kv/b?x=1"), vec![], "query string: unknown field `x`, expected one of"),
+        (format!("{u}/kv/b"), vec![(ctx, "ab!=".into())], "not valid base64 ('!' at offset 2)"),
+    ] {
+        refused_puts += 1;
+        let r = put(path, headers, b"v".to_vec()).await;
+        assert!(r.status == 400 && r.text().contains(says), "{}: {}", r.status, r.text());
+    }
     for (what, q) in [("r zero", "r=0"), ("r above n", "r=9"), ("r negative", "r=-1")] {
         let r = c
             .client
@@ -523,6 +532,26 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let w = c.client.put(&u, b"b", None, Bytes::from(vec![b'v'; 1024]), NO).await.expect("put");
     assert_eq!(w.status, 204);
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_is_named_and_leaves_no_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for what in ["peers", "HTTP"] {
+        let mut cfg = configs(1, dir.path(), dynamo_node::SyncPolicy::Always).remove(0);
+        let busy = common::hold_free_port();
+        let addr = busy.local_addr().expect("local addr");
+        match what {
+            "peers" => cfg.peer_listen = addr,
+            _ => cfg.http_listen = addr,
+        }
+        let Err(e) = dynamo_node::server::start(cfg.clone()).await else {
+            panic!("started on a port in use")
+        };
+        let says = format!("cannot listen on {addr} ({what})");
+        assert!(e.to_string().contains(&says), "{e}");
+        assert!(!cfg.data_dir.exists(), "{what}: {} was made", cfg.data_dir.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -425,7 +425,7 @@ async fn cli_carries_the_context_from_get_to_put() {
     let _node = spawn(&cfgs[0]);
     wait_serving(&HttpClient::new(), &url).await;
     let jar = dir.path().join("contexts.json");
-    let cli = |args: &[&str]| {
+    let run = |args: &[&str], exit: i32| {
         let out = Command::new(env!("CARGO_BIN_EXE_dynamo"))
             .args(args)
             .env("DYNAMO_NODE", &url)
@@ -433,9 +433,12 @@ async fn cli_carries_the_context_from_get_to_put() {
             .env("RUST_LOG", "warn")
             .output()
             .expect("run dynamo");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(exit), "{args:?}: {err}");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
+    let cli = |args: &[&str]| run(args, 0);
+    let missing = |key: &str| run(&["get", key], dynamo_node::cli::NOT_FOUND.into());
     cli(&["put", "k", "a"]);
     cli(&["put", "k", "b", "--blind"]);
     let read = cli(&["get", "k"]);
@@ -451,14 +454,15 @@ async fn cli_carries_the_context_from_get_to_put() {
     cli(&["put", "k", "d"]);
     assert!(cli(&["get", "k"]).starts_with("d\n"));
     cli(&["delete", "k"]);
-    assert!(cli(&["get", "k"]).starts_with("not found"));
+    assert!(missing("k").starts_with("not found"));
     // With no context remembered (a new jar), a delete reads the key first and removes what that
     // read returned, both siblings; a key that is not there is reported and nothing is sent.
     cli(&["put", "k2", "a"]);
     cli(&["put", "k2", "b", "--blind"]);
     std::fs::remove_file(&jar).expect("forget the contexts");
     assert!(cli(&["delete", "k2"]).starts_with("ok\n"));
-    assert!(cli(&["get", "k2"]).starts_with("not found"));
+    assert!(missing("k2").starts_with("not found"));
+    assert!(missing("never-written").starts_with("not found\n"));
     std::fs::remove_file(&jar).expect("forget the contexts");
     assert_eq!(cli(&["delete", "never-written"]), "not found\n");
     let status = cli(&["status"]);
