@@ -421,7 +421,7 @@ impl<S: Store> Node<S> {
             v.payload.value().is_none_or(|b| b.len() <= limits.value_bytes_max)
                 && v.dot.counter <= CONTEXT_COUNTER_MAX
                 && v.past.check(limits.context_entries_max).is_ok()
-                && !v.past.contains(&v.dot)
+                && !v.is_damaged()
         })
     }
 

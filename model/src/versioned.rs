@@ -87,6 +87,12 @@ impl Version {
     pub fn supersedes(&self, other: &Version) -> bool {
         self.dot != other.dot && self.past.contains(&other.dot)
     }
+
+    /// Whether the version's past holds its own dot. No real history makes one (a put's counter
+    /// is above everything its context names): only a damaged frame or record could.
+    pub fn is_damaged(&self) -> bool {
+        self.past.contains(&self.dot)
+    }
 }
 
 /// Why a put was refused. The put did not happen.
@@ -171,7 +177,7 @@ struct DecodedVersions(Vec<Version>);
 impl TryFrom<DecodedVersions> for Siblings {
     type Error = String;
     fn try_from(DecodedVersions(versions): DecodedVersions) -> Result<Self, String> {
-        let damaged = versions.iter().filter(|v| v.past.contains(&v.dot)).count();
+        let damaged = versions.iter().filter(|v| v.is_damaged()).count();
         if damaged > DAMAGED_VERSIONS_MAX {
             return Err(format!(
                 "{damaged} versions hold their own dot in their past (at most \
@@ -225,7 +231,7 @@ impl Siblings {
             // undamaged version's past holds its dot (those pasts joined) or another damaged
             // one supersedes it (pair by pair).
             let damaged: Vec<bool> =
-                versions.iter().map(|v| seen.contains(&v.dot) && v.past.contains(&v.dot)).collect();
+                versions.iter().map(|v| seen.contains(&v.dot) && v.is_damaged()).collect();
             let undamaged_seen = damaged.contains(&true).then(|| {
                 let undamaged = versions.iter().zip(&damaged).filter(|(_, d)| !**d);
                 Context::join_all(undamaged.map(|(v, _)| &v.past))
@@ -245,6 +251,16 @@ impl Siblings {
             versions.retain(|_| !superseded.next().unwrap_or(false));
         }
         Siblings { versions: Arc::new(versions) }
+    }
+
+    /// The set without its damaged versions ([`Version::is_damaged`]), and how many there were;
+    /// `None` when there were none.
+    pub fn without_damaged(&self) -> Option<(Siblings, usize)> {
+        let damaged = self.versions.iter().filter(|v| v.is_damaged()).count();
+        (damaged > 0).then(|| {
+            let kept = self.versions.iter().filter(|v| !v.is_damaged()).cloned();
+            (Siblings::from_versions(kept), damaged)
+        })
     }
 
     /// The versions, sorted by dot.

@@ -354,9 +354,20 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn decode(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<Siblings, StoreError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })
+/// Decodes a stored sibling set. A damaged version in it ([`dynamo_model::Version::is_damaged`])
+/// is left out, and said so: builds before peers' damaged versions were refused could store one,
+/// and any message carrying it would be refused by every peer, which would stop the key's
+/// replication for good.
+fn decode(what: impl Fn() -> String, bytes: &[u8]) -> Result<Siblings, StoreError> {
+    let siblings: Siblings = postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })?;
+    match siblings.without_damaged() {
+        None => Ok(siblings),
+        Some((kept, damaged)) => {
+            tracing::warn!("{}: left out {damaged} damaged stored versions", what());
+            Ok(kept)
+        }
+    }
 }
 
 /// Room per version for its dot and clock, besides the value, when sizing an encoding buffer.
@@ -1048,6 +1059,40 @@ mod tests {
                 other => panic!("damage not reported: {:?}", other.map(|(_, inc)| inc)),
             }
         }
+    }
+
+    /// A damaged version stored by an older build (one whose past holds its own dot) is left
+    /// out when read, data and hint alike, and the rest of the set is kept.
+    #[test]
+    fn damaged_stored_versions_are_left_out_when_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let actor = ActorId::new(NodeId(2), 1);
+        let dot = |counter| Dot { actor, counter, ts_ms: 0 };
+        let mut past = Context::new();
+        past.add_dot(&dot(5));
+        let damaged = Version { dot: dot(5), past, payload: Payload::Value(b"bad".to_vec()) };
+        let good =
+            Version { dot: dot(6), past: Context::new(), payload: Payload::Value(b"ok".to_vec()) };
+        let stored = Siblings::from_versions([damaged, good.clone()]);
+        assert_eq!(stored.len(), 2, "both kept, as an older build would have");
+        let key = Key(b"k".to_vec());
+        {
+            let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+            s.data.insert(&key.0, encode(&stored).expect("encode")).expect("insert");
+            s.hints
+                .insert(hint_key(NodeId(3), &key), encode(&stored).expect("encode"))
+                .expect("insert");
+            s.data.flush().expect("flush");
+        }
+        let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        assert_eq!(s.load(&key).expect("load").versions(), std::slice::from_ref(&good));
+        assert_eq!(
+            s.load_hint(NodeId(3), &key).expect("load").versions(),
+            std::slice::from_ref(&good)
+        );
+        let hints = s.hints(&BTreeSet::new(), 10).expect("hints");
+        assert_eq!(hints.len(), 1);
+        assert_eq!(hints[0].2.versions(), [good]);
     }
 
     #[test]
