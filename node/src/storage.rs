@@ -215,6 +215,35 @@ fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>,
     })
 }
 
+/// Whether a thread of this name is one of sled's own: its I/O pool (`sled-io-N`) or its
+/// periodic flusher.
+pub fn is_storage_thread(name: &str) -> bool {
+    name.starts_with("sled-io-") || name == "log flusher"
+}
+
+/// Makes a panic in one of sled's own threads ([`is_storage_thread`]) stop the process at once
+/// (abort), after the usual panic message and an error log. sled catches such a panic itself,
+/// but its store is then broken for good (it refuses new I/O) and a write the thread held may
+/// be lost; serving on would answer from a store that can no longer keep what it acknowledges.
+/// Stopped so, the node restarts as after a crash (kill -9), which loses no acknowledged write
+/// under `always`. A panic anywhere else is left to the previous hook and the unwinding (a
+/// request's task ends; the driver's ends the node). For the binary: call once, at start.
+pub fn stop_on_storage_thread_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        if is_storage_thread(name) {
+            tracing::error!(
+                "the storage engine's thread {name:?} panicked; stopping at once: restart the \
+                 node, it recovers as after a crash"
+            );
+            std::process::abort();
+        }
+    }));
+}
+
 /// Attempts of an open that fails for want of file descriptors or kernel memory.
 const OPEN_TRIES: u32 = 6;
 /// The first pause between them (doubling: 310 ms in all).

@@ -468,3 +468,40 @@ async fn cli_carries_the_context_from_get_to_put() {
     let status = cli(&["status"]);
     assert!(status.contains("\"members\""), "{status}");
 }
+
+/// The child of the test below: panics in a thread named by `DYNAMO_TEST_PANIC_IN`, with the
+/// binary's hook installed, then says whether it is still there. Ignored: only run so.
+#[test]
+#[ignore = "run by a_panic_in_a_storage_thread_stops_the_process, in a process of its own"]
+fn panic_in_a_named_thread() {
+    let name = std::env::var("DYNAMO_TEST_PANIC_IN").expect("DYNAMO_TEST_PANIC_IN");
+    dynamo_node::storage::stop_on_storage_thread_panic();
+    let thread = std::thread::Builder::new().name(name).spawn(|| panic!("injected panic"));
+    assert!(thread.expect("spawn").join().is_err(), "the thread panicked");
+    println!("still running");
+}
+
+/// sled catches a panic in its own threads and carries on with a store that refuses all new
+/// I/O; the node's hook stops the process instead, as a crash would. Panics in other threads
+/// are left to unwind.
+#[test]
+fn a_panic_in_a_storage_thread_stops_the_process() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for (thread, stops) in [("sled-io-3", true), ("log flusher", true), ("node-1", false)] {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--ignored", "--exact", "panic_in_a_named_thread", "--nocapture"])
+            .env("DYNAMO_TEST_PANIC_IN", thread)
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stops {
+            assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{thread}: {stderr}");
+            assert!(!stdout.contains("still running"), "{thread}: {stdout}");
+            assert!(stderr.contains("injected panic"), "{thread}: the panic is reported: {stderr}");
+        } else {
+            assert!(out.status.success(), "{thread}: {:?} {stderr}", out.status);
+            assert!(stdout.contains("still running"), "{thread}: {stdout}");
+        }
+    }
+}
