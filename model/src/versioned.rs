@@ -253,13 +253,14 @@ impl Siblings {
         Siblings { versions: Arc::new(versions) }
     }
 
-    /// The set without its damaged versions ([`Version::is_damaged`]), and how many there were;
-    /// `None` when there were none.
-    pub fn without_damaged(&self) -> Option<(Siblings, usize)> {
-        let damaged = self.versions.iter().filter(|v| v.is_damaged()).count();
-        (damaged > 0).then(|| {
+    /// The set without its damaged versions ([`Version::is_damaged`]), and the dots of those;
+    /// `None` when there were none. (What a damaged version superseded stays gone.)
+    pub fn without_damaged(&self) -> Option<(Siblings, Vec<Dot>)> {
+        let dropped: Vec<Dot> =
+            self.versions.iter().filter(|v| v.is_damaged()).map(|v| v.dot).collect();
+        (!dropped.is_empty()).then(|| {
             let kept = self.versions.iter().filter(|v| !v.is_damaged()).cloned();
-            (Siblings::from_versions(kept), damaged)
+            (Siblings::from_versions(kept), dropped)
         })
     }
 

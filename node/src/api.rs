@@ -301,12 +301,17 @@ fn parse_context(header: Option<&HeaderValue>, entries_max: usize) -> Result<Con
     }
     let bytes = B64.decode(s.trim()).map_err(|e| {
         let why = match e {
-            base64::DecodeError::InvalidByte(at, b)
-            | base64::DecodeError::InvalidLastSymbol(at, b) => {
+            base64::DecodeError::InvalidByte(at, b) => {
                 format!("{:?} at offset {at}", char::from(b))
             }
-            base64::DecodeError::InvalidLength(n) => format!("{n} characters"),
-            base64::DecodeError::InvalidPadding => "bad padding".to_string(),
+            base64::DecodeError::InvalidLastSymbol(at, b) => format!(
+                "its last character {:?}, at offset {at}, ends it mid-byte: cut short?",
+                char::from(b)
+            ),
+            base64::DecodeError::InvalidLength(n) => {
+                format!("{n} characters besides padding, which no encoding has: cut short?")
+            }
+            base64::DecodeError::InvalidPadding => "padding where none belongs".to_string(),
         };
         bad_request(format!(
             "{CONTEXT_HEADER} is not valid base64 ({why}): send back the header a read or write \
@@ -438,8 +443,10 @@ fn kv_target(
 ) -> KvTarget {
     let key = key.map_err(|e| bad_request(e.body_text()))?;
     let query = query.map_err(|e| {
-        // The deserializer's own words name the parameter and the ones there are; the
-        // extractor's prefix and its repetition of the name add nothing.
+        // Every parameter is taken as text, so the only refusals here are an unknown or a repeated
+        // parameter, which the deserializer's own words name (with the known ones); the
+        // extractor's prefix adds nothing. (A "name: " before the words, which it puts before
+        // an error inside a value, would be dropped too: a typed parameter would lose its name.)
         let text = e.body_text();
         let why = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
         let why = why.split_once(": ").filter(|(at, _)| !at.contains(' ')).map_or(why, |(_, r)| r);

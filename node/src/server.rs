@@ -118,7 +118,9 @@ async fn start_here(
     let config = Arc::new(cfg.protocol()?);
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
     // The ports first: a node that cannot listen leaves no data directory behind (a new one
-    // would also have made an incarnation for nothing).
+    // would also have made an incarnation for nothing). Connections that come while the store
+    // opens (its recovery, or a lock a node stopped in this process has not yet let go of)
+    // wait in the backlog.
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
             let e = std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
@@ -244,11 +246,15 @@ async fn finish(
         Err(_) => {
             // Its connections would otherwise outlive the node (on a shared runtime, the process).
             http.abort();
+            let _ = http.await;
             tracing::warn!("in-flight HTTP requests did not finish within {GRACE_MS} ms");
         }
     }
     transport.trigger();
     accept.abort();
+    // Awaited, so that the listener is closed when the node has stopped: a node started again
+    // in the same process binds its ports before anything else.
+    let _ = accept.await;
     for t in peer_tasks {
         t.abort();
     }

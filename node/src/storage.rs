@@ -199,6 +199,14 @@ thread_local! {
 /// Opens sled, turning a panic inside it (sled 0.34 can panic on some damaged files rather than
 /// return an error) into an error that says what panicked.
 fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>, String> {
+    struct Opening;
+    impl Drop for Opening {
+        fn drop(&mut self) {
+            OPENING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    OPENING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _opening = Opening;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         #[cfg(test)]
         if PANIC_IN_OPEN.with(|p| p.replace(false)) {
@@ -221,20 +229,27 @@ pub fn is_storage_thread(name: &str) -> bool {
     name.starts_with("sled-io-") || name == "log flusher"
 }
 
+/// Stores being opened in this process right now: a panic in sled's threads then reaches the
+/// opening thread, whose catch turns it into a refusal to start ([`open_catching_panics`]).
+static OPENING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Makes a panic in one of sled's own threads ([`is_storage_thread`]) stop the process at once
-/// (abort), after the usual panic message and an error log. sled catches such a panic itself,
-/// but its store is then broken for good (it refuses new I/O) and a write the thread held may
-/// be lost; serving on would answer from a store that can no longer keep what it acknowledges.
-/// Stopped so, the node restarts as after a crash (kill -9), which loses no acknowledged write
-/// under `always`. A panic anywhere else is left to the previous hook and the unwinding (a
-/// request's task ends; the driver's ends the node). For the binary: call once, at start.
+/// (abort), after the usual panic message and an error log, unless a store is being opened (the
+/// open then fails with advice instead). sled 0.34 carries on after such a panic without its
+/// work: an I/O thread's panic is caught by its pool, and the log write it held never completes,
+/// so every later flush waits for it forever (under `always`, every write would hang); a panic
+/// of its periodic flusher ends that thread, and closing the store then waits for it forever.
+/// Stopped at once instead, the node restarts as after a crash (kill -9), which loses no
+/// acknowledged write under `always`. A panic anywhere else is left to the previous hook and the
+/// unwinding (a request's task ends; the driver's ends the node). For the binary: call once, at
+/// start.
 pub fn stop_on_storage_thread_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         previous(info);
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("");
-        if is_storage_thread(name) {
+        if is_storage_thread(name) && OPENING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             tracing::error!(
                 "the storage engine's thread {name:?} panicked; stopping at once: restart the \
                  node, it recovers as after a crash"
@@ -311,6 +326,14 @@ pub struct SledStore {
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
     corrupt_hints: RefCell<BTreeSet<Vec<u8>>>,
+    /// The node this store belongs to.
+    node: NodeId,
+    /// Records found holding damaged versions, each reported once (see
+    /// [`SledStore::decode_stored`]).
+    damaged_seen: RefCell<BTreeSet<Vec<u8>>>,
+    /// Key → the highest counter of this node's own among the damaged versions left out of its
+    /// record, until the key's next save writes it to `issued`.
+    forgotten: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
 }
 
 /// Why the data directory could not be opened.
@@ -383,20 +406,9 @@ fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-/// Decodes a stored sibling set. A damaged version in it ([`dynamo_model::Version::is_damaged`])
-/// is left out, and said so: builds before peers' damaged versions were refused could store one,
-/// and any message carrying it would be refused by every peer, which would stop the key's
-/// replication for good.
-fn decode(what: impl Fn() -> String, bytes: &[u8]) -> Result<Siblings, StoreError> {
-    let siblings: Siblings = postcard::from_bytes(bytes)
-        .map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })?;
-    match siblings.without_damaged() {
-        None => Ok(siblings),
-        Some((kept, damaged)) => {
-            tracing::warn!("{}: left out {damaged} damaged stored versions", what());
-            Ok(kept)
-        }
-    }
+fn decode(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<Siblings, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Corrupt { what: what(), detail: e.to_string() })
 }
 
 /// Room per version for its dot and clock, besides the value, when sizing an encoding buffer.
@@ -623,6 +635,9 @@ impl SledStore {
             unsynced: acks_durable.then(Default::default),
             hints_written: 0,
             corrupt_hints: RefCell::default(),
+            node,
+            damaged_seen: RefCell::default(),
+            forgotten: RefCell::default(),
         };
         Ok((store, incarnation))
     }
@@ -699,6 +714,34 @@ impl SledStore {
         self.data.len()
     }
 
+    /// Decodes the stored sibling set of record `raw` (of primary `key`, if it is one), leaving
+    /// out its damaged versions ([`dynamo_model::Version::is_damaged`]), said once per record:
+    /// builds before peers' damaged versions were refused could store one, and every peer
+    /// refuses a message that carries one, which would stop the key's replication for good.
+    /// The highest counter of this node's own dots among them is kept as issued for `key`
+    /// ([`Store::issued`]) until the key's next save records it: dropped from the set, it could
+    /// otherwise be handed out again.
+    fn decode_stored(
+        &self,
+        raw: &[u8],
+        key: Option<&Key>,
+        what: impl Fn() -> String,
+        bytes: &[u8],
+    ) -> Result<Siblings, StoreError> {
+        let siblings = decode(&what, bytes)?;
+        let Some((kept, dropped)) = siblings.without_damaged() else { return Ok(siblings) };
+        if self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
+            tracing::warn!("{}: left out {} damaged stored versions", what(), dropped.len());
+        }
+        let own = dropped.iter().filter(|d| d.actor.node == self.node).map(|d| d.counter).max();
+        if let (Some(key), Some(counter)) = (key, own) {
+            let mut forgotten = self.forgotten.borrow_mut();
+            let held = forgotten.entry(key.0.clone()).or_insert(counter);
+            *held = (*held).max(counter);
+        }
+        Ok(kept)
+    }
+
     /// Notes (once per record) a hint that [`Store::hints`] walks past.
     fn skip_corrupt_hint(&self, raw_key: &[u8], why: &str) {
         if self.corrupt_hints.borrow_mut().insert(raw_key.to_vec()) {
@@ -716,7 +759,7 @@ impl Store for SledStore {
             return Ok(s);
         }
         let siblings = match self.data.get(&key.0).map_err(io)? {
-            Some(v) => decode(|| format!("key {key}"), &v)?,
+            Some(v) => self.decode_stored(&key.0, Some(key), || format!("key {key}"), &v)?,
             None => Siblings::new(),
         };
         self.cache.insert(key.0.clone(), siblings.clone());
@@ -724,6 +767,13 @@ impl Store for SledStore {
     }
 
     fn save(&mut self, key: &Key, siblings: &Siblings) -> Result<(), StoreError> {
+        // A counter of a damaged version left out when read is recorded before the write that
+        // drops that version for good.
+        let forgotten = self.forgotten.borrow().get(&key.0).copied();
+        if let Some(counter) = forgotten {
+            self.save_issued(key, counter)?;
+            self.forgotten.borrow_mut().remove(&key.0);
+        }
         let encoded = encode(siblings)?;
         // Set before the write: a write that fails may still have been applied, and until a
         // sync covers it nothing that could have read it may be let out as settled.
@@ -741,9 +791,10 @@ impl Store for SledStore {
     }
 
     fn issued(&self, key: &Key) -> Result<u64, StoreError> {
+        let forgotten = self.forgotten.borrow().get(&key.0).copied().unwrap_or(0);
         match self.issued_mem.get(&key.0) {
-            None => Ok(0),
-            Some(Some(counter)) => Ok(*counter),
+            None => Ok(forgotten),
+            Some(Some(counter)) => Ok(forgotten.max(*counter)),
             Some(None) => Err(StoreError::Corrupt {
                 what: format!("issued-counter record of key {key}"),
                 detail: "not 8 bytes".into(),
@@ -764,8 +815,11 @@ impl Store for SledStore {
     }
 
     fn load_hint(&self, intended: NodeId, key: &Key) -> Result<Siblings, StoreError> {
-        match self.hints.get(hint_key(intended, key)).map_err(io)? {
-            Some(v) => decode(|| format!("hint for {intended} key {key}"), &v),
+        let raw = hint_key(intended, key);
+        match self.hints.get(&raw).map_err(io)? {
+            Some(v) => {
+                self.decode_stored(&raw, None, || format!("hint for {intended} key {key}"), &v)
+            }
             None => Ok(Siblings::new()),
         }
     }
@@ -820,7 +874,7 @@ impl Store for SledStore {
                 let (k, v) = item.map_err(io)?;
                 // The prefix is the node's id: the key splits.
                 let Some((node, key)) = split_hint_key(&k) else { return Ok(None) };
-                match decode(|| format!("hint for {node} key {key}"), &v) {
+                match self.decode_stored(&k, None, || format!("hint for {node} key {key}"), &v) {
                     Ok(siblings) => Ok(Some((node, key, siblings))),
                     Err(e) => {
                         self.skip_corrupt_hint(&k, &e.to_string());
@@ -1091,19 +1145,22 @@ mod tests {
     }
 
     /// A damaged version stored by an older build (one whose past holds its own dot) is left
-    /// out when read, data and hint alike, and the rest of the set is kept.
+    /// out when read, data and hint alike, and the rest of the set is kept. The counter of a
+    /// dropped version of this node's own stays issued, so it is never handed out again, and the
+    /// key's next save makes that durable.
     #[test]
     fn damaged_stored_versions_are_left_out_when_read() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let actor = ActorId::new(NodeId(2), 1);
-        let dot = |counter| Dot { actor, counter, ts_ms: 0 };
-        let mut past = Context::new();
-        past.add_dot(&dot(5));
-        let damaged = Version { dot: dot(5), past, payload: Payload::Value(b"bad".to_vec()) };
-        let good =
-            Version { dot: dot(6), past: Context::new(), payload: Payload::Value(b"ok".to_vec()) };
-        let stored = Siblings::from_versions([damaged, good.clone()]);
-        assert_eq!(stored.len(), 2, "both kept, as an older build would have");
+        let damaged = |node, counter| {
+            let dot = Dot { actor: ActorId::new(NodeId(node), 1), counter, ts_ms: 0 };
+            let mut past = Context::new();
+            past.add_dot(&dot);
+            Version { dot, past, payload: Payload::Value(b"bad".to_vec()) }
+        };
+        let dot = Dot { actor: ActorId::new(NodeId(2), 1), counter: 6, ts_ms: 0 };
+        let good = Version { dot, past: Context::new(), payload: Payload::Value(b"ok".to_vec()) };
+        let stored = Siblings::from_versions([damaged(2, 50), damaged(1, 9), good.clone()]);
+        assert_eq!(stored.len(), 3, "all kept, as an older build would have");
         let key = Key(b"k".to_vec());
         {
             let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
@@ -1113,15 +1170,21 @@ mod tests {
                 .expect("insert");
             s.data.flush().expect("flush");
         }
-        let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
-        assert_eq!(s.load(&key).expect("load").versions(), std::slice::from_ref(&good));
-        assert_eq!(
-            s.load_hint(NodeId(3), &key).expect("load").versions(),
-            std::slice::from_ref(&good)
-        );
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        assert_eq!(s.issued(&key).expect("issued"), 0, "nothing known before the read");
+        let only_good = std::slice::from_ref(&good);
+        assert_eq!(s.load(&key).expect("load").versions(), only_good);
+        assert_eq!(s.issued(&key).expect("issued"), 9, "this node's own dropped counter");
+        assert_eq!(s.load_hint(NodeId(3), &key).expect("load").versions(), only_good);
         let hints = s.hints(&BTreeSet::new(), 10).expect("hints");
         assert_eq!(hints.len(), 1);
-        assert_eq!(hints[0].2.versions(), [good]);
+        assert_eq!(hints[0].2.versions(), only_good);
+        assert_eq!(s.damaged_seen.borrow().len(), 2, "one report per record");
+        s.save(&key, &sibs(b"new")).expect("save");
+        s.mark_clean_shutdown().expect("clean");
+        drop(s);
+        let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        assert_eq!(s.issued(&key).expect("issued"), 9, "recorded by the save");
     }
 
     #[test]
@@ -1151,6 +1214,27 @@ mod tests {
         s.save(&Key::from("large2"), &sibs(&vec![8; 300 << 10])).expect("save");
         assert!(flusher.sync_blobs().expect("sync") >= 1, "a new one is fsynced");
         assert_eq!(flusher.sync_blobs().expect("sync"), 0);
+    }
+
+    /// [`is_storage_thread`] knows sled's threads by their real names: a store that flushes in
+    /// the background has both kinds once it has written.
+    #[test]
+    fn sleds_threads_are_known_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), true, false).expect("open");
+        s.save(&Key::from("k"), &sibs(b"v")).expect("save");
+        s.sync().expect("sync");
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("sled-io-") && is_storage_thread(n)),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n == "log flusher" && is_storage_thread(n)), "{names:?}");
+        assert!(!is_storage_thread("tokio-runtime-worker") && !is_storage_thread("node-1"));
     }
 
     /// A panic inside sled while it opens a store (it panics on some damaged files) is an error

@@ -632,9 +632,11 @@ async fn load_generator_runs_against_a_cluster_without_errors() {
     assert!(!report.reads.is_empty() && !report.writes.is_empty(), "{report}");
     assert!(report.errors.is_empty(), "{report}");
     assert!(report.wakeups.is_none(), "a closed loop has no pacer");
-    // Writes carried contexts, so keys did not pile up siblings.
-    let r = c.client.get(&c.url(1), b"bench-1", Overrides { r: Some(3), ..NO }).await.expect("get");
-    assert!(r.values.len() <= 2, "{} siblings", r.values.len());
+    // Writes carried contexts, so keys did not pile up siblings: only writes that raced on a
+    // key left a sibling beside each other, until a read resolved it (about 8 % of the reads
+    // here, 4 workers on 50 keys; blind writes would leave one per write, on nearly every read).
+    let (siblings, reads) = (report.sibling_reads, report.reads.len());
+    assert!(siblings > 0 && siblings * 3 < reads, "{siblings} of {reads} reads with siblings");
     assert!(report.slow.is_empty(), "--slow-ms off counts nothing");
     // Open loop: the pacer hands out exactly one ticket per 1/rate, so a run never sends more
     // than rate x (warm-up + duration) requests, and it sends some.

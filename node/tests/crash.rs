@@ -481,9 +481,10 @@ fn panic_in_a_named_thread() {
     println!("still running");
 }
 
-/// sled catches a panic in its own threads and carries on with a store that refuses all new
-/// I/O; the node's hook stops the process instead, as a crash would. Panics in other threads
-/// are left to unwind.
+/// sled carries on after a panic in its own threads without the work they held (flushes then
+/// wait forever); the node's hook stops the process instead, as a crash would. Panics in other
+/// threads are left to unwind. (That these are sled's real thread names is tested in
+/// `storage::tests`.)
 #[test]
 fn a_panic_in_a_storage_thread_stops_the_process() {
     use std::os::unix::process::ExitStatusExt as _;
