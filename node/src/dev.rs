@@ -87,6 +87,22 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
             )));
         }
     }
+    // Every port is tried before anything is deleted or made: a busy one (another `dev` still
+    // running, say) fails the start here, not after `--fresh` has removed the data or the first
+    // nodes have started. (Released again at once: each node binds its own.)
+    let probe: Result<Vec<std::net::TcpListener>, NodeError> = (1..=args.nodes)
+        .flat_map(|id| {
+            let cfg = node_config(&args, id, &ClusterSecret::none());
+            [(cfg.peer_listen, "peers"), (cfg.http_listen, "HTTP")]
+        })
+        .map(|(addr, what)| {
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                let why = format!("cannot listen on {addr} ({what}): {e}");
+                NodeError::Io(std::io::Error::new(e.kind(), why))
+            })
+        })
+        .collect();
+    drop(probe?);
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;
     }
@@ -184,5 +200,32 @@ mod tests {
             }
         }
         assert!(!PathBuf::from("never-created").exists());
+    }
+
+    /// A busy port fails the start before `--fresh` deletes anything or any node starts.
+    #[tokio::test]
+    async fn a_busy_port_is_found_before_anything_is_touched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("dev-data");
+        std::fs::create_dir_all(data.join("node-1")).expect("old data");
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let http_port = held.local_addr().expect("addr").port();
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer_port = free.local_addr().expect("addr").port();
+        drop(free);
+        let a = DevArgs {
+            data_dir: data.clone(),
+            http_port,
+            peer_port,
+            nodes: 1,
+            fresh: true,
+            ..args()
+        };
+        let busy = format!("cannot listen on 127.0.0.1:{http_port} (HTTP)");
+        match run(a).await {
+            Err(e) => assert!(e.to_string().contains(&busy), "{e}"),
+            Ok(()) => panic!("started on a busy port"),
+        }
+        assert!(data.join("node-1").exists(), "--fresh deleted nothing");
     }
 }
