@@ -208,20 +208,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("dev-data");
         std::fs::create_dir_all(data.join("node-1")).expect("old data");
+        // The peer port is tried first, and found busy: no other port is involved.
         let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let http_port = held.local_addr().expect("addr").port();
-        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let peer_port = free.local_addr().expect("addr").port();
-        drop(free);
-        let a = DevArgs {
-            data_dir: data.clone(),
-            http_port,
-            peer_port,
-            nodes: 1,
-            fresh: true,
-            ..args()
-        };
-        let busy = format!("cannot listen on 127.0.0.1:{http_port} (HTTP)");
+        let peer_port = held.local_addr().expect("addr").port();
+        let a = DevArgs { data_dir: data.clone(), peer_port, nodes: 1, fresh: true, ..args() };
+        let busy = format!("cannot listen on 127.0.0.1:{peer_port} (peers)");
         match run(a).await {
             Err(e) => assert!(e.to_string().contains(&busy), "{e}"),
             Ok(()) => panic!("started on a busy port"),

@@ -22,12 +22,14 @@
 //! durability rule asks for.
 
 use dynamo_model::store::Hint;
-use dynamo_model::{Key, NodeId, Siblings, Store, StoreError};
+use dynamo_model::{ActorId, Key, NodeId, Siblings, Store, StoreError};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 #[cfg(test)]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 /// sled's page cache per node.
@@ -197,17 +199,10 @@ thread_local! {
 }
 
 /// Opens sled, turning a panic inside it (sled 0.34 can panic on some damaged files rather than
-/// return an error) into an error that says what panicked.
+/// return an error), or in one of its threads meanwhile, into an error that says what panicked.
 fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>, String> {
-    struct Opening;
-    impl Drop for Opening {
-        fn drop(&mut self) {
-            OPENING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-    OPENING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let _opening = Opening;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let _opening = Counted::new(&OPENING);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         #[cfg(test)]
         if PANIC_IN_OPEN.with(|p| p.replace(false)) {
             panic!("injected panic in open");
@@ -220,7 +215,29 @@ fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>,
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into())
-    })
+    })?;
+    if PANICKED_WHILE_OPENING.swap(false, SeqCst) {
+        // Caught by sled itself (a worker it did not wait for, or its flusher): the store would
+        // open without that thread's work.
+        return Err("one of its threads panicked meanwhile".into());
+    }
+    Ok(opened)
+}
+
+/// One more of what `count` counts while it lives.
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    fn new(count: &'static AtomicUsize) -> Counted {
+        count.fetch_add(1, SeqCst);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Whether a thread of this name is one of sled's own: its I/O pool (`sled-io-N`) or its
@@ -229,13 +246,19 @@ pub fn is_storage_thread(name: &str) -> bool {
     name.starts_with("sled-io-") || name == "log flusher"
 }
 
-/// Stores being opened in this process right now: a panic in sled's threads then reaches the
-/// opening thread, whose catch turns it into a refusal to start ([`open_catching_panics`]).
-static OPENING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Stores being opened in this process right now (see [`stop_on_storage_thread_panic`]).
+static OPENING: AtomicUsize = AtomicUsize::new(0);
+/// Stores open in this process right now.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Whether one of sled's threads panicked while a store was being opened and none was open:
+/// that open then fails ([`open_catching_panics`]).
+static PANICKED_WHILE_OPENING: AtomicBool = AtomicBool::new(false);
 
 /// Makes a panic in one of sled's own threads ([`is_storage_thread`]) stop the process at once
-/// (abort), after the usual panic message and an error log, unless a store is being opened (the
-/// open then fails with advice instead). sled 0.34 carries on after such a panic without its
+/// (abort), after the usual panic message and an error log; unless a store is being opened and
+/// none is open yet, when the panic can only be that open's: the open then fails with advice
+/// instead (sled's threads serve every store of the process, so once one is open a panic could
+/// be its). sled 0.34 carries on after such a panic without its
 /// work: an I/O thread's panic is caught by its pool, and the log write it held never completes,
 /// so every later flush waits for it forever (under `always`, every write would hang); a panic
 /// of its periodic flusher ends that thread, and closing the store then waits for it forever.
@@ -249,7 +272,12 @@ pub fn stop_on_storage_thread_panic() {
         previous(info);
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("");
-        if is_storage_thread(name) && OPENING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        if !is_storage_thread(name) {
+            return;
+        }
+        if OPENING.load(SeqCst) > 0 && OPEN.load(SeqCst) == 0 {
+            PANICKED_WHILE_OPENING.store(true, SeqCst);
+        } else {
             tracing::error!(
                 "the storage engine's thread {name:?} panicked; stopping at once: restart the \
                  node, it recovers as after a crash"
@@ -326,14 +354,17 @@ pub struct SledStore {
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
     corrupt_hints: RefCell<BTreeSet<Vec<u8>>>,
-    /// The node this store belongs to.
-    node: NodeId,
+    /// The actor this store's node writes as in this run (its id and incarnation).
+    actor: ActorId,
     /// Records found holding damaged versions, each reported once (see
     /// [`SledStore::decode_stored`]).
     damaged_seen: RefCell<BTreeSet<Vec<u8>>>,
-    /// Key → the highest counter of this node's own among the damaged versions left out of its
-    /// record, until the key's next save writes it to `issued`.
+    /// Key → the highest counter of this node's actor that the damaged versions left out of its
+    /// record named (in their dots or pasts) and the rest do not, until the key's next save
+    /// writes it to `issued`.
     forgotten: RefCell<std::collections::HashMap<Vec<u8>, u64>>,
+    /// Counts this store among those open in the process (see [`stop_on_storage_thread_panic`]).
+    _open: Counted,
 }
 
 /// Why the data directory could not be opened.
@@ -506,6 +537,7 @@ impl SledStore {
                 other => break other.map_err(fail)?,
             }
         };
+        let open = Counted::new(&OPEN);
         let flusher = Flusher::new(&db, dir).map_err(|e| OpenError::Io {
             dir: dir.display().to_string(),
             detail: format!("sled's log file: {e}"),
@@ -635,9 +667,10 @@ impl SledStore {
             unsynced: acks_durable.then(Default::default),
             hints_written: 0,
             corrupt_hints: RefCell::default(),
-            node,
+            actor: ActorId::new(node, incarnation),
             damaged_seen: RefCell::default(),
             forgotten: RefCell::default(),
+            _open: open,
         };
         Ok((store, incarnation))
     }
@@ -718,9 +751,10 @@ impl SledStore {
     /// out its damaged versions ([`dynamo_model::Version::is_damaged`]), said once per record:
     /// builds before peers' damaged versions were refused could store one, and every peer
     /// refuses a message that carries one, which would stop the key's replication for good.
-    /// The highest counter of this node's own dots among them is kept as issued for `key`
-    /// ([`Store::issued`]) until the key's next save records it: dropped from the set, it could
-    /// otherwise be handed out again.
+    /// The highest counter of this node's actor that they name (in a dot or a past) and the rest
+    /// of the set does not is kept as issued for `key` ([`Store::issued`]) until the key's next
+    /// save records it: a put's counter is above what the key's versions name, so dropped from
+    /// the set it could otherwise be handed out again.
     fn decode_stored(
         &self,
         raw: &[u8],
@@ -733,8 +767,7 @@ impl SledStore {
         if self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
             tracing::warn!("{}: left out {} damaged stored versions", what(), dropped.len());
         }
-        let own = dropped.iter().filter(|d| d.actor.node == self.node).map(|d| d.counter).max();
-        if let (Some(key), Some(counter)) = (key, own) {
+        if let (Some(key), Some(counter)) = (key, siblings.forgotten_in(&kept, self.actor)) {
             let mut forgotten = self.forgotten.borrow_mut();
             let held = forgotten.entry(key.0.clone()).or_insert(counter);
             *held = (*held).max(counter);
@@ -1145,36 +1178,46 @@ mod tests {
     }
 
     /// A damaged version stored by an older build (one whose past holds its own dot) is left
-    /// out when read, data and hint alike, and the rest of the set is kept. The counter of a
-    /// dropped version of this node's own stays issued, so it is never handed out again, and the
-    /// key's next save makes that durable.
+    /// out when read, data and hint alike, and the rest of the set is kept. The highest counter
+    /// of this node's actor that the dropped versions named, in a dot or a past, stays issued,
+    /// so it is never handed out again, and the key's next save makes that durable.
     #[test]
     fn damaged_stored_versions_are_left_out_when_read() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let damaged = |node, counter| {
-            let dot = Dot { actor: ActorId::new(NodeId(node), 1), counter, ts_ms: 0 };
+        let key = Key(b"k".to_vec());
+        let (s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let me = ActorId::new(NodeId(1), inc);
+        let other = ActorId::new(NodeId(2), 1);
+        let damaged = |actor, counter, also: Option<Dot>| {
+            let dot = Dot { actor, counter, ts_ms: 0 };
             let mut past = Context::new();
             past.add_dot(&dot);
+            if let Some(d) = also {
+                past.add_dot(&d);
+            }
             Version { dot, past, payload: Payload::Value(b"bad".to_vec()) }
         };
-        let dot = Dot { actor: ActorId::new(NodeId(2), 1), counter: 6, ts_ms: 0 };
+        // This node's counter 30 is named only in the past of another node's damaged version.
+        let mine_30 = Dot { actor: me, counter: 30, ts_ms: 0 };
+        let dot = Dot { actor: other, counter: 60, ts_ms: 0 };
         let good = Version { dot, past: Context::new(), payload: Payload::Value(b"ok".to_vec()) };
-        let stored = Siblings::from_versions([damaged(2, 50), damaged(1, 9), good.clone()]);
+        let stored = Siblings::from_versions([
+            damaged(other, 50, Some(mine_30)),
+            damaged(me, 9, None),
+            good.clone(),
+        ]);
         assert_eq!(stored.len(), 3, "all kept, as an older build would have");
-        let key = Key(b"k".to_vec());
-        {
-            let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
-            s.data.insert(&key.0, encode(&stored).expect("encode")).expect("insert");
-            s.hints
-                .insert(hint_key(NodeId(3), &key), encode(&stored).expect("encode"))
-                .expect("insert");
-            s.data.flush().expect("flush");
-        }
-        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        s.data.insert(&key.0, encode(&stored).expect("encode")).expect("insert");
+        let hint = encode(&stored).expect("encode");
+        s.hints.insert(hint_key(NodeId(3), &key), hint).expect("insert");
+        s.data.flush().expect("flush");
+        drop(s);
+        let (mut s, again) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
+        assert_eq!(again, inc, "a run under `always` keeps its incarnation");
         assert_eq!(s.issued(&key).expect("issued"), 0, "nothing known before the read");
         let only_good = std::slice::from_ref(&good);
         assert_eq!(s.load(&key).expect("load").versions(), only_good);
-        assert_eq!(s.issued(&key).expect("issued"), 9, "this node's own dropped counter");
+        assert_eq!(s.issued(&key).expect("issued"), 30, "this node's highest dropped counter");
         assert_eq!(s.load_hint(NodeId(3), &key).expect("load").versions(), only_good);
         let hints = s.hints(&BTreeSet::new(), 10).expect("hints");
         assert_eq!(hints.len(), 1);
@@ -1184,7 +1227,7 @@ mod tests {
         s.mark_clean_shutdown().expect("clean");
         drop(s);
         let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
-        assert_eq!(s.issued(&key).expect("issued"), 9, "recorded by the save");
+        assert_eq!(s.issued(&key).expect("issued"), 30, "recorded by the save");
     }
 
     #[test]
