@@ -311,7 +311,9 @@ fn parse_context(header: Option<&HeaderValue>, entries_max: usize) -> Result<Con
             base64::DecodeError::InvalidLength(n) => {
                 format!("{n} characters besides padding, which no encoding has: cut short?")
             }
-            base64::DecodeError::InvalidPadding => "padding where none belongs".to_string(),
+            base64::DecodeError::InvalidPadding => {
+                "its '=' padding is missing or wrong".to_string()
+            }
         };
         bad_request(format!(
             "{CONTEXT_HEADER} is not valid base64 ({why}): send back the header a read or write \

@@ -97,7 +97,13 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
         })
         .map(|(addr, what)| {
             std::net::TcpListener::bind(addr).map_err(|e| {
-                let why = format!("cannot listen on {addr} ({what}): {e}");
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        " (another `dynamo dev` running? --http-port and --peer-port pick others)"
+                    }
+                    _ => "",
+                };
+                let why = format!("cannot listen on {addr} ({what}): {e}{hint}");
                 NodeError::Io(std::io::Error::new(e.kind(), why))
             })
         })
@@ -213,8 +219,9 @@ mod tests {
         let peer_port = held.local_addr().expect("addr").port();
         let a = DevArgs { data_dir: data.clone(), peer_port, nodes: 1, fresh: true, ..args() };
         let busy = format!("cannot listen on 127.0.0.1:{peer_port} (peers)");
+        let hint = "another `dynamo dev` running? --http-port and --peer-port pick others";
         match run(a).await {
-            Err(e) => assert!(e.to_string().contains(&busy), "{e}"),
+            Err(e) => assert!(e.to_string().contains(&busy) && e.to_string().contains(hint), "{e}"),
             Ok(()) => panic!("started on a busy port"),
         }
         assert!(data.join("node-1").exists(), "--fresh deleted nothing");

@@ -411,6 +411,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     for (path, headers, says) in [
         (format!("{u}/kv/b?x=1"), vec![], "query string: unknown field `x`, expected one of"),
         (format!("{u}/kv/b"), vec![(ctx, "ab!=".into())], "not valid base64 ('!' at offset 2)"),
+        (format!("{u}/kv/b"), vec![(ctx, "QQ".into())], "its '=' padding is missing or wrong"),
     ] {
         refused_puts += 1;
         let r = put(path, headers, b"v".to_vec()).await;
