@@ -255,22 +255,21 @@ fn bad_request(msg: impl Into<String>) -> BadRequest {
     BadRequest(msg.into())
 }
 
-fn parse_num<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, BadRequest>
-where
-    T::Err: std::fmt::Display,
-{
+/// A numeric query parameter: digits only (the quorums and the timeout are checked against
+/// their bounds afterwards, with messages of their own).
+fn parse_num(name: &str, v: &Option<String>) -> Result<Option<u64>, BadRequest> {
     match v {
         None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|e| bad_request(format!("query parameter {name}={s:?}: {e}"))),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            bad_request(format!("query parameter {name}={s:?} must be a whole number, in digits"))
+        }),
     }
 }
 
 fn apply_params(mut op: ClientOp, p: &KvParams) -> Result<ClientOp, BadRequest> {
-    op.r = parse_num("r", &p.r)?;
-    op.w = parse_num("w", &p.w)?;
+    let quorum = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    op.r = parse_num("r", &p.r)?.map(quorum);
+    op.w = parse_num("w", &p.w)?.map(quorum);
     op.timeout_ms = parse_num("timeout_ms", &p.timeout_ms)?;
     Ok(op)
 }

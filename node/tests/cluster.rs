@@ -412,6 +412,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (format!("{u}/kv/b?x=1"), vec![], "query string: unknown field `x`, expected one of"),
         (format!("{u}/kv/b"), vec![(ctx, "ab!=".into())], "not valid base64 ('!' at offset 2)"),
         (format!("{u}/kv/b"), vec![(ctx, "QQ".into())], "its '=' padding is missing or wrong"),
+        (format!("{u}/kv/b?w=-1"), vec![], "w=\"-1\" must be a whole number, in digits"),
     ] {
         refused_puts += 1;
         let r = put(path, headers, b"v".to_vec()).await;
