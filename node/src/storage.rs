@@ -215,8 +215,11 @@ fn open_catching_panics(config: &sled::Config) -> Result<sled::Result<sled::Db>,
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into())
-    })?;
-    if PANICKED_WHILE_OPENING.swap(false, SeqCst) {
+    });
+    // Taken whatever the outcome, so that it never outlives this open.
+    let panicked = PANICKED_WHILE_OPENING.swap(false, SeqCst);
+    let opened = opened?;
+    if panicked {
         // Caught by sled itself (a worker it did not wait for, or its flusher): the store would
         // open without that thread's work.
         return Err("one of its threads panicked meanwhile".into());

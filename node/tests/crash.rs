@@ -506,3 +506,61 @@ fn a_panic_in_a_storage_thread_stops_the_process() {
         }
     }
 }
+
+/// sled asserts, on one of its own I/O threads, that no segment of its log claims the highest
+/// sequence number. A log whose first segment header does (with a valid checksum) makes that
+/// thread panic while the store opens. No store is open yet, so the binary's hook lets the
+/// open fail with advice (exit 1) instead of aborting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_thread_panic_while_the_store_opens_refuses_the_start_with_advice() {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = configs(1, dir.path(), SyncPolicy::Always).remove(0);
+    let store = dynamo_node::storage::SledStore::open(&cfg.data_dir, cfg.id, false, true);
+    drop(store.expect("a store to damage"));
+    // sled's segment header: a CRC-32 of the rest (inverted), then the segment's sequence
+    // number and the highest stable one, each XORed with i64::MAX; all little-endian. A zero
+    // sequence field decodes as i64::MAX.
+    let db = std::fs::OpenOptions::new().read(true).write(true).open(cfg.data_dir.join("db"));
+    let db = db.expect("sled's log");
+    let mut header = [0u8; 20];
+    db.read_exact_at(&mut header, 0).expect("read the header");
+    header[4..12].fill(0);
+    let crc = crc32fast::hash(&header[4..20]) ^ 0xFFFF_FFFF;
+    header[0..4].copy_from_slice(&crc.to_le_bytes());
+    db.write_all_at(&header, 0).expect("write the header");
+    drop(db);
+    let secret = cfg.data_dir.with_extension("secret");
+    std::fs::write(&secret, cfg.cluster_secret.bytes()).expect("write the cluster secret");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo"))
+        .arg("serve")
+        .args(["--cluster", &cfg.cluster, "--id", "1", "--sync", "always"])
+        .arg("--cluster-secret-file")
+        .arg(&secret)
+        .args(["--peer-listen", &cfg.peer_listen.to_string()])
+        .args(["--http-listen", &cfg.http_listen.to_string()])
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dynamo serve");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node neither started nor refused to");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(stderr.contains("thread 'sled-io-"), "the panic was on sled's thread: {stderr}");
+    assert_eq!(status.code(), Some(1), "refused, not aborted: {status:?} {stderr}");
+    assert!(stderr.contains("sled panicked while opening it"), "{stderr}");
+}
