@@ -739,6 +739,9 @@ async fn ring(State(st): State<Arc<ApiState>>, Query(p): Query<RingParams>) -> R
         "owners": owners,
     });
     if let Some(k) = p.key {
+        if k.is_empty() {
+            return bad_request("the key is empty: use /ring?key=KEY").into_response();
+        }
         let key = Key(k.clone().into_bytes());
         let walk: Vec<u16> = st.ring.walk(&key).iter().map(|n| n.0).collect();
         let n = st.config.n().min(walk.len());

@@ -133,8 +133,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local 3-node cluster on 127.0.0.1 (data under ./dev-data).
     Dev(DevArgs),
-    /// Read a key: every sibling, and the context to write back. Exits 0 with a value, 3 when
-    /// the key has none (missing or deleted), 1 on an error.
+    /// Read a key: every sibling, and the context to write back.
+    ///
+    /// Exits 0 with a value, 3 when the key has none (missing or deleted), 1 on an error.
     Get(GetArgs),
     /// Write a key, superseding what the given context covers.
     Put(PutArgs),

@@ -490,6 +490,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         ("put on /status", Method::PUT, format!("{u}/status"), 405),
         ("no such path", Method::GET, format!("{u}/nope"), 404),
         ("ring, unknown parameter", Method::GET, format!("{u}/ring?kye=b"), 400),
+        ("ring, empty key", Method::GET, format!("{u}/ring?key="), 400),
     ];
     for (what, method, path, want) in routes {
         let r = c.client.send(method, &path, &[], Bytes::new()).await;
