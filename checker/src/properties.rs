@@ -506,7 +506,7 @@ fn forward_answered(m: &DynamoModel, s: &DynamoState) -> bool {
             && matches!(
                 s.actor_states.get(i).map(|st| &**st),
                 Some(RoleState::Node(ns))
-                    if ns.node.volatile().forwards.get(req).is_some_and(|f| f.to == from)
+                    if ns.node.volatile().forwards.get(req).is_some_and(|f| f.to == from && !f.replied)
             )
     })
 }

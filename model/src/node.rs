@@ -141,6 +141,13 @@ pub struct Forwarded {
     pub is_write: bool,
     /// The answers the request needs (its R or W), for the timeout's reply.
     pub needed: usize,
+    /// Whether the client has its answer (at its own timeout, while this node waits on).
+    pub replied: bool,
+    /// How long this node waits on for the coordinator after the client's timeout, when that
+    /// came before this node's own first deadline (`sloppy_retry_ms`): as a coordinator does
+    /// for its targets, it suspects the coordinator only once that had that long. Zero once
+    /// armed (and for every request that allows `sloppy_retry_ms`).
+    pub linger_ms: u64,
 }
 
 /// The volatile protocol state: lost on a crash. Part of the model checker's state.
@@ -345,7 +352,13 @@ impl<S: Store> Node<S> {
         // after a hop there and back (see `coordinator_timeout_ms`), so that its answer, even at
         // its own deadline, normally arrives before this node's.
         let timeout_ms = op.timeout_ms.unwrap_or(self.config.timeouts().request_ms);
-        let forwarded = Forwarded { to, is_write: op.is_write(), needed: self.config.needed(&op) };
+        let forwarded = Forwarded {
+            to,
+            is_write: op.is_write(),
+            needed: self.config.needed(&op),
+            replied: false,
+            linger_ms: self.config.timeouts().sloppy_retry_ms.saturating_sub(timeout_ms),
+        };
         op.timeout_ms = Some(coordinator_timeout_ms(timeout_ms));
         self.stats.forwarded += 1;
         self.state.forwards.insert(req, forwarded);
@@ -510,23 +523,38 @@ impl<S: Store> Node<S> {
     ) {
         match self.state.forwards.get(&req) {
             Some(f) if f.to == from => {
+                let replied = f.replied;
                 self.state.forwards.remove(&req);
                 effects.push(Effect::CancelTimer(Timer::Forward(req)));
-                effects.push(Effect::Reply { req, reply });
+                if !replied {
+                    effects.push(Effect::Reply { req, reply });
+                }
             }
             _ => self.stats.stale_responses_dropped += 1,
         }
     }
 
     fn on_forward_timer(&mut self, req: RequestId, effects: &mut Vec<Effect>) {
-        let Some(f) = self.state.forwards.remove(&req) else { return };
-        self.state.suspected.insert(f.to);
-        let reply = if f.is_write {
-            ClientReply::Indeterminate { acks: 0, needed: f.needed }
-        } else {
-            ClientReply::Unavailable { replies: 0, needed: f.needed }
-        };
-        effects.push(Effect::Reply { req, reply });
+        let Some(f) = self.state.forwards.get_mut(&req) else { return };
+        if !f.replied {
+            f.replied = true;
+            let reply = if f.is_write {
+                ClientReply::Indeterminate { acks: 0, needed: f.needed }
+            } else {
+                ClientReply::Unavailable { replies: 0, needed: f.needed }
+            };
+            effects.push(Effect::Reply { req, reply });
+            if f.linger_ms > 0 {
+                // The client's deadline, before the coordinator had this node's own patience:
+                // answered; the coordinator is judged once it has had it.
+                let linger_ms = std::mem::take(&mut f.linger_ms);
+                effects.push(Effect::SetTimer { timer: Timer::Forward(req), after_ms: linger_ms });
+                return;
+            }
+        }
+        if let Some(f) = self.state.forwards.remove(&req) {
+            self.state.suspected.insert(f.to);
+        }
     }
 
     /// Sends `reply` to whoever asked for operation `op`: the local client or the forwarding node.

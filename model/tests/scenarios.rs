@@ -476,6 +476,87 @@ fn a_short_client_timeout_is_answered_in_time_and_suspects_only_the_silent() {
     }
 }
 
+/// A forwarded request with a client timeout shorter than the node's own first deadline is
+/// answered at that timeout, and the coordinator is suspected only if it is still silent once it
+/// has had `sloppy_retry_ms`, as a coordinator judges its targets.
+#[test]
+fn a_short_forwarded_timeout_is_answered_in_time_and_suspects_only_a_silent_coordinator() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::{ActorId, RequestId};
+    use dynamo_model::msg::Msg;
+    use dynamo_model::node::{Effect, Input, Node, Timer};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use std::sync::Arc;
+
+    let mut params = ConfigParams::for_nodes((1..=3).map(NodeId));
+    params.n = 2;
+    params.r = 1;
+    params.w = 1;
+    let patience = params.timeouts.sloppy_retry_ms;
+    let config = Arc::new(Config::new(params).expect("ok"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    // A key node 1 does not hold, so that it forwards.
+    let k = (0..1_000)
+        .map(|i| Key::from(format!("k{i}").as_str()))
+        .find(|k| !ring.preference_list(k, 2).contains(&NodeId(1)))
+        .expect("a key elsewhere");
+    let node =
+        || Node::new(ActorId::new(NodeId(1), 1), config.clone(), ring.clone(), MemStore::default());
+    let forwarded = |timeout_ms: Option<u64>| {
+        let mut n = node();
+        let mut op = ClientOp::put(k.clone(), Context::new(), b"v".to_vec());
+        op.timeout_ms = timeout_ms;
+        let mut effects = Vec::new();
+        n.handle(0, Input::Client { req: RequestId(1), op }, &mut effects);
+        let to = effects.iter().find_map(|e| match e {
+            Effect::Send { to, msg: Msg::Forward { .. } } => Some(*to),
+            _ => None,
+        });
+        (n, to.expect("forwarded"))
+    };
+    let replies =
+        |effects: &[Effect]| effects.iter().filter(|e| matches!(e, Effect::Reply { .. })).count();
+    let rearmed = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::SetTimer { timer: Timer::Forward(_), after_ms } => Some(*after_ms),
+            _ => None,
+        })
+    };
+    let timer = Timer::Forward(RequestId(1));
+    for late_answer in [true, false] {
+        let (mut n, to) = forwarded(Some(20));
+        let mut effects = Vec::new();
+        n.handle(20, Input::Timer(timer), &mut effects);
+        assert_eq!(replies(&effects), 1, "answered at 20 ms: {effects:?}");
+        assert!(n.volatile().suspected.is_empty(), "suspected at 20 ms");
+        assert_eq!(rearmed(&effects), Some(patience - 20));
+        effects.clear();
+        if late_answer {
+            let reply = ClientReply::Indeterminate { acks: 0, needed: 1 };
+            let msg = Msg::ForwardReply { req: RequestId(1), reply };
+            n.handle(100, Input::Peer { from: to, msg }, &mut effects);
+            assert_eq!(replies(&effects), 0, "answered once only: {effects:?}");
+            assert!(n.volatile().forwards.is_empty(), "done once the coordinator answered");
+            n.handle(patience, Input::Timer(timer), &mut effects);
+            assert!(n.volatile().suspected.is_empty(), "a coordinator that answered late");
+        } else {
+            n.handle(patience, Input::Timer(timer), &mut effects);
+            assert_eq!(replies(&effects), 0, "answered once only: {effects:?}");
+            assert_eq!(n.volatile().suspected, BTreeSet::from([to]), "a silent coordinator");
+            assert!(n.volatile().forwards.is_empty());
+        }
+    }
+    // The default timeout: answered and the coordinator suspected at once.
+    let (mut n, to) = forwarded(None);
+    let mut effects = Vec::new();
+    let after = config.timeouts().request_ms;
+    n.handle(after, Input::Timer(timer), &mut effects);
+    assert_eq!(replies(&effects), 1);
+    assert_eq!(n.volatile().suspected, BTreeSet::from([to]));
+    assert!(n.volatile().forwards.is_empty() && rearmed(&effects).is_none());
+}
+
 /// With truncation on, a context far within the bound is kept whole. A chain of writes through one
 /// coordinator that starts above a gap (a client wrote blind after another client's blind write,
 /// so its context is a run of dots with no clock entry) supersedes each predecessor on every
