@@ -254,6 +254,8 @@ pub struct Sim {
     faults_on: bool,
     clients: Vec<ClientState>,
     replies: BTreeMap<RequestId, ClientReply>,
+    /// Requests a node has answered: a second answer to one is a violation.
+    answered: BTreeSet<RequestId>,
     owners: BTreeMap<RequestId, Option<usize>>,
     history: Vec<HistoryEvent>,
     written: BTreeMap<Key, BTreeSet<Vec<u8>>>,
@@ -298,6 +300,7 @@ impl Sim {
             generation: 0,
             faults_on: false,
             replies: BTreeMap::new(),
+            answered: BTreeSet::new(),
             owners: BTreeMap::new(),
             history: Vec::new(),
             written: BTreeMap::new(),
@@ -786,6 +789,9 @@ impl Sim {
             }
             Effect::Reply { req, reply } => {
                 self.log(format!("{id} → client {req} {reply:?}"));
+                if !self.answered.insert(req) && self.violation.is_none() {
+                    self.violation = Some(format!("request {req} was answered twice"));
+                }
                 match self.owners.get(&req).copied() {
                     Some(Some(client)) if self.clients[client].pending == Some(req) => {
                         self.complete(client, req, Some(reply));
