@@ -168,6 +168,11 @@ impl Metrics {
             for (name, help, v) in [
                 ("dynamo_hints_pending", "Hints held for other nodes.", s.hints_pending),
                 ("dynamo_ops_in_progress", "Operations being coordinated.", s.ops_in_progress),
+                (
+                    "dynamo_forwards_in_progress",
+                    "Client requests forwarded to a coordinator and not yet finished.",
+                    s.forwards_in_progress,
+                ),
                 ("dynamo_suspected_nodes", "Nodes currently suspected.", s.suspected.len()),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -286,7 +291,7 @@ mod tests {
             members: vec![1],
             suspected: vec![],
             ops_in_progress: 0,
-            forwards_in_progress: 0,
+            forwards_in_progress: 3,
             hints_pending: 0,
             sync: "always".into(),
             syncs: 2,
@@ -301,6 +306,8 @@ mod tests {
         assert!(text.contains("dynamo_sync_duration_seconds_bucket{le=\"0.01\"} 2"), "{text}");
         assert!(text.contains("dynamo_sync_duration_seconds_count 2"), "{text}");
         assert!(text.contains("\ndynamo_driver_answered 1\n"), "{text}");
+        assert!(text.contains("# TYPE dynamo_forwards_in_progress gauge\n"), "{text}");
+        assert!(text.contains("\ndynamo_forwards_in_progress 3\n"), "{text}");
     }
 
     /// A latency equal to a bound counts in that bound's bucket; one microsecond more, in the
