@@ -253,12 +253,11 @@ impl Siblings {
         Siblings { versions: Arc::new(versions) }
     }
 
-    /// The set without its damaged versions ([`Version::is_damaged`]), and the dots of those;
+    /// The set without its damaged versions ([`Version::is_damaged`]), and how many there were;
     /// `None` when there were none. (What a damaged version superseded stays gone.)
-    pub fn without_damaged(&self) -> Option<(Siblings, Vec<Dot>)> {
-        let dropped: Vec<Dot> =
-            self.versions.iter().filter(|v| v.is_damaged()).map(|v| v.dot).collect();
-        (!dropped.is_empty()).then(|| {
+    pub fn without_damaged(&self) -> Option<(Siblings, usize)> {
+        let dropped = self.versions.iter().filter(|v| v.is_damaged()).count();
+        (dropped > 0).then(|| {
             let kept = self.versions.iter().filter(|v| !v.is_damaged()).cloned();
             (Siblings::from_versions(kept), dropped)
         })

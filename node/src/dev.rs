@@ -103,8 +103,7 @@ pub async fn run(args: DevArgs) -> Result<(), NodeError> {
                     }
                     _ => "",
                 };
-                let why = format!("cannot listen on {addr} ({what}): {e}{hint}");
-                NodeError::Io(std::io::Error::new(e.kind(), why))
+                server::cannot_listen(addr, what, &e, hint)
             })
         })
         .collect();

@@ -110,6 +110,18 @@ async fn report_end(
     let _ = done.send(ended);
 }
 
+/// The error of a listener that could not be bound: the address, what it was for (`peers`,
+/// `HTTP`), the cause, and `hint`.
+pub(crate) fn cannot_listen(
+    addr: SocketAddr,
+    what: &str,
+    e: &std::io::Error,
+    hint: &str,
+) -> NodeError {
+    let why = format!("cannot listen on {addr} ({what}): {e}{hint}");
+    NodeError::Io(std::io::Error::new(e.kind(), why))
+}
+
 /// Starts a node's tasks on the current runtime; the returned task ends when the node has stopped.
 async fn start_here(
     cfg: NodeConfig,
@@ -122,10 +134,7 @@ async fn start_here(
     // opens (its recovery, or a lock a node stopped in this process has not yet let go of)
     // wait in the backlog.
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr).await.map_err(|e| {
-            let e = std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"));
-            NodeError::Io(e)
-        })
+        TcpListener::bind(addr).await.map_err(|e| cannot_listen(addr, what, &e, ""))
     };
     let peer_listener = bind(cfg.peer_listen, "peers").await?;
     let http_listener = bind(cfg.http_listen, "HTTP").await?;

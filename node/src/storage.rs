@@ -768,7 +768,7 @@ impl SledStore {
         let siblings = decode(&what, bytes)?;
         let Some((kept, dropped)) = siblings.without_damaged() else { return Ok(siblings) };
         if self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
-            tracing::warn!("{}: left out {} damaged stored versions", what(), dropped.len());
+            tracing::warn!("{}: left out {dropped} damaged stored versions", what());
         }
         if let (Some(key), Some(counter)) = (key, siblings.forgotten_in(&kept, self.actor)) {
             let mut forgotten = self.forgotten.borrow_mut();
