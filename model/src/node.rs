@@ -8,6 +8,15 @@
 //! the store writes made during that call are durable under the driver's sync policy. A replica
 //! acknowledges a write by emitting an effect, so acknowledging before syncing could lose an
 //! acknowledged write on a crash. Drivers batch several calls and sync once per batch.
+//!
+//! One kind of effect is exempt: a copy of stored siblings sent for a peer to keep (a `Store` or
+//! a `Handoff`, [`Basis::Replication`]) acknowledges nothing, so it may leave before any write is
+//! durable, provided the driver takes a new incarnation (a new [`ActorId`]) whenever the node
+//! restarts after a crash. The copy's receiver makes it durable before acknowledging it; what
+//! rests on the sender's own copy (its answer to the client, counting it among the W) still
+//! waits for the sender's writes; and if the sender crashes and loses a version it had sent, the
+//! new incarnation never issues that version's counter again, so no two different versions can
+//! come to share a dot.
 
 use crate::clock::CONTEXT_COUNTER_MAX;
 use crate::config::Config;
@@ -103,6 +112,11 @@ pub enum Basis {
     /// its key's sibling set; a put writes the new version), and peers' answers, each of which
     /// its sender let out under this same rule.
     Request,
+    /// Nothing at all, not even the call's own writes: a copy of stored siblings for the
+    /// receiver to keep (`Store`, `Handoff`), which the receiver makes durable itself before it
+    /// acknowledges. Only for a driver that takes a new incarnation after every crash (see the
+    /// durability rule in the module's documentation).
+    Replication,
     /// Anything the store held up to the end of the call, or that the node remembers of it.
     Everything,
 }
@@ -116,6 +130,7 @@ impl Effect {
                 ..
             } => Basis::Nothing,
             Effect::Send { msg: Msg::FetchReply { .. }, .. } => Basis::Fetched,
+            Effect::Send { msg: Msg::Store { .. } | Msg::Handoff { .. }, .. } => Basis::Replication,
             Effect::Reply { .. } => Basis::Request,
             _ => Basis::Everything,
         }

@@ -19,15 +19,24 @@
 //! write mark); an effect depends on the writes up to the end of the `handle` call that made it,
 //! which covers the core's durability rule (the call's own writes) and whatever the call read or
 //! remembered of earlier writes not yet durable. Some effects depend on less, by what the core
-//! says they are built from ([`dynamo_model::Basis`], applied in [`dependency`]): a message that
-//! carries nothing read from the store (`Fetch`, `Forward`, `Ping`, `Pong`) depends only on its own
-//! call's writes; a replica's answer to a `Fetch` on the last write of the key it read (the store
-//! keeps each key's last write mark until a sync covers it); a client's answer on what its
-//! request's first call read (a get: its key) or wrote (a put), and on peers' answers, each
-//! released by its sender under this same rule. So a get's `Fetch` leaves at once, a read of a
-//! key whose writes are durable waits for no fsync, and a put's answer leaves with the
-//! acknowledgement that completes its quorum instead of waiting for one more fsync. Timer effects
-//! are internal and apply at once.
+//! says they are built from ([`dynamo_model::Basis`], applied in [`dependency`]):
+//!
+//! - a copy of stored siblings for a peer to keep (`Store`, `Handoff`) depends on nothing, not
+//!   even its own call's writes: the receiver makes it durable before acknowledging, and the node
+//!   takes a new incarnation after any crash ([`SledStore::open`]), so a counter it sent and then
+//!   lost is never issued again. A coordinator's fsync and its replicas' thus run side by side,
+//!   not one after the other;
+//! - a message that carries nothing read from the store (`Fetch`, `Forward`, `Ping`, `Pong`)
+//!   depends only on its own call's writes;
+//! - a replica's answer to a `Fetch`, on the last write of the key it read (the store keeps each
+//!   key's last write mark until a sync covers it);
+//! - a client's answer, on what its request's first call read (a get: its key) or wrote (a put),
+//!   and on peers' answers, each released by its sender under this same rule.
+//!
+//! So a put's copies leave with its own write, a get's `Fetch` leaves at once, a read of a key
+//! whose writes are durable waits for no fsync, and a put's answer leaves with the
+//! acknowledgement that completes its quorum (once its own write is durable) instead of waiting
+//! for one more fsync. Timer effects are internal and apply at once.
 
 use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
@@ -343,7 +352,8 @@ struct Inflight {
 }
 
 /// Under `always`, the write mark that must be durable before `effect` may leave: its own call's
-/// writes, and what it is built from ([`Effect::basis`], the core's word on it). `effect` was made
+/// writes, and what it is built from ([`Effect::basis`], the core's word on it); nothing for a
+/// copy for a peer to keep ([`Basis::Replication`]). `effect` was made
 /// by a `handle` call during which the store's write mark went from `before` to `after`; `started`
 /// is, for a reply to a client, what the request depends on (`None` when unknown): the write mark
 /// at the end of the call that took it, or for a get the mark of the last write of its key
@@ -358,6 +368,7 @@ pub fn dependency(
 ) -> u64 {
     let own = if after > before { after } else { 0 };
     let basis = match effect.basis() {
+        Basis::Replication => return 0,
         Basis::Nothing => Some(0),
         Basis::Fetched => fetched,
         Basis::Request => started,
@@ -762,7 +773,7 @@ impl Driver {
                 // the next one succeed, and sled fails every write after an I/O error of its own.
                 // So nothing held leaves (clients time out as indeterminate, peers retry or give
                 // up, as the protocol allows) and the node stops; a restart recovers what is
-                // durable, under the same incarnation (nothing that depends on the rest left).
+                // durable, under a new incarnation (copies of the lost writes may have left).
                 drop(self.held.take_all());
                 self.sync_failures += 1;
                 tracing::error!(
@@ -985,8 +996,12 @@ mod tests {
         for carries_nothing_stored in [&fetch, &forward, &send(Msg::Ping), &send(Msg::Pong)] {
             assert_eq!(dependency(carries_nothing_stored, 9, 9, None, None), 0);
         }
+        // A copy for a peer to keep waits for nothing, not even its own call's writes.
+        for handoff in [&store, &send(Msg::Handoff { key: key(), siblings: Default::default() })] {
+            assert_eq!(dependency(handoff, 8, 9, None, None), 0);
+        }
         // What may carry stored data, or vouch for it, waits for every write so far.
-        for carries in [&store, &fetched, &ack] {
+        for carries in [&fetched, &ack] {
             assert_eq!(dependency(carries, 9, 9, None, None), 9);
         }
         // The answer to a `Fetch`: the last write of what it read.

@@ -51,16 +51,16 @@ const FORMAT_KEY: &[u8] = b"format";
 /// record of its own: a directory without one is format 1).
 pub const STORE_FORMAT: u32 = 2;
 const NODE_ID_KEY: &[u8] = b"node_id";
-/// Present while a node runs on the directory; removed by a clean shutdown. Its value says
-/// whether that run kept every acknowledgement behind an fsync, which is what a restart after a
-/// crash needs to know, whatever its own policy.
+/// Present while a node runs on the directory; removed by a clean shutdown. A restart that finds
+/// it takes a new incarnation (see [`SledStore::open`]).
 const RUNNING_KEY: &[u8] = b"running";
-/// The running record of a run under `always`: everything it acknowledged was durable first.
-const RUNNING_ACKS_DURABLE: u8 = 2;
-/// The running record of a run whose acknowledgements could precede fsync (`interval`, `none`).
-/// Builds before the record had two values wrote 1 for every run; a restart reads any value but
-/// [`RUNNING_ACKS_DURABLE`] as this one.
-const RUNNING_ACKS_UNSYNCED: u8 = 3;
+/// The running record of a run under `always` by a build that held every message behind the
+/// fsync of what it carried (before copies for peers to keep left at once): a crash after such a
+/// run lost no counter another node holds, and keeps the incarnation. No build writes it now.
+const RUNNING_SENT_DURABLE: u8 = 2;
+/// The running record this build writes, under every policy: counters may leave before they are
+/// durable. (Builds before the record had values wrote 1, read the same way.)
+const RUNNING_SENT_UNSYNCED: u8 = 3;
 
 /// Whether sled failed to open because another handle still holds the directory's lock. sled
 /// reports it as an `io::Error` of kind `Other` whose message names the lock (the `WouldBlock`
@@ -502,11 +502,14 @@ impl SledStore {
     /// a store is dropped) is retried for up to 5 s before opening fails.
     ///
     /// `acks_durable` says whether the sync policy keeps every acknowledgement behind an fsync
-    /// (`always`); the store records it while it runs. A run without it that ended without a
-    /// clean shutdown may have lost counters locally that other nodes already hold; reissuing
-    /// them would give two different writes the same dot. The next open therefore takes a new
-    /// incarnation, under whatever policy it runs itself: a restart under `always` after a crash
-    /// under `none` is no safer than one under `none`.
+    /// (`always`): the store then tracks each key's last write until a sync covers it
+    /// ([`SledStore::key_mark`]).
+    ///
+    /// A run that ended without a clean shutdown may have lost counters locally that other nodes
+    /// already hold: under every policy a copy of a new version leaves for its replicas before
+    /// the version is durable (see [`crate::driver`]), and under `interval` and `none`
+    /// acknowledgements do too. Reissuing such a counter would give two different writes the
+    /// same dot, so the next open takes a new incarnation.
     pub fn open(
         dir: &Path,
         node: NodeId,
@@ -619,14 +622,14 @@ impl SledStore {
                 }
                 let previous = u32::from_be_bytes(bytes);
                 let crashed = meta.get(RUNNING_KEY).map_err(fail)?;
-                if crashed.is_some_and(|run| run.as_ref() != [RUNNING_ACKS_DURABLE]) {
+                if crashed.is_some_and(|run| run.as_ref() != [RUNNING_SENT_DURABLE]) {
                     let fresh = fresh_incarnation(previous);
                     meta.insert(INCARNATION_KEY, &fresh.to_be_bytes()).map_err(fail)?;
                     tracing::warn!(
                         node = %node,
                         previous,
                         fresh,
-                        "the last run did not shut down cleanly and acknowledgements could precede fsync: new incarnation"
+                        "the last run did not shut down cleanly, and counters it sent may be lost: new incarnation"
                     );
                     fresh
                 } else {
@@ -643,8 +646,7 @@ impl SledStore {
                 inc
             }
         };
-        let run = if acks_durable { RUNNING_ACKS_DURABLE } else { RUNNING_ACKS_UNSYNCED };
-        meta.insert(RUNNING_KEY, &[run]).map_err(fail)?;
+        meta.insert(RUNNING_KEY, &[RUNNING_SENT_UNSYNCED]).map_err(fail)?;
         flush()?;
         if recorded {
             // The store is about to change; a stale record must not survive a crash. (Until here
@@ -989,7 +991,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unclean_restart_without_durable_acks_takes_a_new_incarnation() {
+    fn an_unclean_restart_takes_a_new_incarnation_under_every_policy() {
         let dir = tempfile::tempdir().expect("tempdir");
         let open = |durable| SledStore::open(dir.path(), NodeId(1), false, durable);
         let (s, first) = open(false).expect("open");
@@ -1001,23 +1003,30 @@ mod tests {
         let (s, third) = open(false).expect("reopen after a clean shutdown");
         assert_eq!(second, third);
         drop(s);
-        // The crash of a run without durable acks costs the actor under any policy that follows.
-        let (s, fourth) = open(true).expect("reopen under always after a crash under none");
+        let (mut s, fourth) = open(true).expect("reopen under always after a crash under none");
         assert_ne!(third, fourth, "the crashed run's acks could precede fsync");
-        drop(s); // a crash under `always`
-                 // Under `always` every acknowledged counter was durable: the actor stays, whatever the
-                 // policy of the restart.
-        let (s, fifth) = open(false).expect("reopen under none after a crash under always");
-        assert_eq!(fourth, fifth);
+        s.mark_clean_shutdown().expect("clean shutdown");
         drop(s);
-        // The record of a build before it said which policy ran: read as acks before fsync.
-        let (s, sixth) = open(true).expect("reopen");
-        assert_ne!(fifth, sixth, "the crash of the run under none");
-        s.meta.insert(RUNNING_KEY, &[1u8]).expect("insert");
+        let (s, fifth) = open(true).expect("reopen under always after a clean shutdown");
+        assert_eq!(fourth, fifth);
+        drop(s); // a crash under `always`
+                 // Copies of new versions left before their fsync: the actor goes, whatever the policy
+                 // of the restart.
+        let (s, sixth) = open(false).expect("reopen under none after a crash under always");
+        assert_ne!(fifth, sixth, "copies could precede fsync under always too");
+        // The record of a build that held every message behind its fsync under `always`: a
+        // crash after it lost nothing sent, and keeps the actor.
+        s.meta.insert(RUNNING_KEY, &[RUNNING_SENT_DURABLE]).expect("insert");
         s.flusher.flush().expect("flush"); // a raw write: no write mark says the store is dirty
         drop(s);
-        let (_, seventh) = open(true).expect("reopen after an old build's crash");
-        assert_ne!(sixth, seventh);
+        let (s, seventh) = open(true).expect("reopen after such a run's crash");
+        assert_eq!(sixth, seventh);
+        // The record of a build before it had values: read as counters sent before fsync.
+        s.meta.insert(RUNNING_KEY, &[1u8]).expect("insert");
+        s.flusher.flush().expect("flush");
+        drop(s);
+        let (_, eighth) = open(true).expect("reopen after an old build's crash");
+        assert_ne!(seventh, eighth);
     }
 
     #[test]
@@ -1083,6 +1092,7 @@ mod tests {
         assert_eq!(s.issued(&Key::from("a")).expect("issued"), 0, "none recorded");
         s.save_issued(&Key::from("a"), 1 << 40).expect("issued");
         s.sync().expect("sync");
+        s.mark_clean_shutdown().expect("clean shutdown");
         drop(s);
         let (s, inc2) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
         assert_eq!(inc, inc2);
@@ -1188,7 +1198,7 @@ mod tests {
     fn damaged_stored_versions_are_left_out_when_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = Key(b"k".to_vec());
-        let (s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let (mut s, inc) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         let me = ActorId::new(NodeId(1), inc);
         let other = ActorId::new(NodeId(2), 1);
         let damaged = |actor, counter, also: Option<Dot>| {
@@ -1213,10 +1223,10 @@ mod tests {
         s.data.insert(&key.0, encode(&stored).expect("encode")).expect("insert");
         let hint = encode(&stored).expect("encode");
         s.hints.insert(hint_key(NodeId(3), &key), hint).expect("insert");
-        s.data.flush().expect("flush");
+        s.mark_clean_shutdown().expect("clean shutdown");
         drop(s);
         let (mut s, again) = SledStore::open(dir.path(), NodeId(1), false, true).expect("reopen");
-        assert_eq!(again, inc, "a run under `always` keeps its incarnation");
+        assert_eq!(again, inc, "a clean shutdown keeps the incarnation");
         assert_eq!(s.issued(&key).expect("issued"), 0, "nothing known before the read");
         let only_good = std::slice::from_ref(&good);
         assert_eq!(s.load(&key).expect("load").versions(), only_good);

@@ -204,9 +204,16 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
             }
         }
     };
+    let incarnation = |status: serde_json::Value| status["node"]["incarnation"].as_u64();
+    let before = incarnation(c.client.status(&c.urls[1]).await.expect("status"));
     // Its acknowledged keys are never written again, so nothing the others send the restarted
     // node could bring back one it lost: they stay up, for the read through any node below.
     kill_9_under_load(&mut c, WRITERS, ready, write, Others::Up).await;
+    // Copies of its last versions may have left before they were durable: the restarted node
+    // writes as a new actor, so it can never issue one of their counters again.
+    let after = incarnation(c.client.status(&c.urls[1]).await.expect("status"));
+    assert!(before.is_some() && after.is_some(), "/status names the incarnation");
+    assert_ne!(before, after, "a restart after kill -9 takes a new incarnation");
 
     let acked = acked.lock().expect("lock").clone();
     let acked_at_kill = acked_at_kill.load(Ordering::Relaxed);
