@@ -16,6 +16,12 @@
 //! a stale copy that came back as a sibling beside a version superseding it that way is left out
 //! when primaries are compared. Without cut pasts the chains add nothing.
 //!
+//! With [`SimConfig::syncs`] writes become durable only at each node's syncs, as under the
+//! node's `always` policy, and a crash loses what the last sync did not cover: effects wait for
+//! the sync, except copies for peers to keep ([`Basis::Replication`]), which leave at once, and a
+//! node restarted after a crash writes under a new incarnation. The checks above then cover that
+//! exemption from the durability rule (see [`crate::node`]).
+//!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
 //! replicas (as Jepsen's final reads do). Background anti-entropy is not part of the core yet.
 
@@ -25,7 +31,7 @@ use crate::ids::{ActorId, Key, NodeId, RequestId};
 use crate::invariants;
 use crate::lineage::Lineage;
 use crate::msg::{Action, ClientOp, ClientReply, Msg};
-use crate::node::{Effect, Input, Node, Timer};
+use crate::node::{Basis, Effect, Input, Node, Timer};
 use crate::ring::Ring;
 use crate::store::MemStore;
 use crate::versioned::Payload;
@@ -89,6 +95,8 @@ pub struct SimConfig {
     /// issued twice and that follow chains of pasts. On for every checked run; off only where
     /// one simulation makes millions of puts (the benchmark), since what it keeps only grows.
     pub track_lineage: bool,
+    /// Durability by syncs (see [`Syncs`]); `None` makes every step's writes durable at once.
+    pub syncs: Option<Syncs>,
     /// The seeded bug every node runs (see [`crate::mutant`]): shows that a simulation, a pinned
     /// seed above all, still catches the bug it was written for.
     #[cfg(feature = "mutants")]
@@ -120,10 +128,26 @@ impl Default for SimConfig {
             client_timeout_ms: 1_000,
             short_timeouts_per_mille: 0,
             track_lineage: true,
+            syncs: None,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
     }
+}
+
+/// Writes made durable by syncs, as the node's driver does under `always`: a step's writes are
+/// durable once the node's next sync has run, which it makes some time after a step leaves
+/// writes that are not; a crash loses the rest. Until the sync every effect of the node waits
+/// (the driver lets some go sooner, by what they depend on), except copies for peers to keep
+/// ([`Basis::Replication`]), which leave at once, as the driver lets them.
+#[derive(Clone, Debug)]
+pub struct Syncs {
+    /// How long after a step that leaves writes not yet durable the node syncs (random within).
+    pub after_ms: (u64, u64),
+    /// Restart a crashed node under its old incarnation. Wrong on purpose: a copy that left
+    /// before its sync then lets the node issue that copy's counter again, for another write,
+    /// which the checks must catch.
+    pub keep_incarnation: bool,
 }
 
 /// One recorded client event.
@@ -219,6 +243,7 @@ enum EventKind {
     ClientNext { client: usize },
     ClientGiveUp { client: usize, req: RequestId },
     Restart { node: NodeId },
+    Sync { node: NodeId, generation: u64 },
 }
 
 #[derive(Debug)]
@@ -270,6 +295,14 @@ pub struct Sim {
     /// older write, which is then superseded through that chain rather than named.
     lineage: BTreeMap<Key, Lineage>,
     copies_check_due: bool,
+    /// With [`SimConfig::syncs`]: what each node's store held at its last sync.
+    durable: BTreeMap<NodeId, MemStore>,
+    /// With [`SimConfig::syncs`]: each node's effects waiting for its next sync, in order.
+    held: BTreeMap<NodeId, Vec<Effect>>,
+    /// With [`SimConfig::syncs`]: the generation of each node's scheduled sync (a crash cancels it).
+    sync_scheduled: BTreeMap<NodeId, u64>,
+    /// Each node's incarnation (a new one after each crash under [`SimConfig::syncs`]).
+    incarnations: BTreeMap<NodeId, u32>,
 }
 
 impl Sim {
@@ -311,10 +344,17 @@ impl Sim {
             acked: Vec::new(),
             lineage: BTreeMap::new(),
             copies_check_due: false,
+            durable: BTreeMap::new(),
+            held: BTreeMap::new(),
+            sync_scheduled: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         };
         let ids: Vec<NodeId> = sim.config.nodes().iter().copied().collect();
         for id in ids {
             sim.slots.insert(id, Slot::Down(MemStore::default()));
+            if sim.cfg.syncs.is_some() {
+                sim.durable.insert(id, MemStore::default());
+            }
             sim.start(id);
         }
         Ok(sim)
@@ -345,6 +385,9 @@ impl Sim {
     }
     /// A node's durable store, up or down.
     pub fn store(&self, id: NodeId) -> Option<&MemStore> {
+        if self.cfg.syncs.is_some() {
+            return self.durable.get(&id);
+        }
         match self.slots.get(&id)? {
             Slot::Up(n) => Some(n.store()),
             Slot::Down(s) => Some(s),
@@ -355,11 +398,23 @@ impl Sim {
         self.ring.preference_list(key, self.config.n()).to_vec()
     }
 
-    /// Crashes `id`: its volatile state and timers are lost, its store is kept.
+    /// Crashes `id`: its volatile state and timers are lost, its store is kept (under
+    /// [`SimConfig::syncs`], as of its last sync, and its next start takes a new incarnation).
     pub fn crash(&mut self, id: NodeId) {
         if let Some(Slot::Up(_)) = self.slots.get(&id) {
             if let Some(Slot::Up(node)) = self.slots.remove(&id) {
-                self.slots.insert(id, Slot::Down(node.into_store()));
+                let store = match &self.cfg.syncs {
+                    Some(syncs) => {
+                        self.held.remove(&id);
+                        self.sync_scheduled.remove(&id);
+                        if !syncs.keep_incarnation {
+                            *self.incarnations.entry(id).or_default() += 1;
+                        }
+                        self.durable.get(&id).cloned().unwrap_or_default()
+                    }
+                    None => node.into_store(),
+                };
+                self.slots.insert(id, Slot::Down(store));
             }
             self.timers.retain(|(n, _), _| *n != id);
             self.log(format!("crash {id}"));
@@ -376,7 +431,8 @@ impl Sim {
 
     fn start(&mut self, id: NodeId) {
         let Some(Slot::Down(store)) = self.slots.remove(&id) else { return };
-        let node = Node::new(ActorId::new(id, 0), self.config.clone(), self.ring.clone(), store);
+        let actor = ActorId::new(id, self.incarnations.get(&id).copied().unwrap_or(0));
+        let node = Node::new(actor, self.config.clone(), self.ring.clone(), store);
         self.slots.insert(id, Slot::Up(Box::new(node)));
         self.step_node(id, Input::Start);
     }
@@ -507,8 +563,9 @@ impl Sim {
     }
 
     fn quiescent(&self) -> bool {
-        let in_flight =
-            self.queue.iter().any(|Reverse((_, _, e))| matches!(e, EventKind::Deliver { .. }));
+        let in_flight = self.queue.iter().any(|Reverse((_, _, e))| {
+            matches!(e, EventKind::Deliver { .. } | EventKind::Sync { .. })
+        });
         !in_flight
             && self.slots.values().all(|s| match s {
                 Slot::Up(n) => {
@@ -739,8 +796,23 @@ impl Sim {
                 }
             }
             EventKind::Restart { node } => self.restart(node),
+            EventKind::Sync { node, generation } => {
+                if self.sync_scheduled.get(&node) == Some(&generation) {
+                    self.sync_scheduled.remove(&node);
+                    self.sync(node);
+                }
+            }
         }
         true
+    }
+
+    /// Under [`SimConfig::syncs`]: makes `id`'s writes durable and lets out what waited for it.
+    fn sync(&mut self, id: NodeId) {
+        let Some(Slot::Up(node)) = self.slots.get(&id) else { return };
+        self.durable.insert(id, node.store().clone());
+        for e in self.held.remove(&id).unwrap_or_default() {
+            self.apply(id, e);
+        }
     }
 
     fn step_node(&mut self, id: NodeId, input: Input) {
@@ -748,8 +820,29 @@ impl Sim {
         let Some(Slot::Up(node)) = self.slots.get_mut(&id) else { return };
         let mut effects = Vec::new();
         node.handle(now, input, &mut effects);
+        let Some(syncs) = self.cfg.syncs.clone() else {
+            for e in effects {
+                self.apply(id, e);
+            }
+            return;
+        };
+        let dirty = self.durable.get(&id) != Some(node.store());
         for e in effects {
-            self.apply(id, e);
+            let internal = matches!(e, Effect::SetTimer { .. } | Effect::CancelTimer(_));
+            let waits = dirty || self.held.get(&id).is_some_and(|h| !h.is_empty());
+            if internal || e.basis() == Basis::Replication || !waits {
+                self.apply(id, e);
+            } else {
+                self.held.entry(id).or_default().push(e);
+            }
+        }
+        if dirty && !self.sync_scheduled.contains_key(&id) {
+            self.generation += 1;
+            let generation = self.generation;
+            self.sync_scheduled.insert(id, generation);
+            let (lo, hi) = syncs.after_ms;
+            let after = self.rng.random_range(lo..=hi.max(lo));
+            self.schedule(after, EventKind::Sync { node: id, generation });
         }
     }
 
