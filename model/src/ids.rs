@@ -22,7 +22,8 @@ impl fmt::Display for NodeId {
 pub struct ActorId {
     /// The node that coordinates writes under this actor.
     pub node: NodeId,
-    /// Bumped whenever the node starts from an empty data directory.
+    /// New whenever the node starts from an empty data directory or restarts after a crash (a
+    /// clean stop keeps it), so that it never issues a counter it may have sent and lost.
     pub incarnation: u32,
 }
 

@@ -97,9 +97,10 @@ pub enum Effect {
 }
 
 /// What an outward effect is built from, for a driver that lets each effect out once the store
-/// writes it depends on are durable, rather than after every write so far. Every effect depends
-/// at least on the writes of the [`Node::handle`] call that made it (the durability rule above);
-/// this says what else it may carry.
+/// writes it depends on are durable, rather than after every write so far. Every effect but a
+/// copy for a peer to keep ([`Basis::Replication`]) depends at least on the writes of the
+/// [`Node::handle`] call that made it (the durability rule above); this says what else it may
+/// carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Basis {
     /// Nothing read from the store: a `Fetch` or a `Forward` (a key, a client's own request,

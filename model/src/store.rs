@@ -3,7 +3,7 @@
 //! A store holds primary data (key → siblings) and, apart from it, hints: copies a node keeps for
 //! another, intended node while it stood in as a fallback (paper §4.6). The core calls the store
 //! synchronously; the driver makes the writes of a `handle` call durable before any effect of that
-//! call leaves the process (see [`crate::node`]).
+//! call leaves the process, copies for peers to keep aside (see [`crate::node`]).
 
 use crate::ids::{Key, NodeId};
 use crate::versioned::Siblings;

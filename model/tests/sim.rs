@@ -55,6 +55,9 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
     assert!(totals.0 > 0, "no write was ever acknowledged");
     assert!(totals.2 > 0, "no read ever saw siblings");
     assert!(totals.4 > 0, "read repair never ran");
+    if seeds.len() > 1 && make(0).faults.crash_per_mille > 0 {
+        assert!(totals.5 > 0, "no node ever crashed");
+    }
     if seeds.first().is_some_and(|&s| make(s).short_timeouts_per_mille > 0) {
         eprintln!("[{name}] {own_timeouts} requests with a timeout of their own");
         assert!(own_timeouts > 0, "no request had a timeout of its own");

@@ -5,7 +5,8 @@
 //! [`BATCH_MAX`] inputs, fires the timers that are due, feeds all of it to
 //! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
 //! (one fsync for the whole batch, or for several: group commit), and only then lets the effects
-//! out: peer sends are queued on the peers' links (and written by the driver itself once it runs
+//! out (under `always`, each once what it depends on is durable, and copies for peers to keep at
+//! once: see below): peer sends are queued on the peers' links (and written by the driver itself once it runs
 //! out of input: see [`crate::connection::PeerLink`]), replies go to the waiting HTTP handlers,
 //! timers into the timer table.
 //!
@@ -947,8 +948,8 @@ mod tests {
         );
         never_written(first).await;
         assert!(handle.request(put("v2")).await.is_err(), "a stopped driver takes nothing");
-        // No clean-shutdown record: the next start knows it for a crash (and, the run having
-        // kept every acknowledgement behind an fsync, keeps the actor).
+        // No clean-shutdown record: the next start knows it for a crash (and takes a new actor:
+        // copies of the writes the failed fsync covered may have left).
         assert!(!dir.path().join(crate::storage::SHUTDOWN_RECORD).exists());
     }
 
@@ -1011,7 +1012,7 @@ mod tests {
         assert_eq!(dependency(&reply, 9, 9, Some(4), None), 4);
         assert_eq!(dependency(&reply, 8, 9, Some(4), None), 9);
         assert_eq!(dependency(&reply, 9, 9, None, None), 9, "unknown request: every write");
-        // A call's own writes always count.
+        // A call's own writes count for everything but a copy.
         assert_eq!(dependency(&fetch, 8, 9, None, None), 9);
         assert_eq!(dependency(&fetched, 8, 9, None, Some(0)), 9);
     }

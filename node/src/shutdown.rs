@@ -132,8 +132,8 @@ impl Signals {
 /// Runs `stop`, a node's (or the dev cluster's) orderly shutdown after a first signal, unless
 /// another signal comes first: an operator who signals again does not want to wait for in-flight
 /// requests or the final sync, so the process exits at once, with status 130. That is a crash
-/// as far as the data directory knows: under `always` it loses nothing acknowledged, and under the
-/// other policies the next start takes a new incarnation.
+/// as far as the data directory knows: under `always` it loses nothing acknowledged, and the next
+/// start takes a new incarnation.
 pub async fn unless_signalled_again<T>(signals: &mut Signals, stop: impl Future<Output = T>) -> T {
     tokio::select! {
         done = stop => done,

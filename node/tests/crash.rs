@@ -1,5 +1,6 @@
-//! kill -9 under write load: with the default sync policy (group commit before any effect leaves),
-//! a node killed at an arbitrary moment and restarted has every write it acknowledged.
+//! kill -9 under write load: with the default sync policy (group commit before any acknowledgement
+//! or answer leaves), a node killed at an arbitrary moment and restarted has every write it
+//! acknowledged, and writes as a new incarnation.
 //!
 //! Writes use W=3 on a 3-node cluster, so every acknowledged write was acknowledged by the node we
 //! kill; after the restart we read each one from that node alone (R=1 coordinated there answers
