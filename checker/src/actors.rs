@@ -333,7 +333,8 @@ impl Role {
                     ns.clock_regressed = true;
                 }
             }
-            // The durability rule: the write is durable before any effect of this step leaves.
+            // The durability rule: the write is durable before any effect of this step leaves (the
+            // node lets copies for peers go sooner; the simulator covers that, see the README).
             o.save(ns.node.store().clone());
         }
         for effect in effects {

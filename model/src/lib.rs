@@ -50,7 +50,7 @@ pub use config::{
 };
 pub use ids::{ActorId, Key, NodeId, OpId, PartitionId, RequestId};
 pub use msg::{Action, ClientOp, ClientReply, Msg, RequestError};
-pub use node::{Basis, Effect, Input, Node, Record, Stats, Timer};
+pub use node::{dependency, Basis, Effect, Input, Node, Record, Stats, Timer};
 pub use ring::Ring;
 pub use store::{MemStore, Store, StoreError};
 pub use versioned::{Payload, PutError, Siblings, Version, Writer};

@@ -122,6 +122,34 @@ pub enum Basis {
     Everything,
 }
 
+/// The write mark that must be durable before `effect` may leave, for a driver that counts its
+/// store's writes (its write mark) and lets each effect out once a sync covers what it depends
+/// on: its own call's writes, and what it is built from ([`Effect::basis`]); nothing for a copy
+/// for a peer to keep ([`Basis::Replication`]). `effect` was made by a [`Node::handle`] call
+/// during which the write mark went from `before` to `after`; `started` is, for a reply to a
+/// client, what the request depends on (`None` when unknown): the write mark at the end of the
+/// call that took it, or for a get the mark of the last write of its key not yet durable (0 if
+/// none); `fetched` is, when the call answered a `Fetch`, the mark of the last write not yet
+/// durable of what it read ([`Node::reads`]). The node's driver and the simulator
+/// ([`crate::sim::Syncs`]) both hold effects by it.
+pub fn dependency(
+    effect: &Effect,
+    before: u64,
+    after: u64,
+    started: Option<u64>,
+    fetched: Option<u64>,
+) -> u64 {
+    let own = if after > before { after } else { 0 };
+    let basis = match effect.basis() {
+        Basis::Replication => return 0,
+        Basis::Nothing => Some(0),
+        Basis::Fetched => fetched,
+        Basis::Request => started,
+        Basis::Everything => None,
+    };
+    basis.map_or(after, |b| own.max(b))
+}
+
 impl Effect {
     /// What this effect is built from (see [`Basis`]).
     pub fn basis(&self) -> Basis {

@@ -17,10 +17,11 @@
 //! when primaries are compared. Without cut pasts the chains add nothing.
 //!
 //! With [`SimConfig::syncs`] writes become durable only at each node's syncs, as under the
-//! node's `always` policy, and a crash loses what the last sync did not cover: effects wait for
-//! the sync, except copies for peers to keep ([`Basis::Replication`]), which leave at once, and a
-//! node restarted after a crash writes under a new incarnation. The checks above then cover that
-//! exemption from the durability rule (see [`crate::node`]).
+//! node's `always` policy, and a crash loses what the last sync did not cover: each effect waits
+//! for a sync covering the writes it depends on, by the very rule the node's driver applies
+//! ([`dependency`]: copies for peers to keep leave at once, a read of durable data waits for
+//! nothing), and a node restarted after a crash writes under a new incarnation. The checks above
+//! then cover that rule and its exemptions from the durability rule (see [`crate::node`]).
 //!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
 //! replicas (as Jepsen's final reads do). Background anti-entropy is not part of the core yet.
@@ -31,7 +32,7 @@ use crate::ids::{ActorId, Key, NodeId, RequestId};
 use crate::invariants;
 use crate::lineage::Lineage;
 use crate::msg::{Action, ClientOp, ClientReply, Msg};
-use crate::node::{Basis, Effect, Input, Node, Timer};
+use crate::node::{dependency, Effect, Input, Node, Record, Timer};
 use crate::ring::Ring;
 use crate::store::MemStore;
 use crate::versioned::Payload;
@@ -137,9 +138,8 @@ impl Default for SimConfig {
 
 /// Writes made durable by syncs, as the node's driver does under `always`: a step's writes are
 /// durable once the node's next sync has run, which it makes some time after a step leaves
-/// writes that are not; a crash loses the rest. Until the sync every effect of the node waits
-/// (the driver lets some go sooner, by what they depend on), except copies for peers to keep
-/// ([`Basis::Replication`]), which leave at once, as the driver lets them.
+/// writes that are not; a crash loses the rest. Each effect waits for the writes it depends on
+/// ([`dependency`], counted per step that changed the store), as the driver holds it.
 #[derive(Clone, Debug)]
 pub struct Syncs {
     /// How long after a step that leaves writes not yet durable the node syncs (random within).
@@ -246,6 +246,22 @@ enum EventKind {
     Sync { node: NodeId, generation: u64 },
 }
 
+/// A node's store writes under [`SimConfig::syncs`], counted as the driver counts them (here one
+/// per step that changed the store), for [`dependency`].
+#[derive(Debug, Default)]
+struct Marks {
+    /// Steps that changed the store.
+    written: u64,
+    /// The mark the last sync covered.
+    durable: u64,
+    /// Each key's last data write not yet covered by a sync.
+    keys: BTreeMap<Key, u64>,
+    /// The last step that changed a hint.
+    hints: u64,
+    /// For each client request the node took and has not answered, what its answer depends on.
+    requests: BTreeMap<RequestId, u64>,
+}
+
 #[derive(Debug)]
 enum Slot {
     Up(Box<Node<MemStore>>),
@@ -299,6 +315,8 @@ pub struct Sim {
     durable: BTreeMap<NodeId, MemStore>,
     /// With [`SimConfig::syncs`]: each node's effects waiting for its next sync, in order.
     held: BTreeMap<NodeId, Vec<Effect>>,
+    /// With [`SimConfig::syncs`]: each node's write marks.
+    marks: BTreeMap<NodeId, Marks>,
     /// With [`SimConfig::syncs`]: the generation of each node's scheduled sync (a crash cancels it).
     sync_scheduled: BTreeMap<NodeId, u64>,
     /// Each node's incarnation (a new one after each crash under [`SimConfig::syncs`]).
@@ -346,6 +364,7 @@ impl Sim {
             copies_check_due: false,
             durable: BTreeMap::new(),
             held: BTreeMap::new(),
+            marks: BTreeMap::new(),
             sync_scheduled: BTreeMap::new(),
             incarnations: BTreeMap::new(),
         };
@@ -406,6 +425,7 @@ impl Sim {
                 let store = match &self.cfg.syncs {
                     Some(syncs) => {
                         self.held.remove(&id);
+                        self.marks.remove(&id);
                         self.sync_scheduled.remove(&id);
                         if !syncs.keep_incarnation {
                             *self.incarnations.entry(id).or_default() += 1;
@@ -810,6 +830,9 @@ impl Sim {
     fn sync(&mut self, id: NodeId) {
         let Some(Slot::Up(node)) = self.slots.get(&id) else { return };
         self.durable.insert(id, node.store().clone());
+        let marks = self.marks.entry(id).or_default();
+        marks.durable = marks.written;
+        marks.keys.clear();
         for e in self.held.remove(&id).unwrap_or_default() {
             self.apply(id, e);
         }
@@ -819,6 +842,22 @@ impl Sim {
         let now = self.now_ms;
         let Some(Slot::Up(node)) = self.slots.get_mut(&id) else { return };
         let mut effects = Vec::new();
+        let (stored, read, taken) = match self.cfg.syncs {
+            Some(_) => {
+                let marks = self.marks.entry(id).or_default();
+                let read = node.reads(&input).map(|r| match r {
+                    Record::Data(key) => marks.keys.get(key).copied().unwrap_or(0),
+                    Record::Hint(..) if marks.hints > marks.durable => marks.hints,
+                    Record::Hint(..) => 0,
+                });
+                let taken = match &input {
+                    Input::Client { req, .. } => Some(*req),
+                    _ => None,
+                };
+                (node.store().clone(), read, taken)
+            }
+            None => (MemStore::default(), None, None),
+        };
         node.handle(now, input, &mut effects);
         let Some(syncs) = self.cfg.syncs.clone() else {
             for e in effects {
@@ -826,15 +865,46 @@ impl Sim {
             }
             return;
         };
-        let dirty = self.durable.get(&id) != Some(node.store());
+        let marks = self.marks.entry(id).or_default();
+        let before = marks.written;
+        if *node.store() != stored {
+            marks.written += 1;
+            let changed = |k: &Key| stored.data.get(k) != node.store().data.get(k);
+            for k in node.store().data.keys().chain(stored.data.keys()) {
+                if changed(k) {
+                    marks.keys.insert(k.clone(), marks.written);
+                }
+            }
+            if stored.hints != node.store().hints {
+                marks.hints = marks.written;
+            }
+        }
+        let after = marks.written;
+        if let Some(req) = taken {
+            marks.requests.insert(req, read.unwrap_or(after));
+        }
+        let mut ready = Vec::new();
         for e in effects {
-            let internal = matches!(e, Effect::SetTimer { .. } | Effect::CancelTimer(_));
-            let waits = dirty || self.held.get(&id).is_some_and(|h| !h.is_empty());
-            if internal || e.basis() == Basis::Replication || !waits {
-                self.apply(id, e);
+            if matches!(e, Effect::SetTimer { .. } | Effect::CancelTimer(_)) {
+                ready.push(e);
+                continue;
+            }
+            let started = match &e {
+                Effect::Reply { req, .. } => marks.requests.remove(req),
+                _ => None,
+            };
+            // As the driver: what a peer message's step read counts for the answer to a `Fetch`,
+            // what a client request's step read for the request's answer.
+            let fetched = if taken.is_some() { None } else { read };
+            if dependency(&e, before, after, started, fetched) <= marks.durable {
+                ready.push(e);
             } else {
                 self.held.entry(id).or_default().push(e);
             }
+        }
+        let dirty = after > marks.durable;
+        for e in ready {
+            self.apply(id, e);
         }
         if dirty && !self.sync_scheduled.contains_key(&id) {
             self.generation += 1;

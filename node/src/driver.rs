@@ -43,9 +43,9 @@ use crate::config::SyncPolicy;
 use crate::connection::PeerLink;
 use crate::metrics::{LatencyBuckets, NetStats};
 use crate::storage::{Flusher, SledStore};
-use dynamo_model::{Action, Stats, Store, StoreError, Timer};
+use dynamo_model::{dependency, Action, Stats, Store, StoreError, Timer};
 use dynamo_model::{
-    ActorId, Basis, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, Record, RequestId,
+    ActorId, ClientOp, ClientReply, Effect, Input, Msg, Node, NodeId, Record, RequestId,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -350,32 +350,6 @@ struct Inflight {
     flush: JoinHandle<Result<(), StoreError>>,
     started: Instant,
     covers: u64,
-}
-
-/// Under `always`, the write mark that must be durable before `effect` may leave: its own call's
-/// writes, and what it is built from ([`Effect::basis`], the core's word on it); nothing for a
-/// copy for a peer to keep ([`Basis::Replication`]). `effect` was made
-/// by a `handle` call during which the store's write mark went from `before` to `after`; `started`
-/// is, for a reply to a client, what the request depends on (`None` when unknown): the write mark
-/// at the end of the call that took it, or for a get the mark of the last write of its key
-/// ([`SledStore::key_mark`]); `fetched` is, when the call answered a `Fetch`, the mark of the last
-/// write of what it read.
-pub fn dependency(
-    effect: &Effect,
-    before: u64,
-    after: u64,
-    started: Option<u64>,
-    fetched: Option<u64>,
-) -> u64 {
-    let own = if after > before { after } else { 0 };
-    let basis = match effect.basis() {
-        Basis::Replication => return 0,
-        Basis::Nothing => Some(0),
-        Basis::Fetched => fetched,
-        Basis::Request => started,
-        Basis::Everything => None,
-    };
-    basis.map_or(after, |b| own.max(b))
 }
 
 /// Resolves when the fsync in progress, if any, finishes (never, if none is).
