@@ -629,7 +629,7 @@ impl SledStore {
                         node = %node,
                         previous,
                         fresh,
-                        "the last run did not shut down cleanly, and counters it sent may be lost: new incarnation"
+                        "the last run did not shut down cleanly: writing under a new incarnation, since it may have sent counters it had not made durable (the usual recovery after a crash)"
                     );
                     fresh
                 } else {
