@@ -19,8 +19,9 @@
 //! With [`SimConfig::syncs`] writes become durable only at each node's syncs, as under the
 //! node's `always` policy, and a crash loses what the last sync did not cover: each effect waits
 //! for a sync covering the writes it depends on, by the very rule the node's driver applies
-//! ([`dependency`]: copies for peers to keep leave at once, a read of durable data waits for
-//! nothing), and a node restarted after a crash writes under a new incarnation. The checks above
+//! ([`dependency`]: copies for peers to keep leave at once, the answer to a read of durable data
+//! waits only for its own step's writes), and a node restarted after a crash writes under a new
+//! incarnation. The checks above
 //! then cover that rule and its exemptions from the durability rule (see [`crate::node`]).
 //!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
@@ -144,10 +145,19 @@ impl Default for SimConfig {
 pub struct Syncs {
     /// How long after a step that leaves writes not yet durable the node syncs (random within).
     pub after_ms: (u64, u64),
-    /// Restart a crashed node under its old incarnation. Wrong on purpose: a copy that left
-    /// before its sync then lets the node issue that copy's counter again, for another write,
-    /// which the checks must catch.
-    pub keep_incarnation: bool,
+    /// A flaw to run with, on purpose: shows that the checks catch what it breaks.
+    pub flaw: Option<SyncFlaw>,
+}
+
+/// Ways to get [`Syncs`] wrong, each of which the simulator's checks must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFlaw {
+    /// Restart a crashed node under its old incarnation: a copy that left before its sync then
+    /// lets the node issue that copy's counter again, for another write (a dot issued twice).
+    KeepIncarnation,
+    /// Let a client's answer out before the writes it depends on are durable (its basis taken
+    /// as nothing): a crash then loses a write acknowledged on fewer than W durable stores.
+    AnswerBeforeSync,
 }
 
 /// One recorded client event.
@@ -234,6 +244,12 @@ pub struct SimReport {
     pub stale_siblings: usize,
     /// Requests given a timeout of their own (see [`SimConfig::short_timeouts_per_mille`]).
     pub own_timeouts: usize,
+    /// Under [`SimConfig::syncs`]: effects let out while their node had writes not yet durable.
+    pub sent_before_sync: usize,
+    /// Under [`SimConfig::syncs`]: effects held for a sync.
+    pub held_for_sync: usize,
+    /// Under [`SimConfig::syncs`]: crashes of a node that had writes not yet durable.
+    pub unsynced_crashes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,7 +274,8 @@ struct Marks {
     keys: BTreeMap<Key, u64>,
     /// The last step that changed a hint.
     hints: u64,
-    /// For each client request the node took and has not answered, what its answer depends on.
+    /// For each client request the node took, what its answer depends on, until the answer is
+    /// made (a request left unanswered keeps its entry until the node crashes).
     requests: BTreeMap<RequestId, u64>,
 }
 
@@ -425,9 +442,11 @@ impl Sim {
                 let store = match &self.cfg.syncs {
                     Some(syncs) => {
                         self.held.remove(&id);
-                        self.marks.remove(&id);
                         self.sync_scheduled.remove(&id);
-                        if !syncs.keep_incarnation {
+                        if self.marks.remove(&id).is_some_and(|m| m.written > m.durable) {
+                            self.report.unsynced_crashes += 1;
+                        }
+                        if syncs.flaw != Some(SyncFlaw::KeepIncarnation) {
                             *self.incarnations.entry(id).or_default() += 1;
                         }
                         self.durable.get(&id).cloned().unwrap_or_default()
@@ -896,9 +915,17 @@ impl Sim {
             // As the driver: what a peer message's step read counts for the answer to a `Fetch`,
             // what a client request's step read for the request's answer.
             let fetched = if taken.is_some() { None } else { read };
-            if dependency(&e, before, after, started, fetched) <= marks.durable {
+            let needs = match (&e, syncs.flaw) {
+                (Effect::Reply { .. }, Some(SyncFlaw::AnswerBeforeSync)) => 0,
+                _ => dependency(&e, before, after, started, fetched),
+            };
+            if needs <= marks.durable {
+                if after > marks.durable {
+                    self.report.sent_before_sync += 1;
+                }
                 ready.push(e);
             } else {
+                self.report.held_for_sync += 1;
                 self.held.entry(id).or_default().push(e);
             }
         }

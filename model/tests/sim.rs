@@ -3,7 +3,7 @@
 //! siblings and no hints remain; also with contexts cut to two entries, and with writes durable
 //! only at syncs (copies leaving before them, crashes losing the rest). `DYNAMO_SIM_SEED=S` replays one seed; `DYNAMO_SIM_SEEDS=K` runs K seeds.
 
-use dynamo_model::sim::{Sim, SimConfig, Syncs};
+use dynamo_model::sim::{Sim, SimConfig, SyncFlaw, Syncs};
 
 fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("DYNAMO_SIM_SEED") {
@@ -28,6 +28,7 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
     let mut cuts = Cuts::default();
     let seeds = seeds();
     let mut own_timeouts = 0;
+    let mut syncing = (0usize, 0usize, 0usize);
     for &seed in &seeds {
         let sim = Sim::new(make(seed)).expect("valid sim config");
         match sim.run_workload() {
@@ -43,6 +44,9 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
                 cuts.chains += r.superseded_through_chains;
                 cuts.stale += r.stale_siblings;
                 own_timeouts += r.own_timeouts;
+                syncing.0 += r.sent_before_sync;
+                syncing.1 += r.held_for_sync;
+                syncing.2 += r.unsynced_crashes;
             }
             Err(f) => panic!("[{name}] {f}"),
         }
@@ -61,6 +65,16 @@ fn run(name: &str, make: impl Fn(u64) -> SimConfig) -> Cuts {
     if seeds.first().is_some_and(|&s| make(s).short_timeouts_per_mille > 0) {
         eprintln!("[{name}] {own_timeouts} requests with a timeout of their own");
         assert!(own_timeouts > 0, "no request had a timeout of its own");
+    }
+    if seeds.first().is_some_and(|&s| make(s).syncs.is_some()) {
+        eprintln!(
+            "[{name}] {} effects sent while their node had writes not yet durable, {} held for a sync, {} crashes lost writes",
+            syncing.0, syncing.1, syncing.2
+        );
+        // Else the runs would not show that what may leave early does, that the rest waits, or
+        // that a crash loses what no sync covered.
+        assert!(syncing.0 > 0 && syncing.1 > 0, "no effect left early, or none waited");
+        assert!(syncing.2 > 0, "no crash lost a write");
     }
     eprintln!("[{name}] cuts: {cuts:?}");
     cuts
@@ -163,10 +177,11 @@ fn short_client_timeouts_with_faults() {
     }
 }
 
-/// Writes durable only at syncs, 1-8 ms after they are made; a crash loses the rest. Copies for
-/// peers to keep leave before the sync, and a crashed node comes back as a new incarnation.
-fn synced(seed: u64, keep_incarnation: bool) -> SimConfig {
-    let syncs = Syncs { after_ms: (1, 8), keep_incarnation };
+/// Writes durable only at syncs, 1-8 ms after they are made; a crash loses the rest. Effects
+/// wait by the driver's rule (copies for peers to keep leave before the sync), and a crashed node
+/// comes back as a new incarnation, unless `flaw` says otherwise.
+fn synced(seed: u64, flaw: Option<SyncFlaw>) -> SimConfig {
+    let syncs = Syncs { after_ms: (1, 8), flaw };
     SimConfig { seed, syncs: Some(syncs), ..SimConfig::default() }
 }
 
@@ -175,7 +190,7 @@ fn copies_leave_before_their_sync_with_crashes() {
     for sloppy in [true, false] {
         let name = if sloppy { "synced, sloppy" } else { "synced, strict" };
         let cuts = run(name, |seed| {
-            let mut cfg = synced(seed, false);
+            let mut cfg = synced(seed, None);
             cfg.params.sloppy_quorum = sloppy;
             cfg
         });
@@ -194,16 +209,37 @@ fn a_seed_replays_exactly() {
     assert_ne!(run(42), run(43), "different seeds should differ");
 }
 
-/// Found by this simulator when copies first left before their sync: seeds 115 and 316 (of 1,000;
-/// 4 fail) crash a coordinator after its put's copies left and before its sync, and restarted
-/// under its old incarnation it issues the lost version's counter again for another write. A
-/// new incarnation after the crash is what makes those seeds pass.
+/// Found by this simulator when copies first left before their sync: seeds 115 and 316 crash a
+/// coordinator after its put's copies left and before its sync, and restarted under its old
+/// incarnation it issues the lost version's counter again for another write. A new incarnation
+/// after the crash is what makes those seeds pass.
 #[test]
 fn pinned_seeds_issue_a_dot_twice_if_a_crash_keeps_the_incarnation() {
     for seed in [115, 316] {
-        let failure = Sim::new(synced(seed, true)).expect("valid").run_workload();
+        let flaw = Some(SyncFlaw::KeepIncarnation);
+        let failure = Sim::new(synced(seed, flaw)).expect("valid").run_workload();
         let reason = failure.expect_err("keeping the incarnation must fail this seed").reason;
         assert!(reason.contains("issued twice"), "seed {seed}: {reason}");
-        Sim::new(synced(seed, false)).expect("valid").run_workload().expect("new incarnation");
+        Sim::new(synced(seed, None)).expect("valid").run_workload().expect("new incarnation");
+    }
+}
+
+/// Each way of getting the syncs wrong fails some of the seeds that pass without it, each for
+/// the reason it should: the checks have teeth for this mode.
+#[test]
+fn every_sync_flaw_is_caught() {
+    let flaws =
+        [(SyncFlaw::KeepIncarnation, "issued twice"), (SyncFlaw::AnswerBeforeSync, "fewer than W")];
+    for (flaw, why) in flaws {
+        let mut caught = 0;
+        let seeds = seeds();
+        for &seed in &seeds {
+            if let Err(f) = Sim::new(synced(seed, Some(flaw))).expect("valid").run_workload() {
+                assert!(f.reason.contains(why), "{flaw:?}, seed {seed}: {}", f.reason);
+                caught += 1;
+            }
+        }
+        eprintln!("{flaw:?}: {caught} of {} seeds fail", seeds.len());
+        assert!(caught > 0, "{flaw:?} was never caught");
     }
 }
