@@ -17,11 +17,11 @@
 //! when primaries are compared. Without cut pasts the chains add nothing.
 //!
 //! With [`SimConfig::syncs`] writes become durable only at each node's syncs, as under the
-//! node's `always` policy, and a crash loses what the last sync did not cover: each effect waits
-//! for a sync covering the writes it depends on, by the very rule the node's driver applies
-//! ([`dependency`]: copies for peers to keep leave at once, the answer to a read of durable data
-//! waits only for its own step's writes), and a node restarted after a crash writes under a new
-//! incarnation. The checks above
+//! node's `always` policy, and a crash may lose what the last sync did not cover: each effect
+//! waits for a sync covering the writes it depends on, by the rule the node's driver applies
+//! ([`dependency`], over write marks kept here as the driver's store keeps them: copies for peers
+//! to keep leave at once, the answer to a read of durable data waits only for its own step's
+//! writes), and a node restarted after a crash writes under a new incarnation. The checks above
 //! then cover that rule and its exemptions from the durability rule (see [`crate::node`]).
 //!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
@@ -139,7 +139,8 @@ impl Default for SimConfig {
 
 /// Writes made durable by syncs, as the node's driver does under `always`: a step's writes are
 /// durable once the node's next sync has run, which it makes some time after a step leaves
-/// writes that are not; a crash loses the rest. Each effect waits for the writes it depends on
+/// writes that are not; a crash keeps those and the writes of a random number of the steps
+/// after (none to all, as a store that recovers a prefix of its log may), and loses the rest. Each effect waits for the writes it depends on
 /// ([`dependency`], counted per step that changed the store), as the driver holds it.
 #[derive(Clone, Debug)]
 pub struct Syncs {
@@ -302,6 +303,8 @@ pub struct Sim {
     /// The same seed's second stream, for the requests' own timeouts only: drawing them leaves
     /// `rng`'s draws, and so every other run, as they were.
     timeouts_rng: ChaCha8Rng,
+    /// The third stream, for what a crash under [`SimConfig::syncs`] keeps: likewise apart.
+    crash_rng: ChaCha8Rng,
     now_ms: u64,
     seq: u64,
     next_req: u64,
@@ -334,6 +337,9 @@ pub struct Sim {
     held: BTreeMap<NodeId, Vec<Effect>>,
     /// With [`SimConfig::syncs`]: each node's write marks.
     marks: BTreeMap<NodeId, Marks>,
+    /// With [`SimConfig::syncs`]: each node's store after each step that changed it since its
+    /// last sync, oldest first: a crash keeps one of these or the last sync's (see [`Syncs`]).
+    unsynced: BTreeMap<NodeId, Vec<MemStore>>,
     /// With [`SimConfig::syncs`]: the generation of each node's scheduled sync (a crash cancels it).
     sync_scheduled: BTreeMap<NodeId, u64>,
     /// Each node's incarnation (a new one after each crash under [`SimConfig::syncs`]).
@@ -353,6 +359,11 @@ impl Sim {
             timeouts_rng: {
                 let mut r = ChaCha8Rng::seed_from_u64(cfg.seed);
                 r.set_stream(1);
+                r
+            },
+            crash_rng: {
+                let mut r = ChaCha8Rng::seed_from_u64(cfg.seed);
+                r.set_stream(2);
                 r
             },
             clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
@@ -382,6 +393,7 @@ impl Sim {
             durable: BTreeMap::new(),
             held: BTreeMap::new(),
             marks: BTreeMap::new(),
+            unsynced: BTreeMap::new(),
             sync_scheduled: BTreeMap::new(),
             incarnations: BTreeMap::new(),
         };
@@ -443,8 +455,17 @@ impl Sim {
                     Some(syncs) => {
                         self.held.remove(&id);
                         self.sync_scheduled.remove(&id);
-                        if self.marks.remove(&id).is_some_and(|m| m.written > m.durable) {
+                        self.marks.remove(&id);
+                        // The store recovers a prefix of its writes: those the last sync covered,
+                        // and perhaps some later ones that reached the disk anyway.
+                        let mut steps = self.unsynced.remove(&id).unwrap_or_default();
+                        let kept = self.crash_rng.random_range(0..=steps.len());
+                        if kept < steps.len() {
                             self.report.unsynced_crashes += 1;
+                        }
+                        steps.truncate(kept);
+                        if let Some(last) = steps.pop() {
+                            self.durable.insert(id, last);
                         }
                         if syncs.flaw != Some(SyncFlaw::KeepIncarnation) {
                             *self.incarnations.entry(id).or_default() += 1;
@@ -849,6 +870,7 @@ impl Sim {
     fn sync(&mut self, id: NodeId) {
         let Some(Slot::Up(node)) = self.slots.get(&id) else { return };
         self.durable.insert(id, node.store().clone());
+        self.unsynced.remove(&id);
         let marks = self.marks.entry(id).or_default();
         marks.durable = marks.written;
         marks.keys.clear();
@@ -887,6 +909,7 @@ impl Sim {
         let marks = self.marks.entry(id).or_default();
         let before = marks.written;
         if *node.store() != stored {
+            self.unsynced.entry(id).or_default().push(node.store().clone());
             marks.written += 1;
             let changed = |k: &Key| stored.data.get(k) != node.store().data.get(k);
             for k in node.store().data.keys().chain(stored.data.keys()) {
