@@ -1057,6 +1057,54 @@ mod tests {
         }
     }
 
+    /// Under `always`, a put's copy for its other replica is queued on that peer's link while
+    /// the coordinator's own fsync is still stalled, and the put's answer waits for that fsync.
+    /// (Before copies were exempt, the copy waited for the fsync too.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_puts_copy_leaves_while_the_coordinators_fsync_stalls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut params = ConfigParams::for_nodes([NodeId(1), NodeId(2)]);
+        // Nothing else goes to node 2 meanwhile: no retry to suspect it, no tick to probe it.
+        params.timeouts =
+            dynamo_model::Timeouts { request_ms: 60_000, sloppy_retry_ms: 60_000, tick_ms: 60_000 };
+        let config = Arc::new(Config::new(params).expect("config"));
+        assert_eq!(config.n(), 2, "node 2 holds a copy of every key");
+        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+        let (store, incarnation) =
+            SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
+        let net = Arc::new(NetStats::default());
+        let ctx = Arc::new(crate::connection::PeerContext {
+            cluster: "test".into(),
+            me: NodeId(1),
+            peers: [NodeId(2)].into(),
+            ring: Default::default(),
+            frame_bytes_max: 1 << 20,
+            secret: crate::config::ClusterSecret::none(),
+            inbound: Default::default(),
+            net: net.clone(),
+        });
+        // Never connected: what the driver sends stays queued on it, where the test sees it.
+        let link = Arc::new(PeerLink::new(ctx, NodeId(2)));
+        let outbound: Outbound = [(NodeId(2), link.clone())].into();
+        let (driver, handle) = Driver::new(node, outbound, net, SyncPolicy::Always, 1_000);
+        let flusher = driver.flusher.clone();
+        let task = tokio::spawn(driver.run());
+        let (stall, put) = behind_a_stalled_fsync(&handle, &flusher, put("v")).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.queued() == 0 {
+            assert!(Instant::now() < deadline, "the copy waited for the stalled fsync");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(link.queued(), 1, "the put's copy, and nothing else");
+        assert_eq!(flusher.stalled.load(Ordering::SeqCst), 1, "still the first fsync");
+        assert!(!put.is_finished(), "the answer waits for the fsync (and for node 2)");
+        drop(stall);
+        handle.shutdown().await;
+        task.await.expect("driver ends").expect("the final sync succeeds");
+        let _ = put.await;
+    }
+
     /// While an fsync stalls, the driver holds at most [`HELD_EFFECTS_MAX`] effects (and one
     /// batch's) and then takes no input, not even a status request, until it finishes; then
     /// every request is answered.
