@@ -651,4 +651,50 @@ mod tests {
         assert_eq!(coordinator_timeout_ms(50), 30);
         assert_eq!(coordinator_timeout_ms(10), 5);
     }
+
+    #[test]
+    fn an_effect_waits_for_the_writes_it_can_carry() {
+        let key = || Key(b"k".to_vec());
+        let op = OpId { origin: NodeId(1), req: RequestId(7) };
+        let send = |msg| Effect::Send { to: NodeId(2), msg };
+        let fetch = send(Msg::Fetch { op, key: key(), intended: None });
+        let forward = send(Msg::Forward {
+            req: RequestId(7),
+            op: ClientOp::put(key(), Default::default(), b"v".to_vec()),
+        });
+        let store = send(Msg::Store {
+            op: Some(op),
+            key: key(),
+            siblings: Default::default(),
+            intended: None,
+        });
+        let fetched = send(Msg::FetchReply { op, siblings: Default::default() });
+        let ack = send(Msg::StoreAck { op });
+        let reply = Effect::Reply {
+            req: RequestId(7),
+            reply: ClientReply::Unavailable { replies: 1, needed: 2 },
+        };
+        // Made by a call that wrote nothing while writes up to mark 9 were not yet durable.
+        for carries_nothing_stored in [&fetch, &forward, &send(Msg::Ping), &send(Msg::Pong)] {
+            assert_eq!(dependency(carries_nothing_stored, 9, 9, None, None), 0);
+        }
+        // A copy for a peer to keep waits for nothing, not even its own call's writes.
+        for handoff in [&store, &send(Msg::Handoff { key: key(), siblings: Default::default() })] {
+            assert_eq!(dependency(handoff, 8, 9, None, None), 0);
+        }
+        // What may carry stored data, or vouch for it, waits for every write so far.
+        for carries in [&fetched, &ack] {
+            assert_eq!(dependency(carries, 9, 9, None, None), 9);
+        }
+        // The answer to a `Fetch`: the last write of what it read.
+        assert_eq!(dependency(&fetched, 9, 9, None, Some(3)), 3);
+        assert_eq!(dependency(&fetched, 9, 9, None, Some(0)), 0, "read what is durable");
+        // A client's answer: what its request depends on, and its own call's writes.
+        assert_eq!(dependency(&reply, 9, 9, Some(4), None), 4);
+        assert_eq!(dependency(&reply, 8, 9, Some(4), None), 9);
+        assert_eq!(dependency(&reply, 9, 9, None, None), 9, "unknown request: every write");
+        // A call's own writes count for everything but a copy.
+        assert_eq!(dependency(&fetch, 8, 9, None, None), 9);
+        assert_eq!(dependency(&fetched, 8, 9, None, Some(0)), 9);
+    }
 }

@@ -140,8 +140,9 @@ impl Default for SimConfig {
 /// Writes made durable by syncs, as the node's driver does under `always`: a step's writes are
 /// durable once the node's next sync has run, which it makes some time after a step leaves
 /// writes that are not; a crash keeps those and the writes of a random number of the steps
-/// after (none to all, as a store that recovers a prefix of its log may), and loses the rest. Each effect waits for the writes it depends on
-/// ([`dependency`], counted per step that changed the store), as the driver holds it.
+/// after (none to all, as a store that recovers a prefix of its log may), and loses the rest.
+/// Each effect waits for the writes it depends on ([`dependency`], counted per step that changed
+/// the store), as the driver holds it.
 #[derive(Clone, Debug)]
 pub struct Syncs {
     /// How long after a step that leaves writes not yet durable the node syncs (random within).
@@ -263,6 +264,23 @@ enum EventKind {
     Sync { node: NodeId, generation: u64 },
 }
 
+/// A node's disk under [`SimConfig::syncs`]: what its last sync made durable, and what it wrote
+/// and held back since.
+#[derive(Debug, Default)]
+struct Disk {
+    /// What the store held at its last sync.
+    durable: MemStore,
+    /// The store after each step that changed it since, oldest first: a crash keeps one of
+    /// these, or `durable` (see [`Syncs`]).
+    unsynced: Vec<MemStore>,
+    /// The writes, counted for [`dependency`].
+    marks: Marks,
+    /// The effects waiting for the next sync, in order.
+    held: Vec<Effect>,
+    /// The generation of the sync scheduled, if one is (a crash cancels it).
+    sync_due: Option<u64>,
+}
+
 /// A node's store writes under [`SimConfig::syncs`], counted as the driver counts them (here one
 /// per step that changed the store), for [`dependency`].
 #[derive(Debug, Default)]
@@ -331,17 +349,8 @@ pub struct Sim {
     /// older write, which is then superseded through that chain rather than named.
     lineage: BTreeMap<Key, Lineage>,
     copies_check_due: bool,
-    /// With [`SimConfig::syncs`]: what each node's store held at its last sync.
-    durable: BTreeMap<NodeId, MemStore>,
-    /// With [`SimConfig::syncs`]: each node's effects waiting for its next sync, in order.
-    held: BTreeMap<NodeId, Vec<Effect>>,
-    /// With [`SimConfig::syncs`]: each node's write marks.
-    marks: BTreeMap<NodeId, Marks>,
-    /// With [`SimConfig::syncs`]: each node's store after each step that changed it since its
-    /// last sync, oldest first: a crash keeps one of these or the last sync's (see [`Syncs`]).
-    unsynced: BTreeMap<NodeId, Vec<MemStore>>,
-    /// With [`SimConfig::syncs`]: the generation of each node's scheduled sync (a crash cancels it).
-    sync_scheduled: BTreeMap<NodeId, u64>,
+    /// With [`SimConfig::syncs`]: each node's disk.
+    disks: BTreeMap<NodeId, Disk>,
     /// Each node's incarnation (a new one after each crash under [`SimConfig::syncs`]).
     incarnations: BTreeMap<NodeId, u32>,
 }
@@ -390,18 +399,14 @@ impl Sim {
             acked: Vec::new(),
             lineage: BTreeMap::new(),
             copies_check_due: false,
-            durable: BTreeMap::new(),
-            held: BTreeMap::new(),
-            marks: BTreeMap::new(),
-            unsynced: BTreeMap::new(),
-            sync_scheduled: BTreeMap::new(),
+            disks: BTreeMap::new(),
             incarnations: BTreeMap::new(),
         };
         let ids: Vec<NodeId> = sim.config.nodes().iter().copied().collect();
         for id in ids {
             sim.slots.insert(id, Slot::Down(MemStore::default()));
             if sim.cfg.syncs.is_some() {
-                sim.durable.insert(id, MemStore::default());
+                sim.disks.insert(id, Disk::default());
             }
             sim.start(id);
         }
@@ -434,7 +439,7 @@ impl Sim {
     /// A node's durable store, up or down.
     pub fn store(&self, id: NodeId) -> Option<&MemStore> {
         if self.cfg.syncs.is_some() {
-            return self.durable.get(&id);
+            return self.disks.get(&id).map(|d| &d.durable);
         }
         match self.slots.get(&id)? {
             Slot::Up(n) => Some(n.store()),
@@ -453,24 +458,25 @@ impl Sim {
             if let Some(Slot::Up(node)) = self.slots.remove(&id) {
                 let store = match &self.cfg.syncs {
                     Some(syncs) => {
-                        self.held.remove(&id);
-                        self.sync_scheduled.remove(&id);
-                        self.marks.remove(&id);
                         // The store recovers a prefix of its writes: those the last sync covered,
-                        // and perhaps some later ones that reached the disk anyway.
-                        let mut steps = self.unsynced.remove(&id).unwrap_or_default();
-                        let kept = self.crash_rng.random_range(0..=steps.len());
-                        if kept < steps.len() {
+                        // and perhaps some later ones that reached the disk anyway. Everything
+                        // else on the disk goes (the marks, the held effects, the sync due).
+                        let disk = std::mem::take(self.disks.entry(id).or_default());
+                        let Disk { mut durable, mut unsynced, .. } = disk;
+                        let kept = self.crash_rng.random_range(0..=unsynced.len());
+                        if kept < unsynced.len() {
                             self.report.unsynced_crashes += 1;
                         }
-                        steps.truncate(kept);
-                        if let Some(last) = steps.pop() {
-                            self.durable.insert(id, last);
+                        unsynced.truncate(kept);
+                        if let Some(last) = unsynced.pop() {
+                            durable = last;
                         }
                         if syncs.flaw != Some(SyncFlaw::KeepIncarnation) {
                             *self.incarnations.entry(id).or_default() += 1;
                         }
-                        self.durable.get(&id).cloned().unwrap_or_default()
+                        let store = durable.clone();
+                        self.disks.insert(id, Disk { durable, ..Disk::default() });
+                        store
                     }
                     None => node.into_store(),
                 };
@@ -857,8 +863,7 @@ impl Sim {
             }
             EventKind::Restart { node } => self.restart(node),
             EventKind::Sync { node, generation } => {
-                if self.sync_scheduled.get(&node) == Some(&generation) {
-                    self.sync_scheduled.remove(&node);
+                if self.disks.get(&node).and_then(|d| d.sync_due) == Some(generation) {
                     self.sync(node);
                 }
             }
@@ -869,12 +874,13 @@ impl Sim {
     /// Under [`SimConfig::syncs`]: makes `id`'s writes durable and lets out what waited for it.
     fn sync(&mut self, id: NodeId) {
         let Some(Slot::Up(node)) = self.slots.get(&id) else { return };
-        self.durable.insert(id, node.store().clone());
-        self.unsynced.remove(&id);
-        let marks = self.marks.entry(id).or_default();
-        marks.durable = marks.written;
-        marks.keys.clear();
-        for e in self.held.remove(&id).unwrap_or_default() {
+        let disk = self.disks.entry(id).or_default();
+        disk.durable = node.store().clone();
+        disk.unsynced.clear();
+        disk.sync_due = None;
+        disk.marks.durable = disk.marks.written;
+        disk.marks.keys.clear();
+        for e in std::mem::take(&mut disk.held) {
             self.apply(id, e);
         }
     }
@@ -885,7 +891,7 @@ impl Sim {
         let mut effects = Vec::new();
         let (stored, read, taken) = match self.cfg.syncs {
             Some(_) => {
-                let marks = self.marks.entry(id).or_default();
+                let marks = &self.disks.entry(id).or_default().marks;
                 let read = node.reads(&input).map(|r| match r {
                     Record::Data(key) => marks.keys.get(key).copied().unwrap_or(0),
                     Record::Hint(..) if marks.hints > marks.durable => marks.hints,
@@ -906,10 +912,11 @@ impl Sim {
             }
             return;
         };
-        let marks = self.marks.entry(id).or_default();
+        let disk = self.disks.entry(id).or_default();
+        let marks = &mut disk.marks;
         let before = marks.written;
         if *node.store() != stored {
-            self.unsynced.entry(id).or_default().push(node.store().clone());
+            disk.unsynced.push(node.store().clone());
             marks.written += 1;
             let changed = |k: &Key| stored.data.get(k) != node.store().data.get(k);
             for k in node.store().data.keys().chain(stored.data.keys()) {
@@ -949,17 +956,20 @@ impl Sim {
                 ready.push(e);
             } else {
                 self.report.held_for_sync += 1;
-                self.held.entry(id).or_default().push(e);
+                disk.held.push(e);
             }
         }
-        let dirty = after > marks.durable;
+        let due = (after > marks.durable && disk.sync_due.is_none()).then(|| {
+            self.generation += 1;
+            self.generation
+        });
+        if due.is_some() {
+            disk.sync_due = due;
+        }
         for e in ready {
             self.apply(id, e);
         }
-        if dirty && !self.sync_scheduled.contains_key(&id) {
-            self.generation += 1;
-            let generation = self.generation;
-            self.sync_scheduled.insert(id, generation);
+        if let Some(generation) = due {
             let (lo, hi) = syncs.after_ms;
             let after = self.rng.random_range(lo..=hi.max(lo));
             self.schedule(after, EventKind::Sync { node: id, generation });

@@ -1,7 +1,8 @@
 //! Simulator runs over many seeds: no acknowledged write lost, no dot issued twice, reads return
 //! only written values, and once faults stop and the cluster quiesces every primary holds the same
 //! siblings and no hints remain; also with contexts cut to two entries, and with writes durable
-//! only at syncs (copies leaving before them, crashes losing the rest). `DYNAMO_SIM_SEED=S` replays one seed; `DYNAMO_SIM_SEEDS=K` runs K seeds.
+//! only at syncs (copies leaving before them, crashes losing the rest). `DYNAMO_SIM_SEED=S`
+//! replays one seed; `DYNAMO_SIM_SEEDS=K` runs K seeds.
 
 use dynamo_model::sim::{Sim, SimConfig, SyncFlaw, Syncs};
 

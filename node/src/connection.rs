@@ -281,6 +281,23 @@ fn framed(stream: TcpStream) -> PeerFramed {
     Framed::new(stream, codec)
 }
 
+#[cfg(test)]
+impl PeerContext {
+    /// Node `me`'s context in a cluster `test` with one other node, `peer`, for unit tests.
+    pub(crate) fn for_test(me: u16, peer: u16, secret: &ClusterSecret) -> PeerContext {
+        PeerContext {
+            cluster: "test".into(),
+            me: NodeId(me),
+            peers: [NodeId(peer)].into(),
+            ring: RingShape::default(),
+            frame_bytes_max: 1 << 20,
+            secret: secret.clone(),
+            inbound: Default::default(),
+            net: Arc::new(NetStats::default()),
+        }
+    }
+}
+
 impl PeerContext {
     /// This node's hello, with a fresh nonce.
     fn hello(&self) -> Hello {
@@ -1008,24 +1025,11 @@ mod tests {
         assert!(bytes <= HELLO_BYTES_MAX, "{bytes} bytes");
     }
 
-    fn context(me: u16, peer: u16, secret: &ClusterSecret) -> PeerContext {
-        PeerContext {
-            cluster: "test".into(),
-            me: NodeId(me),
-            peers: [NodeId(peer)].into(),
-            ring: RingShape::default(),
-            frame_bytes_max: 1 << 20,
-            secret: secret.clone(),
-            inbound: Default::default(),
-            net: Arc::new(NetStats::default()),
-        }
-    }
-
     /// The handshake between node 1 (dialling) and node 2, each with its own secret: what each
     /// side's `prove` returned. Each side closes its end when it is done, as a node does.
     async fn handshake(one: &ClusterSecret, two: &ClusterSecret) -> [Result<(), String>; 2] {
         let (a, b) = pair().await;
-        let (ctx1, ctx2) = (context(1, 2, one), context(2, 1, two));
+        let (ctx1, ctx2) = (PeerContext::for_test(1, 2, one), PeerContext::for_test(2, 1, two));
         let (mut f1, mut f2) = (framed(a), framed(b));
         let (h1, h2) = (ctx1.hello(), ctx2.hello());
         let (h1, h2) = (&h1, &h2);
@@ -1084,7 +1088,7 @@ mod tests {
     async fn connections_that_break_at_once_are_redialled_after_a_growing_delay() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let peer = Arc::new(context(2, 1, &ClusterSecret::none()));
+        let peer = Arc::new(PeerContext::for_test(2, 1, &ClusterSecret::none()));
         let acceptor = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let mut f = framed(stream);
@@ -1096,8 +1100,10 @@ mod tests {
                 // Dropped here: the connection closes right after the handshake.
             }
         });
-        let link =
-            Arc::new(PeerLink::new(Arc::new(context(1, 2, &ClusterSecret::none())), NodeId(2)));
+        let link = Arc::new(PeerLink::new(
+            Arc::new(PeerContext::for_test(1, 2, &ClusterSecret::none())),
+            NodeId(2),
+        ));
         let (shutdown, _) = Shutdown::new();
         let task = tokio::spawn(run_link(link.clone(), addr, shutdown.subscribe()));
         tokio::time::sleep(Duration::from_millis(1_500)).await;

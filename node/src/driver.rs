@@ -6,9 +6,9 @@
 //! [`dynamo_model::Node::handle`], makes the batch's store writes durable under the sync policy
 //! (one fsync for the whole batch, or for several: group commit), and only then lets the effects
 //! out (under `always`, each once what it depends on is durable, and copies for peers to keep at
-//! once: see below): peer sends are queued on the peers' links (and written by the driver itself once it runs
-//! out of input: see [`crate::connection::PeerLink`]), replies go to the waiting HTTP handlers,
-//! timers into the timer table.
+//! once: see below): peer sends are queued on the peers' links (and written by the driver itself
+//! once it runs out of input: see [`crate::connection::PeerLink`]), replies go to the waiting
+//! HTTP handlers, timers into the timer table.
 //!
 //! It is a tokio task, so that handing work to it and back costs a task wake-up rather than an OS
 //! thread switch (a dedicated thread measured about 30% slower). sled reads and writes take
@@ -839,13 +839,24 @@ mod tests {
 
     /// A one-node driver under `sync` on `dir`, not yet running, its handle and its counters.
     fn one_node(dir: &std::path::Path, sync: SyncPolicy) -> (Driver, DriverHandle, Arc<NetStats>) {
-        let config = Arc::new(Config::new(ConfigParams::for_nodes([NodeId(1)])).expect("config"));
+        node_1(dir, ConfigParams::for_nodes([NodeId(1)]), Outbound::new(), sync)
+    }
+
+    /// Node 1's driver under `sync` on `dir`, in the cluster of `params`, sending on `outbound`;
+    /// not yet running. Its handle and its counters.
+    fn node_1(
+        dir: &std::path::Path,
+        params: ConfigParams,
+        outbound: Outbound,
+        sync: SyncPolicy,
+    ) -> (Driver, DriverHandle, Arc<NetStats>) {
+        let config = Arc::new(Config::new(params).expect("config"));
         let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
         let durable = sync == SyncPolicy::Always;
         let (store, incarnation) = SledStore::open(dir, NodeId(1), false, durable).expect("opens");
         let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
         let net = Arc::new(NetStats::default());
-        let (driver, handle) = Driver::new(node, Outbound::new(), net.clone(), sync, 1_000);
+        let (driver, handle) = Driver::new(node, outbound, net.clone(), sync, 1_000);
         (driver, handle, net)
     }
 
@@ -948,49 +959,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_effect_waits_for_the_writes_it_can_carry() {
-        let key = || Key(b"k".to_vec());
-        let op = dynamo_model::OpId { origin: NodeId(1), req: RequestId(7) };
-        let send = |msg| Effect::Send { to: NodeId(2), msg };
-        let fetch = send(Msg::Fetch { op, key: key(), intended: None });
-        let forward = send(Msg::Forward { req: RequestId(7), op: put("v") });
-        let store = send(Msg::Store {
-            op: Some(op),
-            key: key(),
-            siblings: Default::default(),
-            intended: None,
-        });
-        let fetched = send(Msg::FetchReply { op, siblings: Default::default() });
-        let ack = send(Msg::StoreAck { op });
-        let reply = Effect::Reply {
-            req: RequestId(7),
-            reply: ClientReply::Unavailable { replies: 1, needed: 2 },
-        };
-        // Made by a call that wrote nothing while writes up to mark 9 were not yet durable.
-        for carries_nothing_stored in [&fetch, &forward, &send(Msg::Ping), &send(Msg::Pong)] {
-            assert_eq!(dependency(carries_nothing_stored, 9, 9, None, None), 0);
-        }
-        // A copy for a peer to keep waits for nothing, not even its own call's writes.
-        for handoff in [&store, &send(Msg::Handoff { key: key(), siblings: Default::default() })] {
-            assert_eq!(dependency(handoff, 8, 9, None, None), 0);
-        }
-        // What may carry stored data, or vouch for it, waits for every write so far.
-        for carries in [&fetched, &ack] {
-            assert_eq!(dependency(carries, 9, 9, None, None), 9);
-        }
-        // The answer to a `Fetch`: the last write of what it read.
-        assert_eq!(dependency(&fetched, 9, 9, None, Some(3)), 3);
-        assert_eq!(dependency(&fetched, 9, 9, None, Some(0)), 0, "read what is durable");
-        // A client's answer: what its request depends on, and its own call's writes.
-        assert_eq!(dependency(&reply, 9, 9, Some(4), None), 4);
-        assert_eq!(dependency(&reply, 8, 9, Some(4), None), 9);
-        assert_eq!(dependency(&reply, 9, 9, None, None), 9, "unknown request: every write");
-        // A call's own writes count for everything but a copy.
-        assert_eq!(dependency(&fetch, 8, 9, None, None), 9);
-        assert_eq!(dependency(&fetched, 8, 9, None, Some(0)), 9);
-    }
-
     /// A one-node driver under `always` running on `dir`, whose fsyncs stall while the flag is
     /// set, and the count of fsyncs that began stalled.
     fn stalling_node(
@@ -1067,27 +1035,13 @@ mod tests {
         // Nothing else goes to node 2 meanwhile: no retry to suspect it, no tick to probe it.
         params.timeouts =
             dynamo_model::Timeouts { request_ms: 60_000, sloppy_retry_ms: 60_000, tick_ms: 60_000 };
-        let config = Arc::new(Config::new(params).expect("config"));
-        assert_eq!(config.n(), 2, "node 2 holds a copy of every key");
-        let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
-        let (store, incarnation) =
-            SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
-        let node = Node::new(ActorId::new(NodeId(1), incarnation), config, ring, store);
-        let net = Arc::new(NetStats::default());
-        let ctx = Arc::new(crate::connection::PeerContext {
-            cluster: "test".into(),
-            me: NodeId(1),
-            peers: [NodeId(2)].into(),
-            ring: Default::default(),
-            frame_bytes_max: 1 << 20,
-            secret: crate::config::ClusterSecret::none(),
-            inbound: Default::default(),
-            net: net.clone(),
-        });
+        assert_eq!(params.n, 2, "node 2 holds a copy of every key");
+        let secret = crate::config::ClusterSecret::none();
+        let ctx = Arc::new(crate::connection::PeerContext::for_test(1, 2, &secret));
         // Never connected: what the driver sends stays queued on it, where the test sees it.
         let link = Arc::new(PeerLink::new(ctx, NodeId(2)));
         let outbound: Outbound = [(NodeId(2), link.clone())].into();
-        let (driver, handle) = Driver::new(node, outbound, net, SyncPolicy::Always, 1_000);
+        let (driver, handle, _) = node_1(dir.path(), params, outbound, SyncPolicy::Always);
         let flusher = driver.flusher.clone();
         let task = tokio::spawn(driver.run());
         let (stall, put) = behind_a_stalled_fsync(&handle, &flusher, put("v")).await;

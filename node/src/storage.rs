@@ -1009,9 +1009,9 @@ mod tests {
         drop(s);
         let (s, fifth) = open(true).expect("reopen under always after a clean shutdown");
         assert_eq!(fourth, fifth);
-        drop(s); // a crash under `always`
-                 // Copies of new versions left before their fsync: the actor goes, whatever the policy
-                 // of the restart.
+        // A crash under `always`: copies of new versions left before their fsync, so the actor
+        // goes, whatever the policy of the restart.
+        drop(s);
         let (s, sixth) = open(false).expect("reopen under none after a crash under always");
         assert_ne!(fifth, sixth, "copies could precede fsync under always too");
         // The record of a build that held every message behind its fsync under `always`: a

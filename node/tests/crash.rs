@@ -36,6 +36,14 @@ impl Drop for Proc {
 }
 
 fn spawn(cfg: &NodeConfig) -> Proc {
+    let mut cmd = serve_command(cfg);
+    cmd.stderr(Stdio::inherit());
+    Proc(cmd.spawn().expect("spawn dynamo serve"))
+}
+
+/// `dynamo serve` for `cfg` under `always` (its cluster secret written beside its data), its
+/// logs at `warn` and its stdout discarded.
+fn serve_command(cfg: &NodeConfig) -> Command {
     let secret = cfg.data_dir.with_extension("secret");
     std::fs::write(&secret, cfg.cluster_secret.bytes()).expect("write the cluster secret");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynamo"));
@@ -54,8 +62,8 @@ fn spawn(cfg: &NodeConfig) -> Proc {
     for (id, addr) in &cfg.peers {
         cmd.args(["--peer", &format!("{}={addr}", id.0)]);
     }
-    cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
-    Proc(cmd.spawn().expect("spawn dynamo serve"))
+    cmd.env("RUST_LOG", "warn").stdout(Stdio::null());
+    cmd
 }
 
 async fn wait_serving(client: &HttpClient, url: &str) {
@@ -369,7 +377,7 @@ async fn exit_status(p: &mut Proc) -> std::process::ExitStatus {
         if let Some(s) = p.0.try_wait().expect("try_wait") {
             return s;
         }
-        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+        assert!(Instant::now() < deadline, "the node did not exit within 15 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -538,35 +546,11 @@ async fn a_sled_thread_panic_while_the_store_opens_refuses_the_start_with_advice
     header[0..4].copy_from_slice(&crc.to_le_bytes());
     db.write_all_at(&header, 0).expect("write the header");
     drop(db);
-    let secret = cfg.data_dir.with_extension("secret");
-    std::fs::write(&secret, cfg.cluster_secret.bytes()).expect("write the cluster secret");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo"))
-        .arg("serve")
-        .args(["--cluster", &cfg.cluster, "--id", "1", "--sync", "always"])
-        .arg("--cluster-secret-file")
-        .arg(&secret)
-        .args(["--peer-listen", &cfg.peer_listen.to_string()])
-        .args(["--http-listen", &cfg.http_listen.to_string()])
-        .arg("--data-dir")
-        .arg(&cfg.data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dynamo serve");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the node neither started nor refused to");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut cmd = serve_command(&cfg);
+    let mut node = Proc(cmd.stderr(Stdio::piped()).spawn().expect("spawn dynamo serve"));
+    let status = exit_status(&mut node).await;
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+    std::io::Read::read_to_string(&mut node.0.stderr.take().expect("stderr"), &mut stderr)
         .expect("read stderr");
     assert!(stderr.contains("thread 'sled-io-"), "the panic was on sled's thread: {stderr}");
     assert_eq!(status.code(), Some(1), "refused, not aborted: {status:?} {stderr}");
