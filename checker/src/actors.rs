@@ -2,9 +2,18 @@
 //!
 //! A storage node actor owns a [`Node<MemStore>`] and feeds every message and timer to
 //! [`Node::handle`], then turns the core's [`Effect`]s into stateright commands. It holds no
-//! protocol logic of its own. The node's [`MemStore`] is the actor's durable `Storage`: it is saved
-//! after every step that changed it, so stateright's `Crash` / `Recover` drop the volatile state
-//! (operations in progress, suspicions, timers) and restart the node from what was durable.
+//! protocol logic of its own. The node's [`MemStore`] (with its incarnation, as [`Durable`]) is
+//! the actor's durable `Storage`: it is saved after every step that changed it, so stateright's
+//! `Crash` / `Recover` drop the volatile state (operations in progress, suspicions, timers) and
+//! restart the node from what was durable.
+//!
+//! **Unsynced writes** ([`Durability::Syncs`]). The node's driver under `always` lets a copy for a
+//! peer leave before its own writes are durable, and holds every other effect until a sync covers
+//! what it depends on. In this mode the actor does the same with the core's own rule
+//! ([`dynamo_model::marks`]): a step's writes are saved only at the node's next
+//! [`ModelTimer::Sync`], which may fire at any moment after them; the held effects leave then. A
+//! crash loses what no sync covered, and the restart takes a new incarnation, recorded with the
+//! store, as the node does after every crash.
 //!
 //! A client actor runs a fixed script of gets and puts, one at a time, each sent to a chosen node,
 //! and remembers every outcome. Properties read those outcomes; they never re-derive them.
@@ -21,6 +30,8 @@
 //! still explored: its only other effect, the `Ping` clearing the receiver's own suspicion of the
 //! sender, is what the receiver's own probe does. See `checker/README.md`.
 
+use dynamo_model::marks::Marks;
+use dynamo_model::sim::SyncFlaw;
 use dynamo_model::{
     ActorId, ClientOp, ClientReply, Config, Context, Dot, Effect, Input, Key, MemStore, Msg, Node,
     NodeId, RequestId, Ring, Timer, Version,
@@ -58,6 +69,35 @@ pub enum ModelTimer {
     Node(Timer),
     /// A probe of a suspected peer is answered: the node receives a `Pong` from it.
     Probe(NodeId),
+    /// Under [`Durability::Syncs`], the node's sync: its writes so far become durable and the
+    /// effects held for them leave.
+    Sync,
+}
+
+/// When a node's writes become durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// With the step that made them, before any of its effects leaves.
+    #[default]
+    EveryStep,
+    /// At the node's next sync, some time later: copies for peers leave at once, every other
+    /// effect waits for the writes it depends on, and a restart after a crash takes a new
+    /// incarnation. The flaw, if any, is a mistake made on purpose, to show the properties catch
+    /// it.
+    Syncs(Option<SyncFlaw>),
+}
+
+/// A storage node's durable storage: its store, and the incarnation it last started under.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Durable {
+    /// The store as of the last save.
+    pub store: MemStore,
+    /// The node's incarnation (always 0 when every step's writes are durable with it).
+    pub incarnation: u32,
+    /// Under [`Durability::Syncs`], how many times the node restarted (the incarnation, unless
+    /// the flaw keeps it); the checker bounds it. Always 0 otherwise, so that a restarted node
+    /// is the same state as one that never crashed.
+    pub restarts: u32,
 }
 
 /// The storage node with actor index `i` is `NodeId(i)`; clients come after the nodes.
@@ -156,12 +196,18 @@ pub struct NodeState {
     /// be cut, as a replacing version then need not name what the replaced one's past named;
     /// tracked only there.
     pub version_lost: bool,
+    /// Under [`Durability::Syncs`], the writes no sync covered yet (always empty otherwise).
+    pub marks: Marks,
+    /// Under [`Durability::Syncs`], the effects waiting for the next sync, in order.
+    pub held: Vec<Effect>,
+    /// The restart count of its durable storage ([`Durable::restarts`]).
+    pub restarts: u32,
 }
 
-/// Hashes everything but the node's store: the actor saves its store after every step that
-/// changed it (and a crashed or restarted node holds its saved store), so the store always equals
-/// the actor's durable storage, which the model state hashes anyway. Hashing it twice would only
-/// double the cost of every state's fingerprint.
+/// Hashes the node's store only while some of its writes are not durable: otherwise the store
+/// equals the actor's durable storage (the actor saves it after every step that changed it, or
+/// at each sync, and a crashed or restarted node holds its saved store), which the model state
+/// hashes anyway. Hashing it twice would only double the cost of every state's fingerprint.
 impl Hash for NodeState {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.node.id().hash(h);
@@ -169,6 +215,12 @@ impl Hash for NodeState {
         self.node.volatile().hash(h);
         self.clock_regressed.hash(h);
         self.version_lost.hash(h);
+        self.marks.hash(h);
+        self.held.hash(h);
+        self.restarts.hash(h);
+        if self.marks.unsynced() {
+            self.node.store().hash(h);
+        }
     }
 }
 
@@ -200,6 +252,8 @@ pub enum Role {
         /// Contexts can be cut: watch for lost versions (`version_lost`) instead of clock
         /// regressions, which a cut makes by design (tracking both would split states on it).
         cuts: bool,
+        /// When the node's writes become durable.
+        durability: Durability,
     },
     /// A client running a script.
     Client {
@@ -214,19 +268,37 @@ impl Actor for Role {
     type Msg = Wire;
     type Timer = ModelTimer;
     type State = RoleState;
-    type Storage = MemStore;
+    type Storage = Durable;
     type Random = ();
 
-    fn on_start(&self, id: Id, storage: &Option<MemStore>, o: &mut Out<Self>) -> RoleState {
+    fn on_start(&self, id: Id, storage: &Option<Durable>, o: &mut Out<Self>) -> RoleState {
         match self {
-            Role::Node { actor, config, ring, .. } => {
-                let store = storage.clone().unwrap_or_default();
-                let node = Node::new(*actor, config.clone(), ring.clone(), store);
-                let mut ns = NodeState { node, clock_regressed: false, version_lost: false };
-                if storage.is_none() {
+            Role::Node { actor, config, ring, durability, .. } => {
+                let mut durable = storage.clone().unwrap_or_default();
+                // Every start over a saved store is a restart after a crash: under syncs it may
+                // have lost writes whose copies left, so it takes a new incarnation and records
+                // it before anything else (unless keeping it is the flaw run on purpose).
+                let restart = storage.is_some() && *durability != Durability::EveryStep;
+                if restart {
+                    durable.restarts += 1;
+                    if *durability != Durability::Syncs(Some(SyncFlaw::KeepIncarnation)) {
+                        durable.incarnation += 1;
+                    }
+                }
+                let actor = ActorId::new(actor.node, durable.incarnation);
+                let node = Node::new(actor, config.clone(), ring.clone(), durable.store.clone());
+                let mut ns = NodeState {
+                    node,
+                    clock_regressed: false,
+                    version_lost: false,
+                    marks: Marks::default(),
+                    held: Vec::new(),
+                    restarts: durable.restarts,
+                };
+                if storage.is_none() || restart {
                     // Saved at once, so that a store that was never written and one that was
                     // emptied (a fallback whose hints were all delivered) are the same state.
-                    o.save(MemStore::default());
+                    o.save(durable);
                 }
                 self.step_node(&mut ns, Input::Start, o);
                 RoleState::Node(Box::new(ns))
@@ -267,6 +339,10 @@ impl Actor for Role {
         let input = match *timer {
             ModelTimer::Node(t) => Input::Timer(t),
             ModelTimer::Probe(peer) => Input::Peer { from: peer, msg: Msg::Pong },
+            ModelTimer::Sync => {
+                let RoleState::Node(ns) = state.to_mut() else { return };
+                return self.sync(ns, o);
+            }
         };
         // Run the timer on a copy and keep the copy only if the protocol state changed: a tick
         // with nothing to do then counts as a no-op and stateright does not explore it.
@@ -291,19 +367,56 @@ impl Role {
     /// Nothing reads a crashed node's volatile state (it receives no message and fires no timer)
     /// and recovery rebuilds it from the store, so this changes no behaviour. `None` for a
     /// client.
-    pub fn crashed(&self, ns: &NodeState) -> Option<NodeState> {
+    pub fn crashed(&self, ns: &NodeState, durable: &Durable) -> Option<NodeState> {
         let Role::Node { actor, config, ring, .. } = self else { return None };
-        let node = Node::new(*actor, config.clone(), ring.clone(), ns.node.store().clone());
-        Some(NodeState { node, ..ns.clone() })
+        let actor = ActorId::new(actor.node, durable.incarnation);
+        let node = Node::new(actor, config.clone(), ring.clone(), durable.store.clone());
+        Some(NodeState {
+            node,
+            marks: Marks::default(),
+            held: Vec::new(),
+            restarts: durable.restarts,
+            ..ns.clone()
+        })
+    }
+
+    /// What `ns` saves: its store now, its incarnation and its restart count.
+    fn durable(&self, ns: &NodeState) -> Durable {
+        let incarnation = ns.node.actor().incarnation;
+        Durable { store: ns.node.store().clone(), incarnation, restarts: ns.restarts }
+    }
+
+    /// Under [`Durability::Syncs`]: the node's writes so far become durable, and the effects
+    /// held for them leave.
+    fn sync(&self, ns: &mut NodeState, o: &mut Out<Self>) {
+        o.save(self.durable(ns));
+        ns.marks.synced();
+        for effect in std::mem::take(&mut ns.held) {
+            self.emit(effect, o);
+        }
     }
 
     /// Hands one input to the core and carries out its effects.
     fn step_node(&self, ns: &mut NodeState, input: Input, o: &mut Out<Self>) {
-        let Role::Node { key, probe_timers, cuts, .. } = self else { return };
+        let Role::Node { key, probe_timers, cuts, durability, .. } = self else { return };
         let before = ns.node.store().clone();
         let suspected_before = ns.node.volatile().suspected.clone();
-        let mut effects = Vec::new();
-        ns.node.handle(0, input, &mut effects);
+        let effects = match durability {
+            Durability::EveryStep => {
+                let mut effects = Vec::new();
+                ns.node.handle(0, input, &mut effects);
+                effects
+            }
+            Durability::Syncs(flaw) => {
+                let answer_early = *flaw == Some(SyncFlaw::AnswerBeforeSync);
+                let step = ns.marks.step(&mut ns.node, 0, input, answer_early);
+                ns.held.extend(step.held);
+                if ns.marks.unsynced() {
+                    o.set_timer(ModelTimer::Sync, model_timeout());
+                }
+                step.ready
+            }
+        };
         if *probe_timers {
             // A probe timer is set exactly while its peer is suspected (a crash cancels them all
             // and a restarted node suspects nobody).
@@ -314,7 +427,6 @@ impl Role {
             for peer in suspected_before.difference(after) {
                 o.cancel_timer(ModelTimer::Probe(*peer));
             }
-            effects.retain(|e| !matches!(e, Effect::Send { msg: Msg::Ping | Msg::Pong, .. }));
         }
         if *ns.node.store() != before {
             let old = before.data.get(key);
@@ -333,22 +445,29 @@ impl Role {
                     ns.clock_regressed = true;
                 }
             }
-            // The durability rule: the write is durable before any effect of this step leaves (the
-            // node lets copies for peers go sooner; the simulator covers that, see the README).
-            o.save(ns.node.store().clone());
+            // The durability rule: the write is durable before any effect of this step leaves
+            // (under syncs, before any that depends on it: `sync` saves it).
+            if *durability == Durability::EveryStep {
+                o.save(self.durable(ns));
+            }
         }
         for effect in effects {
-            match effect {
-                Effect::Send { to, msg } => o.send(actor_of(to), Wire::Peer(msg)),
-                Effect::Reply { req, reply } => {
-                    let (client, seq) = split_request_id(req);
-                    o.send(client, Wire::Reply { seq, reply });
-                }
-                Effect::SetTimer { timer, .. } => {
-                    o.set_timer(ModelTimer::Node(timer), model_timeout())
-                }
-                Effect::CancelTimer(timer) => o.cancel_timer(ModelTimer::Node(timer)),
+            self.emit(effect, o);
+        }
+    }
+
+    /// Carries out one effect of the core (probes are left to the probe timers when those are on).
+    fn emit(&self, effect: Effect, o: &mut Out<Self>) {
+        let Role::Node { probe_timers, .. } = self else { return };
+        match effect {
+            Effect::Send { msg: Msg::Ping | Msg::Pong, .. } if *probe_timers => {}
+            Effect::Send { to, msg } => o.send(actor_of(to), Wire::Peer(msg)),
+            Effect::Reply { req, reply } => {
+                let (client, seq) = split_request_id(req);
+                o.send(client, Wire::Reply { seq, reply });
             }
+            Effect::SetTimer { timer, .. } => o.set_timer(ModelTimer::Node(timer), model_timeout()),
+            Effect::CancelTimer(timer) => o.cancel_timer(ModelTimer::Node(timer)),
         }
     }
 

@@ -6,12 +6,15 @@
 //! configurations ([`Setup::named`]) give a protocol designer reproducible starting points; flags
 //! override their fields.
 
-use crate::actors::{NodeState, Role, RoleState, Step, Wire};
+use crate::actors::{actor_of, Durability, NodeState, Role, RoleState, Step, Wire};
 use crate::properties;
 use crate::register_view::History;
 use crate::symmetry::Symmetry;
 use dynamo_model::mutant::Mutant;
-use dynamo_model::{ActorId, Config, ConfigError, ConfigParams, Key, Limits, Msg, NodeId, Ring};
+use dynamo_model::sim::SyncFlaw;
+use dynamo_model::{
+    ActorId, Config, ConfigError, ConfigParams, Effect, Key, Limits, Msg, NodeId, Ring,
+};
 use stateright::actor::{ActorModel, ActorModelAction, ActorModelState, Id, LossyNetwork, Network};
 use stateright::{Model, Path, Property};
 use std::collections::BTreeSet;
@@ -137,6 +140,9 @@ pub struct Setup {
     /// the default, contexts can be cut ([`Setup::cuts_contexts`]) and the properties follow a
     /// write's lineage through the pasts of every version ever sent.
     pub context_entries_max: usize,
+    /// When a node's writes become durable: with each step (the default), or at syncs, as the
+    /// node's driver makes them under `always` (see [`Durability`]).
+    pub durability: Durability,
 }
 
 /// Names of the configurations [`Setup::named`] knows.
@@ -167,6 +173,7 @@ impl Setup {
             linearizability: false,
             mutant: None,
             context_entries_max: Limits::default().context_entries_max,
+            durability: Durability::EveryStep,
         };
         match name {
             // Seconds: 3 nodes (2 primaries, 1 fallback), one client, one put and one get.
@@ -258,6 +265,18 @@ impl Setup {
     /// [`Setup::check`]).
     pub fn cuts_contexts(&self) -> bool {
         self.context_entries_max < Limits::default().context_entries_max
+    }
+
+    /// Whether writes become durable only at syncs ([`Durability::Syncs`]).
+    pub fn unsynced(&self) -> bool {
+        self.durability != Durability::EveryStep
+    }
+
+    /// Whether the run keeps the lineage of every version sent: where contexts are cut (the
+    /// properties follow chains of pasts) and where writes wait for syncs (a crash can lose a
+    /// version whose copies left, and no dot may then be issued for a second one).
+    pub fn follows_lineage(&self) -> bool {
+        self.cuts_contexts() || self.unsynced()
     }
 
     /// Checks what the protocol's configuration cannot: lineage needs versions to be sent.
@@ -354,6 +373,7 @@ impl Setup {
                 key: key.clone(),
                 probe_timers: self.probe_timers,
                 cuts: self.cuts_contexts(),
+                durability: self.durability,
             })
             .collect();
         let mut clients = Vec::new();
@@ -398,7 +418,7 @@ impl Setup {
         } else {
             None
         };
-        let history = History::new(self.linearizability, symmetry, self.cuts_contexts());
+        let history = History::new(self.linearizability, symmetry, self.follows_lineage());
         let actors = ActorModel::new(info, history)
             .actors(nodes)
             .actors(clients)
@@ -434,7 +454,7 @@ impl Setup {
     pub fn uses_symmetry(&self) -> bool {
         self.symmetry
             && !self.linearizability
-            && !self.cuts_contexts()
+            && !self.follows_lineage()
             && self.network == NetworkKind::Unordered
     }
 
@@ -462,8 +482,9 @@ impl Setup {
             (
                 "crashes",
                 format!(
-                    "at most {} node(s) down at once{}",
+                    "at most {} node(s) down at once{}{}",
                     self.crashes,
+                    if self.unsynced() { " and in the whole run" } else { "" },
                     if self.skip_idle_crashes {
                         ", only nodes with volatile state crash"
                     } else {
@@ -552,8 +573,37 @@ impl Setup {
                     format!("at most {} entries (never cut here)", self.context_entries_max)
                 },
             ),
+            (
+                "writes",
+                match self.durability {
+                    Durability::EveryStep => {
+                        "durable with the step that made them, before any of its effects leaves"
+                            .into()
+                    }
+                    Durability::Syncs(flaw) => format!(
+                        "durable at the node's next sync (any moment after); copies for peers \
+                         leave at once, other effects wait for what they depend on; a crash \
+                         loses the rest and the restart takes a new incarnation{}",
+                        match flaw {
+                            None => String::new(),
+                            Some(f) => format!(" (flaw on purpose: {})", sync_flaw_name(f)),
+                        }
+                    ),
+                },
+            ),
         ]
     }
+}
+
+/// The flaws a run under syncs can carry on purpose, by command-line name.
+pub const SYNC_FLAWS: [(&str, SyncFlaw); 2] = [
+    ("keep-incarnation", SyncFlaw::KeepIncarnation),
+    ("answer-before-sync", SyncFlaw::AnswerBeforeSync),
+];
+
+/// The command-line name of a flaw.
+pub fn sync_flaw_name(flaw: SyncFlaw) -> &'static str {
+    SYNC_FLAWS.iter().find(|(_, f)| *f == flaw).map(|(n, _)| *n).unwrap_or("?")
 }
 
 /// What the properties need to know about a run, shared by every state.
@@ -685,7 +735,19 @@ impl DynamoModel {
         if self.cfg.setup.skip_idle_crashes && loses_nothing(&self.cfg.setup, ns) {
             return None;
         }
-        let kept = self.inner.actors.get(i)?.crashed(ns)?;
+        if self.cfg.setup.unsynced() {
+            // Each restart takes a new incarnation, so runs with more crashes never merge with
+            // runs with fewer: the crashes of the whole run are bounded, not only those at once.
+            let restarts: usize = (0..self.cfg.node_count)
+                .filter_map(|n| last.actor_storages.get(n).cloned().flatten())
+                .map(|d| d.restarts as usize)
+                .sum();
+            if restarts >= self.cfg.setup.crashes {
+                return None;
+            }
+        }
+        let durable = last.actor_storages.get(i).cloned().flatten().unwrap_or_default();
+        let kept = self.inner.actors.get(i)?.crashed(ns, &durable)?;
         let mut next = self.inner.next_state(last, ActorModelAction::Crash(id))?;
         if self.cfg.setup.merge_restarts {
             next.actor_states[i] = Arc::new(RoleState::Node(Box::new(kept)));
@@ -792,7 +854,30 @@ fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
     let mut exchanges = BTreeSet::new();
     let mut count = 0;
     let max = info.setup.in_flight_budget();
-    for (src, dst, msg, copies) in envelopes(&state.network) {
+    // Under syncs, a peer message a node holds for its sync is already on its way: it counts as
+    // in flight (otherwise a sync put off for ever would let a node pile up answers to a
+    // handoff its peer's ticks keep sending).
+    let held: Vec<(Id, Id, Wire)> = state
+        .actor_states
+        .iter()
+        .take(info.node_count)
+        .enumerate()
+        .flat_map(|(i, s)| match &**s {
+            RoleState::Node(ns) => ns
+                .held
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Send { to, msg } => {
+                        Some((Id::from(i), actor_of(*to), Wire::Peer(msg.clone())))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            RoleState::Client(_) => Vec::new(),
+        })
+        .collect();
+    let held = held.iter().map(|(src, dst, msg)| (*src, *dst, msg, 1));
+    for (src, dst, msg, copies) in envelopes(&state.network).into_iter().chain(held) {
         // Client requests and replies are bounded by the clients themselves (one operation in
         // flight each); the budget counts peer messages.
         if matches!(msg, Wire::Peer(_)) {
@@ -830,7 +915,7 @@ impl fmt::Display for Setup {
 /// The message type, re-exported for trace printing.
 pub type WireMsg = Wire;
 
-/// Whether crashing a node in state `ns` would lose nothing. Its store is durable and it has no
+/// Whether crashing a node in state `ns` would lose nothing. Its writes are durable, and it has no
 /// operation or forward to lose, so the crash and its recovery look, to everyone else, like a
 /// stretch in which the node happened to do nothing while its messages were delayed, which the
 /// network already allows. Leaving out these crashes keeps every reachable combination of stores
@@ -842,7 +927,8 @@ pub type WireMsg = Wire;
 /// duplicating network: elsewhere no request arrives twice, so it never decides anything.
 fn loses_nothing(setup: &Setup, ns: &NodeState) -> bool {
     let v = ns.node.volatile();
-    v.ops.is_empty()
+    !ns.marks.unsynced()
+        && v.ops.is_empty()
         && v.forwards.is_empty()
         && (setup.probe_timers || v.suspected.is_empty())
         && (setup.network != NetworkKind::Duplicating || v.done.is_empty())

@@ -15,7 +15,7 @@
 //! is renamed here too.
 //! `tests/symmetry.rs` checks that the renaming commutes with every step of the model.
 
-use crate::actors::{ClientState, ModelTimer, NodeState, Outcome, RoleState, Step, Wire};
+use crate::actors::{ClientState, Durable, ModelTimer, NodeState, Outcome, RoleState, Step, Wire};
 use crate::setup::DynamoState;
 use dynamo_model::coordinator::{Coord, CoordKind};
 use dynamo_model::node::Volatile;
@@ -323,12 +323,21 @@ impl Renaming {
         ClientState { outcomes, waiting: *waiting }
     }
 
+    /// A node's state renamed. Its sync marks and held effects are taken as they are: symmetry
+    /// is off where writes wait for syncs (see `Setup::uses_symmetry`), so they are empty here.
     fn node(&self, ns: &NodeState) -> NodeState {
-        let NodeState { node, clock_regressed, version_lost } = ns;
+        let NodeState { node, clock_regressed, version_lost, marks, held, restarts } = ns;
         let mut node = node.clone();
         *node.volatile_mut() = self.volatile(node.volatile());
         *node.store_mut() = self.store(node.store());
-        NodeState { node, clock_regressed: *clock_regressed, version_lost: *version_lost }
+        NodeState {
+            node,
+            clock_regressed: *clock_regressed,
+            version_lost: *version_lost,
+            marks: marks.clone(),
+            held: held.clone(),
+            restarts: *restarts,
+        }
     }
 
     fn timer(&self, t: &ModelTimer) -> ModelTimer {
@@ -339,6 +348,7 @@ impl Renaming {
             }
             ModelTimer::Node(Timer::Tick) => ModelTimer::Node(Timer::Tick),
             ModelTimer::Probe(n) => ModelTimer::Probe(*n),
+            ModelTimer::Sync => ModelTimer::Sync,
         }
     }
 
@@ -382,8 +392,9 @@ impl Renaming {
             random_choices: self.place(&s.random_choices, Clone::clone),
             crashed: self.place(&s.crashed, Clone::clone),
             history: s.history.clone(),
-            actor_storages: self
-                .place(&s.actor_storages, |st| st.as_ref().map(|st| self.store(st))),
+            actor_storages: self.place(&s.actor_storages, |st| {
+                st.as_ref().map(|d| Durable { store: self.store(&d.store), ..d.clone() })
+            }),
         })
     }
 }

@@ -57,7 +57,12 @@ fn action(model: &DynamoModel, a: &DynamoAction) -> String {
         ActorModelAction::Timeout(id, ModelTimer::Probe(peer)) => {
             format!("{}: probe of suspected {peer} answered (Pong)", name(id))
         }
-        ActorModelAction::Crash(id) => format!("{} CRASHES (volatile state lost)", name(id)),
+        ActorModelAction::Timeout(id, ModelTimer::Sync) => {
+            format!("{}: sync (its writes durable, held effects leave)", name(id))
+        }
+        ActorModelAction::Crash(id) => {
+            format!("{} CRASHES (volatile state and unsynced writes lost)", name(id))
+        }
         ActorModelAction::Recover(id) => format!("{} RECOVERS from its durable store", name(id)),
         ActorModelAction::SelectRandom { actor, .. } => format!("{}: random choice", name(actor)),
     }
@@ -69,7 +74,7 @@ pub fn describe_state(model: &DynamoModel, s: &DynamoState) -> String {
     let info = &model.cfg;
     for i in 0..info.node_count {
         let id = Id::from(i);
-        let store = s.actor_storages.get(i).and_then(Option::as_ref);
+        let store = s.actor_storages.get(i).and_then(|d| d.as_ref().map(|d| &d.store));
         let data = store.and_then(|st| st.data.get(&info.key)).map(|d| format!("{d:?}"));
         let hints: Vec<String> = store
             .map(|st| st.hints.iter().map(|((n, _), h)| format!("for {n}: {h:?}")).collect())

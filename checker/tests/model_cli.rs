@@ -50,3 +50,22 @@ fn bad_flags_are_refused() {
     let (code, _) = dynamo_check(&["model", "--config", "tiny", "--mutant", "nope"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn unsynced_runs_say_so_and_a_sync_flaw_fails_with_a_trace() {
+    let (code, out) = dynamo_check(&["model", "--config", "tiny", "--strict", "--unsynced"]);
+    assert_eq!(code, 0, "{out}");
+    for needle in ["durable at the node's next sync", "a copy is durable elsewhere", "PASS"] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let flaw = ["model", "--config", "tiny", "--unsynced", "--sync-flaw", "answer-before-sync"];
+    let (code, out) = dynamo_check(&flaw);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("counterexample for \"acked put present"), "{out}");
+    assert!(out.contains("sync (its writes durable, held effects leave)"), "{out}");
+    let (code, _) = dynamo_check(&["model", "--config", "tiny", "--unsynced", "--sync-flaw", "x"]);
+    assert_eq!(code, 2);
+    // A flaw needs the mode it is a flaw of: refused as a bad argument.
+    let (code, _) = dynamo_check(&["model", "--config", "tiny", "--sync-flaw", "keep-incarnation"]);
+    assert_eq!(code, i32::from(dynamo_checker::cli::EXIT_BAD_INPUT));
+}

@@ -1,10 +1,12 @@
 //! Every seeded protocol bug is caught by at least one property (the one named here), which shows
 //! the properties have teeth. The unmutated protocol meets every expectation (`configs.rs`).
 
+use dynamo_checker::actors::Durability;
 use dynamo_checker::properties::names::*;
 use dynamo_checker::run::{check, RunOptions, Strategy};
 use dynamo_checker::setup::Setup;
 use dynamo_checker::Mutant;
+use dynamo_model::sim::SyncFlaw;
 
 /// Which property catches which mutant, in which configuration and quorum mode.
 const CATCHES: [(Mutant, &str, bool, &[&str]); 9] = [
@@ -36,10 +38,15 @@ fn caught_by(mutant: Mutant, config: &str, sloppy: bool) -> Vec<&'static str> {
     setup.sloppy = sloppy;
     setup.crashes = 0;
     setup.mutant = Some(mutant);
+    violations(&setup, mutant.name())
+}
+
+/// The properties `setup`, which carries a bug, violates; it must fail the check.
+fn violations(setup: &Setup, bug: &str) -> Vec<&'static str> {
     // Breadth-first finds the shortest counterexample, and fail-fast stops there.
     let opts = RunOptions { strategy: Strategy::Bfs, fail_fast: true, ..RunOptions::default() };
-    let report = check(&setup, &opts).expect("valid setup");
-    assert_eq!(report.exit_code(), 1, "{} must fail the check", mutant.name());
+    let report = check(setup, &opts).expect("valid setup");
+    assert_eq!(report.exit_code(), 1, "{bug} must fail the check");
     report.violated()
 }
 
@@ -73,5 +80,34 @@ const CAPPED_CATCHES: [(Mutant, &[&str]); 3] = [
 fn the_restated_properties_catch_mutants_under_cuts() {
     for (mutant, expected) in CAPPED_CATCHES {
         assert_caught(mutant, "capped", false, expected);
+    }
+}
+
+/// The mistakes writes durable only at syncs could be made with (`--unsynced --sync-flaw`, the
+/// simulator's `SyncFlaw`), each with the configuration and a property that catches it: keeping
+/// the incarnation after a crash lets the second put through the crashed coordinator take the
+/// lost put's counter, and answering before the sync acknowledges a write on fewer than W durable
+/// stores.
+const SYNC_FLAWS: [(SyncFlaw, &str, &[&str]); 2] = [
+    (SyncFlaw::KeepIncarnation, "canonical", &[NO_DOT_REUSE]),
+    (SyncFlaw::AnswerBeforeSync, "tiny", &[ACKED_DURABLE]),
+];
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
+fn every_sync_flaw_is_caught() {
+    for (flaw, config, expected) in SYNC_FLAWS {
+        for sloppy in [false, true] {
+            let mut setup = Setup::named(config).expect("known configuration");
+            setup.sloppy = sloppy;
+            setup.crashes = 1;
+            setup.durability = Durability::Syncs(Some(flaw));
+            let violated = violations(&setup, &format!("{flaw:?}"));
+            eprintln!("{flaw:?} caught on {config} (sloppy={sloppy}) by {violated:?}");
+            assert!(
+                violated.iter().any(|v| expected.contains(v)),
+                "{flaw:?} was caught on {config} by {violated:?}, expected one of {expected:?}"
+            );
+        }
     }
 }

@@ -34,6 +34,7 @@ pub mod handoff;
 pub mod ids;
 pub mod invariants;
 pub mod lineage;
+pub mod marks;
 pub mod msg;
 #[cfg(feature = "mutants")]
 pub mod mutant;

@@ -130,8 +130,9 @@ pub enum Basis {
 /// client, what the request depends on (`None` when unknown): the write mark at the end of the
 /// call that took it, or for a get the mark of the last write of its key not yet durable (0 if
 /// none); `fetched` is, when the call answered a `Fetch`, the mark of the last write not yet
-/// durable of what it read ([`Node::reads`]). The node's driver and the simulator
-/// ([`crate::sim::Syncs`]) both hold effects by it.
+/// durable of what it read ([`Node::reads`]). The node's driver holds effects by it, and so do
+/// the simulator ([`crate::sim::Syncs`]) and the model checker's unsynced mode, through
+/// [`crate::marks`].
 pub fn dependency(
     effect: &Effect,
     before: u64,

@@ -19,9 +19,10 @@
 //! With [`SimConfig::syncs`] writes become durable only at each node's syncs, as under the
 //! node's `always` policy, and a crash may lose what the last sync did not cover: each effect
 //! waits for a sync covering the writes it depends on, by the rule the node's driver applies
-//! ([`dependency`], over write marks kept here as the driver's store keeps them: copies for peers
-//! to keep leave at once, the answer to a read of durable data waits only for its own step's
-//! writes), and a node restarted after a crash writes under a new incarnation. The checks above
+//! ([`crate::dependency`], through [`crate::marks`], which the model checker's unsynced mode
+//! uses too: copies for peers to keep leave at once, the answer to a read of durable data waits
+//! only for its own step's writes), and a node restarted after a crash writes under a new
+//! incarnation. The checks above
 //! then cover that rule and its exemptions from the durability rule (see [`crate::node`]).
 //!
 //! Convergence is reached through read repair: after healing, the run reads every key from all N
@@ -32,8 +33,9 @@ use crate::config::{Config, ConfigParams};
 use crate::ids::{ActorId, Key, NodeId, RequestId};
 use crate::invariants;
 use crate::lineage::Lineage;
+use crate::marks::Marks;
 use crate::msg::{Action, ClientOp, ClientReply, Msg};
-use crate::node::{dependency, Effect, Input, Node, Record, Timer};
+use crate::node::{Effect, Input, Node, Timer};
 use crate::ring::Ring;
 use crate::store::MemStore;
 use crate::versioned::Payload;
@@ -141,8 +143,8 @@ impl Default for SimConfig {
 /// durable once the node's next sync has run, which it makes some time after a step leaves
 /// writes that are not; a crash keeps those and the writes of a random number of the steps
 /// after (none to all, as a store that recovers a prefix of its log may), and loses the rest.
-/// Each effect waits for the writes it depends on ([`dependency`], counted per step that changed
-/// the store), as the driver holds it.
+/// Each effect waits for the writes it depends on ([`crate::dependency`], through
+/// [`crate::marks`]), as the driver holds it.
 #[derive(Clone, Debug)]
 pub struct Syncs {
     /// How long after a step that leaves writes not yet durable the node syncs (random within).
@@ -151,8 +153,9 @@ pub struct Syncs {
     pub flaw: Option<SyncFlaw>,
 }
 
-/// Ways to get [`Syncs`] wrong, each of which the simulator's checks must catch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Ways to get [`Syncs`] wrong, each of which the simulator's checks (and the model checker's
+/// properties, in its unsynced mode) must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SyncFlaw {
     /// Restart a crashed node under its old incarnation: a copy that left before its sync then
     /// lets the node issue that copy's counter again, for another write (a dot issued twice).
@@ -273,29 +276,12 @@ struct Disk {
     /// The store after each step that changed it since, oldest first: a crash keeps one of
     /// these, or `durable` (see [`Syncs`]).
     unsynced: Vec<MemStore>,
-    /// The writes, counted for [`dependency`].
+    /// The writes no sync covered yet, counted for [`dependency`].
     marks: Marks,
     /// The effects waiting for the next sync, in order.
     held: Vec<Effect>,
     /// The generation of the sync scheduled, if one is (a crash cancels it).
     sync_due: Option<u64>,
-}
-
-/// A node's store writes under [`SimConfig::syncs`], counted as the driver counts them (here one
-/// per step that changed the store), for [`dependency`].
-#[derive(Debug, Default)]
-struct Marks {
-    /// Steps that changed the store.
-    written: u64,
-    /// The mark the last sync covered.
-    durable: u64,
-    /// Each key's last data write not yet covered by a sync.
-    keys: BTreeMap<Key, u64>,
-    /// The last step that changed a hint.
-    hints: u64,
-    /// For each client request the node took, what its answer depends on, until the answer is
-    /// made (a request left unanswered keeps its entry until the node crashes).
-    requests: BTreeMap<RequestId, u64>,
 }
 
 #[derive(Debug)]
@@ -878,8 +864,7 @@ impl Sim {
         disk.durable = node.store().clone();
         disk.unsynced.clear();
         disk.sync_due = None;
-        disk.marks.durable = disk.marks.written;
-        disk.marks.keys.clear();
+        disk.marks.synced();
         for e in std::mem::take(&mut disk.held) {
             self.apply(id, e);
         }
@@ -888,85 +873,31 @@ impl Sim {
     fn step_node(&mut self, id: NodeId, input: Input) {
         let now = self.now_ms;
         let Some(Slot::Up(node)) = self.slots.get_mut(&id) else { return };
-        let mut effects = Vec::new();
-        let (stored, read, taken) = match self.cfg.syncs {
-            Some(_) => {
-                let marks = &self.disks.entry(id).or_default().marks;
-                let read = node.reads(&input).map(|r| match r {
-                    Record::Data(key) => marks.keys.get(key).copied().unwrap_or(0),
-                    Record::Hint(..) if marks.hints > marks.durable => marks.hints,
-                    Record::Hint(..) => 0,
-                });
-                let taken = match &input {
-                    Input::Client { req, .. } => Some(*req),
-                    _ => None,
-                };
-                (node.store().clone(), read, taken)
-            }
-            None => (MemStore::default(), None, None),
-        };
-        node.handle(now, input, &mut effects);
         let Some(syncs) = self.cfg.syncs.clone() else {
+            let mut effects = Vec::new();
+            node.handle(now, input, &mut effects);
             for e in effects {
                 self.apply(id, e);
             }
             return;
         };
         let disk = self.disks.entry(id).or_default();
-        let marks = &mut disk.marks;
-        let before = marks.written;
-        if *node.store() != stored {
+        let answer_early = syncs.flaw == Some(SyncFlaw::AnswerBeforeSync);
+        let step = disk.marks.step(node, now, input, answer_early);
+        if step.wrote {
             disk.unsynced.push(node.store().clone());
-            marks.written += 1;
-            let changed = |k: &Key| stored.data.get(k) != node.store().data.get(k);
-            for k in node.store().data.keys().chain(stored.data.keys()) {
-                if changed(k) {
-                    marks.keys.insert(k.clone(), marks.written);
-                }
-            }
-            if stored.hints != node.store().hints {
-                marks.hints = marks.written;
-            }
         }
-        let after = marks.written;
-        if let Some(req) = taken {
-            marks.requests.insert(req, read.unwrap_or(after));
-        }
-        let mut ready = Vec::new();
-        for e in effects {
-            if matches!(e, Effect::SetTimer { .. } | Effect::CancelTimer(_)) {
-                ready.push(e);
-                continue;
-            }
-            let started = match &e {
-                Effect::Reply { req, .. } => marks.requests.remove(req),
-                _ => None,
-            };
-            // As the driver: what a peer message's step read counts for the answer to a `Fetch`,
-            // what a client request's step read for the request's answer.
-            let fetched = if taken.is_some() { None } else { read };
-            let needs = match (&e, syncs.flaw) {
-                (Effect::Reply { .. }, Some(SyncFlaw::AnswerBeforeSync)) => 0,
-                _ => dependency(&e, before, after, started, fetched),
-            };
-            if needs <= marks.durable {
-                if after > marks.durable {
-                    self.report.sent_before_sync += 1;
-                }
-                ready.push(e);
-            } else {
-                self.report.held_for_sync += 1;
-                disk.held.push(e);
-            }
-        }
-        let due = (after > marks.durable && disk.sync_due.is_none()).then(|| {
+        self.report.sent_before_sync += step.early;
+        self.report.held_for_sync += step.held.len();
+        disk.held.extend(step.held);
+        let due = (disk.marks.unsynced() && disk.sync_due.is_none()).then(|| {
             self.generation += 1;
             self.generation
         });
         if due.is_some() {
             disk.sync_due = due;
         }
-        for e in ready {
+        for e in step.ready {
             self.apply(id, e);
         }
         if let Some(generation) = due {

@@ -4,8 +4,9 @@
 //! observed outcome), the counterexample trace of every unexpected discovery, the run's bounds,
 //! totals, time and peak memory. Its exit status is [`Report::exit_code`].
 
+use crate::actors::Durability;
 use crate::run::{check, Report, RunOptions, Strategy};
-use crate::setup::{NetworkKind, Setup, NAMES};
+use crate::setup::{NetworkKind, Setup, NAMES, SYNC_FLAWS};
 use crate::trace;
 use clap::Args;
 use dynamo_model::mutant::Mutant;
@@ -89,6 +90,15 @@ pub struct ModelArgs {
     /// State budget (a run that reaches it is incomplete).
     #[arg(long)]
     pub max_states: Option<usize>,
+    /// Writes become durable only at each node's syncs, as the node makes them under `always`:
+    /// copies for peers leave at once, every other effect waits for what it depends on, a crash
+    /// loses what no sync covered and the restart takes a new incarnation.
+    #[arg(long)]
+    pub unsynced: bool,
+    /// With --unsynced, a flaw to run on purpose: keep-incarnation or answer-before-sync (stops
+    /// at the first counterexample, as a mutant does).
+    #[arg(long, requires = "unsynced")]
+    pub sync_flaw: Option<String>,
     /// Seeded protocol bug to run (see `dynamo-check mutants`).
     #[arg(long)]
     pub mutant: Option<String>,
@@ -153,6 +163,22 @@ impl ModelArgs {
         s.drop_dead_replies |= self.drop_dead_replies;
         s.eager_replies &= !self.lazy_replies;
         s.symmetry &= !self.no_symmetry;
+        if self.unsynced {
+            let flaw = match &self.sync_flaw {
+                None => None,
+                Some(name) => {
+                    Some(SYNC_FLAWS.iter().find(|(n, _)| n == name).map(|(_, f)| *f).ok_or_else(
+                        || {
+                            format!(
+                                "unknown sync flaw {name:?}; known: keep-incarnation, \
+                                 answer-before-sync"
+                            )
+                        },
+                    )?)
+                }
+            };
+            s.durability = Durability::Syncs(flaw);
+        }
         if let Some(m) = &self.mutant {
             s.mutant = Some(
                 Mutant::from_name(m)
@@ -173,7 +199,7 @@ impl ModelArgs {
             max_depth: self.max_depth,
             timeout: self.timeout_s.map(Duration::from_secs),
             progress: Some(Duration::from_secs(2)),
-            fail_fast: self.fail_fast || self.mutant.is_some(),
+            fail_fast: self.fail_fast || self.mutant.is_some() || self.sync_flaw.is_some(),
             max_states: self.max_states,
             stop_at: None,
         })
