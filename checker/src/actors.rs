@@ -411,7 +411,8 @@ impl Role {
                 let answer_early = *flaw == Some(SyncFlaw::AnswerBeforeSync);
                 let step = ns.marks.step(&mut ns.node, 0, input, answer_early);
                 ns.held.extend(step.held);
-                if ns.marks.unsynced() {
+                if step.wrote {
+                    // Armed until it fires (a crash disarms it, and loses the writes too).
                     o.set_timer(ModelTimer::Sync, model_timeout());
                 }
                 step.ready

@@ -287,11 +287,13 @@ fn durable<'a>(
 
 /// A version some node other than its coordinator holds durably, while the coordinator's durable
 /// store neither holds it nor supersedes it; with `lost`, only one whose coordinator has since
-/// restarted under a new incarnation (so lost it in a crash), otherwise only one the coordinator
-/// still writes under (so has not synced yet).
+/// restarted under a new incarnation (so lost it in a crash), otherwise only one the coordinator,
+/// up, still writes under (so has not synced yet).
 fn copy_ahead(m: &DynamoModel, s: &DynamoState, lost: bool) -> bool {
     let info = &m.cfg;
-    let incarnation = |i: usize| s.actor_storages.get(i).cloned().flatten().map(|d| d.incarnation);
+    let incarnation =
+        |i: usize| s.actor_storages.get(i).and_then(Option::as_ref).map(|d| d.incarnation);
+    let up = |i: usize| !s.crashed.get(i).copied().unwrap_or(false);
     durable(info, s).any(|(holder, st)| {
         let Some(set) = st.and_then(|st| st.data.get(&info.key)) else { return false };
         set.versions().iter().any(|v| {
@@ -305,7 +307,7 @@ fn copy_ahead(m: &DynamoModel, s: &DynamoState, lost: bool) -> bool {
             let when = if lost {
                 v.dot.actor.incarnation < current
             } else {
-                v.dot.actor.incarnation == current
+                v.dot.actor.incarnation == current && up(i)
             };
             holder != coordinator && when && !at_coordinator
         })
@@ -545,7 +547,8 @@ fn hint_delivered(m: &DynamoModel, s: &DynamoState) -> bool {
 /// are left out, see `Setup::skip_idle_crashes`), and its recovery is a step inside the checked
 /// space. The witness is the state before the recovery, in the same way as for a delivered hint:
 /// nothing in a state marks a node that has recovered, because such a mark would keep every
-/// state after a recovery apart from the same state of a run without the crash.
+/// state after a recovery apart from the same state of a run without the crash (except under
+/// syncs, where the new incarnation and the restart count already do).
 fn crash_recovered(m: &DynamoModel, s: &DynamoState) -> bool {
     s.crashed.iter().enumerate().take(m.cfg.node_count).any(|(i, crashed)| {
         *crashed

@@ -455,6 +455,7 @@ impl Setup {
         self.symmetry
             && !self.linearizability
             && !self.follows_lineage()
+            && !self.unsynced()
             && self.network == NetworkKind::Unordered
     }
 
@@ -482,10 +483,12 @@ impl Setup {
             (
                 "crashes",
                 format!(
-                    "at most {} node(s) down at once{}{}",
+                    "at most {} node(s) down at once{}",
                     self.crashes,
-                    if self.unsynced() { " and in the whole run" } else { "" },
-                    if self.skip_idle_crashes {
+                    if self.unsynced() {
+                        " and crashes in the whole run (each restart is a new incarnation), \
+                         idle nodes included"
+                    } else if self.skip_idle_crashes {
                         ", only nodes with volatile state crash"
                     } else {
                         ""
@@ -661,7 +664,9 @@ pub type DynamoAction = ActorModelAction<Wire, crate::actors::ModelTimer, ()>;
 /// node from the store alone, so no behaviour changes. With the finished-operation memory off
 /// (see [`Setup::config`]) and no flag marking a restarted node, a node after its recovery is
 /// also the same state as a node that never crashed, so the runs after a recovery are not
-/// explored a second time.
+/// explored a second time. Under syncs ([`Setup::unsynced`]) a restart takes a new incarnation,
+/// so a recovered node stays apart from one that never crashed, and every crash counts against
+/// the run's bound, idle ones included (see [`Setup::bounds`]).
 pub struct DynamoModel {
     /// The actor model.
     pub inner: ActorsModel,
@@ -737,16 +742,19 @@ impl DynamoModel {
         }
         if self.cfg.setup.unsynced() {
             // Each restart takes a new incarnation, so runs with more crashes never merge with
-            // runs with fewer: the crashes of the whole run are bounded, not only those at once.
+            // runs with fewer: the crashes of the whole run are bounded (those done, and those of
+            // nodes still down), not only those at once.
             let restarts: usize = (0..self.cfg.node_count)
-                .filter_map(|n| last.actor_storages.get(n).cloned().flatten())
+                .filter_map(|n| last.actor_storages.get(n).and_then(Option::as_ref))
                 .map(|d| d.restarts as usize)
                 .sum();
-            if restarts >= self.cfg.setup.crashes {
+            let down = last.crashed.iter().take(self.cfg.node_count).filter(|c| **c).count();
+            if restarts + down >= self.cfg.setup.crashes {
                 return None;
             }
         }
-        let durable = last.actor_storages.get(i).cloned().flatten().unwrap_or_default();
+        let durable =
+            last.actor_storages.get(i).and_then(Option::as_ref).cloned().unwrap_or_default();
         let kept = self.inner.actors.get(i)?.crashed(ns, &durable)?;
         let mut next = self.inner.next_state(last, ActorModelAction::Crash(id))?;
         if self.cfg.setup.merge_restarts {
@@ -856,12 +864,13 @@ fn within_boundary(info: &Arc<ModelInfo>, state: &DynamoState) -> bool {
     let max = info.setup.in_flight_budget();
     // Under syncs, a peer message a node holds for its sync is already on its way: it counts as
     // in flight (otherwise a sync put off for ever would let a node pile up answers to a
-    // handoff its peer's ticks keep sending).
+    // handoff its peer's ticks keep sending). A crashed node's are lost.
     let held: Vec<(Id, Id, Wire)> = state
         .actor_states
         .iter()
         .take(info.node_count)
         .enumerate()
+        .filter(|(i, _)| !state.crashed.get(*i).copied().unwrap_or(false))
         .flat_map(|(i, s)| match &**s {
             RoleState::Node(ns) => ns
                 .held
@@ -915,8 +924,9 @@ impl fmt::Display for Setup {
 /// The message type, re-exported for trace printing.
 pub type WireMsg = Wire;
 
-/// Whether crashing a node in state `ns` would lose nothing. Its writes are durable, and it has no
-/// operation or forward to lose, so the crash and its recovery look, to everyone else, like a
+/// Whether crashing a node in state `ns` would lose nothing: never under syncs, where the
+/// restart takes a new incarnation and the node's later writes carry other dots. Otherwise its
+/// store is durable, and it has no operation or forward to lose, so the crash and its recovery look, to everyone else, like a
 /// stretch in which the node happened to do nothing while its messages were delayed, which the
 /// network already allows. Leaving out these crashes keeps every reachable combination of stores
 /// and client outcomes.
@@ -927,7 +937,7 @@ pub type WireMsg = Wire;
 /// duplicating network: elsewhere no request arrives twice, so it never decides anything.
 fn loses_nothing(setup: &Setup, ns: &NodeState) -> bool {
     let v = ns.node.volatile();
-    !ns.marks.unsynced()
+    !setup.unsynced()
         && v.ops.is_empty()
         && v.forwards.is_empty()
         && (setup.probe_timers || v.suspected.is_empty())

@@ -324,9 +324,11 @@ impl Renaming {
     }
 
     /// A node's state renamed. Its sync marks and held effects are taken as they are: symmetry
-    /// is off where writes wait for syncs (see `Setup::uses_symmetry`), so they are empty here.
+    /// is off where writes wait for syncs (see `Setup::uses_symmetry`), so they are empty here
+    /// (they name client requests, which a renaming would have to move).
     fn node(&self, ns: &NodeState) -> NodeState {
         let NodeState { node, clock_regressed, version_lost, marks, held, restarts } = ns;
+        debug_assert!(!marks.unsynced() && held.is_empty(), "symmetry under syncs");
         let mut node = node.clone();
         *node.volatile_mut() = self.volatile(node.volatile());
         *node.store_mut() = self.store(node.store());

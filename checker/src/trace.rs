@@ -68,7 +68,8 @@ fn action(model: &DynamoModel, a: &DynamoAction) -> String {
     }
 }
 
-/// The state after a step: nodes' durable siblings and hints, and client outcomes.
+/// The state after a step: nodes' durable siblings and hints, and client outcomes; under syncs
+/// also a node's incarnation once it restarted, and what it wrote that no sync covered yet.
 pub fn describe_state(model: &DynamoModel, s: &DynamoState) -> String {
     let mut out = String::new();
     let info = &model.cfg;
@@ -89,6 +90,16 @@ pub fn describe_state(model: &DynamoModel, s: &DynamoState) -> String {
         );
         if !hints.is_empty() {
             let _ = write!(out, "  hints [{}]", hints.join(", "));
+        }
+        if let Some(RoleState::Node(ns)) = s.actor_states.get(i).map(|a| &**a) {
+            let incarnation = ns.node.actor().incarnation;
+            if incarnation > 0 {
+                let _ = write!(out, "  (incarnation {incarnation})");
+            }
+            if ns.marks.unsynced() {
+                let unsaved = ns.node.store().data.get(&info.key);
+                let _ = write!(out, "  unsynced {unsaved:?}, {} held", ns.held.len());
+            }
         }
         out.push('\n');
     }

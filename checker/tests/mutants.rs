@@ -88,7 +88,7 @@ fn the_restated_properties_catch_mutants_under_cuts() {
 /// the incarnation after a crash lets the second put through the crashed coordinator take the
 /// lost put's counter, and answering before the sync acknowledges a write on fewer than W durable
 /// stores.
-const SYNC_FLAWS: [(SyncFlaw, &str, &[&str]); 2] = [
+const FLAW_CATCHES: [(SyncFlaw, &str, &[&str]); 2] = [
     (SyncFlaw::KeepIncarnation, "canonical", &[NO_DOT_REUSE]),
     (SyncFlaw::AnswerBeforeSync, "tiny", &[ACKED_DURABLE]),
 ];
@@ -96,7 +96,7 @@ const SYNC_FLAWS: [(SyncFlaw, &str, &[&str]); 2] = [
 #[test]
 #[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
 fn every_sync_flaw_is_caught() {
-    for (flaw, config, expected) in SYNC_FLAWS {
+    for (flaw, config, expected) in FLAW_CATCHES {
         for sloppy in [false, true] {
             let mut setup = Setup::named(config).expect("known configuration");
             setup.sloppy = sloppy;

@@ -180,16 +180,23 @@ fn eager_replies_keep_every_store_and_quiescent_state() {
 #[test]
 #[cfg_attr(debug_assertions, ignore = "model checking: run with --release")]
 fn merged_restarts_keep_exactly_the_observable_states() {
-    let cases = [("tiny", true, 1), ("tiny", false, 1), ("canonical", false, 1)];
-    for (name, sloppy, crashes) in cases {
+    let every_step = Durability::EveryStep;
+    let cases = [
+        ("tiny", true, 1, every_step),
+        ("tiny", false, 1, every_step),
+        ("canonical", false, 1, every_step),
+        ("tiny", true, 1, Durability::Syncs(None)),
+    ];
+    for (name, sloppy, crashes, durability) in cases {
         let mut setup = Setup::named(name).expect("known configuration");
         setup.sloppy = sloppy;
         setup.crashes = crashes;
+        setup.durability = durability;
         assert!(setup.merge_restarts && setup.forgets_finished_ops(), "merged by default");
         let (merged, merged_states) = count(&setup);
         setup.merge_restarts = false;
         let (kept, kept_states) = count(&setup);
-        let what = format!("{name} sloppy={sloppy} crashes={crashes}");
+        let what = format!("{name} sloppy={sloppy} crashes={crashes} {durability:?}");
         assert!(kept.len() > 1 && kept.iter().any(|(_, q)| *q), "{what}: vacuous");
         assert_eq!(merged, kept, "{what}: observable states differ");
         // Not vacuous either: the merge does merge states.

@@ -169,10 +169,8 @@ impl ModelArgs {
                 Some(name) => {
                     Some(SYNC_FLAWS.iter().find(|(n, _)| n == name).map(|(_, f)| *f).ok_or_else(
                         || {
-                            format!(
-                                "unknown sync flaw {name:?}; known: keep-incarnation, \
-                                 answer-before-sync"
-                            )
+                            let known: Vec<&str> = SYNC_FLAWS.iter().map(|(n, _)| *n).collect();
+                            format!("unknown sync flaw {name:?}; known: {}", known.join(", "))
                         },
                     )?)
                 }
