@@ -204,6 +204,14 @@ pub struct NodeState {
     pub restarts: u32,
 }
 
+impl NodeState {
+    /// What the node saves: its store now, its incarnation and its restart count.
+    fn durable(&self) -> Durable {
+        let incarnation = self.node.actor().incarnation;
+        Durable { store: self.node.store().clone(), incarnation, restarts: self.restarts }
+    }
+}
+
 /// Hashes the node's store only while some of its writes are not durable: otherwise the store
 /// equals the actor's durable storage (the actor saves it after every step that changed it, or
 /// at each sync, and a crashed or restarted node holds its saved store), which the model state
@@ -380,16 +388,10 @@ impl Role {
         })
     }
 
-    /// What `ns` saves: its store now, its incarnation and its restart count.
-    fn durable(&self, ns: &NodeState) -> Durable {
-        let incarnation = ns.node.actor().incarnation;
-        Durable { store: ns.node.store().clone(), incarnation, restarts: ns.restarts }
-    }
-
     /// Under [`Durability::Syncs`]: the node's writes so far become durable, and the effects
     /// held for them leave.
     fn sync(&self, ns: &mut NodeState, o: &mut Out<Self>) {
-        o.save(self.durable(ns));
+        o.save(ns.durable());
         ns.marks.synced();
         for effect in std::mem::take(&mut ns.held) {
             self.emit(effect, o);
@@ -449,7 +451,7 @@ impl Role {
             // The durability rule: the write is durable before any effect of this step leaves
             // (under syncs, before any that depends on it: `sync` saves it).
             if *durability == Durability::EveryStep {
-                o.save(self.durable(ns));
+                o.save(ns.durable());
             }
         }
         for effect in effects {

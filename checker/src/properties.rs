@@ -291,25 +291,22 @@ fn durable<'a>(
 /// up, still writes under (so has not synced yet).
 fn copy_ahead(m: &DynamoModel, s: &DynamoState, lost: bool) -> bool {
     let info = &m.cfg;
-    let incarnation =
-        |i: usize| s.actor_storages.get(i).and_then(Option::as_ref).map(|d| d.incarnation);
-    let up = |i: usize| !s.crashed.get(i).copied().unwrap_or(false);
     durable(info, s).any(|(holder, st)| {
         let Some(set) = st.and_then(|st| st.data.get(&info.key)) else { return false };
         set.versions().iter().any(|v| {
-            let coordinator = v.dot.actor.node;
-            let i = usize::from(coordinator.0);
-            let Some(current) = incarnation(i) else { return false };
-            let at_coordinator = durable(info, s)
-                .find(|(id, _)| *id == coordinator)
-                .and_then(|(_, st)| st.and_then(|st| st.data.get(&info.key)))
-                .is_some_and(|own| own.versions().iter().any(|w| w == v || w.supersedes(v)));
+            let i = usize::from(v.dot.actor.node.0);
+            let Some(own) = s.actor_storages.get(i).and_then(Option::as_ref) else { return false };
+            let at_coordinator = own
+                .store
+                .data
+                .get(&info.key)
+                .is_some_and(|set| set.versions().iter().any(|w| w == v || w.supersedes(v)));
             let when = if lost {
-                v.dot.actor.incarnation < current
+                v.dot.actor.incarnation < own.incarnation
             } else {
-                v.dot.actor.incarnation == current && up(i)
+                v.dot.actor.incarnation == own.incarnation && !s.crashed.get(i).is_some_and(|c| *c)
             };
-            holder != coordinator && when && !at_coordinator
+            holder != v.dot.actor.node && when && !at_coordinator
         })
     })
 }
