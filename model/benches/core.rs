@@ -1,6 +1,7 @@
-//! Criterion benchmarks of the core's hot paths: clock compare and merge, reconcile with 1–16
-//! siblings, decoding a sibling set of 1–4096 versions, decoding a made-up context of many
-//! folding runs, preference-list lookup, and one put handled end to end in the simulator.
+//! Criterion benchmarks of the core's hot paths: clock compare and merge; reconcile with 1-16
+//! siblings, with 1024 (a peer's large set) and of a newer write, each beside the former
+//! one-by-one merge; decoding a sibling set of 1-4096 versions; decoding a made-up context of
+//! many folding runs; preference-list lookup; and one put handled end to end in the simulator.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dynamo_model::clock::{Context, VClock};
@@ -50,14 +51,45 @@ fn sibling_pair(k: usize) -> (Siblings, Siblings) {
     (a, b)
 }
 
+/// Merging one version at a time, each checked against every held one: how `Siblings::reconcile`
+/// worked before it became a linear merge, the baseline measured in the same run.
+fn reconciled_one_by_one(a: &Siblings, b: &Siblings) -> Siblings {
+    let mut s = a.clone();
+    for v in b.versions() {
+        if !s.versions().iter().any(|mine| mine.dot == v.dot || mine.supersedes(v)) {
+            s.insert(v.clone());
+        }
+    }
+    s
+}
+
 fn reconcile(c: &mut Criterion) {
     let mut g = c.benchmark_group("reconcile");
-    for k in [1usize, 2, 4, 8, 16] {
+    for k in [1usize, 2, 4, 8, 16, 1024] {
         let (a, b) = sibling_pair(k);
         g.bench_with_input(BenchmarkId::from_parameter(k), &k, |bch, _| {
             bch.iter(|| black_box(&a).reconciled(black_box(&b)))
         });
+        g.bench_with_input(BenchmarkId::new("one_by_one", k), &k, |bch, _| {
+            bch.iter(|| reconciled_one_by_one(black_box(&a), black_box(&b)))
+        });
     }
+    // A replica's usual merge: the incoming version supersedes the one held.
+    let limits = Limits::default();
+    let actor = ActorId::new(NodeId(1), 0);
+    let mut held = Siblings::new();
+    held.apply_put(actor, &Context::new(), Payload::Value(vec![1; 1024]), 0, &limits, None)
+        .expect("fits");
+    let mut newer = held.clone();
+    newer
+        .apply_put(actor, &held.context(), Payload::Value(vec![2; 1024]), 1, &limits, None)
+        .expect("fits");
+    g.bench_function("newer_write", |bch| {
+        bch.iter(|| black_box(&held).reconciled(black_box(&newer)))
+    });
+    g.bench_function("one_by_one/newer_write", |bch| {
+        bch.iter(|| reconciled_one_by_one(black_box(&held), black_box(&newer)))
+    });
     g.finish();
 }
 

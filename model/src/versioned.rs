@@ -22,6 +22,8 @@ use crate::clock::{Context, Dot, CONTEXT_COUNTER_MAX};
 use crate::config::Limits;
 use crate::ids::ActorId;
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 use thiserror::Error;
@@ -208,6 +210,71 @@ impl fmt::Debug for Siblings {
     }
 }
 
+/// Which of `versions` (sorted by dot, one per dot) are maximal: no other version's past holds
+/// their dot. (A damaged version, whose past holds its own dot, is not superseded by itself.)
+/// Small sets are checked pair by pair; larger ones against the join of every past, then each
+/// damaged version whose dot it holds against the others pair by pair (decoding admits at most
+/// [`DAMAGED_VERSIONS_MAX`] of them), so the time is about linear, not quadratic, in the versions
+/// and their pasts.
+fn maximal<V: Borrow<Version>>(versions: &[V]) -> Vec<bool> {
+    fn version<V: Borrow<Version>>(v: &V) -> &Version {
+        v.borrow()
+    }
+    let superseded_by_another = |v: &Version| versions.iter().any(|w| version(w).supersedes(v));
+    if versions.len() <= PAIRWISE_MAX {
+        return versions.iter().map(|v| !superseded_by_another(version(v))).collect();
+    }
+    let seen = Context::join_all(versions.iter().map(|v| &version(v).past));
+    versions
+        .iter()
+        .map(|v| {
+            let v = version(v);
+            !seen.contains(&v.dot) || (v.is_damaged() && !superseded_by_another(v))
+        })
+        .collect()
+}
+
+/// Sets of at most this many versions are checked pair by pair in [`maximal`] (quicker than
+/// joining their pasts).
+const PAIRWISE_MAX: usize = 8;
+
+/// Whether every version of `versions` that `kept` leaves out is named by one it keeps (a
+/// version's past holds its dot).
+fn absorbs(versions: &[&Version], kept: &[bool]) -> bool {
+    let mut left_out = versions.iter().zip(kept).filter(|(_, k)| !**k).map(|(v, _)| *v);
+    let kept = || versions.iter().zip(kept).filter(|(_, k)| **k).map(|(v, _)| *v);
+    if versions.len() <= PAIRWISE_MAX {
+        return left_out.all(|v| kept().any(|w| w.supersedes(v)));
+    }
+    let named = Context::join_all(kept().map(|w| &w.past));
+    left_out.all(|v| named.contains(&v.dot))
+}
+
+/// Which versions of `union` (one set's versions marked `(version, in this set, in the other)`,
+/// in dot order) a merge keeps that takes the other set's versions one at a time in dot order:
+/// one is dropped if a version of this set still held names it, or holds its dot, and else it
+/// stays and drops the versions of this set it names. (The other set's versions, an antichain,
+/// never name each other.)
+fn one_at_a_time(union: &[(&Version, bool, bool)]) -> Vec<bool> {
+    let mut kept = vec![true; union.len()];
+    for (i, (v, in_mine, _)) in union.iter().enumerate() {
+        if *in_mine {
+            continue;
+        }
+        let mut held = union.iter().zip(&kept).filter(|((_, m, _), k)| *m && **k);
+        if held.any(|((w, ..), _)| w.supersedes(v)) {
+            kept[i] = false;
+            continue;
+        }
+        for (j, (w, in_mine, _)) in union.iter().enumerate() {
+            if *in_mine && v.supersedes(w) {
+                kept[j] = false;
+            }
+        }
+    }
+    kept
+}
+
 impl Siblings {
     /// No versions.
     pub fn new() -> Self {
@@ -224,32 +291,8 @@ impl Siblings {
         // Stable: of versions with equal dots the first stays.
         versions.sort_by_key(|v| v.dot);
         versions.dedup_by(|later, kept| later.dot == kept.dot);
-        if versions.len() > 1 {
-            let seen = Context::join_all(versions.iter().map(|v| &v.past));
-            // A dot some past holds is superseded, unless the only past holding it may be its own
-            // version's (never so in a real history): a damaged version is superseded when an
-            // undamaged version's past holds its dot (those pasts joined) or another damaged
-            // one supersedes it (pair by pair).
-            let damaged: Vec<bool> =
-                versions.iter().map(|v| seen.contains(&v.dot) && v.is_damaged()).collect();
-            let undamaged_seen = damaged.contains(&true).then(|| {
-                let undamaged = versions.iter().zip(&damaged).filter(|(_, d)| !**d);
-                Context::join_all(undamaged.map(|(v, _)| &v.past))
-            });
-            let superseded: Vec<bool> = versions
-                .iter()
-                .zip(&damaged)
-                .map(|(v, &d)| {
-                    if !d {
-                        return seen.contains(&v.dot);
-                    }
-                    undamaged_seen.as_ref().is_some_and(|s| s.contains(&v.dot))
-                        || versions.iter().zip(&damaged).any(|(w, &dw)| dw && w.supersedes(v))
-                })
-                .collect();
-            let mut superseded = superseded.into_iter();
-            versions.retain(|_| !superseded.next().unwrap_or(false));
-        }
+        let mut kept = maximal(&versions).into_iter();
+        versions.retain(|_| kept.next().unwrap_or(true));
         Siblings { versions: Arc::new(versions) }
     }
 
@@ -354,37 +397,62 @@ impl Siblings {
         versions.insert(at, version);
     }
 
-    /// Merges `other` into `self` (paper §4.4 syntactic reconciliation). The result is the set of
-    /// maximal versions of the union, whatever the order of merges. Returns whether `self` changed.
+    /// Merges `other` into `self` (paper §4.4 syntactic reconciliation). Returns whether `self`
+    /// changed. Of two versions with one dot, this set's stays.
+    ///
+    /// Where pasts are whole, the result is the maximal versions of the union, each version that
+    /// leaves being named (its dot held in the past) by one that stays, whatever the order of
+    /// merges; it is found in time about linear in both sets and their pasts, since a peer's set
+    /// may be large. Where a past was cut (a context capped for a client, a truncated clock), the
+    /// maximal versions may leave out one that only a version left out names: then `other`'s
+    /// versions are merged one at a time in dot order, each dropped if a version of this set
+    /// still held names it and otherwise dropping the ones it names, in time of the product of
+    /// the two sets' sizes. Nothing is copied when the result is one of the two sets (the usual
+    /// cases: a replica receiving a newer write, or one it holds already, and a coordinator
+    /// merging equal replies).
     pub fn reconcile(&mut self, other: &Siblings) -> bool {
-        if self.is_covered_by(other) {
-            // The usual case (a replica receiving a newer write, a coordinator merging replies):
-            // the result is `other` itself, shared rather than rebuilt from copies.
-            let changed = !Arc::ptr_eq(&self.versions, &other.versions) && self != other;
-            *self = other.clone();
-            return changed;
+        if Arc::ptr_eq(&self.versions, &other.versions) {
+            return false;
         }
-        let before = self.versions.len();
-        let mut changed = false;
-        for v in other.versions.iter() {
-            let held = self.versions.iter().any(|mine| mine.dot == v.dot || mine.supersedes(v));
-            if !held {
-                self.insert(v.clone());
-                changed = true;
+        // The union in dot order, each version marked with the sets it is in, as it is. Of two
+        // versions with one dot, this set's is taken; neither set holds a version superseding
+        // that dot, so it is kept, and when the two differ the result is not `other`.
+        let (mine, theirs) = (&self.versions[..], &other.versions[..]);
+        let mut union: Vec<(&Version, bool, bool)> = Vec::with_capacity(mine.len() + theirs.len());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let (from_mine, from_theirs) = match (mine.get(i), theirs.get(j)) {
+                (Some(a), Some(b)) => match a.dot.cmp(&b.dot) {
+                    Ordering::Less => (Some(a), None),
+                    Ordering::Equal => (Some(a), Some(b)),
+                    Ordering::Greater => (None, Some(b)),
+                },
+                (a, b @ None) | (a @ None, b) => (a, b),
+            };
+            match (from_mine, from_theirs) {
+                (Some(a), b) => union.push((a, true, b == Some(a))),
+                (None, Some(b)) => union.push((b, false, true)),
+                (None, None) => break,
             }
+            i += usize::from(from_mine.is_some());
+            j += usize::from(from_theirs.is_some());
         }
-        changed || self.versions.len() != before
-    }
-
-    /// Whether reconciling `other` into this set yields exactly `other`: each version here is one
-    /// of `other`'s or superseded by one of them, and none supersedes one of them (the loop in
-    /// [`Siblings::reconcile`] then inserts every version of `other`, each dropping what it
-    /// supersedes, and keeps the equal ones).
-    fn is_covered_by(&self, other: &Siblings) -> bool {
-        self.versions.iter().all(|mine| {
-            other.versions.iter().any(|o| o == mine || o.supersedes(mine))
-                && !other.versions.iter().any(|o| mine.supersedes(o))
-        })
+        let versions: Vec<&Version> = union.iter().map(|(v, ..)| *v).collect();
+        let mut kept = maximal(&versions);
+        if !absorbs(&versions, &kept) {
+            kept = one_at_a_time(&union);
+        }
+        if union.iter().zip(&kept).all(|((_, in_mine, _), k)| k == in_mine) {
+            return false;
+        }
+        if union.iter().zip(&kept).all(|((.., in_theirs), k)| k == in_theirs) {
+            *self = other.clone();
+            return true;
+        }
+        let versions =
+            union.iter().zip(&kept).filter(|(_, k)| **k).map(|((v, ..), _)| (*v).clone());
+        self.versions = Arc::new(versions.collect());
+        true
     }
 
     /// The union of two sets, reconciled.

@@ -14,6 +14,11 @@ use std::path::PathBuf;
 
 /// The cluster name peers must agree on unless configured otherwise.
 pub const DEFAULT_CLUSTER: &str = "dynamo";
+
+/// Longest cluster name: it travels in every handshake, whose first frame is bounded
+/// (`connection::HELLO_BYTES_MAX`).
+pub const CLUSTER_NAME_BYTES_MAX: usize = 256;
+
 /// Default interval between syncs under [`SyncPolicy::Interval`].
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
 /// Default number of threads a node runs on (see [`NodeConfig::threads`]).
@@ -352,6 +357,12 @@ impl NodeConfig {
                 .unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT_MS),
             params,
         };
+        if cfg.cluster.is_empty() || cfg.cluster.len() > CLUSTER_NAME_BYTES_MAX {
+            return Err(NodeError::Config(format!(
+                "the cluster name has {} bytes; it needs 1..={CLUSTER_NAME_BYTES_MAX}",
+                cfg.cluster.len()
+            )));
+        }
         if !(1..=THREADS_MAX).contains(&cfg.threads) {
             return Err(NodeError::Config(format!("threads must be 1..={THREADS_MAX}")));
         }
@@ -509,5 +520,11 @@ mod tests {
         assert!(why.ends_with("must not exceed request_timeout_ms"), "{why}");
         let why = refused(ServeArgs { partitions: Some(1 << 31), ..five_nodes() });
         assert!(why.contains("partitions"), "{why}");
+        for cluster in [String::new(), "c".repeat(CLUSTER_NAME_BYTES_MAX + 1)] {
+            let why = refused(ServeArgs { cluster: Some(cluster), ..five_nodes() });
+            assert!(why.contains("cluster name has"), "{why}");
+        }
+        let cluster = Some("c".repeat(CLUSTER_NAME_BYTES_MAX));
+        assert!(NodeConfig::from_args(&ServeArgs { cluster, ..five_nodes() }).is_ok());
     }
 }

@@ -219,10 +219,30 @@ impl RingShape {
     }
 }
 
+/// Nodes of a ring shown in a log line: a peer's hello may name thousands.
+const RING_NODES_SHOWN: usize = 16;
+
 impl std::fmt::Display for RingShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nodes: Vec<String> = self.nodes.iter().map(|n| n.0.to_string()).collect();
-        write!(f, "n = {}, {} partitions, nodes {}", self.n, self.partitions, nodes.join(","))
+        let shown = self.nodes.iter().take(RING_NODES_SHOWN);
+        let nodes: Vec<String> = shown.map(|n| n.0.to_string()).collect();
+        write!(f, "n = {}, {} partitions, nodes {}", self.n, self.partitions, nodes.join(","))?;
+        match self.nodes.len().checked_sub(RING_NODES_SHOWN) {
+            Some(more) if more > 0 => write!(f, " and {more} more"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Characters of a peer's cluster name shown in a log line.
+const CLUSTER_NAME_SHOWN: usize = 64;
+
+/// A cluster name a peer sent, quoted for a log line: cut to [`CLUSTER_NAME_SHOWN`] characters,
+/// with its length when longer (a hello may carry a quarter of a megabyte of it).
+fn quoted_cluster(name: &str) -> String {
+    match name.char_indices().nth(CLUSTER_NAME_SHOWN) {
+        None => format!("{name:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &name[..cut], name.len()),
     }
 }
 
@@ -246,6 +266,9 @@ pub struct PeerContext {
     /// The inbound connection serving each peer, as the signal that ends it: a newer connection
     /// from the same peer replaces it (see [`serve_inbound`]).
     pub inbound: std::sync::Mutex<BTreeMap<NodeId, Arc<Notify>>>,
+    /// When a refused handshake was last logged, and how many were refused since unlogged (see
+    /// [`REFUSALS_LOG_EVERY`]).
+    pub refusals_logged: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 /// Most bytes one context entry takes encoded (a cloud run: an actor and three varint `u64`s).
@@ -293,6 +316,7 @@ impl PeerContext {
             frame_bytes_max: 1 << 20,
             secret: secret.clone(),
             inbound: Default::default(),
+            refusals_logged: Default::default(),
             net: Arc::new(NetStats::default()),
         }
     }
@@ -349,7 +373,11 @@ impl PeerContext {
     /// Why `hello` is unacceptable, if it is. `expected` is the node we dialled, if we dialled.
     fn check(&self, hello: &Hello, expected: Option<NodeId>) -> Result<(), String> {
         if hello.cluster != self.cluster {
-            return Err(format!("cluster {:?}, expected {:?}", hello.cluster, self.cluster));
+            return Err(format!(
+                "cluster {}, expected {:?}",
+                quoted_cluster(&hello.cluster),
+                self.cluster
+            ));
         }
         if hello.version != PROTOCOL_VERSION {
             return Err(format!("protocol version {}, expected {PROTOCOL_VERSION}", hello.version));
@@ -380,9 +408,25 @@ impl PeerContext {
         tracing::debug!(node = %self.me, %addr, "peer connection closed: too many handshakes from its address");
     }
 
+    /// Counts a refused handshake and logs why, at most once per [`REFUSALS_LOG_EVERY`] (a host
+    /// that keeps dialling with a bad hello would otherwise fill the log); the line says how many
+    /// were refused unlogged before it.
     fn refuse(&self, addr: SocketAddr, why: &str) {
         self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why}");
+        let mut logged = self.refusals_logged.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, unlogged) = &mut *logged;
+        if last.is_some_and(|t| t.elapsed() < REFUSALS_LOG_EVERY) {
+            *unlogged += 1;
+            return;
+        }
+        *last = Some(Instant::now());
+        let before = std::mem::take(unlogged);
+        drop(logged);
+        if before > 0 {
+            tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why} ({before} more refused since the last one logged)");
+        } else {
+            tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why}");
+        }
     }
 }
 
@@ -477,9 +521,20 @@ pub async fn serve_inbound(
         };
         let frame = match frame {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
+            // The codec's own refusal: a length over this node's bound.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 ctx.net.bad_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %ctx.me, peer = %from, "dropping connection: {e}");
+                tracing::warn!(
+                    node = %ctx.me,
+                    peer = %from,
+                    "dropping connection: {e} (over this node's {} bytes; is the peer configured \
+                     with larger value_bytes_max, siblings_max or context_entries_max?)",
+                    ctx.frame_bytes_max
+                );
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(node = %ctx.me, peer = %from, "inbound peer connection broke: {e}");
                 return;
             }
             None => return,
@@ -557,6 +612,10 @@ pub struct PeerLink {
 
 /// How often, at most, a link logs a message dropped for its size.
 pub const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A refused peer handshake is logged at most this often per node; every one is counted
+/// (`dynamo_peer_handshakes_refused_total`).
+pub const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerLink {
     /// A link to `peer`, not connected yet: [`run_link`] connects it.
@@ -717,7 +776,7 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
                 ctx.net.connect_failures.fetch_add(1, Ordering::Relaxed);
                 failed_dials = failed_dials.saturating_add(1);
                 match failed {
-                    // Counted and logged on every try, as the accepting side does.
+                    // Counted on every try and logged as the accepting side logs (see `refuse`).
                     DialError::Refused(why) => {
                         ctx.refuse(addr, &format!("node {peer} answered with {why}"));
                     }
@@ -785,6 +844,31 @@ mod tests {
         assert!(h.slot(ip("::ffff:192.0.2.7")).is_some(), "given back");
         drop(host);
         assert!(h.0.lock().expect("lock").is_empty(), "every place given back");
+    }
+
+    /// A refusal's reason quotes what the peer sent cut short, and refusals are all counted but
+    /// logged at most once per [`REFUSALS_LOG_EVERY`]: a host dialling again and again with a
+    /// quarter megabyte of cluster name or a ring of every node id cannot fill the log.
+    #[test]
+    fn refusals_are_counted_each_and_logged_short_and_seldom() {
+        let ctx = PeerContext::for_test(1, 2, &ClusterSecret::none());
+        let mut hello = ctx.hello();
+        hello.cluster = "é".repeat(100_000);
+        let why = ctx.check(&hello, None).expect_err("another cluster");
+        assert!(why.len() < 300 && why.contains("(200000 bytes)"), "{why}");
+        let mut hello = ctx.hello();
+        hello.node = NodeId(2);
+        hello.ring.nodes = (0..=u16::MAX).map(NodeId).collect();
+        let why = ctx.check(&hello, None).expect_err("another ring");
+        assert!(why.len() < 300 && why.contains("and 65520 more"), "{why}");
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        for _ in 0..3 {
+            ctx.refuse(addr, &why);
+        }
+        assert_eq!(ctx.net.handshakes_refused.load(Ordering::Relaxed), 3);
+        let (logged, unlogged) = *ctx.refusals_logged.lock().expect("lock");
+        assert!(logged.is_some());
+        assert_eq!(unlogged, 2, "the first logged, the next two counted only");
     }
     use crate::shutdown::Shutdown;
     use dynamo_model::{ClientOp, Key, OpId, RequestId};
@@ -855,6 +939,7 @@ mod tests {
             frame_bytes_max,
             secret: ClusterSecret::none(),
             inbound: Default::default(),
+            refusals_logged: Default::default(),
             net: Arc::new(NetStats::default()),
         });
         Arc::new(PeerLink::new(ctx, NodeId(2)))
@@ -1012,10 +1097,10 @@ mod tests {
         let why = read.expect("refused at once, not left waiting for the frame");
         let why = why.expect_err("a frame too large for a hello");
         assert!(why.contains("frame"), "{why}");
-        // The largest hello there can be (every node id, a long cluster name) fits.
+        // The largest hello there can be (every node id, the longest cluster name) fits.
         let nodes = (0..=u16::MAX).map(NodeId).collect();
         let hello = Hello {
-            cluster: "c".repeat(1024),
+            cluster: "c".repeat(crate::config::CLUSTER_NAME_BYTES_MAX),
             version: PROTOCOL_VERSION,
             node: NodeId(1),
             ring: RingShape { n: 3, partitions: 1 << 16, nodes },

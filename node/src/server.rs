@@ -162,6 +162,7 @@ async fn start_here(
         secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),
+        refusals_logged: Default::default(),
     });
 
     let mut outbound = Outbound::new();

@@ -359,8 +359,8 @@ pub struct SledStore {
     corrupt_hints: RefCell<BTreeSet<Vec<u8>>>,
     /// The actor this store's node writes as in this run (its id and incarnation).
     actor: ActorId,
-    /// Records found holding damaged versions, each reported once (see
-    /// [`SledStore::decode_stored`]).
+    /// Records found holding damaged versions, or primary records that do not decode at all,
+    /// each reported once (see [`SledStore::decode_stored`]).
     damaged_seen: RefCell<BTreeSet<Vec<u8>>>,
     /// Key → the highest counter of this node's actor that the damaged versions left out of its
     /// record named (in their dots or pasts) and the rest do not, until the key's next save
@@ -767,7 +767,16 @@ impl SledStore {
         what: impl Fn() -> String,
         bytes: &[u8],
     ) -> Result<Siblings, StoreError> {
-        let siblings = decode(&what, bytes)?;
+        let siblings = decode(&what, bytes).inspect_err(|e| {
+            // A hint that does not decode is walked past and reported by `skip_corrupt_hint`.
+            if key.is_some() && self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    "{e}; it stays on disk, and this node can neither serve the key nor store \
+                     copies of it until the record is repaired"
+                );
+            }
+        })?;
         let Some((kept, dropped)) = siblings.without_damaged() else { return Ok(siblings) };
         if self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
             tracing::warn!("{}: left out {dropped} damaged stored versions", what());
@@ -1249,6 +1258,8 @@ mod tests {
         let (s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })), "still");
+        assert_eq!(s.damaged_seen.borrow().len(), 1, "reported, once");
     }
 
     /// A flush fsyncs the files sled keeps large records in (it never does): each new or grown
