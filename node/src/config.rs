@@ -78,7 +78,7 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (flags override it).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Cluster name; peers with another name are refused.
+    /// Cluster name (1 to 256 bytes); peers with another name are refused.
     #[arg(long)]
     pub cluster: Option<String>,
     /// File holding the cluster's shared secret (at least 16 bytes; surrounding whitespace is

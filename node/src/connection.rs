@@ -58,8 +58,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 /// Version of the peer protocol; peers with another version are refused. (3: the hello carries
 /// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: the
 /// contexts a node hands out are cut to the client limit, which is safe only among nodes that
-/// record the counters a merge makes them forget.)
-pub const PROTOCOL_VERSION: u32 = 5;
+/// record the counters a merge makes them forget; 6: the ring's shape carries the limits peers
+/// must share.)
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -196,8 +197,9 @@ struct HelloHead {
     node: NodeId,
 }
 
-/// What two nodes must agree on to place every key on the same preference list: N, the partition
-/// count and the member set. (R and W may differ: they are each coordinator's own.)
+/// What two nodes must agree on to place every key on the same preference list (N, the partition
+/// count and the member set) and to take each other's copies (the [`PeerLimits`]). R and W may
+/// differ: they are each coordinator's own.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RingShape {
     /// Replicas per key.
@@ -206,6 +208,50 @@ pub struct RingShape {
     pub partitions: u32,
     /// The cluster's nodes, in order.
     pub nodes: Vec<NodeId>,
+    /// The limits a node holds what its peers send to.
+    pub limits: PeerLimits,
+}
+
+/// The limits a node holds a peer's copies to (a version over them is dropped as malformed) and
+/// sizes its frames by: nodes configured with different ones would drop each other's copies or
+/// frames, so they refuse each other at the handshake instead, naming the setting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLimits {
+    /// `value_bytes_max`.
+    pub value_bytes_max: u64,
+    /// `key_bytes_max`.
+    pub key_bytes_max: u64,
+    /// `siblings_max`.
+    pub siblings_max: u64,
+    /// `context_entries_max`.
+    pub context_entries_max: u64,
+}
+
+impl PeerLimits {
+    /// The peer-facing part of `limits`.
+    pub fn of(limits: &Limits) -> PeerLimits {
+        let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        PeerLimits {
+            value_bytes_max: wide(limits.value_bytes_max),
+            key_bytes_max: wide(limits.key_bytes_max),
+            siblings_max: wide(limits.siblings_max),
+            context_entries_max: wide(limits.context_entries_max),
+        }
+    }
+
+    /// The settings in which `other` differs from these, as `name = theirs (this node: ours)`.
+    fn differences(&self, other: &PeerLimits) -> Vec<String> {
+        let pairs = [
+            ("value_bytes_max", other.value_bytes_max, self.value_bytes_max),
+            ("key_bytes_max", other.key_bytes_max, self.key_bytes_max),
+            ("siblings_max", other.siblings_max, self.siblings_max),
+            ("context_entries_max", other.context_entries_max, self.context_entries_max),
+        ];
+        let differ = pairs.into_iter().filter(|(_, theirs, ours)| theirs != ours);
+        differ
+            .map(|(name, theirs, ours)| format!("{name} = {theirs} (this node: {ours})"))
+            .collect()
+    }
 }
 
 impl RingShape {
@@ -215,6 +261,7 @@ impl RingShape {
             n: u32::try_from(config.n()).unwrap_or(u32::MAX),
             partitions: config.partitions(),
             nodes: config.nodes().iter().copied().collect(),
+            limits: PeerLimits::of(config.limits()),
         }
     }
 }
@@ -387,6 +434,10 @@ impl PeerContext {
             _ if !self.peers.contains(&hello.node) => {
                 Err(format!("node {} is not a peer of this cluster", hello.node))
             }
+            _ if hello.ring.limits != self.ring.limits => Err(format!(
+                "limits {}: every node of a cluster needs the same",
+                self.ring.limits.differences(&hello.ring.limits).join(", ")
+            )),
             _ if hello.ring != self.ring => {
                 Err(format!("a ring of {}, against this node's {}", hello.ring, self.ring))
             }
@@ -846,9 +897,10 @@ mod tests {
         assert!(h.0.lock().expect("lock").is_empty(), "every place given back");
     }
 
-    /// A refusal's reason quotes what the peer sent cut short, and refusals are all counted but
-    /// logged at most once per [`REFUSALS_LOG_EVERY`]: a host dialling again and again with a
-    /// quarter megabyte of cluster name or a ring of every node id cannot fill the log.
+    /// A refusal's reason quotes what the peer sent cut short, or names the limit that differs,
+    /// and refusals are all counted but logged at most once per [`REFUSALS_LOG_EVERY`]: a host
+    /// dialling again and again with a quarter megabyte of cluster name or a ring of every node
+    /// id cannot fill the log.
     #[test]
     fn refusals_are_counted_each_and_logged_short_and_seldom() {
         let ctx = PeerContext::for_test(1, 2, &ClusterSecret::none());
@@ -861,6 +913,11 @@ mod tests {
         hello.ring.nodes = (0..=u16::MAX).map(NodeId).collect();
         let why = ctx.check(&hello, None).expect_err("another ring");
         assert!(why.len() < 300 && why.contains("and 65520 more"), "{why}");
+        let mut hello = ctx.hello();
+        hello.node = NodeId(2);
+        hello.ring.limits.siblings_max = 9;
+        let why = ctx.check(&hello, None).expect_err("other limits");
+        assert!(why.contains("siblings_max = 9 (this node: 0)"), "{why}");
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         for _ in 0..3 {
             ctx.refuse(addr, &why);
@@ -1097,13 +1154,18 @@ mod tests {
         let why = read.expect("refused at once, not left waiting for the frame");
         let why = why.expect_err("a frame too large for a hello");
         assert!(why.contains("frame"), "{why}");
-        // The largest hello there can be (every node id, the longest cluster name) fits.
+        // The largest hello there can be (every node id, the longest cluster name, limits) fits.
         let nodes = (0..=u16::MAX).map(NodeId).collect();
         let hello = Hello {
             cluster: "c".repeat(crate::config::CLUSTER_NAME_BYTES_MAX),
             version: PROTOCOL_VERSION,
             node: NodeId(1),
-            ring: RingShape { n: 3, partitions: 1 << 16, nodes },
+            ring: RingShape {
+                n: 3,
+                partitions: 1 << 16,
+                nodes,
+                limits: PeerLimits::of(&Limits::default()),
+            },
             nonce: [0xff; NONCE_BYTES],
         };
         let bytes = postcard::to_stdvec(&hello).expect("encode").len();

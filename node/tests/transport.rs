@@ -81,6 +81,7 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         other_ring(|r| r.partitions *= 2),
         other_ring(|r| r.n += 1),
         other_ring(|r| r.nodes.push(NodeId(3))),
+        other_ring(|r| r.limits.value_bytes_max *= 2),
     ];
     for h in &bad {
         let mut f = connect(&c).await;
@@ -100,7 +101,7 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     let mut f = connect(&c).await;
     assert!(!handshake(&mut f, &good, &ClusterSecret::random()).await, "a wrong proof is refused");
     eventually("refusals counted", || async {
-        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 7).then_some(())
+        (c.metric(1, "dynamo_peer_handshakes_refused_total").await? >= 8).then_some(())
     })
     .await;
 
