@@ -167,8 +167,8 @@ impl From<Vec<Version>> for Siblings {
 
 /// Versions whose past holds their own dot that a decoded sibling set may carry. No real history
 /// makes one (only a made-up or damaged context); each costs [`Siblings::from_versions`] a look
-/// at every other such version, so a set of many (a peer's frame can hold tens of thousands)
-/// would take time quadratic in its size.
+/// at every other version, so a set of many (a peer's frame can hold tens of thousands) would
+/// take time quadratic in its size.
 pub const DAMAGED_VERSIONS_MAX: usize = 16;
 
 /// A sibling set as decoded, before [`Siblings::from_versions`] rebuilds it.
@@ -217,21 +217,14 @@ impl fmt::Debug for Siblings {
 /// [`DAMAGED_VERSIONS_MAX`] of them), so the time is about linear, not quadratic, in the versions
 /// and their pasts.
 fn maximal<V: Borrow<Version>>(versions: &[V]) -> Vec<bool> {
-    fn version<V: Borrow<Version>>(v: &V) -> &Version {
-        v.borrow()
-    }
-    let superseded_by_another = |v: &Version| versions.iter().any(|w| version(w).supersedes(v));
+    let superseded_by_another =
+        |v: &Version| versions.iter().any(|w| Borrow::<Version>::borrow(w).supersedes(v));
+    let all = || versions.iter().map(Borrow::<Version>::borrow);
     if versions.len() <= PAIRWISE_MAX {
-        return versions.iter().map(|v| !superseded_by_another(version(v))).collect();
+        return all().map(|v| !superseded_by_another(v)).collect();
     }
-    let seen = Context::join_all(versions.iter().map(|v| &version(v).past));
-    versions
-        .iter()
-        .map(|v| {
-            let v = version(v);
-            !seen.contains(&v.dot) || (v.is_damaged() && !superseded_by_another(v))
-        })
-        .collect()
+    let seen = Context::join_all(all().map(|v| &v.past));
+    all().map(|v| !seen.contains(&v.dot) || (v.is_damaged() && !superseded_by_another(v))).collect()
 }
 
 /// Sets of at most this many versions are checked pair by pair in [`maximal`] (quicker than
@@ -240,9 +233,10 @@ const PAIRWISE_MAX: usize = 8;
 
 /// Whether every version of `versions` that `kept` leaves out is named by one it keeps (a
 /// version's past holds its dot).
-fn absorbs(versions: &[&Version], kept: &[bool]) -> bool {
-    let mut left_out = versions.iter().zip(kept).filter(|(_, k)| !**k).map(|(v, _)| *v);
-    let kept = || versions.iter().zip(kept).filter(|(_, k)| **k).map(|(v, _)| *v);
+fn absorbs<V: Borrow<Version>>(versions: &[V], kept: &[bool]) -> bool {
+    let with_kept = || versions.iter().map(Borrow::<Version>::borrow).zip(kept.iter().copied());
+    let mut left_out = with_kept().filter(|(_, k)| !k).map(|(v, _)| v);
+    let kept = || with_kept().filter(|(_, k)| *k).map(|(v, _)| v);
     if versions.len() <= PAIRWISE_MAX {
         return left_out.all(|v| kept().any(|w| w.supersedes(v)));
     }
@@ -250,27 +244,39 @@ fn absorbs(versions: &[&Version], kept: &[bool]) -> bool {
     left_out.all(|v| named.contains(&v.dot))
 }
 
-/// Which versions of `union` (one set's versions marked `(version, in this set, in the other)`,
-/// in dot order) a merge keeps that takes the other set's versions one at a time in dot order:
-/// one is dropped if a version of this set still held names it, or holds its dot, and else it
-/// stays and drops the versions of this set it names. (The other set's versions, an antichain,
-/// never name each other.)
-fn one_at_a_time(union: &[(&Version, bool, bool)]) -> Vec<bool> {
+/// A version of the union of two sets being merged, and which of them hold it as it is.
+struct InUnion<'a> {
+    version: &'a Version,
+    /// The set merged into holds it (of two versions with one dot, its own is taken).
+    in_mine: bool,
+    /// The set merged in holds it.
+    in_theirs: bool,
+}
+
+impl Borrow<Version> for InUnion<'_> {
+    fn borrow(&self) -> &Version {
+        self.version
+    }
+}
+
+/// Which versions of `union` (in dot order) a merge keeps that takes the other set's versions
+/// one at a time in dot order: one is dropped if a version of this set still held names it, and
+/// else it stays and drops the versions of this set it names. The other set's versions, an
+/// antichain, never name each other, so only this set's are looked at: the time is the product
+/// of the two sets' sizes, and linear when either is small.
+fn one_at_a_time(union: &[InUnion<'_>]) -> Vec<bool> {
     let mut kept = vec![true; union.len()];
-    for (i, (v, in_mine, _)) in union.iter().enumerate() {
-        if *in_mine {
-            continue;
-        }
-        let mut held = union.iter().zip(&kept).filter(|((_, m, _), k)| *m && **k);
-        if held.any(|((w, ..), _)| w.supersedes(v)) {
+    let mut held: Vec<usize> = (0..union.len()).filter(|&i| union[i].in_mine).collect();
+    for (i, u) in union.iter().enumerate().filter(|(_, u)| !u.in_mine) {
+        if held.iter().any(|&j| union[j].version.supersedes(u.version)) {
             kept[i] = false;
             continue;
         }
-        for (j, (w, in_mine, _)) in union.iter().enumerate() {
-            if *in_mine && v.supersedes(w) {
-                kept[j] = false;
-            }
-        }
+        held.retain(|&j| {
+            let stays = !u.version.supersedes(union[j].version);
+            kept[j] = stays;
+            stays
+        });
     }
     kept
 }
@@ -284,8 +290,8 @@ impl Siblings {
     /// Builds the antichain of the maximal versions among `versions`: those no other version
     /// supersedes (of versions with one dot, the first). In time about linear in the versions and
     /// their pasts, not quadratic: a set read from disk or the network may be large. (Plus, for
-    /// each damaged version, one whose past holds its own dot, a look at the other damaged ones:
-    /// decoding admits at most [`DAMAGED_VERSIONS_MAX`] of them.)
+    /// each damaged version whose dot a past holds, one whose past holds its own dot, a look at
+    /// every version: decoding admits at most [`DAMAGED_VERSIONS_MAX`] of them.)
     pub fn from_versions(versions: impl IntoIterator<Item = Version>) -> Self {
         let mut versions: Vec<Version> = versions.into_iter().collect();
         // Stable: of versions with equal dots the first stays.
@@ -407,50 +413,50 @@ impl Siblings {
     /// maximal versions may leave out one that only a version left out names: then `other`'s
     /// versions are merged one at a time in dot order, each dropped if a version of this set
     /// still held names it and otherwise dropping the ones it names, in time of the product of
-    /// the two sets' sizes. Nothing is copied when the result is one of the two sets (the usual
+    /// the two sets' sizes (linear when either is small). Nothing is copied when the result is one of the two sets (the usual
     /// cases: a replica receiving a newer write, or one it holds already, and a coordinator
     /// merging equal replies).
     pub fn reconcile(&mut self, other: &Siblings) -> bool {
         if Arc::ptr_eq(&self.versions, &other.versions) {
             return false;
         }
-        // The union in dot order, each version marked with the sets it is in, as it is. Of two
-        // versions with one dot, this set's is taken; neither set holds a version superseding
-        // that dot, so it is kept, and when the two differ the result is not `other`.
+        // The union in dot order. Of two versions with one dot, this set's is taken; neither set
+        // holds a version naming that dot, so it is kept, and when the two differ (compared
+        // whole) the result is not `other`.
         let (mine, theirs) = (&self.versions[..], &other.versions[..]);
-        let mut union: Vec<(&Version, bool, bool)> = Vec::with_capacity(mine.len() + theirs.len());
+        let mut union = Vec::with_capacity(mine.len() + theirs.len());
         let (mut i, mut j) = (0, 0);
-        loop {
-            let (from_mine, from_theirs) = match (mine.get(i), theirs.get(j)) {
-                (Some(a), Some(b)) => match a.dot.cmp(&b.dot) {
-                    Ordering::Less => (Some(a), None),
-                    Ordering::Equal => (Some(a), Some(b)),
-                    Ordering::Greater => (None, Some(b)),
-                },
-                (a, b @ None) | (a @ None, b) => (a, b),
+        while i < mine.len() || j < theirs.len() {
+            let order = match (mine.get(i), theirs.get(j)) {
+                (Some(a), Some(b)) => a.dot.cmp(&b.dot),
+                (Some(_), None) => Ordering::Less,
+                (None, _) => Ordering::Greater,
             };
-            match (from_mine, from_theirs) {
-                (Some(a), b) => union.push((a, true, b == Some(a))),
-                (None, Some(b)) => union.push((b, false, true)),
-                (None, None) => break,
-            }
-            i += usize::from(from_mine.is_some());
-            j += usize::from(from_theirs.is_some());
+            union.push(match order {
+                Ordering::Less => InUnion { version: &mine[i], in_mine: true, in_theirs: false },
+                Ordering::Equal => {
+                    let in_theirs = mine[i] == theirs[j];
+                    InUnion { version: &mine[i], in_mine: true, in_theirs }
+                }
+                Ordering::Greater => {
+                    InUnion { version: &theirs[j], in_mine: false, in_theirs: true }
+                }
+            });
+            i += usize::from(order != Ordering::Greater);
+            j += usize::from(order != Ordering::Less);
         }
-        let versions: Vec<&Version> = union.iter().map(|(v, ..)| *v).collect();
-        let mut kept = maximal(&versions);
-        if !absorbs(&versions, &kept) {
+        let mut kept = maximal(&union);
+        if !absorbs(&union, &kept) {
             kept = one_at_a_time(&union);
         }
-        if union.iter().zip(&kept).all(|((_, in_mine, _), k)| k == in_mine) {
+        if union.iter().zip(&kept).all(|(u, k)| *k == u.in_mine) {
             return false;
         }
-        if union.iter().zip(&kept).all(|((.., in_theirs), k)| k == in_theirs) {
+        if union.iter().zip(&kept).all(|(u, k)| *k == u.in_theirs) {
             *self = other.clone();
             return true;
         }
-        let versions =
-            union.iter().zip(&kept).filter(|(_, k)| **k).map(|((v, ..), _)| (*v).clone());
+        let versions = union.iter().zip(&kept).filter(|(_, k)| **k).map(|(u, _)| u.version.clone());
         self.versions = Arc::new(versions.collect());
         true
     }

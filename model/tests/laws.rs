@@ -617,23 +617,25 @@ fn a_version_is_never_superseded_by_its_own_past() {
     }
 }
 
-/// A made-up version: a dot of one of 4 actors with counter 1..=6, a past from [`Ctx`] (which
-/// may hold the version's own dot: a damaged version) and one of two values or a tombstone, so
-/// that versions with one dot and different contents occur too.
+/// A made-up version: a dot of one of 4 actors with counter 1..=8, no past or one from [`Ctx`]
+/// (which may hold the version's own dot: a damaged version), and one of two values or a
+/// tombstone, so that versions with one dot and different contents occur too.
 #[derive(Clone, Debug)]
 struct AnyVersion(Version);
 
 impl Arbitrary for AnyVersion {
     fn arbitrary(g: &mut Gen) -> Self {
         let i = u8::arbitrary(g) % 4;
-        let counter = u64::from(u8::arbitrary(g) % 6) + 1;
+        let counter = u64::from(u8::arbitrary(g) % 8) + 1;
         let payload = match u8::arbitrary(g) % 3 {
             0 => Payload::Tombstone,
             v => Payload::Value(vec![v]),
         };
+        // Half of them with no past, so that sets of many concurrent versions occur too.
+        let past = if bool::arbitrary(g) { Ctx::arbitrary(g).0 } else { Context::new() };
         AnyVersion(Version {
             dot: Dot { actor: actor(i), counter, ts_ms: counter * 10 + u64::from(i) },
-            past: Ctx::arbitrary(g).0,
+            past,
             payload,
         })
     }

@@ -2,9 +2,11 @@
 //!
 //! Each node dials one outbound connection to every peer and sends its messages on it; it reads
 //! peers' messages from the connections they dialled in. A connection starts with a [`Hello`] each
-//! way carrying the cluster name, the protocol version and the sender's node id; the accepting side
-//! refuses (closes, logging why) a cluster or version mismatch, or a node id that is not a peer,
-//! and the dialling side refuses an answer from a node other than the one it meant to reach.
+//! way carrying the cluster name, the protocol version, the sender's node id and its
+//! [`RingShape`] (N, partitions, members and the [`PeerLimits`]); the accepting side refuses
+//! (closes, logging why, at most every [`REFUSALS_LOG_EVERY`]) any mismatch, or a node id that is
+//! not a peer, and the dialling side refuses an answer from a node other than the one it meant to
+//! reach.
 //! Each hello also carries a fresh random nonce, and then each side sends a [`Proof`] that it
 //! knows the cluster's secret (an HMAC-SHA256, under the secret, of the cluster name, both node
 //! ids in the direction of the proof and both nonces), the dialler first and the accepting side
@@ -143,7 +145,8 @@ pub struct Hello {
     pub version: u32,
     /// The sender.
     pub node: NodeId,
-    /// The sender's ring: nodes that disagree on it place keys differently, so they are refused.
+    /// The sender's ring and limits: nodes that disagree on them place keys differently or drop
+    /// each other's copies, so they are refused.
     pub ring: RingShape,
     /// Fresh for each connection: the other side's proof covers it, so no proof is good twice.
     pub nonce: [u8; NONCE_BYTES],
@@ -578,8 +581,8 @@ pub async fn serve_inbound(
                 tracing::warn!(
                     node = %ctx.me,
                     peer = %from,
-                    "dropping connection: {e} (over this node's {} bytes; is the peer configured \
-                     with larger value_bytes_max, siblings_max or context_entries_max?)",
+                    "dropping connection: {e} (over this node's {} bytes, which a peer with \
+                     this node's limits never sends: a damaged frame)",
                     ctx.frame_bytes_max
                 );
                 return;

@@ -39,7 +39,8 @@ pub struct NetStats {
     pub outbound_oversized: AtomicU64,
     /// Peer messages dropped because the driver's input queue was full.
     pub inbound_dropped: AtomicU64,
-    /// Handshakes refused (cluster, version or node id mismatch).
+    /// Handshakes refused (cluster, version, node id, ring or limits mismatch, a wrong proof of
+    /// the secret, a hello that does not decode, or one that did not come in time).
     pub handshakes_refused: AtomicU64,
     /// Peer connections closed unheard: their address had too many in their handshake.
     pub handshakes_busy_address: AtomicU64,

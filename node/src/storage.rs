@@ -359,9 +359,12 @@ pub struct SledStore {
     corrupt_hints: RefCell<BTreeSet<Vec<u8>>>,
     /// The actor this store's node writes as in this run (its id and incarnation).
     actor: ActorId,
-    /// Records found holding damaged versions, or primary records that do not decode at all,
-    /// each reported once (see [`SledStore::decode_stored`]).
+    /// Records found holding damaged versions, each reported once (see
+    /// [`SledStore::decode_stored`]).
     damaged_seen: RefCell<BTreeSet<Vec<u8>>>,
+    /// Primary records that do not decode, each reported once (see
+    /// [`SledStore::decode_stored`]).
+    undecodable_seen: RefCell<BTreeSet<Vec<u8>>>,
     /// Key → the highest counter of this node's actor that the damaged versions left out of its
     /// record named (in their dots or pasts) and the rest do not, until the key's next save
     /// writes it to `issued`.
@@ -674,6 +677,7 @@ impl SledStore {
             corrupt_hints: RefCell::default(),
             actor: ActorId::new(node, incarnation),
             damaged_seen: RefCell::default(),
+            undecodable_seen: RefCell::default(),
             forgotten: RefCell::default(),
             _open: open,
         };
@@ -769,7 +773,7 @@ impl SledStore {
     ) -> Result<Siblings, StoreError> {
         let siblings = decode(&what, bytes).inspect_err(|e| {
             // A hint that does not decode is walked past and reported by `skip_corrupt_hint`.
-            if key.is_some() && self.damaged_seen.borrow_mut().insert(raw.to_vec()) {
+            if key.is_some() && self.undecodable_seen.borrow_mut().insert(raw.to_vec()) {
                 tracing::error!(
                     dir = %self.dir.display(),
                     "{e}; it stays on disk, and this node can neither serve the key nor store \
@@ -1259,7 +1263,7 @@ mod tests {
         s.data.insert(b"k", &[0xff, 0xff, 0xff][..]).expect("raw insert");
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })));
         assert!(matches!(s.load(&Key::from("k")), Err(StoreError::Corrupt { .. })), "still");
-        assert_eq!(s.damaged_seen.borrow().len(), 1, "reported, once");
+        assert_eq!(s.undecodable_seen.borrow().len(), 1, "recorded as reported");
     }
 
     /// A flush fsyncs the files sled keeps large records in (it never does): each new or grown
