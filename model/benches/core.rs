@@ -1,16 +1,16 @@
 //! Criterion benchmarks of the core's hot paths: clock compare and merge; reconcile with 1-16
-//! siblings, with 1024 (a peer's large set) and of a newer write, each beside the former
-//! quadratic merge; decoding a sibling set of 1-4096 versions; decoding a made-up context of
+//! siblings, with 1024 (a peer's large set), of a newer write and of two sets of 1024 with a cut
+//! past, each beside the former quadratic merge; decoding a sibling set of 1-4096 versions; decoding a made-up context of
 //! many folding runs; preference-list lookup; and one put handled end to end in the simulator.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dynamo_model::clock::{Context, VClock};
+use dynamo_model::clock::{Context, Dot, VClock};
 use dynamo_model::config::Limits;
 use dynamo_model::ids::{ActorId, Key, NodeId};
 use dynamo_model::msg::{ClientOp, ClientReply};
 use dynamo_model::ring::Ring;
 use dynamo_model::sim::{Faults, Sim, SimConfig};
-use dynamo_model::versioned::{Payload, Siblings};
+use dynamo_model::versioned::{Payload, Siblings, Version};
 use std::hint::black_box;
 
 fn clock(entries: u16, bump: u64) -> VClock {
@@ -99,7 +99,33 @@ fn reconcile(c: &mut Criterion) {
     g.bench_function("formerly/newer_write", |bch| {
         bch.iter(|| reconciled_formerly(black_box(&held), black_box(&newer)))
     });
+    // Two sets of 1024 versions where a cut past leaves a version named only by one that goes
+    // (held `s` names incoming `c`; incoming `o` names `s`), so the merge goes one at a time.
+    let (held, incoming) = cut_pair(1024);
+    g.bench_function("cut/1024", |bch| {
+        bch.iter(|| black_box(&held).reconciled(black_box(&incoming)))
+    });
+    g.bench_function("formerly/cut/1024", |bch| {
+        bch.iter(|| reconciled_formerly(black_box(&held), black_box(&incoming)))
+    });
     g.finish();
+}
+
+/// A held set and an incoming one of `k` versions each (concurrent tombstones besides): held `s`
+/// names incoming `c`, and incoming `o`, whose past was cut, names `s` only.
+fn cut_pair(k: usize) -> (Siblings, Siblings) {
+    let dot = |node: u16, counter| Dot { actor: ActorId::new(NodeId(node), 0), counter, ts_ms: 0 };
+    let version = |d: Dot, past: &[Dot]| {
+        let mut p = Context::new();
+        past.iter().for_each(|d| p.add_dot(d));
+        Version { dot: d, past: p, payload: Payload::Tombstone }
+    };
+    let (s, o, c) = (dot(1, 1), dot(2, 1), dot(3, 1));
+    let others = |from: u16| (0..k as u16 - 1).map(move |i| version(dot(from + i, 1), &[]));
+    let held = Siblings::from_versions(others(10).chain([version(s, &[c])]));
+    let incoming =
+        Siblings::from_versions(others(5_000).chain([version(o, &[s]), version(c, &[])]));
+    (held, incoming)
 }
 
 /// Decoding a set of `k` concurrent siblings as it arrives from a peer or from disk (the set is
