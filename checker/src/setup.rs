@@ -929,8 +929,8 @@ pub type WireMsg = Wire;
 /// restart takes a new incarnation and the node's later writes carry other dots. Otherwise its
 /// store is durable, and it has no operation or forward to lose, so the crash and its recovery
 /// look, to everyone else, like a stretch in which the node happened to do nothing while its
-/// messages were delayed, which the network already allows. Leaving out these crashes keeps every reachable combination of stores
-/// and client outcomes.
+/// messages were delayed, which the network already allows. Leaving out these crashes keeps every
+/// reachable combination of stores and client outcomes.
 ///
 /// Suspicions count as volatile state only when the probe is sent as messages. With probe timers
 /// a crash that loses only suspicions is the same as every probe being answered (each a step the

@@ -49,6 +49,21 @@ pub struct Limits {
     pub finished_ops_remembered: usize,
 }
 
+/// The limits every node of a cluster must share: those a node holds its peers' messages to (a
+/// key or version outside them is dropped as malformed, see `Node::handle`), and `siblings_max`,
+/// which with them sizes the largest message a sibling set needs. A node configured with other
+/// values would drop its peers' copies, or they its. [`Limits::shared_with_peers`] gives their
+/// values in this order.
+pub const LIMITS_SHARED_WITH_PEERS: [&str; 4] =
+    ["value_bytes_max", "key_bytes_max", "siblings_max", "context_entries_max"];
+
+impl Limits {
+    /// The values of [`LIMITS_SHARED_WITH_PEERS`], in that order.
+    pub fn shared_with_peers(&self) -> [usize; 4] {
+        [self.value_bytes_max, self.key_bytes_max, self.siblings_max, self.context_entries_max]
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

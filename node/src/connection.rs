@@ -42,6 +42,7 @@ use crate::outbox::{Bounds, Flushed, Outbox};
 pub use crate::outbox::{OUTBOUND_BYTES_MAX, OUTBOUND_QUEUE_MAX};
 use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
+use dynamo_model::config::LIMITS_SHARED_WITH_PEERS;
 use dynamo_model::{Config, Limits, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
@@ -215,44 +216,28 @@ pub struct RingShape {
     pub limits: PeerLimits,
 }
 
-/// The limits a node holds a peer's copies to (a version over them is dropped as malformed) and
-/// sizes its frames by: nodes configured with different ones would drop each other's copies or
-/// frames, so they refuse each other at the handshake instead, naming the setting.
+/// The values of the limits nodes must share ([`LIMITS_SHARED_WITH_PEERS`]), in that order:
+/// nodes configured with others would drop each other's copies or frames, so they refuse each
+/// other at the handshake instead, naming the setting.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerLimits {
-    /// `value_bytes_max`.
-    pub value_bytes_max: u64,
-    /// `key_bytes_max`.
-    pub key_bytes_max: u64,
-    /// `siblings_max`.
-    pub siblings_max: u64,
-    /// `context_entries_max`.
-    pub context_entries_max: u64,
-}
+pub struct PeerLimits(pub Vec<u64>);
 
 impl PeerLimits {
-    /// The peer-facing part of `limits`.
+    /// The shared part of `limits`.
     pub fn of(limits: &Limits) -> PeerLimits {
         let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
-        PeerLimits {
-            value_bytes_max: wide(limits.value_bytes_max),
-            key_bytes_max: wide(limits.key_bytes_max),
-            siblings_max: wide(limits.siblings_max),
-            context_entries_max: wide(limits.context_entries_max),
-        }
+        PeerLimits(limits.shared_with_peers().into_iter().map(wide).collect())
     }
 
-    /// The settings in which `other` differs from these, as `name = theirs (this node: ours)`.
-    fn differences(&self, other: &PeerLimits) -> Vec<String> {
-        let pairs = [
-            ("value_bytes_max", other.value_bytes_max, self.value_bytes_max),
-            ("key_bytes_max", other.key_bytes_max, self.key_bytes_max),
-            ("siblings_max", other.siblings_max, self.siblings_max),
-            ("context_entries_max", other.context_entries_max, self.context_entries_max),
-        ];
-        let differ = pairs.into_iter().filter(|(_, theirs, ours)| theirs != ours);
+    /// The settings in which `theirs` differs from these, as `name = theirs (this node: ours)`.
+    fn differences(&self, theirs: &PeerLimits) -> Vec<String> {
+        if theirs.0.len() != self.0.len() {
+            return vec![format!("{} of them (this node: {})", theirs.0.len(), self.0.len())];
+        }
+        let named = LIMITS_SHARED_WITH_PEERS.iter().zip(self.0.iter().zip(&theirs.0));
+        let differ = named.filter(|(_, (ours, theirs))| ours != theirs);
         differ
-            .map(|(name, theirs, ours)| format!("{name} = {theirs} (this node: {ours})"))
+            .map(|(name, (ours, theirs))| format!("{name} = {theirs} (this node: {ours})"))
             .collect()
     }
 }
@@ -316,9 +301,8 @@ pub struct PeerContext {
     /// The inbound connection serving each peer, as the signal that ends it: a newer connection
     /// from the same peer replaces it (see [`serve_inbound`]).
     pub inbound: std::sync::Mutex<BTreeMap<NodeId, Arc<Notify>>>,
-    /// When a refused handshake was last logged, and how many were refused since unlogged (see
-    /// [`REFUSALS_LOG_EVERY`]).
-    pub refusals_logged: std::sync::Mutex<(Option<Instant>, u64)>,
+    /// Refused handshakes are logged at most once per [`REFUSALS_LOG_EVERY`].
+    pub refusals_logged: LogEvery,
 }
 
 /// Most bytes one context entry takes encoded (a cloud run: an actor and three varint `u64`s).
@@ -366,7 +350,7 @@ impl PeerContext {
             frame_bytes_max: 1 << 20,
             secret: secret.clone(),
             inbound: Default::default(),
-            refusals_logged: Default::default(),
+            refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
             net: Arc::new(NetStats::default()),
         }
     }
@@ -467,15 +451,7 @@ impl PeerContext {
     /// were refused unlogged before it.
     fn refuse(&self, addr: SocketAddr, why: &str) {
         self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-        let mut logged = self.refusals_logged.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, unlogged) = &mut *logged;
-        if last.is_some_and(|t| t.elapsed() < REFUSALS_LOG_EVERY) {
-            *unlogged += 1;
-            return;
-        }
-        *last = Some(Instant::now());
-        let before = std::mem::take(unlogged);
-        drop(logged);
+        let Some(before) = self.refusals_logged.due() else { return };
         if before > 0 {
             tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why} ({before} more refused since the last one logged)");
         } else {
@@ -661,11 +637,40 @@ pub struct PeerLink {
     /// Signalled when the driver left bytes unwritten or found the connection broken.
     wake: Notify,
     /// When an oversized message was last logged.
-    oversized_logged: std::sync::Mutex<Option<Instant>>,
+    oversized_logged: LogEvery,
 }
 
 /// How often, at most, a link logs a message dropped for its size.
 pub const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line allowed at most once per a period: [`LogEvery::due`] says whether one may be
+/// written now, and how many were held back since the last.
+#[derive(Debug)]
+pub struct LogEvery {
+    every: Duration,
+    /// When a line was last written, and how many were held back since.
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogEvery {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> LogEvery {
+        LogEvery { every, state: Default::default() }
+    }
+
+    /// `Some(held back since the last line)` when a line may be written now, else `None` (and
+    /// this one is counted as held back).
+    pub fn due(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, held_back) = &mut *state;
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            *held_back += 1;
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(std::mem::take(held_back))
+    }
+}
 
 /// A refused peer handshake is logged at most this often per node; every one is counted
 /// (`dynamo_peer_handshakes_refused_total`).
@@ -680,7 +685,7 @@ impl PeerLink {
             peer,
             outbox,
             wake: Notify::new(),
-            oversized_logged: std::sync::Mutex::new(None),
+            oversized_logged: LogEvery::new(OVERSIZED_LOG_EVERY),
         }
     }
 
@@ -689,12 +694,9 @@ impl PeerLink {
     /// dropped for its size is also logged, at most once per [`OVERSIZED_LOG_EVERY`] per link.
     pub fn push(&self, msgs: impl IntoIterator<Item = Msg>) {
         let Some(o) = self.outbox.push(msgs) else { return };
-        let mut last = self.oversized_logged.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < OVERSIZED_LOG_EVERY) {
+        if self.oversized_logged.due().is_none() {
             return;
         }
-        *last = Some(Instant::now());
-        drop(last);
         let key = o.key.map(|k| k.to_string()).unwrap_or_default();
         tracing::warn!(
             node = %self.ctx.me,
@@ -906,7 +908,8 @@ mod tests {
     /// id cannot fill the log.
     #[test]
     fn refusals_are_counted_each_and_logged_short_and_seldom() {
-        let ctx = PeerContext::for_test(1, 2, &ClusterSecret::none());
+        let mut ctx = PeerContext::for_test(1, 2, &ClusterSecret::none());
+        ctx.ring.limits = PeerLimits::of(&Limits::default());
         let mut hello = ctx.hello();
         hello.cluster = "é".repeat(100_000);
         let why = ctx.check(&hello, None).expect_err("another cluster");
@@ -918,17 +921,17 @@ mod tests {
         assert!(why.len() < 300 && why.contains("and 65520 more"), "{why}");
         let mut hello = ctx.hello();
         hello.node = NodeId(2);
-        hello.ring.limits.siblings_max = 9;
+        hello.ring.limits.0[2] = 9;
         let why = ctx.check(&hello, None).expect_err("other limits");
-        assert!(why.contains("siblings_max = 9 (this node: 0)"), "{why}");
+        assert!(why.contains("siblings_max = 9 (this node: 64)"), "{why}");
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         for _ in 0..3 {
             ctx.refuse(addr, &why);
         }
         assert_eq!(ctx.net.handshakes_refused.load(Ordering::Relaxed), 3);
-        let (logged, unlogged) = *ctx.refusals_logged.lock().expect("lock");
+        let (logged, held_back) = *ctx.refusals_logged.state.lock().expect("lock");
         assert!(logged.is_some());
-        assert_eq!(unlogged, 2, "the first logged, the next two counted only");
+        assert_eq!(held_back, 2, "the first logged, the next two counted only");
     }
     use crate::shutdown::Shutdown;
     use dynamo_model::{ClientOp, Key, OpId, RequestId};
@@ -999,7 +1002,7 @@ mod tests {
             frame_bytes_max,
             secret: ClusterSecret::none(),
             inbound: Default::default(),
-            refusals_logged: Default::default(),
+            refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
             net: Arc::new(NetStats::default()),
         });
         Arc::new(PeerLink::new(ctx, NodeId(2)))

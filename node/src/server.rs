@@ -162,7 +162,7 @@ async fn start_here(
         secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),
-        refusals_logged: Default::default(),
+        refusals_logged: connection::LogEvery::new(connection::REFUSALS_LOG_EVERY),
     });
 
     let mut outbound = Outbound::new();

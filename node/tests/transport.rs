@@ -81,7 +81,7 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         other_ring(|r| r.partitions *= 2),
         other_ring(|r| r.n += 1),
         other_ring(|r| r.nodes.push(NodeId(3))),
-        other_ring(|r| r.limits.value_bytes_max *= 2),
+        other_ring(|r| r.limits.0[0] *= 2),
     ];
     for h in &bad {
         let mut f = connect(&c).await;
