@@ -5,6 +5,14 @@
 //! hint into its primary data and acknowledges with exactly the siblings it made durable. The
 //! holder deletes the hint only if it still holds exactly those siblings; a hint that grew in the
 //! meantime stays and goes out again on a later tick.
+//!
+//! A hint can outlive its intended node's membership: a node that stays down is taken out of the
+//! cluster (every node restarts with it gone from the configuration), and the hints the others
+//! kept for it are then the only copies beside the key's remaining replicas. Such a hint is
+//! rehomed when a tick comes to it: merged into this node's primary data if this node is now in
+//! the key's preference list, and into a hint for each other node of the list, and only then
+//! removed. So the key gets back its replication, and nothing waits for a node that will not
+//! come back.
 
 use crate::ids::{Key, NodeId};
 use crate::msg::Msg;
@@ -21,6 +29,10 @@ impl<S: Store> Node<S> {
         match self.store.hints(&self.state.suspected, batch) {
             Ok(hints) => {
                 for (to, key, siblings) in hints {
+                    if !self.config.nodes().contains(&to) {
+                        self.rehome(to, &key, &siblings);
+                        continue;
+                    }
                     #[cfg(feature = "mutants")]
                     crate::mutant::on_handoff_sent(&self.config, &mut self.store, to, &key);
                     effects.push(Effect::Send { to, msg: Msg::Handoff { key, siblings } });
@@ -32,6 +44,29 @@ impl<S: Store> Node<S> {
             timer: Timer::Tick,
             after_ms: self.config.timeouts().tick_ms,
         });
+    }
+
+    /// Hands the hint kept under `key` for `gone`, a node no longer in the cluster, to the key's
+    /// preference list (see the module's notes). The hint is removed only once every copy is
+    /// durable in this node's store; if one fails, it stays and is tried again on a later tick
+    /// (merging is idempotent).
+    fn rehome(&mut self, gone: NodeId, key: &Key, siblings: &Siblings) {
+        let prefs = self.ring.preference_list(key, self.config.n()).to_vec();
+        let mut copied = true;
+        for p in prefs {
+            copied &= if p == self.id {
+                self.merge_local(key, siblings)
+            } else {
+                self.merge_hint(p, key, siblings)
+            };
+        }
+        if !copied {
+            return;
+        }
+        match self.store.remove_hint(gone, key) {
+            Ok(()) => self.stats.hints_rehomed += 1,
+            Err(_) => self.stats.store_errors += 1,
+        }
     }
 
     pub(crate) fn on_handoff(

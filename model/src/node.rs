@@ -227,6 +227,9 @@ pub struct Stats {
     pub hints_stored: u64,
     /// Hints removed after the intended node acknowledged them.
     pub hints_delivered: u64,
+    /// Hints for a node no longer in the cluster, handed to their key's preference list and
+    /// removed (see [`crate::handoff`]).
+    pub hints_rehomed: u64,
     /// Read-repair writes sent (or made locally).
     pub read_repairs: u64,
     /// Client requests forwarded to a coordinator.

@@ -631,3 +631,61 @@ fn a_handoff_batch_is_shared_among_the_intended_nodes() {
         .collect();
     assert_eq!(handed, [(1, "a".to_string()), (2, "d".to_string())]);
 }
+
+/// A hint kept for a node that has left the cluster (it stayed down and every node restarted
+/// without it) is rehomed: merged into the primary data of this node, now a replica of the key,
+/// and kept as a hint for each other replica, then removed; it is not sent to the gone node, tick
+/// after tick, for ever. (Found by review: such hints were sent each tick to a node the transport
+/// no longer knows, and dropped, and the key kept a replica short.)
+#[test]
+fn a_hint_for_a_node_no_longer_in_the_cluster_goes_to_the_keys_replicas() {
+    use dynamo_model::config::{Config, ConfigParams};
+    use dynamo_model::ids::ActorId;
+    use dynamo_model::node::{Effect, Input, Node, Timer};
+    use dynamo_model::ring::Ring;
+    use dynamo_model::store::MemStore;
+    use dynamo_model::Msg;
+    use std::sync::Arc;
+
+    // Node 4 left; three nodes remain, with N = 3, so every key's list is all of them.
+    let config = Arc::new(Config::new(ConfigParams::for_nodes((1..=3).map(NodeId))).expect("ok"));
+    let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
+    let mut node = Node::new(ActorId::new(NodeId(1), 0), config, ring, MemStore::default());
+    let mut held = Siblings::new();
+    let writer = dynamo_model::Writer { actor: ActorId::new(NodeId(2), 0), issued: 0 };
+    let limits = dynamo_model::Limits::default();
+    let value = dynamo_model::Payload::Value(b"v".to_vec());
+    held.apply_put(writer, &Context::new(), value, 1, &limits, None).expect("put");
+    let (gone, kept) = (NodeId(4), NodeId(3));
+    node.store_mut().save_hint(gone, &key(), &held).expect("hint");
+    node.store_mut().save_hint(kept, &Key::from("other"), &held).expect("hint");
+    let mut effects = Vec::new();
+    node.handle(0, Input::Timer(Timer::Tick), &mut effects);
+    let sent: Vec<NodeId> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg: Msg::Handoff { .. } } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [kept], "the member's hint goes out; nothing goes to the gone node");
+    let store = node.store();
+    assert_eq!(store.load(&key()).expect("load"), held, "merged into this replica's data");
+    assert_eq!(store.load_hint(NodeId(2), &key()).expect("hint"), held, "kept for node 2");
+    assert_eq!(store.load_hint(kept, &key()).expect("hint"), held, "kept for node 3");
+    assert_eq!(store.load_hint(gone, &key()).expect("hint"), Siblings::new(), "removed");
+    assert_eq!(store.hint_count().expect("count"), 3);
+    assert_eq!(node.stats().hints_rehomed, 1);
+    // The next tick hands the rehomed copies to their nodes.
+    effects.clear();
+    node.handle(1, Input::Timer(Timer::Tick), &mut effects);
+    let mut sent: Vec<(NodeId, Key)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg: Msg::Handoff { key, .. } } => Some((*to, key.clone())),
+            _ => None,
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(sent, [(NodeId(2), key()), (kept, key()), (kept, Key::from("other"))]);
+}

@@ -714,6 +714,7 @@ async fn status(State(st): State<Arc<ApiState>>) -> Response {
         "stats": {
             "hints_stored": s.stats.hints_stored,
             "hints_delivered": s.stats.hints_delivered,
+            "hints_rehomed": s.stats.hints_rehomed,
             "read_repairs": s.stats.read_repairs,
             "forwarded": s.stats.forwarded,
             "rejected": s.stats.rejected,

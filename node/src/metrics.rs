@@ -141,6 +141,11 @@ impl Metrics {
                     "Hints delivered and removed.",
                     st.hints_delivered,
                 ),
+                (
+                    "dynamo_hints_rehomed_total",
+                    "Hints for a node no longer in the cluster, handed to their key's replicas.",
+                    st.hints_rehomed,
+                ),
                 ("dynamo_read_repairs_total", "Read-repair writes.", st.read_repairs),
                 ("dynamo_forwarded_total", "Client requests forwarded.", st.forwarded),
                 ("dynamo_rejected_total", "Client requests refused by the core.", st.rejected),

@@ -104,28 +104,22 @@ async fn concurrent_puts_make_siblings_and_merged_context_resolves_them() {
     c.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
-    let mut c = Cluster::start(4, |cfg| {
-        cfg.params.timeouts.tick_ms = 200;
-        cfg.params.timeouts.sloppy_retry_ms = 200;
-    })
-    .await;
-    c.stop(4).await;
+/// Writes `keys` (each its own name as value) through node 1 with W = 3 while node 4 of four is
+/// down, and checks that some fallback then holds a hint.
+async fn write_with_node_4_down(c: &Cluster, keys: &[String]) {
     // Patient: on a busy machine, four nodes fsyncing may take more than a second for W = 3.
     let all = Overrides { w: Some(3), timeout_ms: Some(5_000), ..NO };
-    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
     // Node 1 coordinates the keys whose preference list holds it and forwards the others to the
     // list's first node it does not suspect. It suspects node 4 once a request forwarded there
     // goes unanswered, so a first round of writes (short timeouts; their outcome is not checked)
     // teaches it that node 4 is down. The same keys forward to the same nodes in both rounds.
     let short = Overrides { w: Some(3), timeout_ms: Some(300), ..NO };
-    for k in &keys {
+    for k in keys {
         let v = Bytes::from(k.clone());
         c.client.put(&c.url(1), k.as_bytes(), None, v, short).await.expect("answer");
     }
     // From then on, with a primary down, every write reaches W = 3 at the first try.
-    for k in &keys {
+    for k in keys {
         let (u, v) = (c.url(1), Bytes::from(k.clone()));
         let w = c.client.put(&u, k.as_bytes(), None, v, all).await.expect("put");
         assert_eq!(w.status, 204, "write {k} with node 4 down: {}", w.text());
@@ -135,6 +129,18 @@ async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
         pending += c.metric(i, "dynamo_hints_pending").await.expect("metric");
     }
     assert!(pending > 0, "some write had node 4 as a primary, so a fallback holds a hint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
+    let mut c = Cluster::start(4, |cfg| {
+        cfg.params.timeouts.tick_ms = 200;
+        cfg.params.timeouts.sloppy_retry_ms = 200;
+    })
+    .await;
+    c.stop(4).await;
+    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
+    write_with_node_4_down(&c, &keys).await;
     c.restart(4).await;
     eventually("hints delivered and removed", || async {
         let mut pending = 0;
@@ -163,6 +169,57 @@ async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
                 .expect("get");
             assert!(!r.values.is_empty(), "node 4 holds {k}");
             assert!(r.values.iter().all(|v| v == k.as_bytes()), "node 4 holds {k}");
+        }
+    }
+    c.shutdown().await;
+}
+
+/// A node that stays down is taken out of the cluster: the others restart without it. The hints
+/// they kept for it go to their keys' replicas instead (the key gets back the copy it lacked), and
+/// none waits for the gone node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_for_a_node_taken_out_of_the_cluster_go_to_the_keys_replicas() {
+    let mut c = Cluster::start(4, |cfg| {
+        cfg.params.timeouts.tick_ms = 200;
+        cfg.params.timeouts.sloppy_retry_ms = 200;
+    })
+    .await;
+    c.stop(4).await;
+    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
+    write_with_node_4_down(&c, &keys).await;
+    for i in 1..=3 {
+        c.stop(i).await;
+    }
+    let Cluster { cfgs, dir, .. } = c;
+    let gone = dynamo_model::ids::NodeId(4);
+    let cfgs: Vec<_> = cfgs[..3]
+        .iter()
+        .cloned()
+        .map(|mut cfg| {
+            cfg.peers.remove(&gone);
+            cfg.params.nodes.remove(&gone);
+            cfg
+        })
+        .collect();
+    let c = Cluster::launch(cfgs, dir, 3).await;
+    c.wait_connected().await;
+    eventually("hints rehomed, delivered and removed", || async {
+        let (mut pending, mut rehomed) = (0, 0);
+        for i in 1..=3 {
+            pending += c.metric(i, "dynamo_hints_pending").await?;
+            rehomed += c.metric(i, "dynamo_hints_rehomed_total").await?;
+        }
+        (pending == 0 && rehomed > 0).then_some(())
+    })
+    .await;
+    // N = 3 of three nodes: each holds every key on its own (two blind writes of the same value
+    // may stand as two siblings).
+    for k in &keys {
+        for i in 1..=3 {
+            let one = Overrides { r: Some(1), ..NO };
+            let r = c.client.get(&c.url(i), k.as_bytes(), one).await.expect("get");
+            assert!(!r.values.is_empty(), "node {i} holds {k}");
+            assert!(r.values.iter().all(|v| v == k.as_bytes()), "node {i} holds {k}");
         }
     }
     c.shutdown().await;
