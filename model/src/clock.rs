@@ -123,9 +123,21 @@ pub const CONTEXT_COUNTER_MAX: u64 = 1 << 48;
 
 /// A vector clock: sorted, zero-free entries.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
-#[serde(try_from = "Vec<Entry>")]
+#[serde(try_from = "DecodedEntries")]
 pub struct VClock {
     entries: Vec<Entry>,
+}
+
+/// A clock's entries as decoded, at most [`crate::wire`]'s bound of them.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct DecodedEntries(#[serde(deserialize_with = "crate::wire::bounded_vec")] Vec<Entry>);
+
+impl TryFrom<DecodedEntries> for VClock {
+    type Error = ClockError;
+    fn try_from(DecodedEntries(entries): DecodedEntries) -> Result<Self, ClockError> {
+        VClock::try_from(entries)
+    }
 }
 
 impl TryFrom<Vec<Entry>> for VClock {
@@ -421,6 +433,7 @@ pub struct Context {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RawContext {
     clock: VClock,
+    #[serde(deserialize_with = "crate::wire::bounded_vec")]
     cloud: Vec<DotRun>,
 }
 

@@ -44,6 +44,7 @@ pub mod ring;
 pub mod sim;
 pub mod store;
 pub mod versioned;
+pub mod wire;
 
 pub use clock::{CausalOrder, ClockError, Context, Dot, DotRun, VClock};
 pub use config::{

@@ -134,6 +134,7 @@ pub enum ClientReply {
         /// Pass this back with the next put or delete to supersede what was read.
         context: Context,
         /// The current values: one, or several siblings.
+        #[serde(deserialize_with = "crate::wire::bounded_vec")]
         values: Vec<Vec<u8>>,
     },
     /// A put or delete reached W replicas.
@@ -260,6 +261,33 @@ impl Msg {
             | Msg::FetchReply { .. }
             | Msg::Ping
             | Msg::Pong => None,
+        }
+    }
+
+    /// At least the most items any one sequence of the message holds (see [`crate::wire`]): a
+    /// set's versions, a read's values, a context's entries (counted whole: its clock and its
+    /// runs). A message whose longest sequence is within [`crate::Limits::peer_sequence_max`]
+    /// decodes under that bound.
+    pub fn longest_sequence(&self) -> usize {
+        let set = |s: &Siblings| {
+            let pasts = s.versions().iter().map(|v| v.past.len());
+            pasts.max().unwrap_or(0).max(s.len())
+        };
+        match self {
+            Msg::Forward { op, .. } => match &op.action {
+                Action::Put { context, .. } => context.len(),
+                Action::Get => 0,
+            },
+            Msg::ForwardReply { reply, .. } => match reply {
+                ClientReply::Read { context, values } => context.len().max(values.len()),
+                ClientReply::Written { context, .. } => context.len(),
+                _ => 0,
+            },
+            Msg::Store { siblings, .. }
+            | Msg::FetchReply { siblings, .. }
+            | Msg::Handoff { siblings, .. }
+            | Msg::HandoffAck { siblings, .. } => set(siblings),
+            Msg::StoreAck { .. } | Msg::Fetch { .. } | Msg::Ping | Msg::Pong => 0,
         }
     }
 }

@@ -174,7 +174,7 @@ pub const DAMAGED_VERSIONS_MAX: usize = 16;
 /// A sibling set as decoded, before [`Siblings::from_versions`] rebuilds it.
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct DecodedVersions(Vec<Version>);
+struct DecodedVersions(#[serde(deserialize_with = "crate::wire::bounded_vec")] Vec<Version>);
 
 impl TryFrom<DecodedVersions> for Siblings {
     type Error = String;

@@ -751,3 +751,68 @@ fn a_forward_whose_context_claims_a_counter_past_the_bound_is_dropped() {
     assert_eq!(n.stats().malformed_dropped, 1);
     assert!(!effects.is_empty(), "a forward within the bound is coordinated");
 }
+
+/// What a peer's frame becomes in memory stays near its size: each sequence of a message whose
+/// items are small on the wire (a set's versions, a read's values, a clock's entries, a
+/// context's runs) decodes under the peer bound only up to that many items, and a message of
+/// more is one `longest_sequence` tells a sender not to send. Without the bound (the store's own
+/// records) the same bytes decode.
+#[test]
+fn peer_messages_decode_only_within_the_sequence_bound() {
+    use dynamo_model::clock::{DotRun, Entry, VClock};
+    use dynamo_model::wire::with_sequence_max;
+    use dynamo_model::{Dot, Limits, Payload, Version};
+
+    let max = Limits::default().peer_sequence_max();
+    let actor = |i: usize| ActorId::new(NodeId(1 + i as u16), 0);
+    let key = || Key::from("k");
+    let store = |versions: Vec<Version>| Msg::Store {
+        op: None,
+        key: key(),
+        siblings: Siblings::from_versions(versions),
+        intended: None,
+    };
+    let tombstone = |counter: u64, past: Context| Version {
+        dot: Dot { actor: ActorId::new(NodeId(u16::MAX), 0), counter, ts_ms: 0 },
+        past,
+        payload: Payload::Tombstone,
+    };
+    let set = |n: usize| store((1..=n as u64).map(|c| tombstone(c, Context::new())).collect());
+    let values = |n: usize| Msg::ForwardReply {
+        req: RequestId(1),
+        reply: ClientReply::Read { context: Context::new(), values: vec![Vec::new(); n] },
+    };
+    let clock = |n: usize| {
+        let entries: Vec<Entry> =
+            (0..n).map(|i| Entry { actor: actor(i), counter: 1, ts_ms: 0 }).collect();
+        let clock = VClock::try_from(entries).expect("sorted");
+        store(vec![tombstone(1, Context::from(clock))])
+    };
+    let runs = |n: usize| {
+        #[derive(serde::Serialize)]
+        struct RawContext {
+            clock: Vec<Entry>,
+            cloud: Vec<DotRun>,
+        }
+        let cloud = (0..n).map(|i| DotRun { actor: actor(i), first: 5, last: 5, ts_ms: 0 });
+        let raw = RawContext { clock: Vec::new(), cloud: cloud.collect() };
+        let bytes = postcard::to_stdvec(&raw).expect("encodes");
+        let context: Context = postcard::from_bytes(&bytes).expect("unbounded, it decodes");
+        assert_eq!(context.len(), n);
+        let op = ClientOp::put(key(), context, b"v".to_vec());
+        Msg::Forward { req: RequestId(1), op }
+    };
+    let cases: [(&str, &dyn Fn(usize) -> Msg); 4] =
+        [("versions", &set), ("values", &values), ("clock entries", &clock), ("runs", &runs)];
+    for (what, make) in cases {
+        let (fits, over) = (make(max), make(max + 1));
+        assert_eq!((fits.longest_sequence(), over.longest_sequence()), (max, max + 1), "{what}");
+        let decode = |m: &Msg| {
+            let bytes = postcard::to_stdvec(m).expect("encodes");
+            let bounded = with_sequence_max(max, || postcard::from_bytes::<Msg>(&bytes));
+            (bounded.ok(), postcard::from_bytes::<Msg>(&bytes).expect("unbounded, it decodes"))
+        };
+        assert_eq!(decode(&fits), (Some(fits.clone()), fits), "{max} {what} decode");
+        assert_eq!(decode(&over), (None, over), "{} {what} do not", max + 1);
+    }
+}

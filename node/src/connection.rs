@@ -38,11 +38,12 @@
 use crate::config::ClusterSecret;
 use crate::driver::DriverHandle;
 use crate::metrics::NetStats;
-use crate::outbox::{Bounds, Flushed, Outbox};
+use crate::outbox::{Bounds, Flushed, Outbox, Over};
 pub use crate::outbox::{OUTBOUND_BYTES_MAX, OUTBOUND_QUEUE_MAX};
 use crate::shutdown::ShutdownRx;
 use bytes::Bytes;
 use dynamo_model::config::LIMITS_SHARED_WITH_PEERS;
+use dynamo_model::wire::with_sequence_max;
 use dynamo_model::{Config, Limits, Msg, NodeId};
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
@@ -62,8 +63,8 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 /// the ring's shape; 4: and a nonce, and proofs of the cluster secret follow the hellos; 5: the
 /// contexts a node hands out are cut to the client limit, which is safe only among nodes that
 /// record the counters a merge makes them forget; 6: the ring's shape carries the limits peers
-/// must share.)
-pub const PROTOCOL_VERSION: u32 = 6;
+/// must share; 7: a message's sequences are bounded, `Limits::peer_sequence_max`.)
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Room for a message's envelope around its values.
 pub const FRAME_SLACK_BYTES: usize = 64 * 1024;
 /// The frame bound never exceeds this, whatever the limits say.
@@ -294,6 +295,9 @@ pub struct PeerContext {
     pub ring: RingShape,
     /// Largest frame accepted or sent.
     pub frame_bytes_max: usize,
+    /// Most items of any one sequence of a message accepted or sent
+    /// (`Limits::peer_sequence_max`, see `dynamo_model::wire`).
+    pub sequence_max: usize,
     /// The secret peers must prove they know.
     pub secret: ClusterSecret,
     /// Counters.
@@ -348,6 +352,7 @@ impl PeerContext {
             peers: [NodeId(peer)].into(),
             ring: RingShape::default(),
             frame_bytes_max: 1 << 20,
+            sequence_max: Limits::default().peer_sequence_max(),
             secret: secret.clone(),
             inbound: Default::default(),
             refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
@@ -570,7 +575,8 @@ pub async fn serve_inbound(
             None => return,
         };
         ctx.net.frames_received.fetch_add(1, Ordering::Relaxed);
-        match postcard::from_bytes::<Msg>(&frame) {
+        let decoded = with_sequence_max(ctx.sequence_max, || postcard::from_bytes::<Msg>(&frame));
+        match decoded {
             Ok(msg) => {
                 if !driver.peer(from, msg, frame.len()) {
                     return;
@@ -578,7 +584,13 @@ pub async fn serve_inbound(
             }
             Err(e) => {
                 ctx.net.bad_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %ctx.me, peer = %from, "undecodable frame: {e}");
+                tracing::warn!(
+                    node = %ctx.me,
+                    peer = %from,
+                    "dropping connection: undecodable frame: {e} (a damaged frame, or a sequence \
+                     of over {} items, which a peer with this node's limits never sends)",
+                    ctx.sequence_max
+                );
                 return;
             }
         }
@@ -679,7 +691,8 @@ pub const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 impl PeerLink {
     /// A link to `peer`, not connected yet: [`run_link`] connects it.
     pub fn new(ctx: Arc<PeerContext>, peer: NodeId) -> PeerLink {
-        let outbox = Outbox::new(Bounds::new(ctx.frame_bytes_max), ctx.net.clone());
+        let bounds = Bounds::new(ctx.frame_bytes_max, ctx.sequence_max);
+        let outbox = Outbox::new(bounds, ctx.net.clone());
         PeerLink {
             ctx,
             peer,
@@ -698,16 +711,20 @@ impl PeerLink {
             return;
         }
         let key = o.key.map(|k| k.to_string()).unwrap_or_default();
+        let (size, bound) = match o.over {
+            Over::Bytes(b) => (format!("{b} bytes"), format!("{} bytes", self.ctx.frame_bytes_max)),
+            Over::Items(n) => (format!("{n} items"), format!("{} items", self.ctx.sequence_max)),
+        };
         tracing::warn!(
             node = %self.ctx.me,
             peer = %self.peer,
             message = o.kind,
             key,
-            bytes = o.bytes,
-            frame_bytes_max = self.ctx.frame_bytes_max,
-            "a peer message encodes larger than the frame bound and was dropped: the key's \
-             siblings outgrew one frame; a get with r=1 through this node and a put on its \
-             context resolve them (dynamo_peer_outbound_oversized_total counts every one)"
+            size,
+            bound,
+            "a peer message is larger than peers take and was dropped: the key's siblings \
+             outgrew one frame; a get with r=1 through this node and a put on its context \
+             resolve them (dynamo_peer_outbound_oversized_total counts every one)"
         );
     }
 
@@ -934,7 +951,9 @@ mod tests {
         assert_eq!(held_back, 2, "the first logged, the next two counted only");
     }
     use crate::shutdown::Shutdown;
-    use dynamo_model::{ClientOp, Key, OpId, RequestId};
+    use dynamo_model::{
+        ActorId, ClientOp, Context, Dot, Key, OpId, Payload, RequestId, Siblings, Version,
+    };
     use tokio::net::{TcpListener, TcpSocket};
 
     /// The frame bound holds the largest messages the limits allow: `siblings_max` versions of
@@ -1000,6 +1019,7 @@ mod tests {
             peers: [NodeId(2)].into(),
             ring: RingShape::default(),
             frame_bytes_max,
+            sequence_max: Limits::default().peer_sequence_max(),
             secret: ClusterSecret::none(),
             inbound: Default::default(),
             refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
@@ -1115,8 +1135,43 @@ mod tests {
         let big = Msg::Forward { req: RequestId(8), op: ClientOp::get(Key(vec![b'k'; 100])) };
         let o = link.outbox.push([ack(3), big.clone(), big]).expect("described");
         assert_eq!((o.kind, o.key), ("Forward", Some(Key(vec![b'k'; 100]))));
-        assert!(o.bytes > 64, "{} bytes", o.bytes);
+        assert!(matches!(o.over, Over::Bytes(b) if b > 64), "{:?}", o.over);
         assert_eq!(link.ctx.net.outbound_oversized.load(Ordering::Relaxed), 3);
+    }
+
+    /// A message with a sequence longer than peers decode (here a set of more versions than
+    /// `Limits::peer_sequence_max`, each a few bytes) is dropped and counted as oversized too,
+    /// rather than sent to a peer that would drop the connection for it.
+    #[tokio::test]
+    async fn a_message_with_a_sequence_over_the_bound_is_dropped_and_the_rest_go() {
+        let (client, server) = pair().await;
+        let link = link(1 << 20);
+        link.outbox.attach(Arc::new(client));
+        let max = link.ctx.sequence_max;
+        let store = |versions: usize| {
+            let versions: Vec<Version> = (1..=versions as u64)
+                .map(|counter| Version {
+                    dot: Dot { actor: ActorId::new(NodeId(1), 0), counter, ts_ms: 0 },
+                    past: Context::new(),
+                    payload: Payload::Tombstone,
+                })
+                .collect();
+            let siblings = Siblings::from_versions(versions);
+            Msg::Store { op: None, key: Key(b"k".to_vec()), siblings, intended: None }
+        };
+        let (fits, long) = (store(max), store(max + 1));
+        let o = link.outbox.push([ack(1), long, fits.clone(), ack(2)]).expect("described");
+        assert_eq!((o.kind, o.over), ("Store", Over::Items(max + 1)));
+        link.flush();
+        let mut frames = Framed::new(server, LengthDelimitedCodec::new());
+        let bound = link.ctx.sequence_max;
+        for want in [ack(1), fits, ack(2)] {
+            let frame = frames.next().await.expect("open").expect("frame");
+            let got = with_sequence_max(bound, || postcard::from_bytes::<Msg>(&frame));
+            assert_eq!(got.expect("decodes under the bound"), want);
+        }
+        assert_eq!(count(&link), (3, 1));
+        assert_eq!(link.ctx.net.outbound_oversized.load(Ordering::Relaxed), 1);
     }
 
     /// A hello of an older version, which has no ring, is refused for its version; one of this

@@ -88,8 +88,8 @@ impl Metrics {
             ),
             (
                 "dynamo_peer_outbound_oversized_total",
-                "Peer messages dropped for encoding larger than the frame bound (a key's merged \
-                 siblings outgrew one frame).",
+                "Peer messages dropped for being larger than peers take: over the frame bound, or \
+                 a sequence over the peer sequence bound (a key's merged siblings outgrew them).",
                 &net.outbound_oversized,
             ),
             (

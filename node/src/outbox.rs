@@ -37,15 +37,24 @@ use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(dynamo_loom))]
 use std::sync::{Mutex, MutexGuard};
 
-/// A message dropped for encoding larger than the frame bound.
+/// A message dropped for being larger than a peer takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Oversized {
     /// The message's kind (`Msg::kind`).
     pub kind: &'static str,
     /// The key it was about, if any.
     pub key: Option<Key>,
-    /// What it encoded to.
-    pub bytes: usize,
+    /// Which bound it is over.
+    pub over: Over,
+}
+
+/// The bound a dropped message is over, and its size by that measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    /// The frame bound: what it encoded to, in bytes.
+    Bytes(usize),
+    /// The sequence bound (`Limits::peer_sequence_max`): its longest sequence's items.
+    Items(usize),
 }
 
 /// Frames buffered per peer (unwritten) before the driver starts dropping.
@@ -115,6 +124,9 @@ impl Mutant {
 pub struct Bounds {
     /// Largest frame sent; a larger message is dropped.
     pub frame_bytes_max: usize,
+    /// Most items of a message's longest sequence (`Msg::longest_sequence`); a message with a
+    /// longer one is dropped.
+    pub sequence_max: usize,
     /// Unwritten frames held at most.
     pub queue_max: usize,
     /// Unwritten bytes held at most (checked before each push).
@@ -122,9 +134,15 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The production bounds for frames of at most `frame_bytes_max` bytes.
-    pub fn new(frame_bytes_max: usize) -> Bounds {
-        Bounds { frame_bytes_max, queue_max: OUTBOUND_QUEUE_MAX, bytes_max: OUTBOUND_BYTES_MAX }
+    /// The production bounds for frames of at most `frame_bytes_max` bytes and sequences of at
+    /// most `sequence_max` items.
+    pub fn new(frame_bytes_max: usize, sequence_max: usize) -> Bounds {
+        Bounds {
+            frame_bytes_max,
+            sequence_max,
+            queue_max: OUTBOUND_QUEUE_MAX,
+            bytes_max: OUTBOUND_BYTES_MAX,
+        }
     }
 }
 
@@ -205,9 +223,13 @@ impl<S: TryWrite> State<S> {
     }
 
     /// Appends `msg` as one frame: its 4-byte big-endian length, then its postcard encoding (the
-    /// framing the reader's `LengthDelimitedCodec` expects). If it was dropped: the bytes it
-    /// encoded to when it was too large, `None` when it did not encode.
-    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> Result<(), Option<usize>> {
+    /// framing the reader's `LengthDelimitedCodec` expects). If it was dropped: the bound it is
+    /// over, `None` when it did not encode.
+    fn encode(&mut self, msg: &Msg, bounds: &Bounds) -> Result<(), Option<Over>> {
+        let items = msg.longest_sequence();
+        if items > bounds.sequence_max {
+            return Err(Some(Over::Items(items)));
+        }
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
         // Encoded in place, so that a failure (never expected: every message type encodes)
@@ -222,7 +244,7 @@ impl<S: TryWrite> State<S> {
             }
             _ => {
                 self.buf.truncate(start);
-                Err((encoded && len > bounds.frame_bytes_max).then_some(len))
+                Err((encoded && len > bounds.frame_bytes_max).then_some(Over::Bytes(len)))
             }
         }
     }
@@ -287,12 +309,12 @@ impl<S: TryWrite> Outbox<S> {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
             } else if let Err(too_large) = st.encode(&msg, &self.bounds) {
                 net.outbound_dropped.fetch_add(1, Ordering::Relaxed);
-                if let Some(bytes) = too_large {
+                if let Some(over) = too_large {
                     net.outbound_oversized.fetch_add(1, Ordering::Relaxed);
                     oversized.get_or_insert_with(|| Oversized {
                         kind: msg.kind(),
                         key: msg.key().cloned(),
-                        bytes,
+                        over,
                     });
                 }
             }
@@ -405,7 +427,12 @@ mod tests {
     /// that many had gone out.)
     #[test]
     fn a_link_that_never_drains_whole_drops_nothing_and_keeps_little() {
-        let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 1 << 20, bytes_max: 4 << 10 };
+        let bounds = Bounds {
+            frame_bytes_max: 1 << 10,
+            sequence_max: 4,
+            queue_max: 1 << 20,
+            bytes_max: 4 << 10,
+        };
         let net = Arc::new(NetStats::default());
         let outbox: Outbox<Trickle> = Outbox::new(bounds, net.clone());
         let socket = Arc::new(Trickle::default());

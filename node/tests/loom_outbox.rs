@@ -248,7 +248,7 @@ fn msgs(ids: &[u64]) -> Vec<Msg> {
 /// still put every frame on the wire whole, once, in order, and all are counted as sent.
 fn both_sides_write(m: Option<Mutant>) {
     let room = frame_bytes(0) + frame_bytes(1) / 2;
-    let link = Link::new(Bounds::new(1 << 10), vec![Socket::new(room, Ends::Never)], m);
+    let link = Link::new(Bounds::new(1 << 10, 4), vec![Socket::new(room, Ends::Never)], m);
     let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
     let (frames, torn) = link.sockets[0].frames();
     assert_eq!(frames, msgs(&[0, 1, 2]), "every frame arrives, whole and in order");
@@ -272,7 +272,7 @@ fn connection_breaks_while_waiting(m: Option<Mutant>) {
 fn breaks(ends: Ends, m: Option<Mutant>) {
     let room = frame_bytes(0) + frame_bytes(1) / 2;
     let sockets = vec![Socket::new(room, ends), Socket::new(usize::MAX, Ends::Never)];
-    let link = Link::new(Bounds::new(1 << 10), sockets, m);
+    let link = Link::new(Bounds::new(1 << 10, 4), sockets, m);
     let link = run(link, vec![vec![vec![0], vec![1]], vec![vec![2]]]);
     let (mut arrived, _) = link.sockets[0].frames();
     let (second, torn) = link.sockets[1].frames();
@@ -292,7 +292,8 @@ fn breaks(ends: Ends, m: Option<Mutant>) {
 /// A queue bounded at two frames, in front of a socket with no room: the push that overflows it
 /// drops and counts; what was taken arrives in order once the socket drains.
 fn queue_fills(m: Option<Mutant>) {
-    let bounds = Bounds { frame_bytes_max: 1 << 10, queue_max: 2, bytes_max: 1 << 10 };
+    let bounds =
+        Bounds { frame_bytes_max: 1 << 10, sequence_max: 4, queue_max: 2, bytes_max: 1 << 10 };
     let link = Link::new(bounds, vec![Socket::new(0, Ends::Never)], m);
     let link = run(link, vec![vec![vec![0, 1, 2]], vec![vec![3]]]);
     let (frames, torn) = link.sockets[0].frames();

@@ -1,13 +1,13 @@
 //! The peer transport refuses what it must: a wrong cluster name, a wrong protocol version, an
 //! unknown node id, another ring (N, partitions or members), a peer that cannot prove it knows
-//! the cluster secret, an oversized or undecodable frame. Each is counted and none disturbs the
-//! node.
+//! the cluster secret, an oversized or undecodable frame, a sequence longer than peers send. Each
+//! is counted and none disturbs the node.
 
 mod common;
 
 use bytes::Bytes;
 use common::{configs, eventually, Cluster};
-use dynamo_model::NodeId;
+use dynamo_model::{ActorId, Context, Dot, Key, Msg, NodeId, Payload, Siblings, Version};
 use dynamo_node::connection::{proof_of, Hello, RingShape, NONCE_BYTES, PROTOCOL_VERSION};
 use dynamo_node::ClusterSecret;
 use futures::{SinkExt, StreamExt};
@@ -123,6 +123,27 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
         (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 2).then_some(())
     })
     .await;
+    // And a frame well within the byte bound whose sibling set holds more versions than peers
+    // take (each tombstone a few bytes on the wire, ten times that decoded): refused before its
+    // versions are decoded, as undecodable.
+    let limits = &c.cfgs[0].params.limits;
+    let versions = (1..=limits.peer_sequence_max() as u64 + 1).map(|counter| Version {
+        dot: Dot { actor: ActorId::new(NodeId(2), 0), counter, ts_ms: 0 },
+        past: Context::new(),
+        payload: Payload::Tombstone,
+    });
+    let siblings = Siblings::from_versions(versions);
+    let msg = Msg::Store { op: None, key: Key::from("k"), siblings, intended: None };
+    let mut h = connect(&c).await;
+    assert!(handshake(&mut h, &good, secret).await);
+    h.send(Bytes::from(postcard::to_stdvec(&msg).expect("encodes"))).await.expect("send");
+    eventually("the long set counted", || async {
+        (c.metric(1, "dynamo_peer_bad_frames_total").await? >= 3).then_some(())
+    })
+    .await;
+    let wait = std::time::Duration::from_secs(5);
+    let next = tokio::time::timeout(wait, h.next()).await.expect("closed in time");
+    assert!(matches!(next, None | Some(Err(_))), "the connection is dropped");
     // The node still serves (with W = 1: its one peer is not running).
     let one = dynamo_node::client::Overrides { w: Some(1), ..Default::default() };
     let w = c.client.put(&c.url(1), b"still", None, Bytes::from("ok"), one).await.expect("put");
