@@ -57,10 +57,8 @@ pub struct Limits {
 pub const LIMITS_SHARED_WITH_PEERS: [&str; 4] =
     ["value_bytes_max", "key_bytes_max", "siblings_max", "context_entries_max"];
 
-/// How many times `siblings_max` versions a sibling set in a peer's message may hold. A put
-/// keeps a key within `siblings_max` at its coordinator, but writes through several coordinators
-/// that do not hear of each other (a partition) merge into a larger set; one of more than this
-/// many times the limit is neither sent nor taken from a peer (see [`Limits::peer_sequence_max`]).
+/// The fewest times `siblings_max` versions a sibling set in a peer's message may hold (see
+/// [`Limits::peer_sequence_max`]).
 pub const PEER_SETS_OVER_SIBLINGS_MAX: usize = 4;
 
 impl Limits {
@@ -69,12 +67,17 @@ impl Limits {
         [self.value_bytes_max, self.key_bytes_max, self.siblings_max, self.context_entries_max]
     }
 
-    /// The most items a sequence of a peer's message may hold (see [`crate::wire`]): a sibling
-    /// set of [`PEER_SETS_OVER_SIBLINGS_MAX`] times `siblings_max` versions (and a read of as
-    /// many values), or a context of `context_entries_max` entries, whichever is more. Made from
-    /// the limits peers share, so every node of a cluster holds the others to the same bound.
-    pub fn peer_sequence_max(&self) -> usize {
-        let sets = self.siblings_max.saturating_mul(PEER_SETS_OVER_SIBLINGS_MAX);
+    /// The most items a sequence of a peer's message may hold in a cluster of `n` replicas per
+    /// key (see [`crate::wire`]): a sibling set (and a read of as many values) of `siblings_max`
+    /// versions times `n` or [`PEER_SETS_OVER_SIBLINGS_MAX`], whichever is more, or a context of
+    /// `context_entries_max` entries if that is more. A put keeps a key within `siblings_max` at
+    /// its coordinator, but each of a key's `n` coordinators may add that many versions the
+    /// others have not seen (a partition), and a coordinator that lost its own latest versions
+    /// in a crash (under a policy that does not sync each write) may add more; a larger set is
+    /// neither sent nor taken from a peer. Made of what peers compare at the handshake (N and
+    /// the limits), so every node of a cluster holds the others to the same bound.
+    pub fn peer_sequence_max(&self, n: usize) -> usize {
+        let sets = self.siblings_max.saturating_mul(n.max(PEER_SETS_OVER_SIBLINGS_MAX));
         sets.max(self.context_entries_max)
     }
 }

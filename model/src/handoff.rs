@@ -47,9 +47,10 @@ impl<S: Store> Node<S> {
     }
 
     /// Hands the hint kept under `key` for `gone`, a node no longer in the cluster, to the key's
-    /// preference list (see the module's notes). The hint is removed only once every copy is
-    /// durable in this node's store; if one fails, it stays and is tried again on a later tick
-    /// (merging is idempotent).
+    /// preference list (see the module's notes). The hint is removed once every copy is durable
+    /// in this node's store ([`Store::remove_hint_once_durable`]); if a copy fails, it stays and
+    /// is tried again on a later tick (merging is idempotent), as it is if a tick comes to it
+    /// before its removal.
     fn rehome(&mut self, gone: NodeId, key: &Key, siblings: &Siblings) {
         let prefs = self.ring.preference_list(key, self.config.n()).to_vec();
         let mut copied = true;
@@ -63,7 +64,7 @@ impl<S: Store> Node<S> {
         if !copied {
             return;
         }
-        match self.store.remove_hint(gone, key) {
+        match self.store.remove_hint_once_durable(gone, key) {
             Ok(()) => self.stats.hints_rehomed += 1,
             Err(_) => self.stats.store_errors += 1,
         }

@@ -223,7 +223,8 @@ pub struct Stats {
     pub stale_responses_dropped: u64,
     /// Store reads or writes that failed.
     pub store_errors: u64,
-    /// Hint writes made as a fallback.
+    /// Hint writes made as a fallback, or in handing on a hint for a node no longer in the
+    /// cluster (see `hints_rehomed`).
     pub hints_stored: u64,
     /// Hints removed after the intended node acknowledged them.
     pub hints_delivered: u64,

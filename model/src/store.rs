@@ -47,6 +47,15 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// Removes the hint kept for `intended` under `key`.
     fn remove_hint(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError>;
+    /// Removes the hint kept for `intended` under `key` once every write made before this call
+    /// is durable: for a hint whose only other copies are writes of the same step. A crash may
+    /// keep some of a step's writes and not others (a backend that writes large records to
+    /// files of their own, apart from its log), and a removal kept without the copies it relied
+    /// on would lose the hint. A store whose writes are durable when made (this default) removes
+    /// it at once.
+    fn remove_hint_once_durable(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
+        self.remove_hint(intended, key)
+    }
     /// Up to `limit` hints whose intended node is not in `skip`, taken in turns: one of each
     /// such node's (in key order), then a second of each, and so on. So every node's hints get
     /// their share of a handoff batch, and a node that does not take its hints (down, and not yet

@@ -1,16 +1,19 @@
 //! A bound on the sequences a decoded message may hold, so that what a peer's frame becomes in
-//! memory stays near its size on the wire.
+//! memory is bounded by its size and a few megabytes, not by many times its size.
 //!
-//! A frame is bounded in bytes, but a decoded item can take ten or more times the bytes it was
-//! sent in: a tombstone version is about seven bytes on the wire and over eighty in memory, an
-//! empty value one byte and twenty-four. A frame of the default bound (tens of megabytes) full of
-//! them would take close to a gigabyte to decode. So every sequence of a message whose items are
-//! small on the wire (a set's versions, a read's values, a clock's entries, a context's runs) is
-//! decoded through [`bounded_vec`], which refuses more items than the bound set by
-//! [`with_sequence_max`], before it takes them. The node decodes peer frames under the bound its
-//! limits give ([`crate::Limits::peer_sequence_max`]) and sends no message with a longer
-//! sequence ([`crate::Msg::longest_sequence`]); everything else (the store's own records, the
-//! checker) decodes without one.
+//! A frame is bounded in bytes, but a decoded item can take many times the bytes it was sent in:
+//! a tombstone version is 8-14 bytes on the wire and 96 in memory, an empty value 1 byte and 24,
+//! a clock entry or a run of dots 4-5 bytes and 24-32. A frame of the default bound (tens of
+//! megabytes) full of them would take a gigabyte or more to decode. So every sequence of such
+//! items (a set's versions, a read's values, a clock's entries, a context's runs) is decoded
+//! through [`bounded_vec`], which refuses more items than the bound set by
+//! [`with_sequence_max`]: when it reads the sequence's length, if the frame has the bytes for
+//! that many items, else at the first item past the bound. Under the default limits (a bound of
+//! 256) one message then decodes to at most about 3.7 MB besides its keys' and values' bytes:
+//! 256 versions, each with a past of 256 clock entries and 256 runs. The node decodes peer
+//! frames under the bound its configuration gives ([`crate::Limits::peer_sequence_max`]) and
+//! sends no message with a longer sequence ([`crate::Msg::longest_sequence`]); everything else
+//! (the store's own records, the checker) decodes without one.
 
 use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
 use std::cell::Cell;
@@ -40,7 +43,7 @@ pub fn with_sequence_max<R>(max: usize, decode: impl FnOnce() -> R) -> R {
 }
 
 /// Decodes a sequence of at most the bound in force (see [`with_sequence_max`]); refuses a longer
-/// one as soon as its length is known, before its items are decoded.
+/// one when it reads its length, or at the latest at its first item past the bound.
 pub fn bounded_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,

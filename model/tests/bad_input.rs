@@ -763,7 +763,7 @@ fn peer_messages_decode_only_within_the_sequence_bound() {
     use dynamo_model::wire::with_sequence_max;
     use dynamo_model::{Dot, Limits, Payload, Version};
 
-    let max = Limits::default().peer_sequence_max();
+    let max = Limits::default().peer_sequence_max(3);
     let actor = |i: usize| ActorId::new(NodeId(1 + i as u16), 0);
     let key = || Key::from("k");
     let store = |versions: Vec<Version>| Msg::Store {

@@ -352,7 +352,7 @@ impl PeerContext {
             peers: [NodeId(peer)].into(),
             ring: RingShape::default(),
             frame_bytes_max: 1 << 20,
-            sequence_max: Limits::default().peer_sequence_max(),
+            sequence_max: Limits::default().peer_sequence_max(3),
             secret: secret.clone(),
             inbound: Default::default(),
             refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
@@ -723,8 +723,8 @@ impl PeerLink {
             size,
             bound,
             "a peer message is larger than peers take and was dropped: the key's siblings \
-             outgrew one frame; a get with r=1 through this node and a put on its context \
-             resolve them (dynamo_peer_outbound_oversized_total counts every one)"
+             outgrew what one message may carry; a get with r=1 through this node and a put on \
+             its context resolve them (dynamo_peer_outbound_oversized_total counts every one)"
         );
     }
 
@@ -1019,7 +1019,7 @@ mod tests {
             peers: [NodeId(2)].into(),
             ring: RingShape::default(),
             frame_bytes_max,
-            sequence_max: Limits::default().peer_sequence_max(),
+            sequence_max: Limits::default().peer_sequence_max(3),
             secret: ClusterSecret::none(),
             inbound: Default::default(),
             refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),

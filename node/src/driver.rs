@@ -61,12 +61,12 @@ use tokio::task::JoinHandle;
 pub const BATCH_MAX: usize = 1024;
 /// Capacity of the driver's input channel; a full channel refuses clients and drops peer messages.
 pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
-/// Bytes the inputs waiting in the driver's queue may hold at once (a peer message as its frame's
-/// length, a client request as its key, value and context), beside one frame of the largest
-/// size the transport takes (the budget is this plus the peer frame limit, so such a frame is
-/// admitted while others wait): the count bound alone would let thousands of large frames queue.
-/// Past it, as when the queue is full, clients are refused and peer messages dropped and
-/// counted. Frames are counted as received; decoded, a message takes somewhat more memory.
+/// Bytes the inputs waiting in the driver's queue may hold at once (a peer message as what it
+/// holds decoded, at least its frame's length, `peer_bytes`; a client request as its key,
+/// value and context), beside one frame of the largest size the transport takes (the budget is
+/// this plus the peer frame limit, so such a frame is admitted while others wait): the count
+/// bound alone would let thousands of large frames queue. Past it, as when the queue is full,
+/// clients are refused and peer messages dropped and counted.
 pub const INPUT_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// Most client requests waiting for a reply at once (the core bounds its own, this bounds ours).
 pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
@@ -179,6 +179,32 @@ fn client_bytes(op: &ClientOp) -> usize {
 /// What a client request costs the byte budget besides its key, value and context.
 const CLIENT_OVERHEAD_BYTES: usize = 128;
 
+/// Roughly what a peer message that arrived as a frame of `frame_bytes` holds in memory: the
+/// frame's size, or more where its versions, values and contexts take more decoded than they
+/// took on the wire (up to twenty times, for tombstones and empty values: see
+/// `dynamo_model::wire`).
+fn peer_bytes(msg: &Msg, frame_bytes: usize) -> usize {
+    let run = std::mem::size_of::<dynamo_model::DotRun>();
+    let version = std::mem::size_of::<dynamo_model::Version>();
+    let value = std::mem::size_of::<Vec<u8>>();
+    let decoded = match msg {
+        Msg::Store { siblings, .. }
+        | Msg::FetchReply { siblings, .. }
+        | Msg::Handoff { siblings, .. }
+        | Msg::HandoffAck { siblings, .. } => siblings
+            .versions()
+            .iter()
+            .map(|v| version + v.payload.value().map_or(0, <[u8]>::len) + v.past.len() * run)
+            .sum(),
+        Msg::Forward { op, .. } => client_bytes(op),
+        Msg::ForwardReply { reply: ClientReply::Read { context, values }, .. } => {
+            values.iter().map(|v| value + v.len()).sum::<usize>() + context.len() * run
+        }
+        _ => 0,
+    };
+    decoded.max(frame_bytes)
+}
+
 /// Roughly the bytes an effect holds: its values, and a fixed share for each version and for the
 /// effect itself (for the held-effects bound, not for accounting).
 fn effect_bytes(effect: &Effect) -> usize {
@@ -267,11 +293,11 @@ impl DriverHandle {
     }
 
     /// Queues a peer message that arrived as a frame of `frame_bytes`; drops and counts it when
-    /// the queue is full, by count or by bytes (the protocol tolerates loss). Returns false once
-    /// the driver has stopped.
+    /// the queue is full, by count or by bytes (what it holds decoded, `peer_bytes`; the
+    /// protocol tolerates loss). Returns false once the driver has stopped.
     pub fn peer(&self, from: NodeId, msg: Msg, frame_bytes: usize) -> bool {
         let queued = self
-            .reserve(frame_bytes)
+            .reserve(peer_bytes(&msg, frame_bytes))
             .and_then(|bytes| self.submit(DriverInput::Peer { from, msg, bytes }));
         match queued {
             Ok(()) => true,
@@ -826,6 +852,29 @@ impl Driver {
 mod tests {
     use super::*;
     use dynamo_model::{Config, ConfigParams, Context, Key, Ring};
+
+    /// A peer message is charged to the input queue by what it holds decoded when that is more
+    /// than its frame: a set of tombstones or a read of empty values many times so.
+    #[test]
+    fn a_peer_message_is_charged_by_what_it_holds_decoded() {
+        use dynamo_model::{ActorId, Dot, NodeId, Payload, RequestId, Siblings, Version};
+        let tombstones = (1..=256).map(|counter| Version {
+            dot: Dot { actor: ActorId::new(NodeId(2), 0), counter, ts_ms: 0 },
+            past: Context::new(),
+            payload: Payload::Tombstone,
+        });
+        let siblings = Siblings::from_versions(tombstones);
+        let store = Msg::Store { op: None, key: Key(b"k".to_vec()), siblings, intended: None };
+        let read = ClientReply::Read { context: Context::new(), values: vec![Vec::new(); 256] };
+        let read = Msg::ForwardReply { req: RequestId(1), reply: read };
+        for (msg, each) in [(store, 96), (read, 24)] {
+            let frame = postcard::to_stdvec(&msg).expect("encodes").len();
+            assert!(frame < 256 * 16, "{} frame of {frame} bytes", msg.kind());
+            assert!(peer_bytes(&msg, frame) >= 256 * each, "{}", msg.kind());
+        }
+        let ack = Msg::Ping;
+        assert_eq!(peer_bytes(&ack, 1), 1, "else the frame's length");
+    }
 
     /// A one-node driver under `sync` running on `dir`, every fsync of which fails.
     fn failing_node(

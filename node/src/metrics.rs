@@ -135,7 +135,11 @@ impl Metrics {
             s.sync_us.write(&mut out, name, "");
             let st = &s.stats;
             for (name, help, v) in [
-                ("dynamo_hints_stored_total", "Hints written as a fallback.", st.hints_stored),
+                (
+                    "dynamo_hints_stored_total",
+                    "Hint writes: as a fallback, or handing on a hint for a removed node.",
+                    st.hints_stored,
+                ),
                 (
                     "dynamo_hints_delivered_total",
                     "Hints delivered and removed.",

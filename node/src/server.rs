@@ -159,7 +159,7 @@ async fn start_here(
         peers: cfg.peers.keys().copied().collect(),
         ring: connection::RingShape::of(&config),
         frame_bytes_max: connection::frame_bytes_max(limits),
-        sequence_max: limits.peer_sequence_max(),
+        sequence_max: limits.peer_sequence_max(config.n()),
         secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),

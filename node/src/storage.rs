@@ -353,6 +353,10 @@ pub struct SledStore {
     unsynced: Option<std::collections::HashMap<Vec<u8>, u64>>,
     /// The mark of the last hint write.
     hints_written: u64,
+    /// With `acks_durable`: hints to remove once a sync covers the mark each was asked at
+    /// ([`Store::remove_hint_once_durable`]); done as syncs finish. At most a handoff batch is
+    /// asked per tick, and every sync takes all it covers.
+    removals_owed: Vec<(u64, NodeId, Key)>,
     /// Hint records that did not decode, each reported once: [`Store::hints`] walks past them
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
@@ -674,6 +678,7 @@ impl SledStore {
             durable: 0,
             unsynced: acks_durable.then(Default::default),
             hints_written: 0,
+            removals_owed: Vec::new(),
             corrupt_hints: RefCell::default(),
             actor: ActorId::new(node, incarnation),
             damaged_seen: RefCell::default(),
@@ -718,6 +723,13 @@ impl SledStore {
         let durable = self.durable;
         if let Some(keys) = &mut self.unsynced {
             keys.retain(|_, m| *m > durable);
+        }
+        let owed = self.removals_owed.iter().take_while(|(m, ..)| *m <= durable).count();
+        for (_, intended, key) in self.removals_owed.drain(..owed).collect::<Vec<_>>() {
+            // A removal that fails leaves the hint, which its holder hands on again later.
+            if let Err(e) = self.remove_hint(intended, &key) {
+                tracing::warn!("removing the hint for {intended} under {key} failed: {e}");
+            }
         }
     }
 
@@ -900,6 +912,16 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// Without `acks_durable` (the `interval` and `none` policies) no sync is awaited, and the
+    /// hint goes at once, as every other write is made.
+    fn remove_hint_once_durable(&mut self, intended: NodeId, key: &Key) -> Result<(), StoreError> {
+        if self.unsynced.is_none() || self.durable >= self.written {
+            return self.remove_hint(intended, key);
+        }
+        self.removals_owed.push((self.written, intended, key.clone()));
+        Ok(())
+    }
+
     fn hints(&self, skip: &BTreeSet<NodeId>, limit: usize) -> Result<Vec<Hint>, StoreError> {
         // The nodes that hints are kept for, one range seek each (a skipped node's hints are
         // jumped over whole), then their hints in turns.
@@ -1001,6 +1023,32 @@ mod tests {
         let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, false).expect("reopen");
         s.save(&a, &sibs(b"5")).expect("save");
         assert_eq!(s.key_mark(&b), s.write_mark());
+    }
+
+    /// Under `always`, a hint removed once durable stays until a sync covers the writes made
+    /// before the removal was asked (the copies it relies on); under the other policies it goes at
+    /// once.
+    #[test]
+    fn a_removal_once_durable_waits_for_the_sync_that_covers_the_writes_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gone, key) = (NodeId(9), Key(b"k".to_vec()));
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, true).expect("open");
+        s.save_hint(gone, &key, &sibs(b"1")).expect("hint");
+        s.sync().expect("sync");
+        s.save_hint(NodeId(2), &key, &sibs(b"1")).expect("the copy");
+        let copied = s.write_mark();
+        s.remove_hint_once_durable(gone, &key).expect("asked");
+        assert_eq!(s.load_hint(gone, &key).expect("load"), sibs(b"1"), "kept until synced");
+        s.mark_durable(copied - 1);
+        assert_eq!(s.hint_count().expect("count"), 2, "a sync short of the copy keeps it");
+        s.mark_durable(copied);
+        assert_eq!(s.load_hint(gone, &key).expect("load"), Siblings::new(), "removed");
+        assert_eq!(s.hint_count().expect("count"), 1);
+        drop(s);
+        let (mut s, _) = SledStore::open(dir.path(), NodeId(1), false, false).expect("reopen");
+        s.save_hint(gone, &key, &sibs(b"2")).expect("hint");
+        s.remove_hint_once_durable(gone, &key).expect("removed");
+        assert_eq!(s.load_hint(gone, &key).expect("load"), Siblings::new(), "at once");
     }
 
     #[test]

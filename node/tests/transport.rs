@@ -126,12 +126,13 @@ async fn handshake_mismatches_and_bad_frames_are_refused_and_counted() {
     // And a frame well within the byte bound whose sibling set holds more versions than peers
     // take (each tombstone a few bytes on the wire, ten times that decoded): refused before its
     // versions are decoded, as undecodable.
-    let limits = &c.cfgs[0].params.limits;
-    let versions = (1..=limits.peer_sequence_max() as u64 + 1).map(|counter| Version {
-        dot: Dot { actor: ActorId::new(NodeId(2), 0), counter, ts_ms: 0 },
-        past: Context::new(),
-        payload: Payload::Tombstone,
-    });
+    let params = &c.cfgs[0].params;
+    let versions =
+        (1..=params.limits.peer_sequence_max(params.n) as u64 + 1).map(|counter| Version {
+            dot: Dot { actor: ActorId::new(NodeId(2), 0), counter, ts_ms: 0 },
+            past: Context::new(),
+            payload: Payload::Tombstone,
+        });
     let siblings = Siblings::from_versions(versions);
     let msg = Msg::Store { op: None, key: Key::from("k"), siblings, intended: None };
     let mut h = connect(&c).await;
