@@ -63,23 +63,28 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
         let max = SEQUENCE_MAX.with(Cell::get);
-        let too_long = |n: usize| {
-            A::Error::custom(format!("a sequence of {n} or more items, over the bound of {max}"))
-        };
         let claimed = seq.size_hint().unwrap_or(0);
         if claimed > max {
-            return Err(too_long(claimed));
+            return Err(too_long(claimed, max));
         }
         let item_bytes = std::mem::size_of::<T>().max(1);
         let mut items = Vec::with_capacity(claimed.min(PREALLOCATED_BYTES_MAX / item_bytes));
         while let Some(item) = seq.next_element()? {
             if items.len() == max {
-                return Err(too_long(max + 1));
+                return Err(too_long(max + 1, max));
             }
             items.push(item);
         }
         Ok(items)
     }
+}
+
+/// The refusal of a sequence of at least `items` items, over the bound `max`. Kept out of line:
+/// it is never taken on the way of a good frame.
+#[cold]
+#[inline(never)]
+fn too_long<E: Error>(items: usize, max: usize) -> E {
+    E::custom(format!("a sequence of {items} or more items, over the bound of {max}"))
 }
 
 #[cfg(test)]
