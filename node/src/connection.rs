@@ -305,8 +305,9 @@ pub struct PeerContext {
     /// The inbound connection serving each peer, as the signal that ends it: a newer connection
     /// from the same peer replaces it (see [`serve_inbound`]).
     pub inbound: std::sync::Mutex<BTreeMap<NodeId, Arc<Notify>>>,
-    /// Refused handshakes are logged at most once per [`REFUSALS_LOG_EVERY`].
-    pub refusals_logged: LogEvery,
+    /// Refused handshakes are logged at most once per [`REFUSALS_LOG_EVERY`] for each peer this
+    /// node dials, and as often for all inbound ones together.
+    pub refusals_logged: RefusalLogs,
 }
 
 /// Most bytes one context entry takes encoded (a cloud run: an actor and three varint `u64`s).
@@ -355,7 +356,7 @@ impl PeerContext {
             sequence_max: Limits::default().peer_sequence_max(3),
             secret: secret.clone(),
             inbound: Default::default(),
-            refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
+            refusals_logged: RefusalLogs::new(&[NodeId(peer)].into()),
             net: Arc::new(NetStats::default()),
         }
     }
@@ -451,12 +452,13 @@ impl PeerContext {
         tracing::debug!(node = %self.me, %addr, "peer connection closed: too many handshakes from its address");
     }
 
-    /// Counts a refused handshake and logs why, at most once per [`REFUSALS_LOG_EVERY`] (a host
-    /// that keeps dialling with a bad hello would otherwise fill the log); the line says how many
-    /// were refused unlogged before it.
-    fn refuse(&self, addr: SocketAddr, why: &str) {
+    /// Counts a refused handshake and logs why, at most once per [`REFUSALS_LOG_EVERY`] for a
+    /// dial to the peer `dialled`, or for inbound handshakes (`None`: a host that keeps dialling
+    /// with a bad hello would otherwise fill the log); the line says how many were refused
+    /// unlogged before it.
+    fn refuse(&self, addr: SocketAddr, dialled: Option<NodeId>, why: &str) {
         self.net.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-        let Some(before) = self.refusals_logged.due() else { return };
+        let Some(before) = self.refusals_logged.of(dialled).due() else { return };
         if before > 0 {
             tracing::warn!(node = %self.me, %addr, "peer handshake refused: {why} ({before} more refused since the last one logged)");
         } else {
@@ -520,8 +522,8 @@ pub async fn serve_inbound(
     let hello =
         match tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), handshake).await {
             Ok(Ok(h)) => h,
-            Ok(Err(why)) => return ctx.refuse(addr, &why),
-            Err(_) => return ctx.refuse(addr, "handshake timed out"),
+            Ok(Err(why)) => return ctx.refuse(addr, None, &why),
+            Err(_) => return ctx.refuse(addr, None, "handshake timed out"),
         };
     drop(slot);
     let from = hello.node;
@@ -684,9 +686,32 @@ impl LogEvery {
     }
 }
 
-/// A refused peer handshake is logged at most this often per node; every one is counted
-/// (`dynamo_peer_handshakes_refused_total`).
+/// A refused peer handshake is logged at most this often for each peer a node dials, and as often
+/// for all the inbound ones; every one is counted (`dynamo_peer_handshakes_refused_total`).
 pub const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The log limiters of refused handshakes: one for each peer a node dials, one for every inbound
+/// handshake. Inbound ones can come from any host, which could otherwise keep the log from ever
+/// saying why a configured peer refuses this node.
+#[derive(Debug)]
+pub struct RefusalLogs {
+    dialled: BTreeMap<NodeId, LogEvery>,
+    inbound: LogEvery,
+}
+
+impl RefusalLogs {
+    /// Limiters for a node whose peers are `peers`.
+    pub fn new(peers: &BTreeSet<NodeId>) -> RefusalLogs {
+        let dialled = peers.iter().map(|&p| (p, LogEvery::new(REFUSALS_LOG_EVERY))).collect();
+        RefusalLogs { dialled, inbound: LogEvery::new(REFUSALS_LOG_EVERY) }
+    }
+
+    /// The limiter of refusals of a dial to `dialled`, or of inbound handshakes (`None`, or a
+    /// node that is not a peer).
+    pub fn of(&self, dialled: Option<NodeId>) -> &LogEvery {
+        dialled.and_then(|p| self.dialled.get(&p)).unwrap_or(&self.inbound)
+    }
+}
 
 impl PeerLink {
     /// A link to `peer`, not connected yet: [`run_link`] connects it.
@@ -851,7 +876,7 @@ pub async fn run_link(link: Arc<PeerLink>, addr: SocketAddr, mut shutdown: Shutd
                 match failed {
                     // Counted on every try and logged as the accepting side logs (see `refuse`).
                     DialError::Refused(why) => {
-                        ctx.refuse(addr, &format!("node {peer} answered with {why}"));
+                        ctx.refuse(addr, Some(peer), &format!("node {peer} answered with {why}"));
                     }
                     DialError::Unreachable(why) if !logged_down && failed_dials > 1 => {
                         tracing::info!(node = %ctx.me, %peer, "peer unreachable: {why}; retrying");
@@ -943,12 +968,23 @@ mod tests {
         assert!(why.contains("siblings_max = 9 (this node: 64)"), "{why}");
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         for _ in 0..3 {
-            ctx.refuse(addr, &why);
+            ctx.refuse(addr, None, &why);
         }
         assert_eq!(ctx.net.handshakes_refused.load(Ordering::Relaxed), 3);
-        let (logged, held_back) = *ctx.refusals_logged.state.lock().expect("lock");
+        let state = |dialled| *ctx.refusals_logged.of(dialled).state.lock().expect("lock");
+        let (logged, held_back) = state(None);
         assert!(logged.is_some());
         assert_eq!(held_back, 2, "the first logged, the next two counted only");
+        // Inbound refusals do not use up what a dialled peer's refusal may log.
+        assert_eq!(state(Some(NodeId(2))), (None, 0));
+        ctx.refuse(addr, Some(NodeId(2)), &why);
+        let (logged, held_back) = state(Some(NodeId(2)));
+        assert_eq!((logged.is_some(), held_back), (true, 0), "logged at once");
+        // An unknown id (never dialled) shares the inbound limiter.
+        assert!(std::ptr::eq(
+            ctx.refusals_logged.of(Some(NodeId(7))),
+            ctx.refusals_logged.of(None)
+        ));
     }
     use crate::shutdown::Shutdown;
     use dynamo_model::{
@@ -1022,7 +1058,7 @@ mod tests {
             sequence_max: Limits::default().peer_sequence_max(3),
             secret: ClusterSecret::none(),
             inbound: Default::default(),
-            refusals_logged: LogEvery::new(REFUSALS_LOG_EVERY),
+            refusals_logged: RefusalLogs::new(&[NodeId(2)].into()),
             net: Arc::new(NetStats::default()),
         });
         Arc::new(PeerLink::new(ctx, NodeId(2)))

@@ -163,7 +163,7 @@ async fn start_here(
         secret: cfg.cluster_secret.clone(),
         net: net.clone(),
         inbound: Default::default(),
-        refusals_logged: connection::LogEvery::new(connection::REFUSALS_LOG_EVERY),
+        refusals_logged: connection::RefusalLogs::new(&cfg.peers.keys().copied().collect()),
     });
 
     let mut outbound = Outbound::new();
