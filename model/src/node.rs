@@ -228,8 +228,8 @@ pub struct Stats {
     pub hints_stored: u64,
     /// Hints removed after the intended node acknowledged them.
     pub hints_delivered: u64,
-    /// Hints for a node no longer in the cluster, handed to their key's preference list and
-    /// removed (see [`crate::handoff`]).
+    /// Hints for a node no longer in the cluster handed to their key's preference list (see
+    /// [`crate::handoff`]); each is removed then, or once a sync covers its copies.
     pub hints_rehomed: u64,
     /// Read-repair writes sent (or made locally).
     pub read_repairs: u64,

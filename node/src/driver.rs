@@ -181,8 +181,9 @@ const CLIENT_OVERHEAD_BYTES: usize = 128;
 
 /// Roughly what a peer message that arrived as a frame of `frame_bytes` holds in memory: the
 /// frame's size, or more where its versions, values and contexts take more decoded than they
-/// took on the wire (up to twenty times, for tombstones and empty values: see
-/// `dynamo_model::wire`).
+/// took on the wire (about 24 times for an empty value, 7-12 for a tombstone: see
+/// `dynamo_model::wire`). No more than [`INPUT_QUEUE_BYTES_MAX`] or the frame, whichever is
+/// more, so that any message the transport takes fits an empty queue.
 fn peer_bytes(msg: &Msg, frame_bytes: usize) -> usize {
     let run = std::mem::size_of::<dynamo_model::DotRun>();
     let version = std::mem::size_of::<dynamo_model::Version>();
@@ -202,7 +203,7 @@ fn peer_bytes(msg: &Msg, frame_bytes: usize) -> usize {
         }
         _ => 0,
     };
-    decoded.max(frame_bytes)
+    decoded.min(INPUT_QUEUE_BYTES_MAX).max(frame_bytes)
 }
 
 /// Roughly the bytes an effect holds: its values, and a fixed share for each version and for the

@@ -24,7 +24,7 @@
 use dynamo_model::store::Hint;
 use dynamo_model::{ActorId, Key, NodeId, Siblings, Store, StoreError};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 #[cfg(test)]
 use std::sync::atomic::Ordering;
@@ -353,10 +353,11 @@ pub struct SledStore {
     unsynced: Option<std::collections::HashMap<Vec<u8>, u64>>,
     /// The mark of the last hint write.
     hints_written: u64,
-    /// With `acks_durable`: hints to remove once a sync covers the mark each was asked at
-    /// ([`Store::remove_hint_once_durable`]); done as syncs finish. At most a handoff batch is
-    /// asked per tick, and every sync takes all it covers.
-    removals_owed: Vec<(u64, NodeId, Key)>,
+    /// With `acks_durable`: hints to remove once a sync covers the mark each was first asked at
+    /// ([`Store::remove_hint_once_durable`]); done as syncs finish. [`Store::hints`] passes over
+    /// them meanwhile, so each is asked once: they are at most the hints kept for nodes no longer
+    /// in the cluster.
+    removals_owed: BTreeMap<(NodeId, Key), u64>,
     /// Hint records that did not decode, each reported once: [`Store::hints`] walks past them
     /// (and leaves them on disk, for an operator to inspect) so that they cannot stop the handoff
     /// of every other hint.
@@ -678,7 +679,7 @@ impl SledStore {
             durable: 0,
             unsynced: acks_durable.then(Default::default),
             hints_written: 0,
-            removals_owed: Vec::new(),
+            removals_owed: BTreeMap::new(),
             corrupt_hints: RefCell::default(),
             actor: ActorId::new(node, incarnation),
             damaged_seen: RefCell::default(),
@@ -724,8 +725,14 @@ impl SledStore {
         if let Some(keys) = &mut self.unsynced {
             keys.retain(|_, m| *m > durable);
         }
-        let owed = self.removals_owed.iter().take_while(|(m, ..)| *m <= durable).count();
-        for (_, intended, key) in self.removals_owed.drain(..owed).collect::<Vec<_>>() {
+        let due: Vec<(NodeId, Key)> = self
+            .removals_owed
+            .iter()
+            .filter(|(_, &m)| m <= durable)
+            .map(|(hint, _)| hint.clone())
+            .collect();
+        for (intended, key) in due {
+            self.removals_owed.remove(&(intended, key.clone()));
             // A removal that fails leaves the hint, which its holder hands on again later.
             if let Err(e) = self.remove_hint(intended, &key) {
                 tracing::warn!("removing the hint for {intended} under {key} failed: {e}");
@@ -918,7 +925,7 @@ impl Store for SledStore {
         if self.unsynced.is_none() || self.durable >= self.written {
             return self.remove_hint(intended, key);
         }
-        self.removals_owed.push((self.written, intended, key.clone()));
+        self.removals_owed.entry((intended, key.clone())).or_insert(self.written);
         Ok(())
     }
 
@@ -947,6 +954,11 @@ impl Store for SledStore {
                 let (k, v) = item.map_err(io)?;
                 // The prefix is the node's id: the key splits.
                 let Some((node, key)) = split_hint_key(&k) else { return Ok(None) };
+                if !self.removals_owed.is_empty()
+                    && self.removals_owed.contains_key(&(node, key.clone()))
+                {
+                    return Ok(None); // handed on already; removed at the next sync
+                }
                 match self.decode_stored(&k, None, || format!("hint for {node} key {key}"), &v) {
                     Ok(siblings) => Ok(Some((node, key, siblings))),
                     Err(e) => {
@@ -1039,6 +1051,10 @@ mod tests {
         let copied = s.write_mark();
         s.remove_hint_once_durable(gone, &key).expect("asked");
         assert_eq!(s.load_hint(gone, &key).expect("load"), sibs(b"1"), "kept until synced");
+        let listed = s.hints(&BTreeSet::new(), 10).expect("hints");
+        assert_eq!(listed.len(), 1, "a hint owed its removal is passed over: {listed:?}");
+        s.remove_hint_once_durable(gone, &key).expect("asked again");
+        assert_eq!(s.removals_owed.len(), 1, "and asked once");
         s.mark_durable(copied - 1);
         assert_eq!(s.hint_count().expect("count"), 2, "a sync short of the copy keeps it");
         s.mark_durable(copied);
