@@ -590,6 +590,17 @@ fn truncation_keeps_a_context_within_its_bound_whole() {
     }
 }
 
+/// The set one blind write of `v` through `coordinator` makes.
+fn one_write(coordinator: NodeId) -> Siblings {
+    let mut held = Siblings::new();
+    let writer =
+        dynamo_model::Writer { actor: dynamo_model::ActorId::new(coordinator, 0), issued: 0 };
+    let value = dynamo_model::Payload::Value(b"v".to_vec());
+    let limits = dynamo_model::Limits::default();
+    held.apply_put(writer, &Context::new(), value, 1, &limits, None).expect("put");
+    held
+}
+
 /// Hinted handoff shares each batch among the nodes hints are kept for: a node that does not take
 /// its hints (down, and not suspected by this node, which has not tried to reach it since it
 /// restarted) cannot hold up the others'. (Found by review: the batch was the first
@@ -610,11 +621,7 @@ fn a_handoff_batch_is_shared_among_the_intended_nodes() {
     let config = Arc::new(Config::new(p).expect("valid"));
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
     let mut node = Node::new(ActorId::new(NodeId(4), 0), config, ring, MemStore::default());
-    let mut held = Siblings::new();
-    let writer = dynamo_model::Writer { actor: ActorId::new(NodeId(1), 0), issued: 0 };
-    let limits = dynamo_model::Limits::default();
-    let value = dynamo_model::Payload::Value(b"v".to_vec());
-    held.apply_put(writer, &Context::new(), value, 1, &limits, None).expect("put");
+    let held = one_write(NodeId(1));
     for (intended, key) in [(1, "a"), (1, "b"), (1, "c"), (2, "d")] {
         node.store_mut().save_hint(NodeId(intended), &Key::from(key), &held).expect("hint");
     }
@@ -651,11 +658,7 @@ fn a_hint_for_a_node_no_longer_in_the_cluster_goes_to_the_keys_replicas() {
     let config = Arc::new(Config::new(ConfigParams::for_nodes((1..=3).map(NodeId))).expect("ok"));
     let ring = Arc::new(Ring::new(config.partitions(), config.nodes()));
     let mut node = Node::new(ActorId::new(NodeId(1), 0), config, ring, MemStore::default());
-    let mut held = Siblings::new();
-    let writer = dynamo_model::Writer { actor: ActorId::new(NodeId(2), 0), issued: 0 };
-    let limits = dynamo_model::Limits::default();
-    let value = dynamo_model::Payload::Value(b"v".to_vec());
-    held.apply_put(writer, &Context::new(), value, 1, &limits, None).expect("put");
+    let held = one_write(NodeId(2));
     let (gone, kept) = (NodeId(4), NodeId(3));
     node.store_mut().save_hint(gone, &key(), &held).expect("hint");
     node.store_mut().save_hint(kept, &Key::from("other"), &held).expect("hint");

@@ -179,59 +179,58 @@ fn client_bytes(op: &ClientOp) -> usize {
 /// What a client request costs the byte budget besides its key, value and context.
 const CLIENT_OVERHEAD_BYTES: usize = 128;
 
-/// Roughly what a peer message that arrived as a frame of `frame_bytes` holds in memory: the
-/// frame's size, or more where its versions, values and contexts take more decoded than they
-/// took on the wire (about 24 times for an empty value, 7-12 for a tombstone: see
-/// `dynamo_model::wire`). No more than [`INPUT_QUEUE_BYTES_MAX`] or the frame, whichever is
-/// more, so that any message the transport takes fits an empty queue.
-fn peer_bytes(msg: &Msg, frame_bytes: usize) -> usize {
+/// Roughly what a message holds in memory, decoded: its keys' and values' bytes, and each
+/// version, value and context entry at its size in memory (the estimate the input queue and the
+/// held effects are bounded by).
+fn msg_bytes(msg: &Msg) -> usize {
     let run = std::mem::size_of::<dynamo_model::DotRun>();
-    let version = std::mem::size_of::<dynamo_model::Version>();
-    let value = std::mem::size_of::<Vec<u8>>();
-    let decoded = match msg {
+    let version = |v: &dynamo_model::Version| {
+        std::mem::size_of::<dynamo_model::Version>()
+            + v.payload.value().map_or(0, <[u8]>::len)
+            + v.past.len() * run
+    };
+    match msg {
         Msg::Store { siblings, .. }
         | Msg::FetchReply { siblings, .. }
         | Msg::Handoff { siblings, .. }
-        | Msg::HandoffAck { siblings, .. } => siblings
-            .versions()
-            .iter()
-            .map(|v| version + v.payload.value().map_or(0, <[u8]>::len) + v.past.len() * run)
-            .sum(),
+        | Msg::HandoffAck { siblings, .. } => siblings.versions().iter().map(version).sum(),
         Msg::Forward { op, .. } => client_bytes(op),
-        Msg::ForwardReply { reply: ClientReply::Read { context, values }, .. } => {
+        Msg::ForwardReply { reply, .. } => reply_bytes(reply),
+        _ => 0,
+    }
+}
+
+/// Roughly what a client reply holds in memory: a read's values and context.
+fn reply_bytes(reply: &ClientReply) -> usize {
+    match reply {
+        ClientReply::Read { context, values } => {
+            let value = std::mem::size_of::<Vec<u8>>();
+            let run = std::mem::size_of::<dynamo_model::DotRun>();
             values.iter().map(|v| value + v.len()).sum::<usize>() + context.len() * run
         }
         _ => 0,
-    };
-    decoded.min(INPUT_QUEUE_BYTES_MAX).max(frame_bytes)
+    }
 }
 
-/// Roughly the bytes an effect holds: its values, and a fixed share for each version and for the
+/// What a peer message that arrived as a frame of `frame_bytes` costs the input queue: the
+/// frame's size, or more where its versions, values and contexts take more decoded than they
+/// took on the wire ([`msg_bytes`]; about 24 times for an empty value, 7-12 for a tombstone: see
+/// `dynamo_model::wire`). No more than [`INPUT_QUEUE_BYTES_MAX`] or the frame, whichever is
+/// more, so that any message the transport takes fits an empty queue.
+fn peer_bytes(msg: &Msg, frame_bytes: usize) -> usize {
+    msg_bytes(msg).min(INPUT_QUEUE_BYTES_MAX).max(frame_bytes)
+}
+
+/// Roughly the bytes an effect holds ([`msg_bytes`], [`reply_bytes`]) and a fixed share for the
 /// effect itself (for the held-effects bound, not for accounting).
 fn effect_bytes(effect: &Effect) -> usize {
-    const EACH: usize = 128;
-    let versions = |s: &dynamo_model::Siblings| -> usize {
-        s.versions().iter().map(|v| EACH + v.payload.value().map_or(0, <[u8]>::len)).sum()
-    };
-    let reply = |r: &ClientReply| -> usize {
-        match r {
-            ClientReply::Read { values, .. } => values.iter().map(|v| EACH + v.len()).sum(),
+    const EFFECT_BYTES: usize = 128;
+    EFFECT_BYTES
+        + match effect {
+            Effect::Send { msg, .. } => msg_bytes(msg),
+            Effect::Reply { reply, .. } => reply_bytes(reply),
             _ => 0,
         }
-    };
-    EACH + match effect {
-        Effect::Send { msg, .. } => match msg {
-            Msg::Store { siblings, .. }
-            | Msg::FetchReply { siblings, .. }
-            | Msg::Handoff { siblings, .. }
-            | Msg::HandoffAck { siblings, .. } => versions(siblings),
-            Msg::Forward { op, .. } => client_bytes(op),
-            Msg::ForwardReply { reply: r, .. } => reply(r),
-            _ => 0,
-        },
-        Effect::Reply { reply: r, .. } => reply(r),
-        _ => 0,
-    }
 }
 
 /// Under `always`, the effects waiting for an fsync, each with the write mark it needs durable

@@ -725,14 +725,15 @@ impl SledStore {
         if let Some(keys) = &mut self.unsynced {
             keys.retain(|_, m| *m > durable);
         }
-        let due: Vec<(NodeId, Key)> = self
-            .removals_owed
-            .iter()
-            .filter(|(_, &m)| m <= durable)
-            .map(|(hint, _)| hint.clone())
-            .collect();
+        let mut due = Vec::new();
+        self.removals_owed.retain(|hint, &mut mark| {
+            let covered = mark <= durable;
+            if covered {
+                due.push(hint.clone());
+            }
+            !covered
+        });
         for (intended, key) in due {
-            self.removals_owed.remove(&(intended, key.clone()));
             // A removal that fails leaves the hint, which its holder hands on again later.
             if let Err(e) = self.remove_hint(intended, &key) {
                 tracing::warn!("removing the hint for {intended} under {key} failed: {e}");

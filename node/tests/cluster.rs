@@ -104,9 +104,17 @@ async fn concurrent_puts_make_siblings_and_merged_context_resolves_them() {
     c.shutdown().await;
 }
 
-/// Writes `keys` (each its own name as value) through node 1 with W = 3 while node 4 of four is
-/// down, and checks that some fallback then holds a hint.
-async fn write_with_node_4_down(c: &Cluster, keys: &[String]) {
+/// A four-node cluster (short ticks) with node 4 stopped, and the keys written through node 1
+/// with W = 3 meanwhile (each its own name as value); checks that some fallback then holds a
+/// hint for node 4.
+async fn hints_kept_for_node_4() -> (Cluster, Vec<String>) {
+    let mut c = Cluster::start(4, |cfg| {
+        cfg.params.timeouts.tick_ms = 200;
+        cfg.params.timeouts.sloppy_retry_ms = 200;
+    })
+    .await;
+    c.stop(4).await;
+    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
     // Patient: on a busy machine, four nodes fsyncing may take more than a second for W = 3.
     let all = Overrides { w: Some(3), timeout_ms: Some(5_000), ..NO };
     // Node 1 coordinates the keys whose preference list holds it and forwards the others to the
@@ -114,12 +122,12 @@ async fn write_with_node_4_down(c: &Cluster, keys: &[String]) {
     // goes unanswered, so a first round of writes (short timeouts; their outcome is not checked)
     // teaches it that node 4 is down. The same keys forward to the same nodes in both rounds.
     let short = Overrides { w: Some(3), timeout_ms: Some(300), ..NO };
-    for k in keys {
+    for k in &keys {
         let v = Bytes::from(k.clone());
         c.client.put(&c.url(1), k.as_bytes(), None, v, short).await.expect("answer");
     }
     // From then on, with a primary down, every write reaches W = 3 at the first try.
-    for k in keys {
+    for k in &keys {
         let (u, v) = (c.url(1), Bytes::from(k.clone()));
         let w = c.client.put(&u, k.as_bytes(), None, v, all).await.expect("put");
         assert_eq!(w.status, 204, "write {k} with node 4 down: {}", w.text());
@@ -129,18 +137,12 @@ async fn write_with_node_4_down(c: &Cluster, keys: &[String]) {
         pending += c.metric(i, "dynamo_hints_pending").await.expect("metric");
     }
     assert!(pending > 0, "some write had node 4 as a primary, so a fallback holds a hint");
+    (c, keys)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
-    let mut c = Cluster::start(4, |cfg| {
-        cfg.params.timeouts.tick_ms = 200;
-        cfg.params.timeouts.sloppy_retry_ms = 200;
-    })
-    .await;
-    c.stop(4).await;
-    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
-    write_with_node_4_down(&c, &keys).await;
+    let (mut c, keys) = hints_kept_for_node_4().await;
     c.restart(4).await;
     eventually("hints delivered and removed", || async {
         let mut pending = 0;
@@ -179,14 +181,7 @@ async fn sloppy_quorum_stores_hints_and_handoff_delivers_them_after_restart() {
 /// none waits for the gone node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hints_for_a_node_taken_out_of_the_cluster_go_to_the_keys_replicas() {
-    let mut c = Cluster::start(4, |cfg| {
-        cfg.params.timeouts.tick_ms = 200;
-        cfg.params.timeouts.sloppy_retry_ms = 200;
-    })
-    .await;
-    c.stop(4).await;
-    let keys: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
-    write_with_node_4_down(&c, &keys).await;
+    let (mut c, keys) = hints_kept_for_node_4().await;
     for i in 1..=3 {
         c.stop(i).await;
     }
